@@ -1,0 +1,48 @@
+"""The hidden control directories: which files exist and what they say.
+
+Rendering is pure; `icefs.fs` gathers the facts and calls these functions.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from icefs.repo import SnapshotMeta
+
+__all__ = [
+    "REF_FILES",
+    "ROOT_FILES",
+    "WRITABLE_ROOT_FILES",
+    "render_json",
+    "render_log",
+    "render_time",
+]
+
+#: Files of the mount-wide ``.icefs/``.
+ROOT_FILES: Final = ("pid", "refresh", "stats", "status", "version")
+#: Root control files that accept writes (``refresh``: re-read refs now).
+WRITABLE_ROOT_FILES: Final = frozenset({"refresh"})
+#: Read-only files of each ref view's ``.icefs/``.
+REF_FILES: Final = ("log", "snapshot_id", "status")
+
+
+def render_time(ns: int) -> str:
+    """Return the epoch nanoseconds *ns* as an ISO 8601 UTC time with seconds."""
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_json(doc: dict[str, Any]) -> bytes:
+    """Return *doc* as indented JSON with a final newline."""
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def render_log(history: list[SnapshotMeta]) -> bytes:
+    """Return one line per snapshot, newest first: id, time, message (first line only)."""
+    lines = []
+    for meta in history:
+        message = meta.message.splitlines()[0] if meta.message else ""
+        lines.append(f"{meta.id}  {render_time(meta.written_ns)}  {message}\n")
+    return "".join(lines).encode()

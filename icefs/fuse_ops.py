@@ -1,0 +1,277 @@
+"""The thin pyfuse3 adapter: bytes <-> str, plain values <-> pyfuse3 structs, errors -> errno.
+
+Every handler goes through `_serve`, the one place where an `IcefsError`
+becomes a `FUSEError` and anything unexpected becomes a logged EIO, and where
+each request is counted in the mount's stats.  No filesystem logic lives here.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import pyfuse3
+
+from icefs.errors import IcefsError, NotFound
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Sequence
+
+    from pyfuse3 import (
+        EntryAttributes,
+        FileHandleT,
+        FileInfo,
+        FileNameT,
+        FlagT,
+        InodeT,
+        ModeT,
+        ReaddirToken,
+        RequestContext,
+        SetattrFields,
+        StatvfsData,
+        XAttrNameT,
+    )
+
+    from icefs.fs import Attr, IcefsCore
+
+__all__ = ["FuseOperations"]
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Errors a user causes every day (probing for files, missing xattrs): debug, not info.
+_QUIET_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
+
+
+def _serve(op: str) -> Callable[[Callable[P, Coroutine[Any, Any, R]]],
+                              Callable[P, Coroutine[Any, Any, R]]]:
+    """Wrap the handler *op*: count it, time it, and turn errors into `FUSEError`."""
+
+    def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        @functools.wraps(fn)
+        async def handler(*args: P.args, **kwargs: P.kwargs) -> R:
+            self: FuseOperations = args[0]  # type: ignore[assignment]
+            started = time.monotonic()
+            err = 0
+            try:
+                return await fn(*args, **kwargs)
+            except pyfuse3.FUSEError as exc:
+                err = exc.errno
+                raise
+            except IcefsError as exc:
+                err = exc.errno
+                level = logging.DEBUG if err in _QUIET_ERRNOS else logging.INFO
+                log.log(level, "%s: %s (%s)", op, exc, errno.errorcode.get(err, err))
+                raise pyfuse3.FUSEError(err) from None
+            except Exception:
+                err = errno.EIO
+                log.exception("%s failed unexpectedly", op)
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            finally:
+                self.core.stats.record(op, time.monotonic() - started, err)
+
+        return handler
+
+    return decorate
+
+
+def _entry(attr: Attr) -> EntryAttributes:
+    entry = pyfuse3.EntryAttributes()
+    entry.st_ino = attr.ino
+    entry.generation = 0
+    entry.entry_timeout = attr.entry_timeout
+    entry.attr_timeout = attr.attr_timeout
+    entry.st_mode = attr.mode
+    entry.st_nlink = attr.nlink
+    entry.st_uid = attr.uid
+    entry.st_gid = attr.gid
+    entry.st_rdev = 0
+    entry.st_size = attr.size
+    entry.st_blksize = 1 << 20  # hint large I/O (cp, dd, zarr) to match chunk sizes
+    entry.st_blocks = (attr.size + 511) // 512
+    entry.st_atime_ns = attr.mtime_ns
+    entry.st_mtime_ns = attr.mtime_ns
+    entry.st_ctime_ns = attr.mtime_ns
+    return entry
+
+
+class FuseOperations(pyfuse3.Operations):
+    """pyfuse3 handlers that delegate to an `IcefsCore`."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, core: IcefsCore) -> None:
+        super().__init__()
+        self.core = core
+
+    def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:  # type: ignore[override]
+        try:
+            self.core.forget([(int(ino), n) for ino, n in inode_list])
+        except Exception:
+            log.exception("forget failed")
+
+    @_serve("lookup")
+    async def lookup(self, parent_inode: InodeT, name: FileNameT,
+                     ctx: RequestContext) -> EntryAttributes:
+        try:
+            return _entry(await self.core.lookup(int(parent_inode), os.fsdecode(name)))
+        except NotFound as exc:
+            if exc.cache_for <= 0:
+                raise
+            negative = pyfuse3.EntryAttributes()
+            negative.st_ino = 0
+            negative.entry_timeout = exc.cache_for
+            return negative
+
+    @_serve("getattr")
+    async def getattr(self, inode: InodeT, ctx: RequestContext) -> EntryAttributes:
+        return _entry(await self.core.getattr(int(inode)))
+
+    @_serve("setattr")
+    async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: SetattrFields,
+                      fh: FileHandleT | None, ctx: RequestContext) -> EntryAttributes:
+        if fields.update_size and not (fields.update_mode or fields.update_uid
+                                       or fields.update_gid):
+            return _entry(await self.core.truncate(int(inode), attr.st_size))
+        await self.core.refuse_write(int(inode), "setattr")
+        raise AssertionError("unreachable")
+
+    @_serve("readlink")
+    async def readlink(self, inode: InodeT, ctx: RequestContext) -> FileNameT:
+        await self.core.getattr(int(inode))
+        raise pyfuse3.FUSEError(errno.EINVAL)
+
+    @_serve("opendir")
+    async def opendir(self, inode: InodeT, ctx: RequestContext) -> FileHandleT:
+        return await self.core.opendir(int(inode))
+
+    @_serve("readdir")
+    async def readdir(self, fh: FileHandleT, start_id: int, token: ReaddirToken) -> None:
+        for next_id, name, attr in self.core.readdir(int(fh), start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), _entry(attr), next_id):
+                break
+            self.core.entry_returned(attr.ino)
+
+    @_serve("releasedir")
+    async def releasedir(self, fh: FileHandleT) -> None:
+        self.core.release(int(fh))
+
+    @_serve("fsyncdir")
+    async def fsyncdir(self, fh: FileHandleT, datasync: bool) -> None:
+        return None
+
+    @_serve("open")
+    async def open(self, inode: InodeT, flags: FlagT, ctx: RequestContext) -> FileInfo:
+        reply = await self.core.open(int(inode), int(flags))
+        return pyfuse3.FileInfo(fh=reply.fh, keep_cache=reply.keep_cache,
+                                direct_io=reply.direct_io)
+
+    @_serve("read")
+    async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
+        return await self.core.read(int(fh), off, size)
+
+    @_serve("write")
+    async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
+        return await self.core.write(int(fh), off, buf)
+
+    @_serve("flush")
+    async def flush(self, fh: FileHandleT) -> None:
+        return None
+
+    @_serve("fsync")
+    async def fsync(self, fh: FileHandleT, datasync: bool) -> None:
+        return None
+
+    @_serve("release")
+    async def release(self, fh: FileHandleT) -> None:
+        self.core.release(int(fh))
+
+    @_serve("create")
+    async def create(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, flags: FlagT,
+                     ctx: RequestContext) -> tuple[FileInfo, EntryAttributes]:
+        await self.core.refuse_write(int(parent_inode), "create")
+        raise AssertionError("unreachable")
+
+    @_serve("mkdir")
+    async def mkdir(self, parent_inode: InodeT, name: FileNameT, mode: ModeT,
+                    ctx: RequestContext) -> EntryAttributes:
+        await self.core.refuse_write(int(parent_inode), "mkdir")
+        raise AssertionError("unreachable")
+
+    @_serve("mknod")
+    async def mknod(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, rdev: int,
+                    ctx: RequestContext) -> EntryAttributes:
+        await self.core.refuse_write(int(parent_inode), "mknod")
+        raise AssertionError("unreachable")
+
+    @_serve("symlink")
+    async def symlink(self, parent_inode: InodeT, name: FileNameT, target: FileNameT,
+                      ctx: RequestContext) -> EntryAttributes:
+        await self.core.refuse_write(int(parent_inode), "symlink")
+        raise AssertionError("unreachable")
+
+    @_serve("link")
+    async def link(self, inode: InodeT, new_parent_inode: InodeT, new_name: FileNameT,
+                   ctx: RequestContext) -> EntryAttributes:
+        await self.core.refuse_write(int(new_parent_inode), "link")
+        raise AssertionError("unreachable")
+
+    @_serve("unlink")
+    async def unlink(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
+        await self.core.refuse_write(int(parent_inode), "unlink")
+
+    @_serve("rmdir")
+    async def rmdir(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
+        await self.core.refuse_write(int(parent_inode), "rmdir")
+
+    @_serve("rename")
+    async def rename(self, parent_inode_old: InodeT, name_old: FileNameT,
+                     parent_inode_new: InodeT, name_new: FileNameT, flags: FlagT,
+                     ctx: RequestContext) -> None:
+        await self.core.refuse_write(int(parent_inode_old), "rename")
+
+    @_serve("statfs")
+    async def statfs(self, ctx: RequestContext) -> StatvfsData:
+        numbers = self.core.statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = numbers.bsize
+        out.f_frsize = numbers.bsize
+        out.f_blocks = numbers.blocks
+        out.f_bfree = numbers.bfree
+        out.f_bavail = numbers.bfree
+        out.f_files = numbers.files
+        out.f_ffree = numbers.ffree
+        out.f_favail = numbers.ffree
+        out.f_namemax = numbers.namemax
+        return out
+
+    @_serve("getxattr")
+    async def getxattr(self, inode: InodeT, name: XAttrNameT, ctx: RequestContext) -> bytes:
+        return await self.core.getxattr(int(inode), os.fsdecode(name))
+
+    @_serve("listxattr")
+    async def listxattr(self, inode: InodeT, ctx: RequestContext) -> Sequence[XAttrNameT]:
+        names = await self.core.listxattr(int(inode))
+        return [os.fsencode(n) for n in names]
+
+    @_serve("setxattr")
+    async def setxattr(self, inode: InodeT, name: XAttrNameT, value: bytes,
+                       ctx: RequestContext) -> None:
+        await self.core.refuse_write(int(inode), "setxattr")
+
+    @_serve("removexattr")
+    async def removexattr(self, inode: InodeT, name: XAttrNameT, ctx: RequestContext) -> None:
+        await self.core.refuse_write(int(inode), "removexattr")
+
+    @_serve("access")
+    async def access(self, inode: InodeT, mode: ModeT, ctx: RequestContext) -> bool:
+        await self.core.access(int(inode), int(mode))
+        return True

@@ -1,0 +1,73 @@
+"""Stable inode numbers for namespace paths, with the kernel's lookup counts.
+
+An inode stands for a path of the mount (a tuple of names, ``()`` for the
+root).  The number stays the same for as long as the kernel holds a lookup
+count on it; once `forget` brings the count to zero the number is dropped and
+never reused while the mount lives.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from icefs.errors import Stale
+
+__all__ = ["ROOT_INODE", "InodeTable", "Path"]
+
+#: FUSE's root inode number.
+ROOT_INODE: Final = 1
+
+Path = tuple[str, ...]
+
+
+class InodeTable:
+    """Maps paths to inode numbers and back, counting kernel lookups."""
+
+    def __init__(self) -> None:
+        self._by_path: dict[Path, int] = {(): ROOT_INODE}
+        self._by_ino: dict[int, Path] = {ROOT_INODE: ()}
+        self._lookups: dict[int, int] = {}
+        self._next = ROOT_INODE + 1
+
+    def __len__(self) -> int:
+        return len(self._by_ino)
+
+    def ino(self, path: Path) -> int:
+        """Return the inode of *path*, allocating one if needed (no lookup counted)."""
+        ino = self._by_path.get(path)
+        if ino is None:
+            ino = self._next
+            self._next += 1
+            self._by_path[path] = ino
+            self._by_ino[ino] = path
+        return ino
+
+    def lookup(self, path: Path) -> int:
+        """Return the inode of *path* and count one kernel lookup on it."""
+        ino = self.ino(path)
+        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+        return ino
+
+    def path(self, ino: int) -> Path:
+        """Return the path of *ino*; raise `Stale` if the kernel forgot it."""
+        try:
+            return self._by_ino[ino]
+        except KeyError:
+            raise Stale(f"inode {ino} is unknown") from None
+
+    def forget(self, ino: int, nlookup: int) -> None:
+        """Drop *nlookup* kernel lookups of *ino*; free the number when none remain."""
+        left = self._lookups.get(ino, 0) - nlookup
+        if left > 0:
+            self._lookups[ino] = left
+            return
+        self._lookups.pop(ino, None)
+        if ino == ROOT_INODE:
+            return
+        path = self._by_ino.pop(ino, None)
+        if path is not None:
+            self._by_path.pop(path, None)
+
+    def lookup_count(self, ino: int) -> int:
+        """Return how many lookups the kernel holds on *ino*."""
+        return self._lookups.get(ino, 0)

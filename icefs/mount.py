@@ -1,0 +1,367 @@
+"""The daemon's lifecycle: checks, start-up, readiness, serving, signals, shutdown.
+
+``icefs mount`` without ``--foreground`` re-executes itself in the foreground
+in a new session, with the write end of a pipe (``--ready-fd``).  The daemon
+writes one line there: ``ready`` once the mount answers a request through the
+kernel, or ``error <exitcode> <message>`` if it cannot start; the invoking
+command prints the message and exits with that code.  Re-executing (instead of
+forking) keeps Icechunk's runtime threads out of the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from icefs.errors import ExitCode, QuietError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from icefs.fs import IcefsCore
+    from icefs.storage import StorageSpec
+
+__all__ = [
+    "MountConfig",
+    "check_fuse",
+    "check_mountpoint",
+    "parse_fuse_options",
+    "run_daemon",
+    "start_background",
+    "unmount",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds `icefs mount` waits for the daemon to report that the mount is ready.
+READY_TIMEOUT: Final = 120.0
+#: FUSE options passed to the kernel as given.
+PASSED_OPTIONS: Final = frozenset({
+    "allow_other", "allow_root", "auto_unmount", "default_permissions", "nosuid", "suid",
+    "nodev", "dev", "noexec", "exec", "noatime", "atime", "relatime",
+})
+#: FUSE options icefs reads itself.
+OWN_OPTIONS: Final = frozenset({"ro", "rw", "uid", "gid"})
+#: Options mount(8) and systemd pass that mean nothing to the daemon.
+IGNORED_OPTIONS: Final = frozenset({"_netdev", "nofail", "noauto", "auto", "user", "users",
+                                     "nouser", "defaults"})
+
+
+@dataclass(frozen=True, slots=True)
+class MountConfig:
+    """Everything `run_daemon` needs, validated by the CLI."""
+
+    storage: StorageSpec
+    mountpoint: str
+    mode: str = "open"
+    read_only: bool = False
+    refresh: float = 1.0
+    fuse_options: tuple[str, ...] = ()
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    log_level: str = "info"
+    max_tasks: int = 64
+
+
+def parse_fuse_options(values: list[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Split ``-o`` *values* into options for the kernel and options icefs reads itself.
+
+    Raises `QuietError` (USAGE) for an option icefs does not know.
+    """
+    passed: list[str] = []
+    own: dict[str, str] = {}
+    for value in values:
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            name, _, arg = item.partition("=")
+            if name in PASSED_OPTIONS and not arg:
+                passed.append(name)
+            elif name in OWN_OPTIONS:
+                own[name] = arg
+            elif name in IGNORED_OPTIONS or name.startswith(("x-systemd.", "x-")):
+                continue
+            else:
+                raise QuietError(f"unknown mount option {item!r}", ExitCode.USAGE)
+    return tuple(dict.fromkeys(passed)), own
+
+
+def check_fuse() -> None:
+    """Raise `QuietError` (FUSE) when this machine cannot mount FUSE filesystems."""
+    if not os.path.exists("/dev/fuse"):
+        raise QuietError("FUSE is not available: /dev/fuse is missing (modprobe fuse?)",
+                         ExitCode.FUSE)
+    if shutil.which("fusermount3") is None:
+        raise QuietError("FUSE is not available: fusermount3 not found (install fuse3)",
+                         ExitCode.FUSE)
+
+
+def _lazy_unmount(path: str) -> bool:
+    result = subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True,
+                            text=True, check=False)
+    return result.returncode == 0
+
+
+def check_mountpoint(path: str) -> str:
+    """Return the absolute *path* if a filesystem can be mounted there.
+
+    A mount whose daemon died ("Transport endpoint is not connected") is cleaned
+    up.  Raises `QuietError` (MOUNTPOINT) if the path is missing, not a directory
+    or already mounted.
+    """
+    path = os.path.abspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise QuietError(f"mountpoint {path} does not exist", ExitCode.MOUNTPOINT) from None
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise QuietError(f"mountpoint {path}: {exc.strerror}", ExitCode.MOUNTPOINT) from None
+        log.warning("cleaning up the dead mount at %s", path)
+        if not _lazy_unmount(path):
+            raise QuietError(f"mountpoint {path} holds a dead mount that cannot be removed",
+                             ExitCode.MOUNTPOINT) from None
+        st = os.stat(path)
+    if not os.path.isdir(path):
+        raise QuietError(f"mountpoint {path} is not a directory", ExitCode.MOUNTPOINT)
+    if os.path.ismount(path):
+        raise QuietError(f"mountpoint {path} is already mounted", ExitCode.MOUNTPOINT)
+    del st
+    return path
+
+
+# -- background start ---------------------------------------------------------------------------
+
+
+def start_background(argv: list[str], log_file: str, timeout: float = READY_TIMEOUT) -> None:
+    """Start ``icefs mount --foreground`` with *argv* detached; return once the mount is ready.
+
+    Raises `QuietError` with the daemon's own message and exit code if it fails.
+    """
+    read_fd, write_fd = os.pipe()
+    os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
+    with open(log_file, "ab") as log_out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "icefs", "mount", "--foreground",
+             "--ready-fd", str(write_fd), "--log-file", log_file, *argv],
+            stdin=subprocess.DEVNULL, stdout=log_out, stderr=log_out,
+            pass_fds=(write_fd,), start_new_session=True, close_fds=True,
+        )
+    os.close(write_fd)
+    try:
+        line = _read_line(read_fd, timeout)
+    finally:
+        os.close(read_fd)
+    if line == "ready":
+        return
+    if line.startswith("error "):
+        _, code, message = line.split(" ", 2)
+        raise QuietError(message, int(code))
+    if not line:
+        if proc.poll() is None:
+            proc.terminate()
+            raise QuietError(f"the daemon did not report ready within {timeout:g} s "
+                             f"(see {log_file})", ExitCode.TIMEOUT)
+        raise QuietError(f"the daemon exited during start-up (see {log_file})", ExitCode.ERROR)
+    raise QuietError(f"unexpected start-up report {line!r}", ExitCode.ERROR)
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    import select
+
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+class Reporter:
+    """Tells whoever started the daemon how start-up went, once (no-op without a pipe)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def _send(self, line: str) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._fd, (line + "\n").encode())
+            os.close(self._fd)
+        self._fd = None
+
+    def ready(self) -> None:
+        self._send("ready")
+
+    def error(self, err: QuietError) -> None:
+        self._send(f"error {err.exitcode} {err.message}")
+
+
+# -- the daemon -----------------------------------------------------------------------------------
+
+
+def run_daemon(config: MountConfig, reporter: Reporter) -> int:
+    """Open the repository, mount, serve until unmounted or signalled; return the exit code."""
+    import pyfuse3
+
+    from icefs.bridge import Bridge
+    from icefs.fs import IcefsCore, MountOptions
+    from icefs.fuse_ops import FuseOperations
+    from icefs.repo import Repo, open_repository
+
+    try:
+        check_fuse()
+        mountpoint = check_mountpoint(config.mountpoint)
+        repository = open_repository(config.storage, config.mode)
+    except QuietError as err:
+        reporter.error(err)
+        raise
+    bridge = Bridge()
+    repo = Repo(repository, bridge, config.storage.display())
+    core = IcefsCore(repo, MountOptions(
+        read_only=config.read_only, refresh=config.refresh, uid=config.uid, gid=config.gid,
+        mountpoint=mountpoint, storage=config.storage.display(),
+    ))
+    options = {
+        f"fsname=icefs#{config.storage.display()}"[:200],
+        "subtype=icefs",
+        "default_permissions",
+        *config.fuse_options,
+    }
+    if config.read_only:
+        options.add("ro")
+    ops = FuseOperations(core)
+    state = _State()
+    try:
+        trio.run(_serve, core, ops, mountpoint, options, config, reporter, state)
+    except QuietError as err:
+        reporter.error(err)
+        raise
+    finally:
+        if state.initialized:
+            # Unmount only on a clean exit: after a crash the mountpoint must not
+            # suddenly look empty to a program (rsync --delete) still using it.
+            pyfuse3.close(unmount=state.clean)
+        bridge.close()
+    log.info("unmounted %s", mountpoint)
+    return ExitCode.OK
+
+
+@dataclass(slots=True)
+class _State:
+    initialized: bool = False
+    clean: bool = False
+
+
+async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str],
+                 config: MountConfig, reporter: Reporter, state: _State) -> None:
+    import pyfuse3
+
+    try:
+        await core.refresh_refs()
+    except Exception as exc:
+        raise QuietError(f"cannot read refs of {config.storage.display()}: {exc}",
+                         ExitCode.STORAGE) from None
+    try:
+        pyfuse3.init(ops, mountpoint, options)  # type: ignore[arg-type]
+    except RuntimeError as exc:
+        raise QuietError(f"cannot mount at {mountpoint}: {exc}", ExitCode.FUSE) from None
+    state.initialized = True
+    log.info("mounted %s at %s (%d branches, %d tags)", config.storage.display(), mountpoint,
+             len(core.branches), len(core.tags))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.run_refresher)
+        nursery.start_soon(_handle_signals)
+        nursery.start_soon(_announce_ready, mountpoint, reporter)
+        await pyfuse3.main(max_tasks=config.max_tasks)
+        nursery.cancel_scope.cancel()
+    state.clean = True
+
+
+async def _handle_signals() -> None:
+    import pyfuse3
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: nothing to reload")
+                continue
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+async def _announce_ready(mountpoint: str, reporter: Reporter) -> None:
+    """Report ready once a request through the kernel has been answered."""
+    await trio.to_thread.run_sync(os.stat, os.path.join(mountpoint, "branches"))
+    log.info("ready")
+    reporter.ready()
+
+
+# -- unmount --------------------------------------------------------------------------------------
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+def unmount(mountpoint: str, timeout: float = 60.0, wait: Callable[[float], None] = time.sleep,
+            ) -> str:
+    """Unmount the icefs mount at *mountpoint* and wait for its daemon to exit.
+
+    Cleans up a dead mount.  Returns what was done; raises `QuietError`.
+    """
+    path = os.path.abspath(mountpoint)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise QuietError(f"{path} does not exist", ExitCode.NOT_MOUNTED) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            if _lazy_unmount(path):
+                return f"cleaned up the dead mount at {path}"
+            raise QuietError(f"cannot clean up the dead mount at {path}",
+                             ExitCode.MOUNTPOINT) from None
+        raise QuietError(f"{path}: {exc.strerror}", ExitCode.MOUNTPOINT) from None
+    if not os.path.ismount(path):
+        raise QuietError(f"{path} is not mounted", ExitCode.NOT_MOUNTED)
+    pid: int | None = None
+    try:
+        with open(os.path.join(path, ".icefs", "pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        raise QuietError(f"{path} is not an icefs mount", ExitCode.NOT_MOUNTED) from None
+    result = subprocess.run(["fusermount3", "-u", path], capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
+        raise QuietError(f"cannot unmount {path}: {reason}", ExitCode.MOUNTPOINT)
+    deadline = time.monotonic() + timeout
+    while not _process_gone(pid):
+        if time.monotonic() > deadline:
+            raise QuietError(f"unmounted {path}, but daemon {pid} is still running",
+                             ExitCode.TIMEOUT)
+        wait(0.05)
+    return f"unmounted {path}"

@@ -1,0 +1,317 @@
+"""Icechunk, seen from icefs: the only module that imports icechunk.
+
+`open_repository` opens or creates a repository at start-up (synchronously, so
+`icefs mount` can fail before anything is mounted).  `Repo` wraps it for trio
+code: every call goes through the `Bridge`, and Icechunk's exceptions become
+`IcefsError`s through `translate`.  `SnapshotReader` reads one immutable
+snapshot: listings, chunk indexes and bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import icechunk
+from zarr.abc.store import RangeByteRequest
+from zarr.core.buffer import default_buffer_prototype
+
+from icefs import errors
+from icefs.errors import ExitCode, QuietError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from icefs.bridge import Bridge
+    from icefs.storage import StorageSpec
+
+__all__ = [
+    "ChunkIndex",
+    "Repo",
+    "SnapshotMeta",
+    "SnapshotReader",
+    "configure_icechunk_logs",
+    "open_repository",
+    "translate",
+]
+
+log = logging.getLogger(__name__)
+
+#: The root snapshot every new repository starts with.
+ROOT_SNAPSHOT_ID: Final = "1CECHNKREP0F1RSTCMT0"
+#: How many read-only sessions (one per snapshot) are kept open.
+READERS_KEPT: Final = 64
+
+
+def configure_icechunk_logs(level: int) -> None:
+    """Route Icechunk's Rust logs: only errors unless *level* is DEBUG.
+
+    Icechunk logs straight to stderr; its local-storage warning repeats on every
+    commit and is never useful to a mount's user.
+    """
+    if os.environ.get("ICECHUNK_LOG"):
+        return  # the user asked for something specific
+    if level <= logging.DEBUG:
+        icechunk.set_logs_filter("warn,icechunk_arrow_object_store=error")
+    else:
+        icechunk.set_logs_filter("error")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def translate(exc: BaseException) -> errors.IcefsError:
+    """Return the `IcefsError` for an exception raised by Icechunk or zarr (the one table)."""
+    message = _first_line(exc)
+    table: tuple[tuple[type[BaseException], type[errors.IcefsError]], ...] = (
+        (icechunk.NotFoundError, errors.NotFound),
+        (icechunk.InvalidInputError, errors.InvalidInput),
+        (icechunk.ReadOnlyError, errors.ReadOnly),
+        (icechunk.ConflictError, errors.Busy),
+        (icechunk.RebaseFailedError, errors.Busy),
+        (icechunk.AlreadyExistsError, errors.Exists),
+        (icechunk.StorageError, errors.StorageFailure),
+        (KeyError, errors.NotFound),
+        (ValueError, errors.InvalidInput),
+    )
+    for source, target in table:
+        if isinstance(exc, source):
+            return target(message)
+    return errors.StorageFailure(message)
+
+
+def open_repository(spec: StorageSpec, mode: str) -> icechunk.Repository:
+    """Open the repository at *spec* in *mode* ('open', 'create' or 'open_or_create').
+
+    ``memory://`` always starts empty, so every mode creates it.  Raises
+    `QuietError` with a one-line reason when the repository cannot be had.
+    """
+    if spec.kind == "memory":
+        return icechunk.Repository.create(icechunk.in_memory_storage())
+    path = spec.path
+    if mode == "open" and not os.path.exists(path):
+        raise QuietError(
+            f"no repository at {path} (use --mode create or open_or_create to make one)",
+            ExitCode.REPOSITORY,
+        )
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise QuietError(f"not an Icechunk repository (not a directory): {path}",
+                         ExitCode.REPOSITORY)
+    storage = icechunk.local_filesystem_storage(path)
+    try:
+        exists = icechunk.Repository.exists(storage)
+        if mode == "open":
+            if not exists:
+                raise QuietError(f"not an Icechunk repository: {path}", ExitCode.REPOSITORY)
+            return icechunk.Repository.open(storage)
+        if mode == "create":
+            if exists:
+                raise QuietError(f"a repository already exists at {path}", ExitCode.REPOSITORY)
+            if os.path.isdir(path) and os.listdir(path):
+                raise QuietError(f"cannot create a repository in non-empty directory {path}",
+                                 ExitCode.REPOSITORY)
+            return icechunk.Repository.create(storage)
+        if mode == "open_or_create":
+            if not exists and os.path.isdir(path) and os.listdir(path):
+                raise QuietError(f"not an Icechunk repository: {path}", ExitCode.REPOSITORY)
+            return icechunk.Repository.open_or_create(storage)
+    except icechunk.IcechunkError as exc:
+        raise QuietError(f"cannot open repository {path}: {_first_line(exc)}",
+                         ExitCode.REPOSITORY) from None
+    raise QuietError(f"unknown mode {mode!r}", ExitCode.USAGE)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """What icefs shows of a snapshot: id, parent, commit time (epoch ns) and message."""
+
+    id: str
+    parent_id: str | None
+    written_ns: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkIndex:
+    """The chunks of one array in one snapshot: stored length and inline bytes by coordinates."""
+
+    ndim: int
+    lengths: dict[tuple[int, ...], int]
+    inline: dict[tuple[int, ...], bytes]
+    #: For each coordinate prefix shorter than ndim, the sorted next coordinates below it.
+    children: dict[tuple[int, ...], list[int]]
+
+
+def _meta(info: Any) -> SnapshotMeta:
+    return SnapshotMeta(
+        id=info.id,
+        parent_id=info.parent_id,
+        written_ns=int(info.written_at.timestamp() * 1_000_000_000),
+        message=info.message,
+    )
+
+
+class SnapshotReader:
+    """Reads one immutable snapshot through a read-only session."""
+
+    def __init__(self, session: icechunk.Session, bridge: Bridge) -> None:
+        self.snapshot_id: str = session.snapshot_id
+        self._session = session
+        self._store = session.store
+        self._bridge = bridge
+        self._prototype = default_buffer_prototype()
+
+    def _list_dir_sync(self, prefix: str) -> list[str]:
+        # Icechunk's listing iterators are typed async but also iterate synchronously
+        # (measured: ~10 us a name); list_dir can repeat names and has no stable order.
+        names = cast("Iterable[str]", self._store.list_dir(prefix))
+        return sorted(set(names))
+
+    async def list_dir(self, prefix: str) -> list[str]:
+        """Return the sorted, de-duplicated child names below key *prefix* ('' = root)."""
+        try:
+            return await self._bridge.run_sync(self._list_dir_sync, prefix)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    def _chunk_index_sync(self, array_path: str, ndim: int) -> ChunkIndex:
+        lengths: dict[tuple[int, ...], int] = {}
+        inline: dict[tuple[int, ...], bytes] = {}
+        batches = cast("Iterable[tuple[Any, Any, Any, Any, Any, dict[int, bytes]]]",
+                       self._store.array_chunk_iterator(array_path))
+        for coords, _kinds, _paths, _offsets, lens, inlined in batches:
+            keys = [tuple(int(c) for c in row) for row in coords.tolist()]
+            for i, key in enumerate(keys):
+                lengths[key] = int(lens[i])
+            for i, data in inlined.items():
+                inline[keys[i]] = data
+        below: dict[tuple[int, ...], set[int]] = {}
+        for key in lengths:
+            if len(key) != ndim:
+                continue  # a key of the wrong dimensionality cannot be shown as a path
+            for depth in range(ndim):
+                below.setdefault(key[:depth], set()).add(key[depth])
+        children = {prefix: sorted(nxt) for prefix, nxt in below.items()}
+        return ChunkIndex(ndim, lengths, inline, children)
+
+    async def chunk_index(self, array_path: str, ndim: int) -> ChunkIndex:
+        """Return the `ChunkIndex` of the array at *array_path* (one pass over its manifest)."""
+        try:
+            return await self._bridge.run_sync(self._chunk_index_sync, array_path, ndim)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def _get(self, key: str, start: int | None, end: int | None) -> bytes | None:
+        rng = None if start is None or end is None else RangeByteRequest(start, end)
+        buf = await self._store.get(key, self._prototype, rng)
+        return None if buf is None else buf.to_bytes()
+
+    async def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """Return the bytes of *key*, or of [start, end) when both are given.
+
+        The caller clamps *end* to the size: Icechunk raises past the end.
+        Raises `NotFound` if the key does not exist.
+        """
+        try:
+            data = await self._bridge.run(self._get, key, start, end)
+        except Exception as exc:
+            raise translate(exc) from exc
+        if data is None:
+            raise errors.NotFound(f"no key {key}")
+        return data
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
+        """Return the whole bytes of each of *keys* (None where missing) in one bridge trip."""
+        key_list = list(keys)
+        results = await self._bridge.gather(self._get, [(k, None, None) for k in key_list])
+        out: dict[str, bytes | None] = {}
+        for key, result in zip(key_list, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, KeyError):
+                    out[key] = None
+                    continue
+                raise translate(result) from result
+            out[key] = result
+        return out
+
+
+class Repo:
+    """An open repository, used from trio: refs, snapshots and cached readers."""
+
+    def __init__(self, repository: icechunk.Repository, bridge: Bridge, display: str) -> None:
+        self.display = display
+        self._repo = repository
+        self._bridge = bridge
+        self._readers: OrderedDict[str, SnapshotReader] = OrderedDict()
+        self._snapshots: dict[str, SnapshotMeta] = {}
+
+    @property
+    def bridge(self) -> Bridge:
+        return self._bridge
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await self._bridge.run_sync(fn, *args)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    def _refs_sync(self) -> tuple[dict[str, str], dict[str, str]]:
+        branches = {b: self._repo.lookup_branch(b) for b in self._repo.list_branches()}
+        tags = {t: self._repo.lookup_tag(t) for t in self._repo.list_tags()}
+        return branches, tags
+
+    async def refs(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Return ({branch: tip snapshot id}, {tag: snapshot id}) as the repository has them now."""
+        result: tuple[dict[str, str], dict[str, str]] = await self._call(self._refs_sync)
+        return result
+
+    async def lookup_branch(self, branch: str) -> str:
+        result: str = await self._call(self._repo.lookup_branch, branch)
+        return result
+
+    async def lookup_tag(self, tag: str) -> str:
+        result: str = await self._call(self._repo.lookup_tag, tag)
+        return result
+
+    async def snapshot(self, snapshot_id: str) -> SnapshotMeta:
+        """Return the `SnapshotMeta` of *snapshot_id*; `NotFound`/`InvalidInput` if it is none."""
+        meta = self._snapshots.get(snapshot_id)
+        if meta is None:
+            meta = _meta(await self._call(self._repo.lookup_snapshot, snapshot_id))
+            self._snapshots[snapshot_id] = meta
+        return meta
+
+    def _ancestry_sync(self, snapshot_id: str) -> list[SnapshotMeta]:
+        out: list[SnapshotMeta] = []
+        for info in self._repo.ancestry(snapshot_id=snapshot_id):
+            meta = self._snapshots.get(info.id)
+            if meta is None:
+                meta = self._snapshots[info.id] = _meta(info)
+            out.append(meta)
+        return out
+
+    async def ancestry(self, snapshot_id: str) -> list[SnapshotMeta]:
+        """Return the ancestry of *snapshot_id*, newest first, itself included."""
+        result: list[SnapshotMeta] = await self._call(self._ancestry_sync, snapshot_id)
+        return result
+
+    async def reader(self, snapshot_id: str) -> SnapshotReader:
+        """Return a (cached) `SnapshotReader` for *snapshot_id*."""
+        reader = self._readers.get(snapshot_id)
+        if reader is not None:
+            self._readers.move_to_end(snapshot_id)
+            return reader
+        session = await self._call(self._open_readonly, snapshot_id)
+        reader = SnapshotReader(session, self._bridge)
+        self._readers[snapshot_id] = reader
+        while len(self._readers) > READERS_KEPT:
+            self._readers.popitem(last=False)
+        return reader
+
+    def _open_readonly(self, snapshot_id: str) -> icechunk.Session:
+        return self._repo.readonly_session(snapshot_id=snapshot_id)

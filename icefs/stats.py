@@ -1,0 +1,65 @@
+"""Counters of what a mount has done, shown in ``.icefs/stats``."""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Stats"]
+
+
+@dataclass(slots=True)
+class _OpStats:
+    count: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    max_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class Stats:
+    """Requests, latency and errors by operation; bytes read; errors by errno."""
+
+    started: float = field(default_factory=time.time)
+    ops: dict[str, _OpStats] = field(default_factory=dict)
+    errors_by_errno: dict[str, int] = field(default_factory=dict)
+    bytes_read: int = 0
+    bytes_written: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def record(self, op: str, seconds: float, err: int = 0) -> None:
+        """Count one *op* request that took *seconds* and ended with errno *err* (0 = success)."""
+        stats = self.ops.get(op)
+        if stats is None:
+            stats = self.ops[op] = _OpStats()
+        stats.count += 1
+        stats.seconds += seconds
+        stats.max_seconds = max(stats.max_seconds, seconds)
+        if err:
+            stats.errors += 1
+            name = errno.errorcode.get(err, str(err))
+            self.errors_by_errno[name] = self.errors_by_errno.get(name, 0) + 1
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the counters as a JSON-ready dict."""
+        return {
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "requests": {
+                op: {
+                    "count": s.count,
+                    "errors": s.errors,
+                    "mean_ms": round(1000 * s.seconds / s.count, 3) if s.count else 0.0,
+                    "max_ms": round(1000 * s.max_seconds, 3),
+                }
+                for op, s in sorted(self.ops.items())
+            },
+            "requests_total": sum(s.count for s in self.ops.values()),
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
+            "errors": sum(self.errors_by_errno.values()),
+            "errors_by_errno": dict(sorted(self.errors_by_errno.items())),
+        }

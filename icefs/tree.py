@@ -1,0 +1,222 @@
+"""The Zarr tree of one immutable snapshot, as directories and files.
+
+A directory is either a *node directory* (the root, a group, an array, or a
+path that only holds deeper nodes) or a *chunk directory* below an array's
+``c``.  Whether a name is a file follows from the Zarr layout: ``zarr.json`` is
+a file; below an array with ndim N, ``c/i/.../k`` is a file once it has N
+coordinates (for a 0-d array, ``c`` itself).  Chunk listings and sizes come
+from the array's manifest in one pass (`ChunkIndex`), never one call per chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from icefs.errors import NotADirectory, NotFound
+from icefs.paths import METADATA_NAME, join_key
+
+if TYPE_CHECKING:
+    from icefs.repo import ChunkIndex, SnapshotReader
+
+__all__ = ["DirPos", "SnapshotTree", "TreeEntry"]
+
+log = logging.getLogger(__name__)
+
+CHUNK_DIR: Final = "c"
+
+
+@dataclass(frozen=True, slots=True)
+class DirPos:
+    """Where a directory sits: a node path, or a chunk prefix of an array (array set)."""
+
+    node: str
+    array: str | None = None
+    coords: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One resolved path: a directory (with its position) or a file (with key and size)."""
+
+    is_dir: bool
+    key: str = ""
+    size: int = 0
+    pos: DirPos | None = None
+    #: For a chunk file: its array's path and coordinates.
+    array: str | None = None
+    coords: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeInfo:
+    metadata: bytes | None
+    is_array: bool
+    ndim: int
+
+
+def _parse_node(metadata: bytes | None) -> _NodeInfo:
+    if metadata is None:
+        return _NodeInfo(None, False, 0)
+    try:
+        doc = json.loads(metadata)
+        if isinstance(doc, dict) and doc.get("node_type") == "array":
+            return _NodeInfo(metadata, True, len(doc.get("shape", ())))
+    except (ValueError, TypeError):
+        log.warning("unreadable zarr.json (%d bytes) treated as a group", len(metadata))
+    return _NodeInfo(metadata, False, 0)
+
+
+def _chunk_name(coord: str) -> int | None:
+    """Return the integer a chunk path component names, or None ('01', '-1', 'x' name none)."""
+    if not coord.isdigit() or not coord.isascii() or (len(coord) > 1 and coord[0] == "0"):
+        return None
+    return int(coord)
+
+
+class SnapshotTree:
+    """Resolves, lists and reads paths of one snapshot; caches what it learns (immutable)."""
+
+    def __init__(self, reader: SnapshotReader) -> None:
+        self.reader = reader
+        self.snapshot_id = reader.snapshot_id
+        self._nodes: dict[str, _NodeInfo] = {}
+        self._listings: dict[str, list[str]] = {}
+        self._chunks: dict[str, ChunkIndex] = {}
+
+    # -- cached facts -------------------------------------------------------------------------
+
+    async def _node(self, path: str) -> _NodeInfo:
+        info = self._nodes.get(path)
+        if info is None:
+            key = join_key(path, METADATA_NAME)
+            try:
+                metadata: bytes | None = await self.reader.get(key)
+            except NotFound:
+                metadata = None
+            info = self._nodes[path] = _parse_node(metadata)
+        return info
+
+    async def _list_node(self, path: str) -> list[str]:
+        names = self._listings.get(path)
+        if names is None:
+            names = self._listings[path] = await self.reader.list_dir(path)
+        return names
+
+    async def _chunk_index(self, array: str, ndim: int) -> ChunkIndex:
+        index = self._chunks.get(array)
+        if index is None:
+            index = self._chunks[array] = await self.reader.chunk_index(array, ndim)
+        return index
+
+    # -- resolution ---------------------------------------------------------------------------
+
+    async def child(self, pos: DirPos, name: str) -> TreeEntry:
+        """Resolve *name* inside the directory at *pos*; raise `NotFound` if absent."""
+        if pos.array is not None:
+            return await self._chunk_child(pos, name)
+        node = await self._node(pos.node)
+        if name == METADATA_NAME:
+            if node.metadata is None:
+                raise NotFound(join_key(pos.node, name))
+            return TreeEntry(False, join_key(pos.node, name), len(node.metadata))
+        if node.is_array and name == CHUNK_DIR:
+            index = await self._chunk_index(pos.node, node.ndim)
+            if node.ndim == 0:
+                if () not in index.lengths:
+                    raise NotFound(join_key(pos.node, name))
+                return TreeEntry(False, join_key(pos.node, name), index.lengths[()],
+                                 array=pos.node)
+            if not index.children.get(()):
+                raise NotFound(join_key(pos.node, name))
+            return TreeEntry(True, pos=DirPos(pos.node, pos.node, ()))
+        if name not in await self._list_node(pos.node):
+            raise NotFound(join_key(pos.node, name))
+        return TreeEntry(True, pos=DirPos(join_key(pos.node, name)))
+
+    async def _chunk_child(self, pos: DirPos, name: str) -> TreeEntry:
+        assert pos.array is not None
+        coord = _chunk_name(name)
+        if coord is None:
+            raise NotFound(name)
+        array = await self._node(pos.array)
+        index = await self._chunk_index(pos.array, array.ndim)
+        coords = (*pos.coords, coord)
+        if len(coords) == array.ndim:
+            length = index.lengths.get(coords)
+            if length is None:
+                raise NotFound(name)
+            return _chunk_entry(pos.array, coords, length)
+        if coords not in index.children:
+            raise NotFound(name)
+        return TreeEntry(True, pos=DirPos(pos.node, pos.array, coords))
+
+    async def resolve(self, parts: tuple[str, ...]) -> TreeEntry:
+        """Resolve the path *parts* from the snapshot's root."""
+        entry = TreeEntry(True, pos=DirPos(""))
+        for name in parts:
+            if entry.pos is None:
+                raise NotADirectory("/".join(parts))
+            entry = await self.child(entry.pos, name)
+        return entry
+
+    async def listdir(self, pos: DirPos) -> list[tuple[str, TreeEntry]]:
+        """Return the (name, entry) pairs of the directory at *pos*, sorted by name."""
+        if pos.array is not None:
+            array = await self._node(pos.array)
+            index = await self._chunk_index(pos.array, array.ndim)
+            out: list[tuple[str, TreeEntry]] = []
+            for coord in index.children.get(pos.coords, ()):
+                coords = (*pos.coords, coord)
+                if len(coords) == array.ndim:
+                    entry = _chunk_entry(pos.array, coords, index.lengths[coords])
+                else:
+                    entry = TreeEntry(True, pos=DirPos(pos.node, pos.array, coords))
+                out.append((str(coord), entry))
+            return out
+        out = []
+        for name in await self._list_node(pos.node):
+            try:
+                out.append((name, await self.child(pos, name)))
+            except NotFound:
+                continue  # e.g. an array's "c" with no chunk written
+        return out
+
+    # -- data ---------------------------------------------------------------------------------
+
+    async def read(self, entry: TreeEntry, offset: int, size: int) -> bytes:
+        """Return up to *size* bytes of the file *entry* from *offset* (b'' at or past EOF)."""
+        end = min(offset + size, entry.size)
+        if offset >= end:
+            return b""
+        inline = await self._inline_or_metadata(entry)
+        if inline is not None:
+            return inline[offset:end]
+        if offset == 0 and end == entry.size:
+            return await self.reader.get(entry.key)
+        return await self.reader.get(entry.key, offset, end)
+
+    async def read_whole(self, entry: TreeEntry) -> bytes:
+        """Return all bytes of the file *entry*."""
+        inline = await self._inline_or_metadata(entry)
+        if inline is not None:
+            return inline
+        if entry.size == 0:
+            return b""
+        return await self.reader.get(entry.key)
+
+    async def _inline_or_metadata(self, entry: TreeEntry) -> bytes | None:
+        """Return the bytes icefs already holds for *entry* (metadata, inline chunk) or None."""
+        if entry.array is None:
+            node_path = entry.key.rpartition("/")[0]
+            return (await self._node(node_path)).metadata or b""
+        index = self._chunks.get(entry.array)
+        return None if index is None else index.inline.get(entry.coords)
+
+
+def _chunk_entry(array: str, coords: tuple[int, ...], length: int) -> TreeEntry:
+    key = "/".join((array, CHUNK_DIR, *map(str, coords))) if array else "/".join(
+        (CHUNK_DIR, *map(str, coords)))
+    return TreeEntry(False, key, length, array=array, coords=coords)

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Set up everything icefs needs on a fresh Debian machine, then run one job.
+#
+#   scripts/bootstrap.sh demo     set up, build a sample repository and mount it
+#   scripts/bootstrap.sh test     set up, then lint, type-check and run the whole test suite
+#   scripts/bootstrap.sh setup    set up only
+#
+# Idempotent: re-running it skips what is already in place.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${ICEFS_VENV:-$here/.venv}"
+job="${1:-setup}"
+shift || true
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_debian_packages() {
+    local missing=()
+    for pkg in fuse3 libfuse3-dev pkg-config gcc; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        say "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# Print a Python interpreter >= 3.12 (icechunk 2.x and zarr 3.4 need it).
+find_python() {
+    local candidates=()
+    [ -n "${ICEFS_PYTHON:-}" ] && candidates+=("$ICEFS_PYTHON")
+    candidates+=(python3.14 python3.13 python3.12 python3)
+    local pyenv_root
+    pyenv_root="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
+    for d in "$pyenv_root"/versions/3.1[2-9]*; do
+        [ -x "$d/bin/python3" ] && candidates+=("$d/bin/python3")
+    done
+    for py in "${candidates[@]}"; do
+        if command -v "$py" >/dev/null 2>&1 \
+            && "$py" -c 'import sys, venv; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+            command -v "$py"
+            return 0
+        fi
+    done
+    return 1
+}
+
+make_venv() {
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import icefs, pyfuse3, pytest' 2>/dev/null \
+        && [ "$venv/.stamp" -nt "$here/pyproject.toml" ]; then
+        return 0
+    fi
+    local py
+    if ! py="$(find_python)"; then
+        say "no Python >= 3.12 found; install one (apt-get install python3.12, or pyenv) or set ICEFS_PYTHON"
+        exit 1
+    fi
+    say "creating $venv with $py ($("$py" --version))"
+    "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    say "installing icefs and its dependencies (pyfuse3 builds from source)"
+    "$venv/bin/python" -m pip install -q -e "$here[test]"
+    touch "$venv/.stamp"
+}
+
+install_debian_packages
+make_venv
+
+export PATH="$venv/bin:$PATH"
+case "$job" in
+    setup)
+        say "ready: $venv/bin/icefs"
+        ;;
+    demo)
+        exec "$venv/bin/icefs" demo "$@"
+        ;;
+    test)
+        cd "$here"
+        say "ruff"
+        ruff check icefs tests benchmarks
+        say "mypy"
+        mypy
+        say "pytest"
+        exec pytest "$@"
+        ;;
+    *)
+        say "unknown job '$job' (demo, test or setup)"
+        exit 2
+        ;;
+esac
