@@ -120,7 +120,7 @@ def check_mountpoint(path: str) -> str:
     """
     path = os.path.abspath(path)
     try:
-        st = os.stat(path)
+        _probe(path)
     except FileNotFoundError:
         raise QuietError(f"mountpoint {path} does not exist", ExitCode.MOUNTPOINT) from None
     except OSError as exc:
@@ -130,13 +130,21 @@ def check_mountpoint(path: str) -> str:
         if not _lazy_unmount(path):
             raise QuietError(f"mountpoint {path} holds a dead mount that cannot be removed",
                              ExitCode.MOUNTPOINT) from None
-        st = os.stat(path)
     if not os.path.isdir(path):
         raise QuietError(f"mountpoint {path} is not a directory", ExitCode.MOUNTPOINT)
     if os.path.ismount(path):
         raise QuietError(f"mountpoint {path} is already mounted", ExitCode.MOUNTPOINT)
-    del st
     return path
+
+
+def _probe(path: str) -> None:
+    """Raise the OSError that using *path* gives (ENOTCONN for a dead FUSE mount).
+
+    stat() alone can be answered from the kernel's attribute cache even when the
+    daemon is gone; statfs() always reaches the filesystem.
+    """
+    os.stat(path)
+    os.statvfs(path)
 
 
 # -- background start ---------------------------------------------------------------------------
@@ -335,7 +343,7 @@ def unmount(mountpoint: str, timeout: float = 60.0, wait: Callable[[float], None
     """
     path = os.path.abspath(mountpoint)
     try:
-        os.stat(path)
+        _probe(path)
     except FileNotFoundError:
         raise QuietError(f"{path} does not exist", ExitCode.NOT_MOUNTED) from None
     except OSError as exc:

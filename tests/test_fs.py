@@ -1,0 +1,309 @@
+"""IcefsCore called directly (no kernel), over real in-memory and local repositories."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import stat
+
+import icechunk
+import numpy as np
+import pytest
+import trio
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+
+from icefs.bridge import Bridge
+from icefs.errors import (
+    BadHandle,
+    IsADirectory,
+    NoAttribute,
+    NotADirectory,
+    NotFound,
+    PermissionDenied,
+    ReadOnly,
+)
+from icefs.fs import IMMUTABLE_TTL, IcefsCore, MountOptions
+from icefs.inodes import ROOT_INODE
+from icefs.repo import Repo
+from icefs.sample import build_sample, sample_storage
+
+
+def store_get(repo, snapshot_id, key):
+    """Read *key* straight from Icechunk, outside trio."""
+    store = repo.readonly_session(snapshot_id=snapshot_id).store
+
+    async def get():
+        buf = await store.get(key, default_buffer_prototype())
+        return buf.to_bytes()
+
+    return asyncio.run(get())
+
+
+@pytest.fixture(params=["memory", "local"])
+def repository(request, tmp_path):
+    if request.param == "memory":
+        repo = icechunk.Repository.create(icechunk.in_memory_storage())
+    else:
+        repo = icechunk.Repository.create(sample_storage(str(tmp_path / "repo")))
+    ids = build_sample(repo, times=4, lat=6, lon=8)
+    return repo, ids
+
+
+@pytest.fixture
+def bridge():
+    b = Bridge()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+async def core(repository, bridge):
+    repo, _ = repository
+    c = IcefsCore(Repo(repo, bridge, "test"), MountOptions(refresh=0.5))
+    await c.refresh_refs()
+    return c
+
+
+async def walk(core, *names):
+    ino = ROOT_INODE
+    attr = None
+    for name in names:
+        attr = await core.lookup(ino, name)
+        ino = attr.ino
+    return attr
+
+
+async def read_all(core, ino, chunk=1000):
+    reply = await core.open(ino, os.O_RDONLY)
+    out = b""
+    while True:
+        data = await core.read(reply.fh, len(out), chunk)
+        if not data:
+            break
+        out += data
+    core.release(reply.fh)
+    return out, reply
+
+
+async def listing(core, ino):
+    fh = await core.opendir(ino)
+    entries = core.readdir(fh, 0)
+    core.release(fh)
+    return [name for _, name, _ in entries]
+
+
+async def test_root_listing_hides_control_dir(core):
+    assert await listing(core, ROOT_INODE) == ["branches", "tags", "snapshots"]
+    ctrl = await core.lookup(ROOT_INODE, ".icefs")
+    assert stat.S_ISDIR(ctrl.mode)
+    assert await listing(core, ctrl.ino) == ["pid", "refresh", "stats", "status", "version"]
+
+
+async def test_refs_listed(core, repository):
+    _, ids = repository
+    branches = await walk(core, "branches")
+    assert await listing(core, branches.ino) == ["experiment", "main"]
+    tags = await walk(core, "tags")
+    assert await listing(core, tags.ino) == ["v1.0"]
+    snaps = await walk(core, "snapshots")
+    names = await listing(core, snaps.ino)
+    assert set(names) == {ids["v1.0"], ids["main"], ids["experiment"], "1CECHNKREP0F1RSTCMT0"}
+    assert names[-1] == "1CECHNKREP0F1RSTCMT0", "newest first"
+
+
+async def test_tree_listing_matches_icechunk(core, repository):
+    repo, ids = repository
+    main = await walk(core, "branches", "main")
+    assert await listing(core, main.ino) == ["lat", "lon", "temperature", "time", "zarr.json"]
+    keys = sorted(repo.readonly_session(snapshot_id=ids["main"]).store.list())
+    # Every key of the snapshot resolves to a regular file of the right size.
+    for key in keys:
+        attr = await walk(core, "branches", "main", *key.split("/"))
+        assert stat.S_ISREG(attr.mode)
+        expected = await trio.to_thread.run_sync(store_get, repo, ids["main"], key)
+        data, _ = await read_all(core, attr.ino, chunk=333)
+        assert data == expected, key
+        assert attr.size == len(data), key
+
+
+async def test_byte_ranges(core, repository):
+    attr = await walk(core, "tags", "v1.0", "temperature", "c", "0", "0", "0")
+    whole, _ = await read_all(core, attr.ino)
+    reply = await core.open(attr.ino, os.O_RDONLY)
+    end = attr.size
+    for offset, size in [(0, 1), (5, 17), (end - 3, 100), (end, 10), (end + 5, 1)]:
+        assert await core.read(reply.fh, offset, size) == whole[offset : offset + size]
+    core.release(reply.fh)
+
+
+async def test_metadata_file_is_exact(core, repository):
+    attr = await walk(core, "branches", "main", "temperature", "zarr.json")
+    data, _ = await read_all(core, attr.ino)
+    doc = json.loads(data)
+    assert doc["node_type"] == "array"
+    assert doc["shape"] == [4, 6, 8]
+    assert attr.size == len(data)
+
+
+async def test_tag_content_is_immutable_and_cached(core, repository):
+    _, _ids = repository
+    attr = await walk(core, "tags", "v1.0", "temperature", "zarr.json")
+    assert attr.attr_timeout == IMMUTABLE_TTL
+    _, reply = await read_all(core, attr.ino)
+    assert reply.keep_cache
+    assert attr.mode & 0o222 == 0
+    # the tag's version has no history attribute, main's has
+    main = await walk(core, "branches", "main", "temperature", "zarr.json")
+    assert b"history" in (await read_all(core, main.ino))[0]
+    assert b"history" not in (await read_all(core, attr.ino))[0]
+    assert main.attr_timeout == 0.5
+
+
+async def test_mtime_is_commit_time(core, repository):
+    repo, ids = repository
+    attr = await walk(core, "snapshots", ids["v1.0"], "zarr.json")
+    written = repo.lookup_snapshot(ids["v1.0"]).written_at.timestamp()
+    assert abs(attr.mtime_ns / 1e9 - written) < 1e-3
+
+
+async def test_unknown_names(core, repository):
+    with pytest.raises(NotFound):
+        await walk(core, "branches", "nope")
+    with pytest.raises(NotFound):
+        await walk(core, "tags", "nope")
+    with pytest.raises(NotFound):
+        await walk(core, "snapshots", "0000000000000000000X")
+    with pytest.raises(NotFound):
+        await walk(core, "snapshots", "not-an-id")
+    with pytest.raises(NotFound):
+        await walk(core, "elsewhere")
+    with pytest.raises(NotFound) as info:
+        await walk(core, "tags", "v1.0", "temperature", "c", "9", "0", "0")
+    assert info.value.cache_for == IMMUTABLE_TTL, "absence in a tag is cached"
+    with pytest.raises(NotFound):
+        await walk(core, "tags", "v1.0", "temperature", "c", "00")
+    with pytest.raises(NotADirectory):
+        await walk(core, "tags", "v1.0", "zarr.json", "x")
+
+
+async def test_writes_are_refused(core):
+    main = await walk(core, "branches", "main")
+    f = await walk(core, "branches", "main", "zarr.json")
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC):
+        with pytest.raises(ReadOnly):
+            await core.open(f.ino, flags)
+    with pytest.raises(ReadOnly):
+        await core.refuse_write(main.ino, "mkdir")
+    with pytest.raises(ReadOnly):
+        await core.truncate(f.ino, 0)
+    with pytest.raises(ReadOnly):
+        await core.access(f.ino, os.W_OK)
+    await core.access(f.ino, os.R_OK)
+    with pytest.raises(IsADirectory):
+        await core.open(main.ino, os.O_RDONLY)
+
+
+async def test_control_files(core, repository):
+    _, ids = repository
+    sid = await walk(core, "tags", "v1.0", ".icefs", "snapshot_id")
+    assert (await read_all(core, sid.ino))[0] == f"{ids['v1.0']}\n".encode()
+    status = await walk(core, "branches", "main", ".icefs", "status")
+    doc = json.loads((await read_all(core, status.ino))[0])
+    assert doc["ref"] == "main"
+    assert doc["kind"] == "branch"
+    assert doc["snapshot_id"] == ids["main"]
+    assert doc["has_uncommitted_changes"] is False
+    log = await walk(core, "branches", "main", ".icefs", "log")
+    lines = (await read_all(core, log.ino))[0].decode().splitlines()
+    assert [line.split()[0] for line in lines] == [ids["main"], ids["v1.0"], "1CECHNKREP0F1RSTCMT0"]
+    assert lines[0].endswith("warmer second half")
+    with pytest.raises(PermissionDenied):
+        await core.open(status.ino, os.O_WRONLY)
+    stats = await walk(core, ".icefs", "stats")
+    doc = json.loads((await read_all(core, stats.ino))[0])
+    assert doc["bytes_read"] > 0
+    pid = await walk(core, ".icefs", "pid")
+    assert int((await read_all(core, pid.ino))[0]) == os.getpid()
+    # the ref's control dir is hidden from listings
+    main = await walk(core, "branches", "main")
+    assert ".icefs" not in await listing(core, main.ino)
+
+
+async def test_xattrs(core, repository):
+    _, ids = repository
+    tag = await walk(core, "tags", "v1.0")
+    assert await core.getxattr(tag.ino, "user.icefs.snapshot_id") == ids["v1.0"].encode()
+    assert "user.icefs.snapshot_id" in await core.listxattr(tag.ino)
+    with pytest.raises(NoAttribute):
+        await core.getxattr(tag.ino, "user.other")
+    f = await walk(core, "tags", "v1.0", "zarr.json")
+    assert await core.listxattr(f.ino) == []
+
+
+async def test_readdir_offsets_survive_listing_changes(core, repository):
+    repo, ids = repository
+    branches = await walk(core, "branches")
+    fh = await core.opendir(branches.ino)
+    first = core.readdir(fh, 0)[:1]
+    repo.create_branch("aaa-new", ids["main"])
+    await core.refresh_refs()
+    rest = core.readdir(fh, first[0][0])
+    core.release(fh)
+    assert [n for _, n, _ in first + rest] == ["experiment", "main"], "pinned at opendir"
+    assert "aaa-new" in await listing(core, branches.ino)
+    with pytest.raises(BadHandle):
+        core.readdir(fh, 0)
+
+
+async def test_branch_follows_tip(core, repository):
+    repo, _ids = repository
+    session = repo.writable_session("main")
+    zarr.open_array(session.store, path="lat", mode="r+")[:] = np.zeros(6, dtype="f4")
+    new = session.commit("zero lat")
+    await core.refresh_refs()
+    sid = await walk(core, "branches", "main", ".icefs", "snapshot_id")
+    assert (await read_all(core, sid.ino))[0].decode().strip() == new
+
+
+async def test_ref_created_elsewhere_resolves_before_refresh(core, repository):
+    repo, ids = repository
+    repo.create_tag("later", ids["main"])
+    attr = await walk(core, "tags", "later")
+    assert stat.S_ISDIR(attr.mode)
+
+
+async def test_concurrent_reads(core):
+    attr = await walk(core, "snapshots")
+    names = await listing(core, attr.ino)
+    results = []
+
+    async def one(sid):
+        a = await walk(core, "snapshots", sid, ".icefs", "snapshot_id")
+        results.append((await read_all(core, a.ino))[0].strip().decode())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            for sid in names:
+                nursery.start_soon(one, sid)
+    assert sorted(set(results)) == sorted(names)
+
+
+async def test_forget_releases_inodes(core):
+    attr = await walk(core, "branches", "main", "zarr.json")
+    before = len(core.inodes)
+    core.forget([(attr.ino, 1)])
+    assert len(core.inodes) == before - 1
+
+
+def test_stats_errors_by_errno():
+    from icefs.stats import Stats
+
+    s = Stats()
+    s.record("lookup", 0.001, errno.ENOENT)
+    s.record("read", 0.002)
+    doc = s.as_json()
+    assert doc["errors_by_errno"] == {"ENOENT": 1}
+    assert doc["requests"]["read"]["count"] == 1
