@@ -357,7 +357,10 @@ class IcefsCore:
         if name == "..":
             up = parent.path[:-1]
             return self._attr(await self._resolve(up), self.inodes.ino(up))
-        check_name(name)
+        try:
+            check_name(name)
+        except InvalidInput:
+            raise NotFound(f"no valid name {name!r}") from None  # such a file cannot exist
         if not parent.is_dir:
             raise NotADirectory("/".join(parent.path))
         try:

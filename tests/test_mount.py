@@ -335,3 +335,13 @@ def test_fuse_unavailable_is_a_clear_error(sample_repo, tmp_path):
                             capture_output=True, text=True, env=env, timeout=60, check=False)
     assert result.returncode == 5
     assert "fusermount3" in result.stderr
+
+
+def test_odd_names(sample_mount):
+    mnt = sample_mount.mountpoint
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.fsencode(mnt / "tags" / "v1.0") + b"/\xff\xfe")
+    with pytest.raises(OSError) as info:
+        os.stat(mnt / "tags" / ("x" * 256))
+    assert info.value.errno == errno.ENAMETOOLONG
+    assert os.stat(mnt / "tags/v1.0/./temperature/../zarr.json").st_size > 0

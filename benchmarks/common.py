@@ -1,0 +1,119 @@
+"""Shared benchmark plumbing: timing with repeats, mounts, cache dropping, the report table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+
+def drop_caches() -> bool:
+    """Drop the kernel page cache (root only); return whether it was done."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Timing:
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    nbytes: int = 0
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def mib_s(self, seconds: float) -> float:
+        return self.nbytes / (1 << 20) / seconds if seconds else float("inf")
+
+
+def measure(name: str, fn: Callable[[], int], repeat: int,
+            before: Callable[[], None] = lambda: None) -> Timing:
+    """Run *fn* (returns bytes handled) *repeat* times, calling *before* untimed each time."""
+    timing = Timing(name)
+    for _ in range(repeat):
+        before()
+        started = time.perf_counter()
+        timing.nbytes = fn()
+        timing.seconds.append(time.perf_counter() - started)
+    return timing
+
+
+class BenchMount:
+    """An `icefs mount --foreground` for benchmarks."""
+
+    def __init__(self, storage: str, mountpoint: Path, *args: str) -> None:
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        self.mountpoint = mountpoint
+        self.log = open(mountpoint.parent / f"{mountpoint.name}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "icefs", "mount", "--foreground", storage, str(mountpoint),
+             *args], stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"icefs mount exited with {self.proc.returncode}")
+            try:
+                if os.path.ismount(mountpoint):
+                    os.listdir(mountpoint / "branches")
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("mount not ready")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=False)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+    def __enter__(self) -> BenchMount:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def environment() -> list[str]:
+    import icechunk
+    import numpy
+    import pyfuse3
+    import zarr
+
+    kernel = platform.release()
+    return [
+        f"- python {platform.python_version()}, icechunk {icechunk.__version__}, "
+        f"zarr {zarr.__version__}, numpy {numpy.__version__}, pyfuse3 {pyfuse3.__version__}",
+        f"- kernel {kernel}, {os.cpu_count()} CPUs",
+        "- FUSE options: default_permissions, fsname=icefs#..., subtype=icefs; "
+        "tags mounted with keep_cache and 24 h entry/attr timeouts",
+    ]
+
+
+def table(rows: list[tuple[str, str, str, str, str]]) -> str:
+    head = ("measure", "icefs", "baseline", "ratio", "target")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""Read benchmark: icefs mount vs direct Icechunk vs a native Zarr directory, side by side.
+
+    python benchmarks/read.py [--dir DIR] [--size-mib 512] [--small-chunks 50000] [--repeat 3]
+    python benchmarks/read.py --smoke      # tiny data, one repeat (CI)
+
+Builds (once, under DIR) a local Icechunk repository tagged ``v1`` with
+
+* ``big``:   float32, 2 MiB uncompressed chunks, --size-mib in total;
+* ``small``: uint8, --small-chunks chunks of 1 KiB;
+
+and a native Zarr directory holding the same arrays.  Then reads every array
+(a) directly through icechunk + zarr, (b) through the mount with zarr's
+LocalStore, cold (new daemon, page cache dropped) and warm, and (c) from the
+native directory, cold and warm.  Prints a Markdown table with min / median
+and the ratios mount-warm/native-warm and mount-cold/direct throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import icechunk
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from benchmarks.common import BenchMount, drop_caches, environment, measure, table
+
+icechunk.set_logs_filter("error")
+
+BIG_CHUNK = (1, 512, 1024)  # 2 MiB of float32
+
+
+def build(base: Path, size_mib: int, small_chunks: int) -> None:
+    """Create the repository and the native copy under *base* (skipped if present)."""
+    marker = base / f"built-{size_mib}-{small_chunks}"
+    if marker.exists():
+        return
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    rows = max(1, size_mib // 2)
+    big = np.random.default_rng(0).random((rows, 512, 1024), dtype="f4")
+    small = np.random.default_rng(1).integers(0, 255, small_chunks * 1024, dtype="u1")
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(base / "repo")))
+    session = repo.writable_session("main")
+    for store in (session.store, LocalStore(base / "native")):
+        root = zarr.group(store=store)
+        a = root.create_array("big", shape=big.shape, chunks=BIG_CHUNK, dtype="f4",
+                              compressors=None)
+        a[:] = big
+        s = root.create_array("small", shape=small.shape, chunks=(1024,), dtype="u1",
+                              compressors=None)
+        s[:] = small
+    repo.create_tag("v1", session.commit("benchmark data"))
+    marker.touch()
+
+
+def read_arrays(store: object) -> int:
+    root = zarr.open_group(store=store, mode="r")  # type: ignore[arg-type]
+    return sum(root[name][:].nbytes for name in ("big", "small"))
+
+
+def read_one(store: object, name: str) -> int:
+    root = zarr.open_group(store=store, mode="r")  # type: ignore[arg-type]
+    return int(root[name][:].nbytes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default="bench-data/read")
+    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--small-chunks", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size_mib, args.small_chunks, args.repeat = 8, 300, 1
+        args.dir = f"{args.dir}-smoke"
+    base = Path(args.dir).resolve()
+    t0 = time.perf_counter()
+    build(base, args.size_mib, args.small_chunks)
+    print(f"dataset ready in {time.perf_counter() - t0:.1f} s under {base}", file=sys.stderr)
+    repo_path = str(base / "repo")
+    mnt = base / "mnt"
+    cold = drop_caches()
+    results: dict[tuple[str, str], object] = {}
+
+    for name in ("big", "small"):
+        def direct(name: str = name) -> int:
+            repo = icechunk.Repository.open(icechunk.local_filesystem_storage(repo_path))
+            return read_one(repo.readonly_session(tag="v1").store, name)
+
+        results["direct", name] = measure(f"direct {name}", direct, args.repeat, drop_caches)
+        results["native-cold", name] = measure(
+            f"native cold {name}", lambda name=name: read_one(
+                LocalStore(base / "native", read_only=True), name), args.repeat, drop_caches)
+        results["native-warm", name] = measure(
+            f"native warm {name}", lambda name=name: read_one(
+                LocalStore(base / "native", read_only=True), name), args.repeat)
+
+        cold_times = []
+        for _ in range(args.repeat):
+            drop_caches()
+            with BenchMount(repo_path, mnt):
+                t = measure(f"mount cold {name}", lambda name=name: read_one(
+                    LocalStore(mnt / "tags" / "v1", read_only=True), name), 1)
+            cold_times.append(t)
+        cold_t = cold_times[0]
+        cold_t.seconds = [s for t in cold_times for s in t.seconds]
+        results["mount-cold", name] = cold_t
+        with BenchMount(repo_path, mnt):
+            read_one(LocalStore(mnt / "tags" / "v1", read_only=True), name)  # warm up
+            results["mount-warm", name] = measure(
+                f"mount warm {name}", lambda name=name: read_one(
+                    LocalStore(mnt / "tags" / "v1", read_only=True), name), args.repeat)
+
+    rows = []
+    for name in ("big", "small"):
+        d, nc, nw, mc, mw = (results[k, name] for k in
+                             ("direct", "native-cold", "native-warm", "mount-cold", "mount-warm"))
+        label = (f"{name} ({d.nbytes >> 20} MiB, 2 MiB chunks)" if name == "big"
+                 else f"{name} ({args.small_chunks} x 1 KiB chunks)")
+        rows.append((f"warm read {label}: min / median s",
+                     f"{mw.best:.3f} / {mw.median:.3f}", f"native {nw.best:.3f} / {nw.median:.3f}",
+                     f"{mw.best / nw.best:.2f}x time", "<= 1.2x" if name == "big" else "-"))
+        rows.append((f"cold read {label}: MiB/s best / median",
+                     f"{mc.mib_s(mc.best):.0f} / {mc.mib_s(mc.median):.0f}",
+                     f"direct {d.mib_s(d.best):.0f} / {d.mib_s(d.median):.0f}",
+                     f"{d.best / mc.best:.2f}x throughput", ">= 0.8x" if name == "big" else "-"))
+        rows.append((f"cold read {label}: native", "", f"native {nc.mib_s(nc.best):.0f} MiB/s",
+                     f"{nc.best / mc.best:.2f}x", "-"))
+    print(f"\n## icefs read benchmark ({args.repeat} repeats"
+          f"{'' if cold else ', page cache NOT dropped (not root)'})\n")
+    print(table(rows))
+    print()
+    print("\n".join(environment()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
