@@ -352,11 +352,9 @@ class IcefsCore:
         Raises `NotFound` (whose ``cache_for`` says how long the absence may be cached).
         """
         parent = await self._node(parent_ino)
-        if name == ".":
-            return self._attr(parent, parent_ino)
-        if name == "..":
-            up = parent.path[:-1]
-            return self._attr(await self._resolve(up), self.inodes.ino(up))
+        if name in (".", ".."):  # asked by NFS export; the kernel counts these too
+            path = parent.path if name == "." else parent.path[:-1]
+            return self._attr(await self._resolve(path), self.inodes.lookup(path))
         try:
             check_name(name)
         except InvalidInput:
@@ -378,6 +376,8 @@ class IcefsCore:
         """Drop kernel lookups: (ino, count) pairs.  Never raises."""
         for ino, count in forgets:
             self.inodes.forget(ino, count)
+            if not self.inodes.lookup_count(ino):
+                self._opened_at.pop(ino, None)
 
     async def opendir(self, ino: int) -> int:
         """Open the directory *ino*: pin its listing to a handle and return the handle."""

@@ -319,7 +319,16 @@ async def _handle_signals() -> None:
 
 async def _announce_ready(mountpoint: str, reporter: Reporter) -> None:
     """Report ready once a request through the kernel has been answered."""
-    await trio.to_thread.run_sync(os.stat, os.path.join(mountpoint, "branches"))
+    import pyfuse3
+
+    try:
+        await trio.to_thread.run_sync(os.stat, os.path.join(mountpoint, "branches"))
+    except OSError as exc:
+        log.error("the mount does not answer: %s", exc)
+        reporter.error(QuietError(f"the mount at {mountpoint} does not answer: {exc.strerror}",
+                                  ExitCode.FUSE))
+        pyfuse3.terminate()
+        return
     log.info("ready")
     reporter.ready()
 

@@ -307,3 +307,19 @@ def test_stats_errors_by_errno():
     doc = s.as_json()
     assert doc["errors_by_errno"] == {"ENOENT": 1}
     assert doc["requests"]["read"]["count"] == 1
+
+
+async def test_dot_lookups_count_like_any_lookup(core):
+    tags = await walk(core, "tags")
+    before = core.inodes.lookup_count(tags.ino)
+    same = await core.lookup(tags.ino, ".")
+    assert same.ino == tags.ino
+    assert core.inodes.lookup_count(tags.ino) == before + 1
+    up = await core.lookup(tags.ino, "..")
+    assert up.ino == ROOT_INODE
+
+
+async def test_invalid_utf8_name_is_enoent(core):
+    tags = await walk(core, "tags")
+    with pytest.raises(NotFound):
+        await core.lookup(tags.ino, b"\xff".decode("utf-8", "surrogateescape"))
