@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--small-chunks", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--arrays", default="big,small", help="which arrays to read")
     parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     cold = drop_caches()
     results: dict[tuple[str, str], object] = {}
 
-    for name in ("big", "small"):
+    arrays = [a for a in ("big", "small") if a in args.arrays.split(",")]
+    for name in arrays:
         def direct(name: str = name) -> int:
             repo = icechunk.Repository.open(icechunk.local_filesystem_storage(repo_path))
             return read_one(repo.readonly_session(tag="v1").store, name)
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                     LocalStore(mnt / "tags" / "v1", read_only=True), name), args.repeat)
 
     rows = []
-    for name in ("big", "small"):
+    for name in arrays:
         d, nc, nw, mc, mw = (results[k, name] for k in
                              ("direct", "native-cold", "native-warm", "mount-cold", "mount-warm"))
         label = (f"{name} ({d.nbytes >> 20} MiB, 2 MiB chunks)" if name == "big"

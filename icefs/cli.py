@@ -97,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                             "~/.local/state/icefs/<mountpoint>.log)")
     mount.add_argument("--refresh", type=_positive, default=1.0, metavar="SECONDS",
                        help="how fast branch and tag listings follow the repository (default 1)")
+    mount.add_argument("--read-ahead", type=int, default=1024, metavar="KiB",
+                       help="kernel read-ahead for the mount in KiB (default 1024; needs root, "
+                            "0 keeps the kernel's 128)")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     umount = sub.add_parser(
@@ -149,7 +152,8 @@ def _mount(args: argparse.Namespace) -> int:
             raise QuietError(f"no repository at {storage.path} (use --mode create or "
                              "open_or_create to make one)", ExitCode.REPOSITORY)
         argv = [args.storage if storage.kind == "memory" else storage.path, mountpoint,
-                "--mode", args.mode, "--log-level", args.log_level, "--refresh", str(args.refresh)]
+                "--mode", args.mode, "--log-level", args.log_level, "--refresh", str(args.refresh),
+                "--read-ahead", str(args.read_ahead)]
         if read_only:
             argv.append("--read-only")
         for opt in args.options:
@@ -160,7 +164,7 @@ def _mount(args: argparse.Namespace) -> int:
     config = MountConfig(
         storage=storage, mountpoint=args.mountpoint, mode=args.mode, read_only=read_only,
         refresh=args.refresh, fuse_options=fuse_options, uid=uid, gid=gid,
-        log_level=args.log_level,
+        log_level=args.log_level, read_ahead_kb=args.read_ahead,
     )
     return run_daemon(config, Reporter(args.ready_fd))
 

@@ -345,3 +345,33 @@ def test_odd_names(sample_mount):
         os.stat(mnt / "tags" / ("x" * 256))
     assert info.value.errno == errno.ENAMETOOLONG
     assert os.stat(mnt / "tags/v1.0/./temperature/../zarr.json").st_size > 0
+
+
+def test_demo_builds_mounts_and_umounts(tmp_path, stop_later):
+    base = tmp_path / "demo"
+    stop_later(base / "mnt")
+    result = run_icefs("demo", str(base), timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "icefs umount" in result.stdout
+    mnt = base / "mnt"
+    assert sorted(os.listdir(mnt / "branches")) == ["experiment", "main"]
+    assert os.listdir(mnt / "tags") == ["v1.0"]
+    log = (mnt / "branches/main/.icefs/log").read_text().splitlines()
+    assert len(log) == 3, "initial commit + two commits"
+    temp = zarr.open_array(LocalStore(mnt / "tags/v1.0", read_only=True), path="temperature",
+                           mode="r")
+    assert temp.shape == (8, 45, 90)
+    assert run_icefs("umount", str(mnt)).returncode == 0
+    again = run_icefs("demo", str(base), timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert "reusing" in again.stdout
+    assert run_icefs("umount", str(mnt)).returncode == 0
+
+
+def test_read_ahead_is_raised(sample_mount):
+    dev = os.stat(sample_mount.mountpoint).st_dev
+    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+    if os.geteuid() != 0:
+        pytest.fail("the mount tests run as root here; read-ahead needs it")
+    with open(path) as f:
+        assert int(f.read()) == 1024
