@@ -66,6 +66,20 @@ def _positive(value: str) -> float:
     return number
 
 
+def _size(value: str) -> int:
+    """Parse a size such as 512M, 2G or 1048576."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "")
+    try:
+        size = int(float(number) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {value!r}") from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
+    return size
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="icefs",
@@ -100,6 +114,16 @@ def _parser() -> argparse.ArgumentParser:
     mount.add_argument("--read-ahead", type=int, default=1024, metavar="KiB",
                        help="kernel read-ahead for the mount in KiB (default 1024; needs root, "
                             "0 keeps the kernel's 128)")
+    mount.add_argument("--write-buffer", type=_size, default="256M", metavar="SIZE",
+                       help="RAM for data being written, for the whole mount; past it, "
+                            "write buffers spool to --cache-dir (default 256M)")
+    mount.add_argument("--cache-dir", metavar="DIR",
+                       help="where write buffers spool (default ~/.cache/icefs; "
+                            "cleaned at unmount)")
+    mount.add_argument("--on-unmount", choices=("commit", "discard"), default="commit",
+                       help="what happens to uncommitted changes at unmount (default commit)")
+    mount.add_argument("--commit-interval", type=_positive, metavar="SECONDS",
+                       help="also commit branches with changes every SECONDS")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     umount = sub.add_parser(
@@ -111,6 +135,30 @@ def _parser() -> argparse.ArgumentParser:
     umount.add_argument("mountpoint", metavar="MOUNTPOINT")
     umount.add_argument("--timeout", type=_positive, default=60.0, metavar="SECONDS",
                         help="how long to wait for the daemon to exit (default 60)")
+
+    commit = sub.add_parser(
+        "commit", help="commit a branch of a mount",
+        description="Commit the uncommitted changes of the branch holding PATH (a path inside "
+                    "<mnt>/branches/<b>). Prints the new snapshot id. Exit code 9 means a "
+                    "conflict with another writer that could not be rebased; the changes stay.",
+        epilog="example:\n  icefs commit /mnt/ice/branches/main -m 'add 2026 data'",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commit.add_argument("path", metavar="PATH")
+    commit.add_argument("-m", "--message", required=True, help="the commit message")
+    status = sub.add_parser(
+        "status", help="show a ref's status",
+        description="Show the status of the branch, tag or snapshot holding PATH.",
+        epilog="example:\n  icefs status /mnt/ice/branches/main --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    status.add_argument("path", metavar="PATH")
+    status.add_argument("--json", action="store_true", help="print the JSON document")
+    discard = sub.add_parser(
+        "discard", help="drop a branch's uncommitted changes",
+        description="Drop every uncommitted change of the branch holding PATH "
+                    "(scratch files stay).",
+        epilog="example:\n  icefs discard /mnt/ice/branches/main",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    discard.add_argument("path", metavar="PATH")
 
     demo = sub.add_parser(
         "demo", help="build a sample repository and mount it",
@@ -153,7 +201,12 @@ def _mount(args: argparse.Namespace) -> int:
                              "open_or_create to make one)", ExitCode.REPOSITORY)
         argv = [args.storage if storage.kind == "memory" else storage.path, mountpoint,
                 "--mode", args.mode, "--log-level", args.log_level, "--refresh", str(args.refresh),
-                "--read-ahead", str(args.read_ahead)]
+                "--read-ahead", str(args.read_ahead), "--write-buffer", str(args.write_buffer),
+                "--on-unmount", args.on_unmount]
+        if args.cache_dir:
+            argv += ["--cache-dir", os.path.abspath(args.cache_dir)]
+        if args.commit_interval:
+            argv += ["--commit-interval", str(args.commit_interval)]
         if read_only:
             argv.append("--read-only")
         for opt in args.options:
@@ -164,7 +217,9 @@ def _mount(args: argparse.Namespace) -> int:
     config = MountConfig(
         storage=storage, mountpoint=args.mountpoint, mode=args.mode, read_only=read_only,
         refresh=args.refresh, fuse_options=fuse_options, uid=uid, gid=gid,
-        log_level=args.log_level, read_ahead_kb=args.read_ahead,
+        log_level=args.log_level, read_ahead_kb=args.read_ahead, write_buffer=args.write_buffer,
+        cache_dir=args.cache_dir or "", on_unmount=args.on_unmount,
+        commit_interval=args.commit_interval or 0.0,
     )
     return run_daemon(config, Reporter(args.ready_fd))
 
@@ -173,6 +228,59 @@ def _umount(args: argparse.Namespace) -> int:
     from icefs.mount import unmount
 
     print(unmount(args.mountpoint, timeout=args.timeout))
+    return ExitCode.OK
+
+
+def _commit(args: argparse.Namespace) -> int:
+    from icefs.client import commit, read_status
+
+    before = read_status(args.path).get("last_commit")
+    doc = commit(args.path, args.message)
+    after = doc.get("last_commit")
+    if after and after != before:
+        print(after["snapshot_id"])
+    else:
+        print(f"nothing to commit on {doc.get('ref')}")
+    return ExitCode.OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from icefs.client import read_status
+
+    doc = read_status(args.path)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return ExitCode.OK
+    print(f"{doc['kind']} {doc['ref']} at {doc['snapshot_id']}"
+          + (" (read-only)" if doc.get("read_only") else ""))
+    if doc.get("has_uncommitted_changes"):
+        print(f"uncommitted: {doc['changed_nodes']} nodes, {doc['changed_chunks']} chunks")
+        for path in doc.get("changed_paths", []):
+            print(f"  {path}")
+    else:
+        print("no uncommitted changes")
+    for label, key in (("scratch files (never committed)", "scratch_files"),
+                       ("files being written", "files_being_written"),
+                       ("empty directories", "empty_directories")):
+        if doc.get(key):
+            print(f"{label}: " + ", ".join(doc[key]))
+    if doc.get("last_commit"):
+        last = doc["last_commit"]
+        print(f"last commit: {last['snapshot_id']} at {last['time']}: {last['message']}")
+    if doc.get("last_error"):
+        print(f"last error: {doc['last_error']}")
+    for conflict in doc.get("conflicts", []):
+        print(f"conflict: {conflict}")
+    return ExitCode.OK
+
+
+def _discard(args: argparse.Namespace) -> int:
+    from icefs.client import discard
+
+    doc = discard(args.path)
+    print(f"discarded uncommitted changes of {doc.get('ref')}")
     return ExitCode.OK
 
 
@@ -189,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return ExitCode.USAGE
-    commands = {"mount": _mount, "umount": _umount, "demo": _demo}
+    commands = {"mount": _mount, "umount": _umount, "demo": _demo, "commit": _commit,
+                "status": _status, "discard": _discard}
     try:
         return commands[args.command](args)
     except QuietError as err:

@@ -13,12 +13,15 @@ if TYPE_CHECKING:
     from icefs.repo import SnapshotMeta
 
 __all__ = [
+    "BRANCH_COMMANDS",
     "REF_FILES",
     "ROOT_FILES",
     "WRITABLE_ROOT_FILES",
+    "ref_files",
     "render_json",
     "render_log",
     "render_time",
+    "writable_files",
 ]
 
 #: Files of the mount-wide ``.icefs/``.
@@ -27,6 +30,18 @@ ROOT_FILES: Final = ("pid", "refresh", "stats", "status", "version")
 WRITABLE_ROOT_FILES: Final = frozenset({"refresh"})
 #: Read-only files of each ref view's ``.icefs/``.
 REF_FILES: Final = ("log", "snapshot_id", "status")
+#: Files of a writable branch's ``.icefs/`` that take commands.
+BRANCH_COMMANDS: Final = frozenset({"commit", "discard"})
+
+
+def ref_files(read_only: bool) -> tuple[str, ...]:
+    """Return the names in a ref view's ``.icefs/`` (commands only where writes are allowed)."""
+    return REF_FILES if read_only else tuple(sorted((*REF_FILES, *BRANCH_COMMANDS)))
+
+
+def writable_files(root: bool) -> frozenset[str]:
+    """Return the control files that accept writes, in the root or in a ref's ``.icefs/``."""
+    return WRITABLE_ROOT_FILES if root else BRANCH_COMMANDS
 
 
 def render_time(ns: int) -> str:

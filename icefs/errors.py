@@ -18,6 +18,7 @@ Hierarchy::
      +-- Stale                  ESTALE   a ref deleted under an open handle
      +-- BadHandle              EBADF    an unknown file handle or out-of-order readdir
      +-- NoAttribute            ENODATA  an unknown extended attribute
+     +-- FileTooLarge           EFBIG    a write past the largest file size
      +-- StorageFailure         EIO      the storage failed (network, permissions, ...)
 
 Icechunk's own exceptions are translated into these in :mod:`icefs.repo`, the
@@ -120,6 +121,10 @@ class NoAttribute(IcefsError):
     errno = _errno.ENODATA
 
 
+class FileTooLarge(IcefsError):
+    errno = _errno.EFBIG
+
+
 class StorageFailure(IcefsError):
     errno = _errno.EIO
 
@@ -136,6 +141,8 @@ class ExitCode:
     STORAGE = 6
     NOT_MOUNTED = 7
     TIMEOUT = 8
+    CONFLICT = 9
+    INVALID = 10
 
 
 class QuietError(Exception):

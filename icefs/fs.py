@@ -16,6 +16,7 @@ Namespace (see README.md)::
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -27,19 +28,26 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from icefs import __version__, control
+from icefs.branch import BranchState, OverlayFile
 from icefs.errors import (
     BadHandle,
+    CrossDevice,
+    Exists,
+    FileTooLarge,
     IcefsError,
     InvalidInput,
     IsADirectory,
     NoAttribute,
     NotADirectory,
+    NotEmpty,
     NotFound,
+    NotPermitted,
     PermissionDenied,
     ReadOnly,
 )
 from icefs.inodes import InodeTable, Path
-from icefs.paths import CONTROL_DIR, check_name, name_to_ref, ref_to_name
+from icefs.paths import CONTROL_DIR, METADATA_NAME, check_name, name_to_ref, ref_to_name
+from icefs.spool import SpoolBudget, SpoolFile
 from icefs.stats import Stats
 from icefs.tree import DirPos, SnapshotTree, TreeEntry
 
@@ -47,6 +55,10 @@ if TYPE_CHECKING:
     from icefs.repo import Repo
 
 __all__ = ["Attr", "IcefsCore", "MountOptions", "NodeKind", "OpenReply", "StatFs"]
+
+#: rename(2) flags (linux/fs.h).
+RENAME_NOREPLACE: Final = 1
+RENAME_EXCHANGE: Final = 2
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +75,11 @@ XATTR_UNCOMMITTED: Final = "user.icefs.uncommitted"
 XATTR_REF: Final = "user.icefs.ref"
 XATTR_KIND: Final = "user.icefs.kind"
 _ROOT_POS: Final = DirPos("")
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "icefs")
 
 
 class NodeKind(enum.Enum):
@@ -91,6 +108,8 @@ class MountOptions:
     gid: int = field(default_factory=os.getgid)
     mountpoint: str = ""
     storage: str = ""
+    write_buffer: int = 256 * 1024 * 1024
+    cache_dir: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +168,13 @@ class Node:
     view: View | None = None
     entry: TreeEntry | None = None
     ctrl: str = ""
+    #: For a file that lives in the mount (being written, or scratch).
+    overlay: OverlayFile | None = None
+
+    @property
+    def key(self) -> str:
+        """The path inside the ref ('' for the ref's root)."""
+        return "/".join(self.path[2:])
 
     @property
     def is_dir(self) -> bool:
@@ -161,6 +187,8 @@ class _FileHandle:
     tree: SnapshotTree | None = None
     data: bytes | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
+    overlay: OverlayFile | None = None
+    branch: BranchState | None = None
 
 
 @dataclass(slots=True)
@@ -186,6 +214,8 @@ class IcefsCore:
         self._next_fh = 1
         self._opened_at: dict[int, str] = {}  # ino -> snapshot id of its last open (branches)
         self._refresh_wanted = trio.Event()
+        self.branch_states: dict[str, BranchState] = {}
+        self.spool = SpoolBudget(options.write_buffer, options.cache_dir or _default_cache_dir())
 
     # -- refs ---------------------------------------------------------------------------------
 
@@ -235,9 +265,29 @@ class IcefsCore:
             except (NotFound, InvalidInput):
                 raise NotFound(f"no {kind} {ref}") from None
             known[ref] = sid
+        state = self.branch_states.get(ref) if kind == "branch" else None
+        if state is not None and state.writer is not None:
+            sid = state.writer.base_snapshot_id  # the session's base, not the moving tip
         meta = await self.repo.snapshot(sid)
         read_only = kind != "branch" or self.options.read_only
         return View(kind, ref, sid, meta.written_ns, read_only)
+
+    async def _tree_for(self, view: View) -> SnapshotTree:
+        """Return the tree a view shows: a branch's session while it is being written."""
+        if view.kind == "branch":
+            state = self.branch_states.get(view.ref)
+            if state is not None and state.tree is not None:
+                return state.tree
+        return await self._tree(view.snapshot_id)
+
+    def _branch(self, view: View | None) -> BranchState:
+        """Return the state of a writable branch view; `ReadOnly` for anything else."""
+        if view is None or view.read_only:
+            raise ReadOnly("read-only" if view is None else f"{view.kind} {view.ref} is read-only")
+        state = self.branch_states.get(view.ref)
+        if state is None:
+            state = self.branch_states[view.ref] = BranchState(view.ref, self.repo)
+        return state
 
     async def _tree(self, snapshot_id: str) -> SnapshotTree:
         tree = self._trees.pop(snapshot_id, None)
@@ -268,21 +318,39 @@ class IcefsCore:
             view = await self._view(KINDS[parent.path[0]], name)
             return Node(path, NodeKind.REF_ROOT, view, TreeEntry(True, pos=_ROOT_POS))
         elif kind is NodeKind.REF_CTRL_DIR:
-            if name in control.REF_FILES:
+            assert parent.view is not None
+            if name in control.ref_files(parent.view.read_only):
                 return Node(path, NodeKind.REF_CTRL_FILE, parent.view, ctrl=name)
         elif kind in (NodeKind.REF_ROOT, NodeKind.TREE_DIR):
             assert parent.view is not None
             assert parent.entry is not None
             if kind is NodeKind.REF_ROOT and name == CONTROL_DIR:
                 return Node(path, NodeKind.REF_CTRL_DIR, parent.view)
+            overlaid = self._overlay_child(parent.view, path)
+            if overlaid is not None:
+                return overlaid
             assert parent.entry.pos is not None
-            tree = await self._tree(parent.view.snapshot_id)
+            tree = await self._tree_for(parent.view)
             entry = await tree.child(parent.entry.pos, name)
             return Node(path, NodeKind.TREE_DIR if entry.is_dir else NodeKind.TREE_FILE,
                         parent.view, entry)
         else:
             raise NotADirectory("/".join(parent.path))
         raise NotFound("/".join(path))
+
+    def _overlay_child(self, view: View, path: Path) -> Node | None:
+        """Return the node at *path* if it lives in the branch's overlay."""
+        state = self.branch_states.get(view.ref) if view.kind == "branch" else None
+        if state is None:
+            return None
+        key = "/".join(path[2:])
+        overlay = state.files.get(key)
+        if overlay is not None:
+            return Node(path, NodeKind.TREE_FILE, view, TreeEntry(False, key, overlay.spool.size),
+                        overlay=overlay)
+        if key in state.dirs:
+            return Node(path, NodeKind.TREE_DIR, view, TreeEntry(True, pos=DirPos(key)))
+        return None
 
     async def _resolve(self, path: Path) -> Node:
         """Resolve *path* from the root, against the refs as they are now."""
@@ -309,7 +377,8 @@ class IcefsCore:
             writable = node.ctrl in control.WRITABLE_ROOT_FILES
             mode, ttl = stat.S_IFREG | (0o600 if writable else 0o400), 0.0
         elif kind is NodeKind.REF_CTRL_FILE:
-            mode, ttl = stat.S_IFREG | 0o400, 0.0
+            writable = node.ctrl in control.BRANCH_COMMANDS
+            mode, ttl = stat.S_IFREG | (0o600 if writable else 0o400), 0.0
         elif kind in (NodeKind.ROOT, NodeKind.REF_LIST):
             read_only = opts.read_only or node.path == ("snapshots",)
             mode, ttl = stat.S_IFDIR | (0o555 if read_only else 0o755), opts.refresh
@@ -322,6 +391,11 @@ class IcefsCore:
                 mode = stat.S_IFDIR | perm
             else:
                 mode, size = stat.S_IFREG | (perm & 0o666), node.entry.size
+            state = self.branch_states.get(view.ref) if view.kind == "branch" else None
+            if node.overlay is not None:
+                mtime, size = node.overlay.mtime_ns, node.overlay.spool.size
+            elif state is not None:
+                mtime = state.written_ns.get(node.key, state.dirs.get(node.key, mtime))
             if kind is NodeKind.REF_ROOT:
                 ttl = opts.refresh  # the ref itself can move or vanish
         return Attr(
@@ -395,19 +469,31 @@ class IcefsCore:
             return [Node((*node.path, f), NodeKind.ROOT_CTRL_FILE, ctrl=f)
                     for f in control.ROOT_FILES]
         if kind is NodeKind.REF_CTRL_DIR:
+            assert node.view is not None
             return [Node((*node.path, f), NodeKind.REF_CTRL_FILE, node.view, ctrl=f)
-                    for f in control.REF_FILES]
+                    for f in control.ref_files(node.view.read_only)]
         if kind is NodeKind.REF_LIST:
             return await self._list_refs(node)
         assert node.view is not None
         assert node.entry is not None
         assert node.entry.pos is not None
-        tree = await self._tree(node.view.snapshot_id)
-        return [
-            Node((*node.path, name), NodeKind.TREE_DIR if e.is_dir else NodeKind.TREE_FILE,
-                 node.view, e)
+        tree = await self._tree_for(node.view)
+        entries = {
+            name: Node((*node.path, name), NodeKind.TREE_DIR if e.is_dir else NodeKind.TREE_FILE,
+                       node.view, e)
             for name, e in await tree.listdir(node.entry.pos)
-        ]
+        }
+        state = self.branch_states.get(node.view.ref) if node.view.kind == "branch" else None
+        if state is not None:
+            prefix = f"{node.key}/" if node.key else ""
+            below = [k for k in (*state.files, *state.dirs)
+                     if k.startswith(prefix) and k != node.key and "/" not in k[len(prefix):]]
+            for key in below:
+                child = self._overlay_child(node.view, (*node.path, key[len(prefix):]))
+                if child is not None:
+                    entries[child.path[-1]] = child
+        # zarr.json last: `rm -r` then deletes a node's contents before the node itself.
+        return [entries[n] for n in sorted(entries, key=lambda n: (n == METADATA_NAME, n))]
 
     async def _list_refs(self, node: Node) -> list[Node]:
         kind = KINDS[node.path[0]]
@@ -459,8 +545,8 @@ class IcefsCore:
         """Count the lookup the kernel takes for an entry it accepted from readdirplus."""
         self.inodes.lookup(self.inodes.path(ino))
 
-    def release(self, fh: int) -> None:
-        """Forget the file or directory handle *fh*.  Never raises."""
+    def releasedir(self, fh: int) -> None:
+        """Forget the directory handle *fh*.  Never raises."""
         self._handles.pop(fh, None)
 
     def _new_handle(self, handle: _FileHandle | _DirHandle) -> int:
@@ -474,28 +560,51 @@ class IcefsCore:
         node = await self._node(ino)
         if node.is_dir:
             raise IsADirectory("/".join(node.path))
-        writing = (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC
+        writing = bool((flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC)
         if node.kind is NodeKind.TREE_FILE:
             assert node.view is not None
-            if writing:
-                raise ReadOnly(f"{'/'.join(node.path)} is read-only")
-            tree = await self._tree(node.view.snapshot_id)
-            keep = node.view.immutable or self._opened_at.get(ino) == node.view.snapshot_id
-            self._opened_at[ino] = node.view.snapshot_id
+            if writing or node.overlay is not None:
+                return await self._open_overlay(node, flags, writing)
+            tree = await self._tree_for(node.view)
+            version = f"{node.view.snapshot_id}:{id(tree)}"
+            keep = node.view.immutable or self._opened_at.get(ino) == version
+            self._opened_at[ino] = version
             return OpenReply(self._new_handle(_FileHandle(node, tree)), keep_cache=keep)
-        if writing and node.ctrl not in control.WRITABLE_ROOT_FILES:
+        is_root_file = node.kind is NodeKind.ROOT_CTRL_FILE
+        if writing and node.ctrl not in control.writable_files(is_root_file):
             raise PermissionDenied(f"{'/'.join(node.path)} is read-only")
+        if writing and node.kind is NodeKind.REF_CTRL_FILE:
+            self._branch(node.view)  # commit and discard exist on writable branches only
         handle = _FileHandle(node)
         if not writing:
             handle.data = await self._render(node)
         return OpenReply(self._new_handle(handle), direct_io=True)
 
+    async def _open_overlay(self, node: Node, flags: int, writing: bool) -> OpenReply:
+        """Open a branch file through the overlay: its bytes in a write buffer."""
+        assert node.view is not None
+        assert node.entry is not None
+        state = self._branch(node.view) if writing else self.branch_states[node.view.ref]
+        overlay = state.files.get(node.key)
+        if overlay is None:
+            tree = await self._tree_for(node.view)
+            data = b"" if flags & os.O_TRUNC else await tree.read_whole(node.entry)
+            what = await state.classify(node.key, tree)
+            overlay = OverlayFile(SpoolFile(self.spool, data), scratch=what.kind == "scratch")
+            state.files[node.key] = overlay
+        if flags & os.O_TRUNC and overlay.spool.size:
+            overlay.spool.truncate(0)
+            overlay.dirty = True
+        overlay.handles += 1
+        handle = _FileHandle(node, overlay=overlay, branch=state)
+        return OpenReply(self._new_handle(handle))
+
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         """Read up to *size* bytes at *offset* from the open file *fh*."""
-        handle = self._handles.get(fh)
-        if not isinstance(handle, _FileHandle):
-            raise BadHandle(f"no file handle {fh}")
-        if handle.tree is None or handle.node.entry is None:
+        handle = self._file_handle(fh)
+        if handle.overlay is not None:
+            data = handle.overlay.spool.read(offset, size)
+        elif handle.tree is None or handle.node.entry is None:
             data = (handle.data or b"")[offset : offset + size]
         else:
             entry = handle.node.entry
@@ -510,39 +619,369 @@ class IcefsCore:
         self.stats.bytes_read += len(data)
         return data
 
-    async def write(self, fh: int, offset: int, data: bytes) -> int:
-        """Write *data* to the open file *fh*: only writable control files accept it."""
+    def _file_handle(self, fh: int) -> _FileHandle:
         handle = self._handles.get(fh)
         if not isinstance(handle, _FileHandle):
             raise BadHandle(f"no file handle {fh}")
+        return handle
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        """Write *data* at *offset* to the open file *fh*."""
+        handle = self._file_handle(fh)
         node = handle.node
+        if handle.overlay is not None:
+            try:
+                written = handle.overlay.spool.write(offset, data)
+            except OverflowError:
+                raise FileTooLarge(f"{node.key}: past the largest file size") from None
+            handle.overlay.dirty = True
+            handle.overlay.mtime_ns = time.time_ns()
+            self.stats.bytes_written += written
+            return written
         if node.kind is NodeKind.ROOT_CTRL_FILE and node.ctrl == "refresh":
             self._refresh_wanted.set()
             await self.refresh_refs()
             return len(data)
+        if node.kind is NodeKind.REF_CTRL_FILE and node.ctrl in ("commit", "discard"):
+            await self._control_write(node, data)
+            return len(data)
         raise ReadOnly(f"{'/'.join(node.path)} is read-only")
 
-    async def truncate(self, ino: int, size: int) -> Attr:
-        """Handle setattr(size): allowed only as the O_TRUNC of a writable control file."""
+    async def _control_write(self, node: Node, data: bytes) -> None:
+        state = self._branch(node.view)
+        if node.ctrl == "discard":
+            await state.discard()
+            return
+        try:
+            message = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            state.error("commit refused: the message is not UTF-8 text")
+            raise InvalidInput("commit message is not UTF-8") from None
+        if not message:
+            state.error("commit refused: empty commit message")
+            raise InvalidInput("empty commit message")
+        await self.commit_branch(state, message)
+
+    async def commit_branch(self, state: BranchState, message: str) -> str | None:
+        """Store what open files hold, then commit *state*'s branch; return the new snapshot."""
+        sid = await state.commit(message)
+        if sid is not None:
+            self.branches[state.branch] = sid
+        return sid
+
+    async def flush(self, fh: int) -> None:
+        """Store the file's new contents (close and fsync): errors reach close(2)."""
+        handle = self._file_handle(fh)
+        overlay, state = handle.overlay, handle.branch
+        if overlay is None or state is None or not overlay.dirty or overlay.scratch:
+            return
+        key = handle.node.key
+        if state.files.get(key) is not overlay:
+            return  # renamed or deleted while open: its bytes went with it
+        try:
+            await state.store(key, overlay.spool.contents(), overlay.spool.size)
+        except IcefsError:
+            overlay.dirty = False  # the previous content stays; do not retry at release
+            self._drop_overlay(state, key, overlay)
+            raise
+        overlay.dirty = False
+
+    def release(self, fh: int) -> None:
+        """Forget the file or directory handle *fh*.  Never raises."""
+        handle = self._handles.pop(fh, None)
+        if not isinstance(handle, _FileHandle) or handle.overlay is None:
+            return
+        overlay, state = handle.overlay, handle.branch
+        overlay.handles -= 1
+        if overlay.handles <= 0 and not overlay.scratch and state is not None:
+            if overlay.dirty:
+                state.error(f"{handle.node.key}: released with unstored changes (dropped)")
+            self._drop_overlay(state, handle.node.key, overlay)
+
+    def _drop_overlay(self, state: BranchState, key: str, overlay: OverlayFile) -> None:
+        if state.files.get(key) is overlay and overlay.handles <= 0:
+            del state.files[key]
+            overlay.spool.close()
+
+    # -- namespace changes --------------------------------------------------------------------
+
+    async def _writable_dir(self, ino: int) -> tuple[Node, BranchState]:
+        parent = await self._node(ino)
+        if parent.kind not in (NodeKind.REF_ROOT, NodeKind.TREE_DIR):
+            if parent.kind is NodeKind.REF_LIST and parent.path == ("tags",):
+                raise NotPermitted("tags are made with <ref>/.icefs/tag")
+            raise ReadOnly(f"{'/'.join(parent.path) or '/'} is read-only")
+        return parent, self._branch(parent.view)
+
+    async def _lookup_optional(self, parent: Node, name: str) -> Node | None:
+        check_name(name)
+        if parent.kind is NodeKind.REF_ROOT and name == CONTROL_DIR:
+            raise PermissionDenied(f"{CONTROL_DIR} is reserved")
+        try:
+            return await self._child(parent, name)
+        except NotFound:
+            return None
+
+    async def create(self, parent_ino: int, name: str, flags: int) -> tuple[OpenReply, Attr]:
+        """Create the file *name* in *parent_ino* and open it."""
+        parent, state = await self._writable_dir(parent_ino)
+        existing = await self._lookup_optional(parent, name)
+        if existing is not None:
+            if flags & os.O_EXCL or existing.is_dir:
+                raise Exists("/".join(existing.path))
+            reply = await self.open(self.inodes.ino(existing.path), flags | os.O_TRUNC)
+            return reply, self._attr(existing, self.inodes.lookup(existing.path))
+        assert parent.view is not None
+        path = (*parent.path, name)
+        key = "/".join(path[2:])
+        what = await state.classify(key, await self._tree_for(parent.view))
+        overlay = OverlayFile(SpoolFile(self.spool), scratch=what.kind == "scratch", dirty=True)
+        state.files[key] = overlay
+        node = Node(path, NodeKind.TREE_FILE, parent.view, TreeEntry(False, key, 0),
+                    overlay=overlay)
+        overlay.handles += 1
+        fh = self._new_handle(_FileHandle(node, overlay=overlay, branch=state))
+        return OpenReply(fh), self._attr(node, self.inodes.lookup(path))
+
+    async def mkdir(self, parent_ino: int, name: str) -> Attr:
+        """Make the directory *name*: it lives in the mount until something is stored below."""
+        parent, state = await self._writable_dir(parent_ino)
+        if await self._lookup_optional(parent, name) is not None:
+            raise Exists("/".join((*parent.path, name)))
+        path = (*parent.path, name)
+        state.dirs["/".join(path[2:])] = time.time_ns()
+        return self._attr(await self._resolve(path), self.inodes.lookup(path))
+
+    async def unlink(self, parent_ino: int, name: str) -> None:
+        """Remove the file *name*: a chunk, a node (its ``zarr.json``) or a scratch file."""
+        parent, state = await self._writable_dir(parent_ino)
+        node = await self._lookup_optional(parent, name)
+        if node is None:
+            raise NotFound("/".join((*parent.path, name)))
+        if node.is_dir:
+            raise IsADirectory("/".join(node.path))
+        await self._remove_file(state, node)
+        self.inodes.forget_path(node.path)
+
+    async def _remove_file(self, state: BranchState, node: Node) -> None:
+        assert node.view is not None
+        key = node.key
+        overlay = state.files.pop(key, None)
+        if overlay is not None:
+            overlay.dirty = False
+            if overlay.handles <= 0:
+                overlay.spool.close()
+            if overlay.scratch:
+                return
+        tree = await self._tree_for(node.view)
+        try:
+            await tree.resolve(tuple(key.split("/")))
+        except NotFound:
+            return  # only ever existed in the mount
+        what = await tree.classify(key)
+        await state.delete(key, what)
+
+    async def rmdir(self, parent_ino: int, name: str) -> None:
+        """Remove the empty directory *name*."""
+        ref_list = await self._node(parent_ino)
+        if ref_list.kind is NodeKind.REF_LIST and ref_list.path == ("branches",):
+            # rmdir of a branch's root, as `rm -r` or zarr's mode="w" do after emptying it:
+            # the branch stays, empty.  A branch with content is not an empty directory.
+            root = await self._child(ref_list, name)
+            self._branch(root.view)
+            if await self._list(root):
+                raise NotEmpty("/".join(root.path))
+            return
+        parent, state = await self._writable_dir(parent_ino)
+        path = (*parent.path, name)
+        node = await self._lookup_optional(parent, name)
+        if node is None:
+            if self.inodes.known(path):
+                # It emptied itself: its last key was deleted (Icechunk has no empty
+                # directories), which is what `rm -r` does just before rmdir.
+                self.inodes.forget_path(path)
+                return
+            raise NotFound("/".join(path))
+        if not node.is_dir:
+            raise NotADirectory("/".join(path))
+        if await self._list(node):
+            raise NotEmpty("/".join(path))
+        state.dirs.pop(node.key, None)
+        self.inodes.forget_path(path)
+
+    async def rename(self, old_ino: int, old_name: str, new_ino: int, new_name: str,
+                     flags: int = 0) -> None:
+        """Rename a file inside one branch; the target, if any, is replaced atomically."""
+        old_parent = await self._node(old_ino)
+        new_parent = await self._node(new_ino)
+        if (old_parent.view is None or new_parent.view is None
+                or old_parent.view.ref != new_parent.view.ref
+                or old_parent.view.kind != new_parent.view.kind):
+            if old_parent.view is not None and old_parent.view.read_only:
+                raise ReadOnly(f"{old_parent.view.kind} {old_parent.view.ref} is read-only")
+            raise CrossDevice("rename across refs")
+        old_parent, state = await self._writable_dir(old_ino)
+        new_parent, _ = await self._writable_dir(new_ino)
+        if flags & RENAME_EXCHANGE:
+            raise InvalidInput("RENAME_EXCHANGE is not supported")
+        src = await self._lookup_optional(old_parent, old_name)
+        if src is None:
+            raise NotFound("/".join((*old_parent.path, old_name)))
+        if src.is_dir:
+            raise CrossDevice("directories cannot be renamed (mv copies them instead)")
+        dst = await self._lookup_optional(new_parent, new_name)
+        if dst is not None:
+            if flags & RENAME_NOREPLACE:
+                raise Exists("/".join(dst.path))
+            if dst.is_dir:
+                raise IsADirectory("/".join(dst.path))
+        dst_path = (*new_parent.path, new_name)
+        if dst_path == src.path:
+            return
+        await self._copy_file(state, src, new_parent, new_name)
+        await self._remove_file(state, src)
+        self.inodes.rename(src.path, dst_path)
+
+    async def link(self, ino: int, new_parent_ino: int, new_name: str) -> Attr:
+        """Make *new_name* a copy of the file *ino* (zarr's exclusive create: link + unlink).
+
+        Icechunk has no hard links: the new name gets its own copy of the bytes.
+        """
+        src = await self._node(ino)
+        new_parent, state = await self._writable_dir(new_parent_ino)
+        if src.is_dir:
+            raise NotPermitted("hard links to directories")
+        if src.view is None or new_parent.view is None or src.view.ref != new_parent.view.ref:
+            raise CrossDevice("link across refs")
+        if await self._lookup_optional(new_parent, new_name) is not None:
+            raise Exists("/".join((*new_parent.path, new_name)))
+        await self._copy_file(state, src, new_parent, new_name)
+        path = (*new_parent.path, new_name)
+        return self._attr(await self._resolve(path), self.inodes.lookup(path))
+
+    async def _copy_file(self, state: BranchState, src: Node, parent: Node, name: str) -> None:
+        """Give *parent*/*name* the bytes of *src*: stored if it is a key, else a scratch file."""
+        assert src.view is not None
+        assert src.entry is not None
+        assert parent.view is not None
+        if src.overlay is not None:
+            data: object = src.overlay.spool.contents()
+            size = src.overlay.spool.size
+        else:
+            data = await (await self._tree_for(src.view)).read_whole(src.entry)
+            size = src.entry.size
+        key = "/".join((*parent.path, name)[2:])
+        what = await state.classify(key, await self._tree_for(parent.view))
+        old = state.files.pop(key, None)
+        if what.kind == "scratch":
+            copy = SpoolFile(self.spool)
+            copy.write(0, bytes(data))  # type: ignore[call-overload]
+            state.files[key] = OverlayFile(copy, scratch=True)
+        else:
+            await state.store(key, data, size)
+        if old is not None and old.handles <= 0:
+            old.spool.close()
+
+    async def setattr(self, ino: int, size: int | None) -> Attr:
+        """Change the size (truncate) of *ino*; mode, owner and times are not stored."""
         node = await self._node(ino)
         if node.kind is NodeKind.ROOT_CTRL_FILE and node.ctrl in control.WRITABLE_ROOT_FILES:
             return self._attr(node, ino)
-        if node.is_dir:
-            raise IsADirectory("/".join(node.path))
-        raise ReadOnly(f"{'/'.join(node.path)} is read-only")
+        if node.kind is NodeKind.REF_CTRL_FILE and node.ctrl in control.writable_files(False):
+            self._branch(node.view)
+            return self._attr(node, ino)
+        if node.kind not in (NodeKind.TREE_FILE, NodeKind.TREE_DIR, NodeKind.REF_ROOT):
+            raise ReadOnly(f"{'/'.join(node.path) or '/'} is read-only")
+        state = self._branch(node.view)
+        if size is None or node.is_dir:
+            return self._attr(node, ino)
+        overlay = node.overlay
+        if overlay is None:
+            reply = await self._open_overlay(node, os.O_RDWR, True)
+            try:
+                handle = self._file_handle(reply.fh)
+                assert handle.overlay is not None
+                handle.overlay.spool.truncate(size)
+                handle.overlay.dirty = True
+                await self.flush(reply.fh)
+            finally:
+                self.release(reply.fh)
+        else:
+            overlay.spool.truncate(size)
+            overlay.dirty = True
+            overlay.mtime_ns = time.time_ns()
+            if overlay.handles <= 0 and not overlay.scratch:
+                await state.store(node.key, overlay.spool.contents(), overlay.spool.size)
+                overlay.dirty = False
+        return self._attr(await self._resolve(node.path), ino)
 
     async def refuse_write(self, ino: int, op: str) -> None:
-        """Answer a namespace-changing *op* on or below *ino*: EROFS (writes come later)."""
+        """Answer *op* on or below *ino*, which icefs never supports: EROFS or EPERM."""
         node = await self._node(ino)
+        if node.view is not None and not node.view.read_only:
+            raise NotPermitted(f"{op} is not supported ({'/'.join(node.path)})")
         raise ReadOnly(f"{op} on {'/'.join(node.path) or '/'}: read-only")
 
     async def access(self, ino: int, mode: int) -> None:
         """Check access(2) *mode*: writes are refused with EROFS where nothing is writable."""
         node = await self._node(ino)
-        if mode & os.W_OK and not (
-            node.kind is NodeKind.ROOT_CTRL_FILE and node.ctrl in control.WRITABLE_ROOT_FILES
-        ):
-            raise ReadOnly("/".join(node.path))
+        if not mode & os.W_OK:
+            return
+        if node.kind is NodeKind.ROOT_CTRL_FILE and node.ctrl in control.WRITABLE_ROOT_FILES:
+            return
+        if node.kind is NodeKind.REF_CTRL_FILE and node.ctrl in control.writable_files(False):
+            self._branch(node.view)
+            return
+        if node.kind in (NodeKind.TREE_FILE, NodeKind.TREE_DIR, NodeKind.REF_ROOT):
+            self._branch(node.view)
+            return
+        raise ReadOnly("/".join(node.path))
+
+    async def shutdown(self, on_unmount: str) -> dict[str, str]:
+        """Commit (or discard) every branch with uncommitted changes; return new snapshots.
+
+        Files still open for writing are stored first.  Failures are logged and
+        leave that branch's changes uncommitted; the others still commit.
+        """
+        committed: dict[str, str] = {}
+        for fh, handle in list(self._handles.items()):
+            if isinstance(handle, _FileHandle) and handle.overlay is not None:
+                with contextlib.suppress(IcefsError):
+                    await self.flush(fh)
+        for name, state in sorted(self.branch_states.items()):
+            if not state.dirty:
+                continue
+            if on_unmount == "discard":
+                await state.discard()
+                log.info("branch %s: uncommitted changes discarded at unmount", name)
+                continue
+            message = f"icefs: automatic commit at unmount of {self.options.mountpoint}"
+            try:
+                sid = await self.commit_branch(state, message)
+            except IcefsError as exc:
+                log.error("branch %s: commit at unmount failed, changes lost: %s", name, exc)
+                continue
+            if sid is not None:
+                committed[name] = sid
+                log.info("branch %s: committed %s at unmount", name, sid)
+        return committed
+
+    async def commit_dirty(self, message: str) -> None:
+        """Commit every dirty branch with *message* (for --commit-interval); log failures."""
+        for state in list(self.branch_states.values()):
+            if state.dirty:
+                try:
+                    await self.commit_branch(state, message)
+                except IcefsError as exc:
+                    log.warning("branch %s: periodic commit failed: %s", state.branch, exc)
+
+    def close(self) -> None:
+        """Free write buffers and remove the spool directory.  Never raises."""
+        for state in self.branch_states.values():
+            for overlay in state.files.values():
+                overlay.spool.close()
+            state.files.clear()
+        self.spool.cleanup()
 
     def statfs(self) -> StatFs:
         """Return filesystem-wide numbers (capacity is that of the object store: unbounded)."""
@@ -565,9 +1004,10 @@ class IcefsCore:
         if node.kind is not NodeKind.REF_ROOT or node.view is None:
             return {}
         view = node.view
+        state = self.branch_states.get(view.ref) if view.kind == "branch" else None
         return {
             XATTR_SNAPSHOT: view.snapshot_id.encode(),
-            XATTR_UNCOMMITTED: b"0",
+            XATTR_UNCOMMITTED: b"1" if state is not None and state.dirty else b"0",
             XATTR_REF: view.ref.encode(),
             XATTR_KIND: view.kind.encode(),
         }
@@ -594,7 +1034,9 @@ class IcefsCore:
         if name == "log":
             return control.render_log(await self.repo.ancestry(view.snapshot_id))
         if name == "status":
-            return control.render_json(self.view_status(view))
+            return control.render_json(await self.view_status(view))
+        if name in control.BRANCH_COMMANDS:
+            return b""
         raise NotFound(name)
 
     def mount_status(self) -> dict[str, object]:
@@ -613,9 +1055,9 @@ class IcefsCore:
             "last_error": self.last_error,
         }
 
-    def view_status(self, view: View) -> dict[str, object]:
+    async def view_status(self, view: View) -> dict[str, object]:
         """Return the status document of one ref view."""
-        return {
+        doc: dict[str, object] = {
             "ref": view.ref,
             "kind": view.kind,
             "snapshot_id": view.snapshot_id,
@@ -623,8 +1065,17 @@ class IcefsCore:
             "has_uncommitted_changes": False,
             "changed_nodes": 0,
             "changed_chunks": 0,
+            "changed_paths": [],
             "scratch_files": [],
+            "files_being_written": [],
+            "empty_directories": [],
             "last_commit": None,
-            "last_error": self.last_error,
+            "last_error": None,
+            "conflicts": [],
         }
-
+        state = self.branch_states.get(view.ref) if view.kind == "branch" else None
+        if state is not None:
+            doc.update(await state.status())
+        if view.kind == "branch":
+            doc["tip_snapshot_id"] = self.branches.get(view.ref)
+        return doc

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         XAttrNameT,
     )
 
-    from icefs.fs import Attr, IcefsCore
+    from icefs.fs import Attr, IcefsCore, OpenReply
 
 __all__ = ["FuseOperations"]
 
@@ -101,6 +101,11 @@ def _entry(attr: Attr) -> EntryAttributes:
     return entry
 
 
+def _file_info(reply: OpenReply) -> FileInfo:
+    return pyfuse3.FileInfo(fh=reply.fh, keep_cache=reply.keep_cache,
+                            direct_io=reply.direct_io)
+
+
 class FuseOperations(pyfuse3.Operations):
     """pyfuse3 handlers that delegate to an `IcefsCore`."""
 
@@ -138,11 +143,8 @@ class FuseOperations(pyfuse3.Operations):
     @_serve("setattr")
     async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: SetattrFields,
                       fh: FileHandleT | None, ctx: RequestContext) -> EntryAttributes:
-        if fields.update_size and not (fields.update_mode or fields.update_uid
-                                       or fields.update_gid):
-            return _entry(await self.core.truncate(int(inode), attr.st_size))
-        await self.core.refuse_write(int(inode), "setattr")
-        raise AssertionError("unreachable")
+        size = attr.st_size if fields.update_size else None
+        return _entry(await self.core.setattr(int(inode), size))
 
     @_serve("readlink")
     async def readlink(self, inode: InodeT, ctx: RequestContext) -> FileNameT:
@@ -162,7 +164,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @_serve("releasedir")
     async def releasedir(self, fh: FileHandleT) -> None:
-        self.core.release(int(fh))
+        self.core.releasedir(int(fh))
 
     @_serve("fsyncdir")
     async def fsyncdir(self, fh: FileHandleT, datasync: bool) -> None:
@@ -170,9 +172,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @_serve("open")
     async def open(self, inode: InodeT, flags: FlagT, ctx: RequestContext) -> FileInfo:
-        reply = await self.core.open(int(inode), int(flags))
-        return pyfuse3.FileInfo(fh=reply.fh, keep_cache=reply.keep_cache,
-                                direct_io=reply.direct_io)
+        return _file_info(await self.core.open(int(inode), int(flags)))
 
     @_serve("read")
     async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
@@ -184,11 +184,11 @@ class FuseOperations(pyfuse3.Operations):
 
     @_serve("flush")
     async def flush(self, fh: FileHandleT) -> None:
-        return None
+        await self.core.flush(int(fh))
 
     @_serve("fsync")
     async def fsync(self, fh: FileHandleT, datasync: bool) -> None:
-        return None
+        await self.core.flush(int(fh))
 
     @_serve("release")
     async def release(self, fh: FileHandleT) -> None:
@@ -197,14 +197,13 @@ class FuseOperations(pyfuse3.Operations):
     @_serve("create")
     async def create(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, flags: FlagT,
                      ctx: RequestContext) -> tuple[FileInfo, EntryAttributes]:
-        await self.core.refuse_write(int(parent_inode), "create")
-        raise AssertionError("unreachable")
+        reply, attr = await self.core.create(int(parent_inode), os.fsdecode(name), int(flags))
+        return _file_info(reply), _entry(attr)
 
     @_serve("mkdir")
     async def mkdir(self, parent_inode: InodeT, name: FileNameT, mode: ModeT,
                     ctx: RequestContext) -> EntryAttributes:
-        await self.core.refuse_write(int(parent_inode), "mkdir")
-        raise AssertionError("unreachable")
+        return _entry(await self.core.mkdir(int(parent_inode), os.fsdecode(name)))
 
     @_serve("mknod")
     async def mknod(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, rdev: int,
@@ -221,22 +220,23 @@ class FuseOperations(pyfuse3.Operations):
     @_serve("link")
     async def link(self, inode: InodeT, new_parent_inode: InodeT, new_name: FileNameT,
                    ctx: RequestContext) -> EntryAttributes:
-        await self.core.refuse_write(int(new_parent_inode), "link")
-        raise AssertionError("unreachable")
+        return _entry(await self.core.link(int(inode), int(new_parent_inode),
+                                           os.fsdecode(new_name)))
 
     @_serve("unlink")
     async def unlink(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
-        await self.core.refuse_write(int(parent_inode), "unlink")
+        await self.core.unlink(int(parent_inode), os.fsdecode(name))
 
     @_serve("rmdir")
     async def rmdir(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
-        await self.core.refuse_write(int(parent_inode), "rmdir")
+        await self.core.rmdir(int(parent_inode), os.fsdecode(name))
 
     @_serve("rename")
     async def rename(self, parent_inode_old: InodeT, name_old: FileNameT,
                      parent_inode_new: InodeT, name_new: FileNameT, flags: FlagT,
                      ctx: RequestContext) -> None:
-        await self.core.refuse_write(int(parent_inode_old), "rename")
+        await self.core.rename(int(parent_inode_old), os.fsdecode(name_old),
+                               int(parent_inode_new), os.fsdecode(name_new), int(flags))
 
     @_serve("statfs")
     async def statfs(self, ctx: RequestContext) -> StatvfsData:

@@ -19,6 +19,9 @@ ROOT_INODE: Final = 1
 
 Path = tuple[str, ...]
 
+#: First component of the path of an inode whose object is gone (no name can hold NUL).
+_GONE: Final = "\0gone"
+
 
 class InodeTable:
     """Maps paths to inode numbers and back, counting kernel lookups."""
@@ -67,6 +70,28 @@ class InodeTable:
         path = self._by_ino.pop(ino, None)
         if path is not None:
             self._by_path.pop(path, None)
+
+    def known(self, path: Path) -> bool:
+        """True if *path* has an inode number the kernel may still use."""
+        return path in self._by_path
+
+    def forget_path(self, path: Path) -> None:
+        """Detach *path* from its inode (the object is gone): a new object there gets a new one.
+
+        The old number stays valid for the kernel until it forgets it, but resolves
+        to nothing.
+        """
+        ino = self._by_path.pop(path, None)
+        if ino is not None and ino != ROOT_INODE:
+            self._by_ino[ino] = (_GONE, str(ino))
+
+    def rename(self, old: Path, new: Path) -> None:
+        """Move the inode of *old* to *new*; an inode already at *new* is detached."""
+        self.forget_path(new)
+        ino = self._by_path.pop(old, None)
+        if ino is not None:
+            self._by_path[new] = ino
+            self._by_ino[ino] = new
 
     def lookup_count(self, ino: int) -> int:
         """Return how many lookups the kernel holds on *ino*."""

@@ -73,6 +73,10 @@ class MountConfig:
     log_level: str = "info"
     max_tasks: int = 64
     read_ahead_kb: int = 1024
+    write_buffer: int = 256 * 1024 * 1024
+    cache_dir: str = ""
+    on_unmount: str = "commit"
+    commit_interval: float = 0.0
 
 
 def parse_fuse_options(values: list[str]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -259,6 +263,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
     core = IcefsCore(repo, MountOptions(
         read_only=config.read_only, refresh=config.refresh, uid=config.uid, gid=config.gid,
         mountpoint=mountpoint, storage=config.storage.display(),
+        write_buffer=config.write_buffer, cache_dir=config.cache_dir,
     ))
     options = {
         f"fsname=icefs#{config.storage.display()}"[:200],
@@ -280,6 +285,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
             # Unmount only on a clean exit: after a crash the mountpoint must not
             # suddenly look empty to a program (rsync --delete) still using it.
             pyfuse3.close(unmount=state.clean)
+        core.close()
         bridge.close()
     log.info("unmounted %s", mountpoint)
     return ExitCode.OK
@@ -311,9 +317,21 @@ async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str
         nursery.start_soon(core.run_refresher)
         nursery.start_soon(_handle_signals)
         nursery.start_soon(_announce_ready, mountpoint, reporter, config)
+        if config.commit_interval > 0:
+            nursery.start_soon(_commit_every, core, config.commit_interval)
         await pyfuse3.main(max_tasks=config.max_tasks)
         nursery.cancel_scope.cancel()
+    # Commit point: every branch with uncommitted changes, before the daemon exits.
+    committed = await core.shutdown(config.on_unmount)
+    for branch, sid in committed.items():
+        log.info("committed branch %s at unmount: %s", branch, sid)
     state.clean = True
+
+
+async def _commit_every(core: IcefsCore, seconds: float) -> None:
+    while True:
+        await trio.sleep(seconds)
+        await core.commit_dirty(f"icefs: periodic commit ({seconds:g} s)")
 
 
 async def _handle_signals() -> None:

@@ -29,12 +29,15 @@ if TYPE_CHECKING:
     from icefs.storage import StorageSpec
 
 __all__ = [
+    "BranchWriter",
+    "ChangeCounts",
     "ChunkIndex",
     "Repo",
     "SnapshotMeta",
     "SnapshotReader",
     "configure_icechunk_logs",
     "open_repository",
+    "open_writer",
     "translate",
 ]
 
@@ -315,3 +318,96 @@ class Repo:
 
     def _open_readonly(self, snapshot_id: str) -> icechunk.Session:
         return self._repo.readonly_session(snapshot_id=snapshot_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeCounts:
+    """What a writable session holds that its base snapshot does not."""
+
+    nodes: int
+    chunks: int
+    paths: tuple[str, ...]
+
+
+class SessionReader(SnapshotReader):
+    """A `SnapshotReader` over a writable session: it sees the session's uncommitted changes."""
+
+
+class BranchWriter:
+    """One writable session on a branch: store and delete keys, commit, discard.
+
+    Icechunk refuses every write after a commit; the owner opens a new writer.
+    """
+
+    def __init__(self, repo: Repo, branch: str, session: icechunk.Session) -> None:
+        self.branch = branch
+        self.base_snapshot_id: str = session.snapshot_id
+        self._repo = repo
+        self._session = session
+        self._prototype = default_buffer_prototype()
+        self.reader = SessionReader(session, repo.bridge)
+
+    async def _set(self, key: str, data: Any) -> None:
+        await self._session.store.set(key, self._prototype.buffer.from_bytes(data))
+
+    async def set(self, key: str, data: bytes | memoryview | Any) -> None:
+        """Store *data* (bytes-like) at *key*; `InvalidInput`, `NotFound` or `StorageFailure`."""
+        try:
+            await self._repo.bridge.run(self._set, key, data)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def _delete(self, key: str) -> None:
+        await self._session.store.delete(key)
+
+    async def delete(self, key: str) -> None:
+        """Delete *key* (a node's ``zarr.json`` deletes the node and everything below)."""
+        try:
+            await self._repo.bridge.run(self._delete, key)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    def _counts_sync(self) -> ChangeCounts:
+        diff = self._session.status()
+        nodes: set[str] = set()
+        for name in ("new_groups", "new_arrays", "updated_arrays", "updated_groups",
+                     "deleted_arrays", "deleted_groups"):
+            nodes.update(getattr(diff, name))
+        chunks = sum(len(coords) for coords in diff.updated_chunks.values())
+        return ChangeCounts(len(nodes), chunks, tuple(sorted(nodes | set(diff.updated_chunks))))
+
+    async def counts(self) -> ChangeCounts:
+        """Return how many nodes and chunks the session changed."""
+        result: ChangeCounts = await self._repo._call(self._counts_sync)
+        return result
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._session.has_uncommitted_changes)
+
+    def _commit_sync(self, message: str) -> str:
+        return self._session.commit(message, rebase_with=icechunk.ConflictDetector())
+
+    async def commit(self, message: str) -> str:
+        """Commit with *message*, rebasing over changes made elsewhere when they do not overlap.
+
+        Raises `Busy` (with the conflicts in its message) when they do.
+        """
+        try:
+            sid: str = await self._repo.bridge.run_sync(self._commit_sync, message)
+        except icechunk.RebaseFailedError as exc:
+            conflicts = "; ".join(
+                f"{getattr(c, 'conflict_type', c)} at {getattr(c, 'path', '?')}"
+                for c in getattr(exc, "conflicts", ()) or ()
+            )
+            raise errors.Busy(f"conflicts with another writer: {conflicts or _first_line(exc)}"
+                              ) from exc
+        except Exception as exc:
+            raise translate(exc) from exc
+        return sid
+
+
+async def open_writer(repo: Repo, branch: str) -> BranchWriter:
+    """Open a writable session on *branch* at its current tip."""
+    session = await repo._call(repo._repo.writable_session, branch)
+    return BranchWriter(repo, branch, session)

@@ -10,18 +10,19 @@ from the array's manifest in one pass (`ChunkIndex`), never one call per chunk.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from icefs.errors import NotADirectory, NotFound
+from icefs.errors import InvalidInput, NotADirectory, NotFound
 from icefs.paths import METADATA_NAME, join_key
 
 if TYPE_CHECKING:
     from icefs.repo import ChunkIndex, SnapshotReader
 
-__all__ = ["DirPos", "SnapshotTree", "TreeEntry"]
+__all__ = ["DirPos", "KeyClass", "SnapshotTree", "TreeEntry"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,15 @@ class TreeEntry:
     pos: DirPos | None = None
     #: For a chunk file: its array's path and coordinates.
     array: str | None = None
+    coords: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyClass:
+    """What a file path inside a ref is: a node's metadata, a chunk, or a scratch file."""
+
+    kind: str  # "metadata", "chunk" or "scratch"
+    node: str = ""  # the node (metadata) or array (chunk) path
     coords: tuple[int, ...] = ()
 
 
@@ -183,6 +193,70 @@ class SnapshotTree:
             except NotFound:
                 continue  # e.g. an array's "c" with no chunk written
         return out
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def classify(self, key: str) -> KeyClass:
+        """Tell what the file path *key* would store.
+
+        ``.../zarr.json`` is metadata.  ``<array>/c/<i>/.../<k>`` with canonical
+        integers is a chunk: `NotFound` if no array is there, `InvalidInput` if
+        the number of coordinates is not the array's ndim (Icechunk would accept
+        such a key and store something no reader can find).  Anything else is a
+        scratch file, kept in the mount and never committed.
+        """
+        parts = key.split("/")
+        if parts[-1] == METADATA_NAME:
+            return KeyClass("metadata", "/".join(parts[:-1]))
+        for i, part in enumerate(parts):
+            if part != CHUNK_DIR:
+                continue
+            coords = [_chunk_name(p) for p in parts[i + 1 :]]
+            if any(c is None for c in coords):
+                continue
+            array = "/".join(parts[:i])
+            node = await self._node(array)
+            if not node.is_array:
+                raise NotFound(f"chunk {key}: no array at /{array}")
+            if len(coords) != node.ndim:
+                raise InvalidInput(f"chunk {key} has {len(coords)} coordinates; "
+                                   f"array /{array} has {node.ndim} dimensions")
+            return KeyClass("chunk", array, tuple(c for c in coords if c is not None))
+        return KeyClass("scratch")
+
+    def note_stored(self, what: KeyClass, size: int) -> None:
+        """Update the caches after *what* was stored with *size* bytes (no reload needed)."""
+        if what.kind == "metadata":
+            self._forget_node(what.node)
+        elif what.kind == "chunk":
+            self._listings.pop(what.node, None)  # the array's "c" may have just appeared
+            index = self._chunks.get(what.node)
+            if index is None:
+                return
+            index.lengths[what.coords] = size
+            index.inline.pop(what.coords, None)
+            for depth in range(len(what.coords)):
+                below = index.children.setdefault(what.coords[:depth], [])
+                i = bisect.bisect_left(below, what.coords[depth])
+                if i == len(below) or below[i] != what.coords[depth]:
+                    below.insert(i, what.coords[depth])
+
+    def note_deleted(self, what: KeyClass) -> None:
+        """Update the caches after *what* was deleted."""
+        if what.kind == "metadata":  # the whole node, and everything below it, is gone
+            self._nodes.clear()
+            self._listings.clear()
+            self._chunks.clear()
+        elif what.kind == "chunk":
+            self._chunks.pop(what.node, None)
+
+    def _forget_node(self, path: str) -> None:
+        self._nodes.pop(path, None)
+        self._chunks.pop(path, None)
+        self._listings.pop(path, None)
+        while path:
+            path = path.rpartition("/")[0]
+            self._listings.pop(path, None)
 
     # -- data ---------------------------------------------------------------------------------
 

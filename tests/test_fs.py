@@ -22,6 +22,7 @@ from icefs.errors import (
     NoAttribute,
     NotADirectory,
     NotFound,
+    NotPermitted,
     PermissionDenied,
     ReadOnly,
 )
@@ -60,11 +61,13 @@ def bridge():
 
 
 @pytest.fixture
-async def core(repository, bridge):
+async def core(repository, bridge, tmp_path):
     repo, _ = repository
-    c = IcefsCore(Repo(repo, bridge, "test"), MountOptions(refresh=0.5))
+    c = IcefsCore(Repo(repo, bridge, "test"),
+                  MountOptions(refresh=0.5, cache_dir=str(tmp_path / "cache")))
     await c.refresh_refs()
-    return c
+    yield c
+    c.close()
 
 
 async def walk(core, *names):
@@ -91,7 +94,7 @@ async def read_all(core, ino, chunk=1000):
 async def listing(core, ino):
     fh = await core.opendir(ino)
     entries = core.readdir(fh, 0)
-    core.release(fh)
+    core.releasedir(fh)
     return [name for _, name, _ in entries]
 
 
@@ -189,21 +192,30 @@ async def test_unknown_names(core, repository):
         await walk(core, "tags", "v1.0", "zarr.json", "x")
 
 
-async def test_writes_are_refused(core):
-    main = await walk(core, "branches", "main")
-    f = await walk(core, "branches", "main", "zarr.json")
+async def test_writes_are_refused_on_read_only_views(core):
+    tag = await walk(core, "tags", "v1.0")
+    f = await walk(core, "tags", "v1.0", "zarr.json")
     for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC):
         with pytest.raises(ReadOnly):
             await core.open(f.ino, flags)
     with pytest.raises(ReadOnly):
-        await core.refuse_write(main.ino, "mkdir")
+        await core.mkdir(tag.ino, "d")
     with pytest.raises(ReadOnly):
-        await core.truncate(f.ino, 0)
+        await core.create(tag.ino, "x", os.O_WRONLY)
+    with pytest.raises(ReadOnly):
+        await core.unlink(tag.ino, "zarr.json")
+    with pytest.raises(ReadOnly):
+        await core.setattr(f.ino, 0)
     with pytest.raises(ReadOnly):
         await core.access(f.ino, os.W_OK)
+    with pytest.raises(ReadOnly):
+        await core.refuse_write(tag.ino, "symlink")
     await core.access(f.ino, os.R_OK)
     with pytest.raises(IsADirectory):
-        await core.open(main.ino, os.O_RDONLY)
+        await core.open(tag.ino, os.O_RDONLY)
+    main = await walk(core, "branches", "main")
+    with pytest.raises(NotPermitted):
+        await core.refuse_write(main.ino, "symlink")
 
 
 async def test_control_files(core, repository):
@@ -251,7 +263,7 @@ async def test_readdir_offsets_survive_listing_changes(core, repository):
     repo.create_branch("aaa-new", ids["main"])
     await core.refresh_refs()
     rest = core.readdir(fh, first[0][0])
-    core.release(fh)
+    core.releasedir(fh)
     assert [n for _, n, _ in first + rest] == ["experiment", "main"], "pinned at opendir"
     assert "aaa-new" in await listing(core, branches.ino)
     with pytest.raises(BadHandle):

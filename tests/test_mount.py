@@ -121,7 +121,7 @@ WRITES = [
 ]
 
 
-@pytest.mark.parametrize("ref", ["branches/main", "tags/v1.0", "snapshots/1CECHNKREP0F1RSTCMT0"])
+@pytest.mark.parametrize("ref", ["tags/v1.0", "snapshots/1CECHNKREP0F1RSTCMT0"])
 @pytest.mark.parametrize(("what", "op"), WRITES, ids=[w for w, _ in WRITES])
 def test_every_write_is_erofs(sample_mount, ref, what, op):
     root = sample_mount.mountpoint / ref
@@ -162,6 +162,9 @@ def test_control_files_and_xattrs(sample_mount, sample_repo):
     assert info.value.errno == errno.ENODATA
     with pytest.raises(PermissionError):
         open(mnt / "branches/main/.icefs/status", "w")
+    with pytest.raises(OSError) as info:
+        open(mnt / "tags/v1.0/.icefs/commit", "w")
+    assert info.value.errno == errno.EROFS, "commit exists on writable branches only"
 
 
 def test_new_branch_appears_within_refresh(sample_repo, mount_factory, tmp_path):

@@ -1,0 +1,232 @@
+"""A branch being written through the mount: its session, its overlay, its commits.
+
+`BranchState` owns
+
+* the branch's writable session (`BranchWriter`), opened at the first write,
+  and a `SnapshotTree` over it, so that reads, listings and stats of the branch
+  show the uncommitted changes;
+* the *overlay*: what exists only in the mount. It holds files being written
+  (their bytes in a `SpoolFile` until they are stored), scratch files (names
+  that are not Zarr keys), and empty directories made by ``mkdir``;
+* commit and discard, serialised against stores by a shared/exclusive lock,
+  plus what `status` reports: last commit, last error, conflicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from icefs.errors import Busy, IcefsError, InvalidInput, NotFound
+from icefs.repo import open_writer
+from icefs.tree import KeyClass, SnapshotTree
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from icefs.repo import BranchWriter, Repo
+    from icefs.spool import SpoolFile
+
+__all__ = ["BranchState", "OverlayFile"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class OverlayFile:
+    """A file that lives in the mount: being written, or a scratch file."""
+
+    spool: SpoolFile
+    scratch: bool
+    dirty: bool = False
+    handles: int = 0
+    mtime_ns: int = field(default_factory=time.time_ns)
+
+
+class _SharedExclusive:
+    """Many holders of `shared` at once, or one of `exclusive` (stores vs commit)."""
+
+    def __init__(self) -> None:
+        self._readers = 0
+        self._writer = False
+        self._changed = trio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        async with self._changed:
+            while self._writer:
+                await self._changed.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with trio.CancelScope(shield=True):
+                async with self._changed:
+                    self._readers -= 1
+                    self._changed.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        async with self._changed:
+            while self._writer or self._readers:
+                await self._changed.wait()
+            self._writer = True
+        try:
+            yield
+        finally:
+            with trio.CancelScope(shield=True):
+                async with self._changed:
+                    self._writer = False
+                    self._changed.notify_all()
+
+
+class BranchState:
+    """Everything this mount holds for one branch beyond its committed tip."""
+
+    def __init__(self, branch: str, repo: Repo) -> None:
+        self.branch = branch
+        self._repo = repo
+        self.writer: BranchWriter | None = None
+        self.tree: SnapshotTree | None = None
+        self.files: dict[str, OverlayFile] = {}
+        self.dirs: dict[str, int] = {}
+        self.written_ns: dict[str, int] = {}
+        self.last_commit: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        self.conflicts: list[str] = []
+        self._lock = _SharedExclusive()
+
+    @property
+    def active(self) -> bool:
+        """True while the branch view shows this mount's session instead of the tip."""
+        return self.writer is not None
+
+    @property
+    def dirty(self) -> bool:
+        return self.writer is not None and self.writer.has_changes
+
+    def error(self, message: str) -> None:
+        """Record *message* as the branch's last error (shown in status) and log it."""
+        log.warning("branch %s: %s", self.branch, message)
+        self.last_error = message
+
+    async def _ensure_writer(self) -> BranchWriter:
+        if self.writer is None:
+            self.writer = await open_writer(self._repo, self.branch)
+            self.tree = SnapshotTree(self.writer.reader)
+            log.info("branch %s: writable session opened at %s", self.branch,
+                     self.writer.base_snapshot_id)
+        return self.writer
+
+    async def classify(self, key: str, tree: SnapshotTree) -> KeyClass:
+        """Classify *key*; keys whose store would fail still count as keys (not scratch)."""
+        try:
+            return await tree.classify(key)
+        except (NotFound, InvalidInput):
+            return KeyClass("chunk", key)
+
+    async def store(self, key: str, data: Any, size: int) -> None:
+        """Validate and store *data* (*size* bytes) at the Zarr key *key* in the session.
+
+        Raises `InvalidInput` (bad metadata, chunk outside the grid, wrong number of
+        coordinates) or `NotFound` (no such array); the previous content stays and the
+        reason goes to `last_error`.
+        """
+        async with self._lock.shared():
+            writer = await self._ensure_writer()
+            assert self.tree is not None
+            try:
+                what = await self.tree.classify(key)
+                if what.kind == "scratch":
+                    raise InvalidInput(f"{key} is not a Zarr key")
+                await writer.set(key, data)
+            except IcefsError as exc:
+                self.error(f"storing {key} failed: {exc}")
+                raise
+            self.tree.note_stored(what, size)
+            self.written_ns[key] = time.time_ns()
+            self._drop_dirs_above(key)
+
+    async def delete(self, key: str, what: KeyClass) -> None:
+        """Delete the key *key* (a node's ``zarr.json`` deletes the node)."""
+        async with self._lock.shared():
+            writer = await self._ensure_writer()
+            assert self.tree is not None
+            try:
+                await writer.delete(key)
+            except IcefsError as exc:
+                self.error(f"deleting {key} failed: {exc}")
+                raise
+            self.tree.note_deleted(what)
+            self.written_ns.pop(key, None)
+
+    def _drop_dirs_above(self, key: str) -> None:
+        path = key
+        while path:
+            path = path.rpartition("/")[0]
+            self.dirs.pop(path, None)
+
+    async def commit(self, message: str) -> str | None:
+        """Commit the session with *message*; return the snapshot id, None if nothing changed.
+
+        Raises `Busy` when another writer's changes overlap ours (the changes stay).
+        """
+        async with self._lock.exclusive():
+            writer = self.writer
+            if writer is None or not writer.has_changes:
+                return None
+            started = time.monotonic()
+            try:
+                sid = await writer.commit(message)
+            except Busy as exc:
+                self.conflicts = [str(exc)]
+                self.error(f"commit failed: {exc}")
+                raise
+            except IcefsError as exc:
+                self.error(f"commit failed: {exc}")
+                raise
+            self.writer = None
+            self.tree = None
+            self.written_ns.clear()
+            self.conflicts = []
+            self.last_error = None
+            self.last_commit = {
+                "snapshot_id": sid,
+                "message": message,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "seconds": round(time.monotonic() - started, 3),
+            }
+            log.info("branch %s: committed %s (%s)", self.branch, sid, message.splitlines()[0])
+            return sid
+
+    async def discard(self) -> None:
+        """Drop every uncommitted change: the session and files being written (scratch stays)."""
+        async with self._lock.exclusive():
+            self.writer = None
+            self.tree = None
+            self.written_ns.clear()
+            self.conflicts = []
+            for key in [k for k, f in self.files.items() if not f.scratch]:
+                self.files.pop(key).spool.close()
+            log.info("branch %s: uncommitted changes discarded", self.branch)
+
+    async def status(self) -> dict[str, Any]:
+        """Return the write-related part of the branch's status document."""
+        counts = await self.writer.counts() if self.writer is not None else None
+        return {
+            "has_uncommitted_changes": self.dirty,
+            "changed_nodes": counts.nodes if counts else 0,
+            "changed_chunks": counts.chunks if counts else 0,
+            "changed_paths": list(counts.paths) if counts else [],
+            "scratch_files": sorted(k for k, f in self.files.items() if f.scratch),
+            "files_being_written": sorted(k for k, f in self.files.items() if not f.scratch),
+            "empty_directories": sorted(self.dirs),
+            "last_commit": self.last_commit,
+            "last_error": self.last_error,
+            "conflicts": self.conflicts,
+        }

@@ -1,0 +1,81 @@
+"""Thin clients of a mounted icefs: they only read and write control files.
+
+The CLI commands ``commit``, ``status`` and ``discard`` use these; any shell
+can do the same with ``echo`` and ``cat`` (README.md, "Control files").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+from typing import Any
+
+from icefs.errors import ExitCode, QuietError
+from icefs.paths import CONTROL_DIR
+
+__all__ = ["commit", "discard", "find_ref_root", "read_status"]
+
+_EXIT_BY_ERRNO = {
+    errno.EBUSY: ExitCode.CONFLICT,
+    errno.EINVAL: ExitCode.INVALID,
+    errno.EIO: ExitCode.STORAGE,
+    errno.EROFS: ExitCode.ERROR,
+}
+
+
+def find_ref_root(path: str) -> str:
+    """Return the ref directory (``<mnt>/branches/<b>`` ...) that holds *path*.
+
+    Raises `QuietError` (NOT_MOUNTED) when *path* is not inside an icefs ref view.
+    """
+    current = os.path.abspath(path)
+    while True:
+        if os.path.exists(os.path.join(current, CONTROL_DIR, "snapshot_id")):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            raise QuietError(f"{path} is not inside a branch, tag or snapshot of an icefs mount",
+                             ExitCode.NOT_MOUNTED)
+        current = parent
+
+
+def read_status(path: str) -> dict[str, Any]:
+    """Return the status document of the ref holding *path*."""
+    root = find_ref_root(path)
+    with open(os.path.join(root, CONTROL_DIR, "status")) as f:
+        doc: dict[str, Any] = json.load(f)
+    return doc
+
+
+def _command(path: str, name: str, text: str) -> dict[str, Any]:
+    root = find_ref_root(path)
+    target = os.path.join(root, CONTROL_DIR, name)
+    if not os.path.exists(target):
+        raise QuietError(f"{root} is read-only: no {name} here", ExitCode.ERROR)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        reason = ""
+        with contextlib.suppress(OSError, ValueError):
+            reason = read_status(root).get("last_error") or ""
+        raise QuietError(f"{name} failed: {reason or exc.strerror}",
+                         _EXIT_BY_ERRNO.get(exc.errno or 0, ExitCode.ERROR)) from None
+    return read_status(root)
+
+
+def commit(path: str, message: str) -> dict[str, Any]:
+    """Commit the branch holding *path* with *message*; return its status afterwards."""
+    if not message.strip():
+        raise QuietError("an empty commit message is not allowed", ExitCode.INVALID)
+    return _command(path, "commit", message)
+
+
+def discard(path: str) -> dict[str, Any]:
+    """Discard the uncommitted changes of the branch holding *path*."""
+    return _command(path, "discard", "discard\n")

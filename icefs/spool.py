@@ -1,0 +1,130 @@
+"""Write buffers: file contents being written, in RAM up to a mount-wide bound, then on disk.
+
+A `SpoolFile` starts as a bytearray.  When a write would take the mount's
+in-memory total past the `SpoolBudget`, that file moves to a temporary file
+in the cache directory and stays there.  Memory therefore stays bounded
+however large a file grows; the cache directory is removed at unmount.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import shutil
+import tempfile
+from typing import Final
+
+__all__ = ["DEFAULT_WRITE_BUFFER", "SpoolBudget", "SpoolFile"]
+
+log = logging.getLogger(__name__)
+
+#: Default bound of write-buffer RAM for a whole mount.
+DEFAULT_WRITE_BUFFER: Final = 256 * 1024 * 1024
+#: Largest size any file may reach (sparse writes past this are refused with EFBIG).
+MAX_FILE_SIZE: Final = 1 << 40
+
+
+class SpoolBudget:
+    """The RAM allowance shared by every `SpoolFile` of a mount, and their cache directory."""
+
+    def __init__(self, limit: int, cache_dir: str) -> None:
+        self.limit = limit
+        self.in_memory = 0
+        self.spilled_files = 0
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        self.directory = tempfile.mkdtemp(prefix="spool-", dir=cache_dir)
+
+    def cleanup(self) -> None:
+        """Remove the spool directory and everything in it."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class SpoolFile:
+    """A growable byte buffer with random access, spilling to disk past the budget."""
+
+    def __init__(self, budget: SpoolBudget, data: bytes = b"") -> None:
+        self._budget = budget
+        self._mem: bytearray | None = bytearray()
+        self._fd: int | None = None
+        self._size = 0
+        if data:
+            self.write(0, data)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def on_disk(self) -> bool:
+        return self._fd is not None
+
+    def _spill(self) -> None:
+        assert self._mem is not None
+        fd, path = tempfile.mkstemp(dir=self._budget.directory)
+        os.unlink(path)  # the descriptor keeps it; nothing is left behind on a crash
+        os.pwrite(fd, self._mem, 0)
+        self._budget.in_memory -= len(self._mem)
+        self._budget.spilled_files += 1
+        self._mem = None
+        self._fd = fd
+        log.debug("write buffer of %d bytes moved to disk", self._size)
+
+    def write(self, offset: int, data: bytes) -> int:
+        """Write *data* at *offset* (a gap is zero-filled); return the count written."""
+        end = offset + len(data)
+        if end > MAX_FILE_SIZE:
+            raise OverflowError("file too large")
+        if self._mem is not None:
+            grow = max(0, end - len(self._mem))
+            if grow and self._budget.in_memory + grow > self._budget.limit:
+                self._spill()
+        if self._mem is not None:
+            if offset > len(self._mem):
+                self._mem.extend(bytes(offset - len(self._mem)))
+            before = len(self._mem)
+            self._mem[offset:end] = data
+            self._budget.in_memory += len(self._mem) - before
+        else:
+            assert self._fd is not None
+            os.pwrite(self._fd, data, offset)
+        self._size = max(self._size, end)
+        return len(data)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Return up to *size* bytes from *offset*."""
+        if self._mem is not None:
+            return bytes(self._mem[offset : offset + size])
+        assert self._fd is not None
+        return os.pread(self._fd, max(0, min(size, self._size - offset)), offset)
+
+    def truncate(self, size: int) -> None:
+        """Cut or zero-extend the file to *size* bytes."""
+        if self._mem is not None:
+            if size < len(self._mem):
+                self._budget.in_memory -= len(self._mem) - size
+                del self._mem[size:]
+            elif size > len(self._mem):
+                self.write(len(self._mem), bytes(size - len(self._mem)))
+        else:
+            assert self._fd is not None
+            os.ftruncate(self._fd, size)
+        self._size = size
+
+    def contents(self) -> bytes | memoryview | mmap.mmap:
+        """Return the whole contents without copying where possible (for handing to storage)."""
+        if self._mem is not None:
+            return bytes(self._mem)  # a copy: a live view would forbid resizing the buffer
+        assert self._fd is not None
+        if self._size == 0:
+            return b""
+        return mmap.mmap(self._fd, self._size, prot=mmap.PROT_READ)
+
+    def close(self) -> None:
+        """Free the memory or the disk space held."""
+        if self._mem is not None:
+            self._budget.in_memory -= len(self._mem)
+            self._mem = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
