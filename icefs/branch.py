@@ -44,6 +44,8 @@ class OverlayFile:
     spool: SpoolFile
     scratch: bool
     dirty: bool = False
+    #: A chunk whose array does not exist yet: stored when the array's zarr.json is.
+    pending: bool = False
     handles: int = 0
     mtime_ns: int = field(default_factory=time.time_ns)
 
@@ -151,6 +153,26 @@ class BranchState:
             self.tree.note_stored(what, size)
             self.written_ns[key] = time.time_ns()
             self._drop_dirs_above(key)
+        if what.kind == "metadata":
+            await self._store_pending(what.node)
+
+    async def _store_pending(self, array: str) -> None:
+        """Store the chunks that were waiting for the array at *array* to exist."""
+        prefix = f"{array}/c/" if array else "c/"
+        waiting = [(k, f) for k, f in self.files.items()
+                   if f.pending and (k.startswith(prefix) or k == prefix[:-1])]
+        for key, overlay in waiting:
+            try:
+                await self.store(key, overlay.spool.contents(), overlay.spool.size)
+            except NotFound:
+                continue  # still no array there (e.g. a group was stored)
+            except IcefsError:
+                pass  # recorded in last_error; the chunk cannot be stored
+            if self.files.get(key) is overlay:
+                overlay.pending = overlay.dirty = False
+                if overlay.handles <= 0:
+                    del self.files[key]
+                    overlay.spool.close()
 
     async def delete(self, key: str, what: KeyClass) -> None:
         """Delete the key *key* (a node's ``zarr.json`` deletes the node)."""
@@ -224,7 +246,9 @@ class BranchState:
             "changed_chunks": counts.chunks if counts else 0,
             "changed_paths": list(counts.paths) if counts else [],
             "scratch_files": sorted(k for k, f in self.files.items() if f.scratch),
-            "files_being_written": sorted(k for k, f in self.files.items() if not f.scratch),
+            "pending_chunks": sorted(k for k, f in self.files.items() if f.pending),
+            "files_being_written": sorted(k for k, f in self.files.items()
+                                          if not f.scratch and not f.pending),
             "empty_directories": sorted(self.dirs),
             "last_commit": self.last_commit,
             "last_error": self.last_error,

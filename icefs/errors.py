@@ -19,6 +19,7 @@ Hierarchy::
      +-- BadHandle              EBADF    an unknown file handle or out-of-order readdir
      +-- NoAttribute            ENODATA  an unknown extended attribute
      +-- FileTooLarge           EFBIG    a write past the largest file size
+     +-- NotSupported           ENOTSUP  extended attributes on branch files
      +-- StorageFailure         EIO      the storage failed (network, permissions, ...)
 
 Icechunk's own exceptions are translated into these in :mod:`icefs.repo`, the
@@ -45,6 +46,7 @@ __all__ = [
     "NotEmpty",
     "NotFound",
     "NotPermitted",
+    "NotSupported",
     "PermissionDenied",
     "QuietError",
     "ReadOnly",
@@ -123,6 +125,10 @@ class NoAttribute(IcefsError):
 
 class FileTooLarge(IcefsError):
     errno = _errno.EFBIG
+
+
+class NotSupported(IcefsError):
+    errno = _errno.ENOTSUP
 
 
 class StorageFailure(IcefsError):

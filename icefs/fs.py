@@ -42,6 +42,7 @@ from icefs.errors import (
     NotEmpty,
     NotFound,
     NotPermitted,
+    NotSupported,
     PermissionDenied,
     ReadOnly,
 )
@@ -189,6 +190,9 @@ class _FileHandle:
     lock: trio.Lock = field(default_factory=trio.Lock)
     overlay: OverlayFile | None = None
     branch: BranchState | None = None
+    #: A control file opened for writing; `wrote` tells whether anything arrived.
+    command: bool = False
+    wrote: bool = False
 
 
 @dataclass(slots=True)
@@ -575,7 +579,7 @@ class IcefsCore:
             raise PermissionDenied(f"{'/'.join(node.path)} is read-only")
         if writing and node.kind is NodeKind.REF_CTRL_FILE:
             self._branch(node.view)  # commit and discard exist on writable branches only
-        handle = _FileHandle(node)
+        handle = _FileHandle(node, command=writing)
         if not writing:
             handle.data = await self._render(node)
         return OpenReply(self._new_handle(handle), direct_io=True)
@@ -642,7 +646,8 @@ class IcefsCore:
             self._refresh_wanted.set()
             await self.refresh_refs()
             return len(data)
-        if node.kind is NodeKind.REF_CTRL_FILE and node.ctrl in ("commit", "discard"):
+        if node.kind is NodeKind.REF_CTRL_FILE and node.ctrl in control.BRANCH_COMMANDS:
+            handle.wrote = True
             await self._control_write(node, data)
             return len(data)
         raise ReadOnly(f"{'/'.join(node.path)} is read-only")
@@ -651,6 +656,8 @@ class IcefsCore:
         state = self._branch(node.view)
         if node.ctrl == "discard":
             await state.discard()
+            with contextlib.suppress(IcefsError):
+                self.branches[state.branch] = await self.repo.lookup_branch(state.branch)
             return
         try:
             message = data.decode("utf-8").strip()
@@ -669,22 +676,39 @@ class IcefsCore:
             self.branches[state.branch] = sid
         return sid
 
-    async def flush(self, fh: int) -> None:
-        """Store the file's new contents (close and fsync): errors reach close(2)."""
+    async def flush(self, fh: int, *, sync: bool = False) -> None:
+        """Store the file's new contents (close, and fsync if *sync*): errors reach close(2).
+
+        A chunk whose array does not exist yet stays in the mount, pending, until
+        the array's zarr.json is stored (copy tools write files in any order);
+        fsync of such a chunk answers ENOENT.
+        """
         handle = self._file_handle(fh)
+        if handle.command and not handle.wrote and handle.node.ctrl == "commit":
+            handle.wrote = True  # report once, not again at a second close of a dup'ed fd
+            self._branch(handle.node.view).error("commit refused: empty commit message")
+            raise InvalidInput("empty commit message")
         overlay, state = handle.overlay, handle.branch
-        if overlay is None or state is None or not overlay.dirty or overlay.scratch:
+        if overlay is None or state is None or overlay.scratch:
+            return
+        if not overlay.dirty and not (sync and overlay.pending):
             return
         key = handle.node.key
         if state.files.get(key) is not overlay:
             return  # renamed or deleted while open: its bytes went with it
         try:
             await state.store(key, overlay.spool.contents(), overlay.spool.size)
+        except NotFound:
+            if sync:
+                raise
+            overlay.pending = True
+            log.info("%s waits for its array's zarr.json (kept in the mount)", key)
+            return
         except IcefsError:
             overlay.dirty = False  # the previous content stays; do not retry at release
             self._drop_overlay(state, key, overlay)
             raise
-        overlay.dirty = False
+        overlay.dirty = overlay.pending = False
 
     def release(self, fh: int) -> None:
         """Forget the file or directory handle *fh*.  Never raises."""
@@ -693,7 +717,8 @@ class IcefsCore:
             return
         overlay, state = handle.overlay, handle.branch
         overlay.handles -= 1
-        if overlay.handles <= 0 and not overlay.scratch and state is not None:
+        keep = overlay.scratch or overlay.pending
+        if overlay.handles <= 0 and not keep and state is not None:
             if overlay.dirty:
                 state.error(f"{handle.node.key}: released with unstored changes (dropped)")
             self._drop_overlay(state, handle.node.key, overlay)
@@ -782,7 +807,22 @@ class IcefsCore:
         await state.delete(key, what)
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
-        """Remove the empty directory *name*."""
+        """Remove the empty directory *name*.
+
+        Icechunk has no empty directories: once `rm -r` has deleted the last key
+        below a directory (and maybe below its parent), the directory is gone
+        before its rmdir arrives.  A directory the kernel still knows by that path
+        is then removed successfully.
+        """
+        path = (*self.inodes.path(parent_ino), name)
+        try:
+            await self._rmdir(parent_ino, name)
+        except NotFound:
+            if not self.inodes.known(path) or path[0] != "branches" or len(path) < 3:
+                raise
+            self.inodes.forget_path(path)
+
+    async def _rmdir(self, parent_ino: int, name: str) -> None:
         ref_list = await self._node(parent_ino)
         if ref_list.kind is NodeKind.REF_LIST and ref_list.path == ("branches",):
             # rmdir of a branch's root, as `rm -r` or zarr's mode="w" do after emptying it:
@@ -796,11 +836,6 @@ class IcefsCore:
         path = (*parent.path, name)
         node = await self._lookup_optional(parent, name)
         if node is None:
-            if self.inodes.known(path):
-                # It emptied itself: its last key was deleted (Icechunk has no empty
-                # directories), which is what `rm -r` does just before rmdir.
-                self.inodes.forget_path(path)
-                return
             raise NotFound("/".join(path))
         if not node.is_dir:
             raise NotADirectory("/".join(path))
@@ -872,15 +907,24 @@ class IcefsCore:
             size = src.entry.size
         key = "/".join((*parent.path, name)[2:])
         what = await state.classify(key, await self._tree_for(parent.view))
-        old = state.files.pop(key, None)
+        copy: OverlayFile | None = None
         if what.kind == "scratch":
-            copy = SpoolFile(self.spool)
-            copy.write(0, bytes(data))  # type: ignore[call-overload]
-            state.files[key] = OverlayFile(copy, scratch=True)
+            copy = OverlayFile(self._spooled(data), scratch=True)
         else:
-            await state.store(key, data, size)
+            try:
+                await state.store(key, data, size)
+            except NotFound:  # its array is not there yet: keep it pending
+                copy = OverlayFile(self._spooled(data), scratch=False, dirty=True, pending=True)
+        old = state.files.pop(key, None)
+        if copy is not None:
+            state.files[key] = copy
         if old is not None and old.handles <= 0:
             old.spool.close()
+
+    def _spooled(self, data: object) -> SpoolFile:
+        spool = SpoolFile(self.spool)
+        spool.write(0, bytes(data))  # type: ignore[call-overload]
+        return spool
 
     async def setattr(self, ino: int, size: int | None) -> Attr:
         """Change the size (truncate) of *ino*; mode, owner and times are not stored."""
@@ -916,9 +960,15 @@ class IcefsCore:
         return self._attr(await self._resolve(node.path), ino)
 
     async def refuse_write(self, ino: int, op: str) -> None:
-        """Answer *op* on or below *ino*, which icefs never supports: EROFS or EPERM."""
+        """Answer *op* on or below *ino*, which icefs never supports.
+
+        EROFS on read-only views; on branches ENOTSUP for extended attributes (so
+        cp, mv and sed skip copying ACLs) and EPERM for symlinks and device nodes.
+        """
         node = await self._node(ino)
         if node.view is not None and not node.view.read_only:
+            if op.endswith("xattr"):
+                raise NotSupported(f"{op}: extended attributes are not stored")
             raise NotPermitted(f"{op} is not supported ({'/'.join(node.path)})")
         raise ReadOnly(f"{op} on {'/'.join(node.path) or '/'}: read-only")
 

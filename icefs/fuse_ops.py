@@ -188,7 +188,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @_serve("fsync")
     async def fsync(self, fh: FileHandleT, datasync: bool) -> None:
-        await self.core.flush(int(fh))
+        await self.core.flush(int(fh), sync=True)
 
     @_serve("release")
     async def release(self, fh: FileHandleT) -> None:

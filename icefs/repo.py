@@ -182,6 +182,23 @@ class SnapshotReader:
         except Exception as exc:
             raise translate(exc) from exc
 
+    def _node_paths_sync(self) -> set[str]:
+        keys = cast("Iterable[str]", self._store.list())
+        suffix = "/zarr.json"
+        return {k[: -len(suffix)] if k != "zarr.json" else "" for k in keys
+                if k == "zarr.json" or k.endswith(suffix)}
+
+    async def node_paths(self) -> set[str]:
+        """Return the path of every group and array ('' for the root group).
+
+        `list_dir` misses directories that only hold deeper nodes (a group stored
+        without its parent group); this one pass over the keys does not.
+        """
+        try:
+            return await self._bridge.run_sync(self._node_paths_sync)
+        except Exception as exc:
+            raise translate(exc) from exc
+
     def _chunk_index_sync(self, array_path: str, ndim: int) -> ChunkIndex:
         lengths: dict[tuple[int, ...], int] = {}
         inline: dict[tuple[int, ...], bytes] = {}

@@ -95,6 +95,7 @@ class SnapshotTree:
         self._nodes: dict[str, _NodeInfo] = {}
         self._listings: dict[str, list[str]] = {}
         self._chunks: dict[str, ChunkIndex] = {}
+        self._node_paths: set[str] | None = None
 
     # -- cached facts -------------------------------------------------------------------------
 
@@ -112,7 +113,14 @@ class SnapshotTree:
     async def _list_node(self, path: str) -> list[str]:
         names = self._listings.get(path)
         if names is None:
-            names = self._listings[path] = await self.reader.list_dir(path)
+            if self._node_paths is None:
+                self._node_paths = await self.reader.node_paths()
+            found = set(await self.reader.list_dir(path))
+            prefix = f"{path}/" if path else ""
+            for node in self._node_paths:
+                if node and node.startswith(prefix):
+                    found.add(node[len(prefix):].partition("/")[0])
+            names = self._listings[path] = sorted(found)
         return names
 
     async def _chunk_index(self, array: str, ndim: int) -> ChunkIndex:
@@ -228,6 +236,8 @@ class SnapshotTree:
         """Update the caches after *what* was stored with *size* bytes (no reload needed)."""
         if what.kind == "metadata":
             self._forget_node(what.node)
+            if self._node_paths is not None:
+                self._node_paths.add(what.node)
         elif what.kind == "chunk":
             self._listings.pop(what.node, None)  # the array's "c" may have just appeared
             index = self._chunks.get(what.node)
@@ -247,6 +257,7 @@ class SnapshotTree:
             self._nodes.clear()
             self._listings.clear()
             self._chunks.clear()
+            self._node_paths = None
         elif what.kind == "chunk":
             self._chunks.pop(what.node, None)
 
