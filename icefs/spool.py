@@ -80,9 +80,9 @@ class SpoolFile:
             if grow and self._budget.in_memory + grow > self._budget.limit:
                 self._spill()
         if self._mem is not None:
-            if offset > len(self._mem):
-                self._mem.extend(bytes(offset - len(self._mem)))
             before = len(self._mem)
+            if offset > before:
+                self._mem.extend(bytes(offset - before))
             self._mem[offset:end] = data
             self._budget.in_memory += len(self._mem) - before
         else:

@@ -99,8 +99,15 @@ class SnapshotTree:
 
     # -- cached facts -------------------------------------------------------------------------
 
+    async def _known_nodes(self) -> set[str]:
+        if self._node_paths is None:
+            self._node_paths = await self.reader.node_paths()
+        return self._node_paths
+
     async def _node(self, path: str) -> _NodeInfo:
         info = self._nodes.get(path)
+        if info is None and path not in await self._known_nodes():
+            info = self._nodes[path] = _NodeInfo(None, False, 0)  # no I/O for non-nodes
         if info is None:
             key = join_key(path, METADATA_NAME)
             try:
@@ -113,13 +120,12 @@ class SnapshotTree:
     async def _list_node(self, path: str) -> list[str]:
         names = self._listings.get(path)
         if names is None:
-            if self._node_paths is None:
-                self._node_paths = await self.reader.node_paths()
-            found = set(await self.reader.list_dir(path))
+            nodes = await self._known_nodes()
             prefix = f"{path}/" if path else ""
-            for node in self._node_paths:
-                if node and node.startswith(prefix):
-                    found.add(node[len(prefix):].partition("/")[0])
+            found = {n[len(prefix):].partition("/")[0] for n in nodes
+                     if n and n.startswith(prefix)}
+            if path in nodes:  # its own zarr.json and, for an array, "c"
+                found.update(await self.reader.list_dir(path))
             names = self._listings[path] = sorted(found)
         return names
 
@@ -239,7 +245,9 @@ class SnapshotTree:
             if self._node_paths is not None:
                 self._node_paths.add(what.node)
         elif what.kind == "chunk":
-            self._listings.pop(what.node, None)  # the array's "c" may have just appeared
+            names = self._listings.get(what.node)
+            if names is not None and CHUNK_DIR not in names:  # the array's first chunk
+                bisect.insort(names, CHUNK_DIR)
             index = self._chunks.get(what.node)
             if index is None:
                 return

@@ -16,3 +16,12 @@ def test_read_benchmark_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| warm read big" in result.stdout
     assert "x throughput" in result.stdout
+
+
+def test_write_benchmark_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "write.py"), "--smoke", "--dir",
+         str(tmp_path / "bench")], capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x throughput" in result.stdout
+    assert "daemon RSS" in result.stdout

@@ -335,3 +335,22 @@ async def test_invalid_utf8_name_is_enoent(core):
     tags = await walk(core, "tags")
     with pytest.raises(NotFound):
         await core.lookup(tags.ino, b"\xff".decode("utf-8", "surrogateescape"))
+
+
+async def test_classify_keys(core, repository):
+    from icefs.errors import InvalidInput
+    from icefs.tree import KeyClass
+
+    repo, ids = repository
+    tree = await core._tree(ids["main"])
+    assert await tree.classify("temperature/zarr.json") == KeyClass("metadata", "temperature")
+    assert await tree.classify("zarr.json") == KeyClass("metadata", "")
+    assert await tree.classify("temperature/c/1/0/0") == KeyClass("chunk", "temperature",
+                                                                   (1, 0, 0))
+    assert (await tree.classify("temperature/c/0/x.partial")).kind == "scratch"
+    assert (await tree.classify("notes.txt")).kind == "scratch"
+    assert (await tree.classify("temperature/c/01/0/0")).kind == "scratch", "not canonical"
+    with pytest.raises(InvalidInput):
+        await tree.classify("temperature/c/0/0")
+    with pytest.raises(NotFound):
+        await tree.classify("nothing/c/0")

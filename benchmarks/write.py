@@ -1,0 +1,178 @@
+"""Write benchmark: zarr through an icefs mount vs a direct Icechunk session, plus daemon RSS.
+
+    python benchmarks/write.py [--dir DIR] [--size-mib 1024] [--repeat 3] [--rss-gib 4]
+    python benchmarks/write.py --smoke      # tiny data, one repeat (CI)
+
+For each repeat, into a new local repository:
+  (a) direct: a writable session, zarr writes every chunk, commit;
+  (b) icefs: a fresh mount, zarr's LocalStore on branches/main, commit by writing
+      .icefs/commit;
+  (c) native: zarr's LocalStore on a local directory (reference only).
+Then the daemon's peak RSS while writing --rss-gib GiB through the mount with
+--write-buffer 256M: once as one file (it spools to disk) and once as zarr
+chunks (each chunk is stored when closed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import icechunk
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from benchmarks.common import BenchMount, Timing, environment, table
+
+icechunk.set_logs_filter("error")
+
+CHUNK = (1, 512, 1024)  # 2 MiB of float32
+
+
+def write_array(store: object, data: np.ndarray) -> None:
+    root = zarr.open_group(store=store, mode="w")  # type: ignore[arg-type]
+    arr = root.create_array("data", shape=data.shape, chunks=CHUNK, dtype="f4",
+                            compressors=None)
+    arr[:] = data
+
+
+def new_repo(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
+
+
+class RssSampler:
+    """Samples the VmRSS of *pid* every 50 ms in a thread; `peak` in bytes."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self._rss())
+            except OSError:
+                return
+            time.sleep(0.05)
+
+    def __enter__(self) -> RssSampler:
+        self.start = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default="bench-data/write")
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rss-gib", type=float, default=4.0)
+    parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size_mib, args.repeat, args.rss_gib = 16, 1, 0.0625
+    base = Path(args.dir).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    data = np.random.default_rng(0).random((max(1, args.size_mib // 2), 512, 1024), dtype="f4")
+    direct, mounted, native = Timing("direct"), Timing("icefs"), Timing("native")
+    for t in (direct, mounted, native):
+        t.nbytes = data.nbytes
+    for i in range(args.repeat):
+        repo = base / f"direct-{i}"
+        new_repo(repo)
+        started = time.perf_counter()
+        r = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo)))
+        session = r.writable_session("main")
+        write_array(session.store, data)
+        session.commit("direct")
+        direct.seconds.append(time.perf_counter() - started)
+
+        repo = base / f"icefs-{i}"
+        new_repo(repo)
+        with BenchMount(str(repo), base / "mnt", "--cache-dir", str(base / "cache")) as m:
+            main_dir = m.mountpoint / "branches" / "main"
+            started = time.perf_counter()
+            write_array(LocalStore(main_dir), data)
+            with open(main_dir / ".icefs" / "commit", "w") as f:
+                f.write("through icefs")
+            mounted.seconds.append(time.perf_counter() - started)
+
+        target = base / f"native-{i}"
+        shutil.rmtree(target, ignore_errors=True)
+        started = time.perf_counter()
+        write_array(LocalStore(target), data)
+        os.sync()
+        native.seconds.append(time.perf_counter() - started)
+
+    rows = [
+        (f"write {data.nbytes >> 20} MiB (2 MiB chunks) + commit: MiB/s best / median",
+         f"{mounted.mib_s(mounted.best):.0f} / {mounted.mib_s(mounted.median):.0f}",
+         f"direct {direct.mib_s(direct.best):.0f} / {direct.mib_s(direct.median):.0f}",
+         f"{direct.best / mounted.best:.2f}x throughput", ">= 0.7x"),
+        ("  (reference) native LocalStore MiB/s best", "",
+         f"native {native.mib_s(native.best):.0f}", f"{native.best / mounted.best:.2f}x", "-"),
+    ]
+    if args.rss_gib > 0:
+        rows += rss_rows(base, args.rss_gib)
+    print(f"\n## icefs write benchmark ({args.repeat} repeats)\n")
+    print(table(rows))
+    print()
+    print("\n".join(environment()))
+    return 0
+
+
+def rss_rows(base: Path, gib: float) -> list[tuple[str, str, str, str, str]]:
+    bound = 256 << 20
+    total = int(gib * (1 << 30))
+    rows = []
+    repo = base / "rss"
+    new_repo(repo)
+    with BenchMount(str(repo), base / "mnt", "--write-buffer", str(bound),
+                    "--cache-dir", str(base / "cache")) as m:
+        main_dir = m.mountpoint / "branches" / "main"
+        with RssSampler(m.proc.pid) as rss:
+            subprocess.run(["dd", "if=/dev/zero", f"of={main_dir / 'big.bin'}", "bs=1M",
+                            f"count={total >> 20}", "status=none"], check=True)
+        rows.append((f"daemon RSS writing one {gib:g} GiB file (--write-buffer 256M)",
+                     f"peak {rss.peak >> 20} MiB", f"start {rss.start >> 20} MiB",
+                     f"+{(rss.peak - rss.start) >> 20} MiB", "<= bound + 200 MiB"))
+        os.unlink(main_dir / "big.bin")
+        chunks = max(1, total // (2 << 20))
+        block = np.zeros(CHUNK, dtype="f4")
+        root = zarr.open_group(LocalStore(main_dir), mode="w")
+        arr = root.create_array("big", shape=(chunks, 512, 1024), chunks=CHUNK, dtype="f4",
+                                compressors=None)
+        with RssSampler(m.proc.pid) as rss:
+            for i in range(chunks):
+                arr[i] = block + i
+        rows.append((f"daemon RSS writing {gib:g} GiB as 2 MiB zarr chunks",
+                     f"peak {rss.peak >> 20} MiB", f"start {rss.start >> 20} MiB",
+                     f"+{(rss.peak - rss.start) >> 20} MiB", "<= bound + 200 MiB"))
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
