@@ -219,6 +219,7 @@ class IcefsCore:
         self._opened_at: dict[int, str] = {}  # ino -> snapshot id of its last open (branches)
         self._refresh_wanted = trio.Event()
         self.branch_states: dict[str, BranchState] = {}
+        self.unmount_failures: list[str] = []
         self.spool = SpoolBudget(options.write_buffer, options.cache_dir or _default_cache_dir())
 
     # -- refs ---------------------------------------------------------------------------------
@@ -1009,7 +1010,9 @@ class IcefsCore:
             try:
                 sid = await self.commit_branch(state, message)
             except IcefsError as exc:
-                log.error("branch %s: commit at unmount failed, changes lost: %s", name, exc)
+                log.error("branch %s: commit at unmount failed, its uncommitted changes are "
+                          "lost: %s", name, exc)
+                self.unmount_failures.append(name)
                 continue
             if sid is not None:
                 committed[name] = sid

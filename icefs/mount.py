@@ -288,6 +288,9 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
         core.close()
         bridge.close()
     log.info("unmounted %s", mountpoint)
+    if core.unmount_failures:
+        log.error("not committed at unmount: %s", ", ".join(core.unmount_failures))
+        return ExitCode.CONFLICT
     return ExitCode.OK
 
 

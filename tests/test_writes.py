@@ -417,3 +417,18 @@ def test_dirty_branch_survives_shutil_rmtree_of_a_subtree(repo_path, mount_facto
     keys = list(readonly_store(repo_path).list())
     assert not any(k.startswith("a/") for k in keys)
     assert "b/zarr.json" in keys
+
+
+def test_failed_commit_at_unmount_exits_nonzero(repo_path, mount_factory):
+    first = mount_factory(repo_path, name="one")
+    arr = zarr.open_group(LocalStore(first.mountpoint / "branches/main"), mode="w").create_array(
+        "a", shape=(2,), chunks=(1,), dtype="i4", fill_value=0)
+    arr[:] = 0
+    commit(first.mountpoint / "branches/main", "base")
+    second = mount_factory(repo_path, name="two")
+    zarr.open_array(LocalStore(first.mountpoint / "branches/main"), path="a", mode="r+")[0] = 1
+    zarr.open_array(LocalStore(second.mountpoint / "branches/main"), path="a", mode="r+")[0] = 2
+    commit(first.mountpoint / "branches/main", "first wins")
+    assert second.umount() == 9, "the conflicting commit at unmount is reported"
+    assert "commit at unmount failed" in second.log_text()
+    np.testing.assert_array_equal(zarr.open_array(readonly_store(repo_path), path="a")[:], [1, 0])
