@@ -7,6 +7,7 @@ Every failure is one line on stderr and a documented exit code (README.md,
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -17,6 +18,8 @@ from icefs.errors import ExitCode, QuietError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from icefs.refs_cli import RefBackend
 
 __all__ = ["main"]
 
@@ -124,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="what happens to uncommitted changes at unmount (default commit)")
     mount.add_argument("--commit-interval", type=_positive, metavar="SECONDS",
                        help="also commit branches with changes every SECONDS")
+    mount.add_argument("--default-branch", default="main", metavar="BRANCH",
+                       help="the branch `mkdir branches/<new>` starts from, and that rmdir "
+                            "never deletes (default main)")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     umount = sub.add_parser(
@@ -159,6 +165,52 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  icefs discard /mnt/ice/branches/main",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     discard.add_argument("path", metavar="PATH")
+
+    target = argparse.ArgumentParser(add_help=False)
+    where = target.add_mutually_exclusive_group()
+    where.add_argument("--repo", metavar="STORAGE",
+                       help="work on this repository directly (a path or file:// URL)")
+    where.add_argument("-C", "--mount", metavar="PATH", default=".",
+                       help="work through the icefs mount holding PATH (default: the current "
+                            "directory)")
+    target.add_argument("--default-branch", default="main", metavar="BRANCH",
+                        help="with --repo: the branch used when no --from/REF is given")
+    target.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    init = sub.add_parser(
+        "init", help="create a repository",
+        description="Create an Icechunk repository at STORAGE (a local path or file:// URL).",
+        epilog="examples:\n  icefs init ./repo\n  icefs init ./repo --mode open_or_create",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    init.add_argument("storage", metavar="STORAGE")
+    init.add_argument("--mode", choices=("create", "open_or_create"), default="create",
+                      help="create (default: refuse if one exists) or open_or_create")
+
+    for kind, plural in (("branch", "branches"), ("tag", "tags")):
+        example = "dev" if kind == "branch" else "v2"
+        cmd = sub.add_parser(
+            kind, help=f"list, create or delete {plural}",
+            description=f"Manage {plural} through a mount (default) or with --repo directly.",
+            epilog=f"examples:\n  icefs {kind} list -C /mnt/ice\n"
+                   f"  icefs {kind} create {example} --from main -C /mnt/ice\n"
+                   f"  icefs {kind} delete {example} --repo ./repo",
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        actions = cmd.add_subparsers(dest="action", metavar="ACTION", required=True)
+        actions.add_parser("list", parents=[target], help=f"list {plural} with their snapshots")
+        create = actions.add_parser("create", parents=[target], help=f"create a {kind}")
+        create.add_argument("name", metavar="NAME")
+        create.add_argument("--from", dest="source", metavar="REF|SNAPSHOT",
+                            help="a branch, tag or snapshot id (default: the default branch)")
+        delete = actions.add_parser("delete", parents=[target], help=f"delete a {kind}")
+        delete.add_argument("name", metavar="NAME")
+
+    log_cmd = sub.add_parser(
+        "log", parents=[target], help="show a ref's history",
+        description="Show the history of REF (a branch, tag or snapshot id; default: the "
+                    "default branch), newest first: id, time, message.",
+        epilog="examples:\n  icefs log main -C /mnt/ice\n  icefs log v1.0 --repo ./repo --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    log_cmd.add_argument("ref", nargs="?", metavar="REF")
 
     demo = sub.add_parser(
         "demo", help="build a sample repository and mount it",
@@ -202,7 +254,7 @@ def _mount(args: argparse.Namespace) -> int:
         argv = [args.storage if storage.kind == "memory" else storage.path, mountpoint,
                 "--mode", args.mode, "--log-level", args.log_level, "--refresh", str(args.refresh),
                 "--read-ahead", str(args.read_ahead), "--write-buffer", str(args.write_buffer),
-                "--on-unmount", args.on_unmount]
+                "--on-unmount", args.on_unmount, "--default-branch", args.default_branch]
         if args.cache_dir:
             argv += ["--cache-dir", os.path.abspath(args.cache_dir)]
         if args.commit_interval:
@@ -218,6 +270,7 @@ def _mount(args: argparse.Namespace) -> int:
         storage=storage, mountpoint=args.mountpoint, mode=args.mode, read_only=read_only,
         refresh=args.refresh, fuse_options=fuse_options, uid=uid, gid=gid,
         log_level=args.log_level, read_ahead_kb=args.read_ahead, write_buffer=args.write_buffer,
+        default_branch=args.default_branch,
         cache_dir=args.cache_dir or "", on_unmount=args.on_unmount,
         commit_interval=args.commit_interval or 0.0,
     )
@@ -284,6 +337,68 @@ def _discard(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _init(args: argparse.Namespace) -> int:
+    from icefs.repo import open_repository
+    from icefs.storage import parse_storage
+
+    spec = parse_storage(args.storage)
+    if spec.kind == "memory":
+        raise QuietError("memory:// repositories exist only inside a mount", ExitCode.USAGE)
+    open_repository(spec, args.mode)
+    print(f"repository ready at {spec.display()}")
+    return ExitCode.OK
+
+
+def _refs(args: argparse.Namespace) -> RefBackend:
+    from icefs.refs_cli import MountRefs, RepoRefs
+    from icefs.storage import parse_storage
+
+    if args.repo:
+        return RepoRefs(parse_storage(args.repo), args.default_branch)
+    return MountRefs(args.mount)
+
+
+def _print_refs(refs: dict[str, str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"name": n, "snapshot_id": s} for n, s in refs.items()], indent=2))
+        return
+    width = max((len(n) for n in refs), default=0)
+    for name, sid in refs.items():
+        print(f"{name:<{width}}  {sid}")
+
+
+def _ref_command(args: argparse.Namespace) -> int:
+    refs = _refs(args)
+    kind = args.command
+    if args.action == "list":
+        _print_refs(refs.branches() if kind == "branch" else refs.tags(), args.json)
+        return ExitCode.OK
+    if args.action == "create":
+        create = refs.create_branch if kind == "branch" else refs.create_tag
+        sid = create(args.name, args.source)
+        if args.json:
+            print(json.dumps({"name": args.name, "snapshot_id": sid}))
+        else:
+            print(f"{kind} {args.name} created at {sid}")
+        return ExitCode.OK
+    (refs.delete_branch if kind == "branch" else refs.delete_tag)(args.name)
+    if args.json:
+        print(json.dumps({"deleted": args.name}))
+    else:
+        print(f"{kind} {args.name} deleted")
+    return ExitCode.OK
+
+
+def _log(args: argparse.Namespace) -> int:
+    history = _refs(args).log(args.ref)
+    if args.json:
+        print(json.dumps(history, indent=2))
+    else:
+        for entry in history:
+            print(f"{entry['id']}  {entry['time']}  {entry['message']}")
+    return ExitCode.OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from icefs.demo import run_demo
 
@@ -298,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return ExitCode.USAGE
     commands = {"mount": _mount, "umount": _umount, "demo": _demo, "commit": _commit,
-                "status": _status, "discard": _discard}
+                "status": _status, "discard": _discard, "init": _init, "branch": _ref_command,
+                "tag": _ref_command, "log": _log}
     try:
         return commands[args.command](args)
     except QuietError as err:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BRANCH_COMMANDS",
+    "REF_COMMANDS",
     "REF_FILES",
     "ROOT_FILES",
     "WRITABLE_ROOT_FILES",
@@ -32,16 +33,19 @@ WRITABLE_ROOT_FILES: Final = frozenset({"refresh"})
 REF_FILES: Final = ("log", "snapshot_id", "status")
 #: Files of a writable branch's ``.icefs/`` that take commands.
 BRANCH_COMMANDS: Final = frozenset({"commit", "discard"})
+#: Files of every ref view's ``.icefs/`` that make refs: a branch or a tag at its snapshot.
+REF_COMMANDS: Final = frozenset({"branch", "tag"})
 
 
 def ref_files(read_only: bool) -> tuple[str, ...]:
-    """Return the names in a ref view's ``.icefs/`` (commands only where writes are allowed)."""
-    return REF_FILES if read_only else tuple(sorted((*REF_FILES, *BRANCH_COMMANDS)))
+    """Return the names in a ref view's ``.icefs/`` (commit/discard only on branches)."""
+    commands = REF_COMMANDS if read_only else REF_COMMANDS | BRANCH_COMMANDS
+    return tuple(sorted((*REF_FILES, *commands)))
 
 
 def writable_files(root: bool) -> frozenset[str]:
     """Return the control files that accept writes, in the root or in a ref's ``.icefs/``."""
-    return WRITABLE_ROOT_FILES if root else BRANCH_COMMANDS
+    return WRITABLE_ROOT_FILES if root else BRANCH_COMMANDS | REF_COMMANDS
 
 
 def render_time(ns: int) -> str:

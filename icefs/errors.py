@@ -149,6 +149,9 @@ class ExitCode:
     TIMEOUT = 8
     CONFLICT = 9
     INVALID = 10
+    EXISTS = 11
+    NOT_FOUND = 12
+    NOT_PERMITTED = 13
 
 
 class QuietError(Exception):

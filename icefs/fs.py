@@ -45,9 +45,17 @@ from icefs.errors import (
     NotSupported,
     PermissionDenied,
     ReadOnly,
+    Stale,
 )
 from icefs.inodes import InodeTable, Path
-from icefs.paths import CONTROL_DIR, METADATA_NAME, check_name, name_to_ref, ref_to_name
+from icefs.paths import (
+    CONTROL_DIR,
+    METADATA_NAME,
+    check_name,
+    check_ref_name,
+    name_to_ref,
+    ref_to_name,
+)
 from icefs.spool import SpoolBudget, SpoolFile
 from icefs.stats import Stats
 from icefs.tree import DirPos, SnapshotTree, TreeEntry
@@ -111,6 +119,7 @@ class MountOptions:
     storage: str = ""
     write_buffer: int = 256 * 1024 * 1024
     cache_dir: str = ""
+    default_branch: str = "main"
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +391,7 @@ class IcefsCore:
             writable = node.ctrl in control.WRITABLE_ROOT_FILES
             mode, ttl = stat.S_IFREG | (0o600 if writable else 0o400), 0.0
         elif kind is NodeKind.REF_CTRL_FILE:
-            writable = node.ctrl in control.BRANCH_COMMANDS
+            writable = node.ctrl in control.BRANCH_COMMANDS | control.REF_COMMANDS
             mode, ttl = stat.S_IFREG | (0o600 if writable else 0o400), 0.0
         elif kind in (NodeKind.ROOT, NodeKind.REF_LIST):
             read_only = opts.read_only or node.path == ("snapshots",)
@@ -579,7 +588,10 @@ class IcefsCore:
         if writing and node.ctrl not in control.writable_files(is_root_file):
             raise PermissionDenied(f"{'/'.join(node.path)} is read-only")
         if writing and node.kind is NodeKind.REF_CTRL_FILE:
-            self._branch(node.view)  # commit and discard exist on writable branches only
+            if node.ctrl in control.BRANCH_COMMANDS:
+                self._branch(node.view)  # commit and discard exist on writable branches only
+            elif self.options.read_only:
+                raise ReadOnly("the mount is read-only: no new branches or tags")
         handle = _FileHandle(node, command=writing)
         if not writing:
             handle.data = await self._render(node)
@@ -607,6 +619,12 @@ class IcefsCore:
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         """Read up to *size* bytes at *offset* from the open file *fh*."""
         handle = self._file_handle(fh)
+        view = handle.node.view
+        if view is not None and handle.node.kind is NodeKind.TREE_FILE and (
+            (view.kind == "branch" and view.ref not in self.branches)
+            or (view.kind == "tag" and view.ref not in self.tags)
+        ):
+            raise Stale(f"{view.kind} {view.ref} was deleted")
         if handle.overlay is not None:
             data = handle.overlay.spool.read(offset, size)
         elif handle.tree is None or handle.node.entry is None:
@@ -651,6 +669,10 @@ class IcefsCore:
             handle.wrote = True
             await self._control_write(node, data)
             return len(data)
+        if node.kind is NodeKind.REF_CTRL_FILE and node.ctrl in control.REF_COMMANDS:
+            handle.wrote = True
+            await self._make_ref(node, data)
+            return len(data)
         raise ReadOnly(f"{'/'.join(node.path)} is read-only")
 
     async def _control_write(self, node: Node, data: bytes) -> None:
@@ -669,6 +691,36 @@ class IcefsCore:
             state.error("commit refused: empty commit message")
             raise InvalidInput("empty commit message")
         await self.commit_branch(state, message)
+
+    async def _make_ref(self, node: Node, data: bytes) -> None:
+        """Create the branch or tag named by *data* at the snapshot of *node*'s view."""
+        assert node.view is not None
+        try:
+            name = check_ref_name(data.decode("utf-8").strip("\n"))
+        except UnicodeDecodeError:
+            raise self._ref_error(InvalidInput("a ref name must be UTF-8 text")) from None
+        except InvalidInput as exc:
+            raise self._ref_error(exc) from None
+        # A branch being written stands on its session's base: its last commit.
+        sid = node.view.snapshot_id
+        try:
+            if node.ctrl == "branch":
+                if name in self.branches:
+                    raise Exists(f"branch {name!r} already exists")
+                await self.repo.create_branch(name, sid)
+                self.branches[name] = sid
+            else:
+                await self.repo.create_tag(name, sid)
+                self.tags[name] = sid
+        except IcefsError as exc:
+            raise self._ref_error(exc) from None
+        log.info("%s %s created at %s (from %s %s)", node.ctrl, name, sid, node.view.kind,
+                 node.view.ref)
+
+    def _ref_error(self, exc: IcefsError) -> IcefsError:
+        """Record a failed ref operation in the mount's status and return *exc* to raise."""
+        self._note_error(str(exc))
+        return exc
 
     async def commit_branch(self, state: BranchState, message: str) -> str | None:
         """Store what open files hold, then commit *state*'s branch; return the new snapshot."""
@@ -736,8 +788,69 @@ class IcefsCore:
         if parent.kind not in (NodeKind.REF_ROOT, NodeKind.TREE_DIR):
             if parent.kind is NodeKind.REF_LIST and parent.path == ("tags",):
                 raise NotPermitted("tags are made with <ref>/.icefs/tag")
+            if parent.kind is NodeKind.REF_LIST and parent.path == ("snapshots",):
+                raise NotPermitted("snapshots are made by commits")
             raise ReadOnly(f"{'/'.join(parent.path) or '/'} is read-only")
         return parent, self._branch(parent.view)
+
+    async def _mkdir_branch(self, name: str) -> Attr:
+        """``mkdir branches/<name>``: a new branch at the default branch's tip."""
+        if self.options.read_only:
+            raise ReadOnly("the mount is read-only: no new branches")
+        ref = name_to_ref(name)
+        try:
+            check_ref_name(ref)
+            if ref_to_name(ref) != name:
+                raise InvalidInput(f"{name!r} is not how icefs shows a ref name")
+            if ref in self.branches:
+                raise Exists(f"branch {ref!r} already exists")
+            default = self.options.default_branch
+            sid = self.branches.get(default) or await self.repo.lookup_branch(default)
+            await self.repo.create_branch(ref, sid)
+        except IcefsError as exc:
+            raise self._ref_error(exc) from None
+        self.branches[ref] = sid
+        log.info("branch %s created at %s (the tip of %s)", ref, sid,
+                 self.options.default_branch)
+        path = ("branches", name)
+        return self._attr(await self._resolve(path), self.inodes.lookup(path))
+
+    async def _rmdir_ref(self, ref_list: Node, name: str) -> None:
+        """``rmdir branches/<b>`` or ``rmdir tags/<t>``: delete the ref."""
+        root = await self._child(ref_list, name)
+        assert root.view is not None
+        view = root.view
+        if view.kind == "snapshot":
+            raise NotPermitted("snapshots cannot be removed")
+        if self.options.read_only:
+            raise ReadOnly("the mount is read-only: refs cannot be deleted")
+        if view.kind == "tag":
+            try:
+                await self.repo.delete_tag(view.ref)
+            except IcefsError as exc:
+                raise self._ref_error(exc) from None
+            self.tags.pop(view.ref, None)
+            log.info("tag %s deleted", view.ref)
+            return
+        state = self.branch_states.get(view.ref)
+        empty = not await self._list(root)
+        if empty and (view.ref == self.options.default_branch or (state and state.dirty)):
+            # The tail of `rm -r` or zarr's mode="w" on a branch root that was just
+            # emptied: the directory is empty, the branch stays.
+            return
+        if view.ref == self.options.default_branch:
+            raise self._ref_error(NotPermitted(f"{view.ref} is the default branch"))
+        if state is not None and (state.dirty or state.files):
+            raise self._ref_error(NotPermitted(
+                f"branch {view.ref} has uncommitted changes in this mount (commit or discard)"))
+        try:
+            await self.repo.delete_branch(view.ref)
+        except IcefsError as exc:
+            raise self._ref_error(exc) from None
+        self.branches.pop(view.ref, None)
+        self.branch_states.pop(view.ref, None)
+        self.inodes.forget_path(root.path)
+        log.info("branch %s deleted", view.ref)
 
     async def _lookup_optional(self, parent: Node, name: str) -> Node | None:
         check_name(name)
@@ -770,7 +883,13 @@ class IcefsCore:
         return OpenReply(fh), self._attr(node, self.inodes.lookup(path))
 
     async def mkdir(self, parent_ino: int, name: str) -> Attr:
-        """Make the directory *name*: it lives in the mount until something is stored below."""
+        """Make the directory *name*: it lives in the mount until something is stored below.
+
+        In ``branches/`` it makes a branch at the default branch's tip.
+        """
+        ref_list = await self._node(parent_ino)
+        if ref_list.kind is NodeKind.REF_LIST and ref_list.path == ("branches",):
+            return await self._mkdir_branch(name)
         parent, state = await self._writable_dir(parent_ino)
         if await self._lookup_optional(parent, name) is not None:
             raise Exists("/".join((*parent.path, name)))
@@ -825,13 +944,8 @@ class IcefsCore:
 
     async def _rmdir(self, parent_ino: int, name: str) -> None:
         ref_list = await self._node(parent_ino)
-        if ref_list.kind is NodeKind.REF_LIST and ref_list.path == ("branches",):
-            # rmdir of a branch's root, as `rm -r` or zarr's mode="w" do after emptying it:
-            # the branch stays, empty.  A branch with content is not an empty directory.
-            root = await self._child(ref_list, name)
-            self._branch(root.view)
-            if await self._list(root):
-                raise NotEmpty("/".join(root.path))
+        if ref_list.kind is NodeKind.REF_LIST:
+            await self._rmdir_ref(ref_list, name)
             return
         parent, state = await self._writable_dir(parent_ino)
         path = (*parent.path, name)
@@ -933,7 +1047,8 @@ class IcefsCore:
         if node.kind is NodeKind.ROOT_CTRL_FILE and node.ctrl in control.WRITABLE_ROOT_FILES:
             return self._attr(node, ino)
         if node.kind is NodeKind.REF_CTRL_FILE and node.ctrl in control.writable_files(False):
-            self._branch(node.view)
+            if node.ctrl in control.BRANCH_COMMANDS:
+                self._branch(node.view)
             return self._attr(node, ino)
         if node.kind not in (NodeKind.TREE_FILE, NodeKind.TREE_DIR, NodeKind.REF_ROOT):
             raise ReadOnly(f"{'/'.join(node.path) or '/'} is read-only")
@@ -981,7 +1096,8 @@ class IcefsCore:
         if node.kind is NodeKind.ROOT_CTRL_FILE and node.ctrl in control.WRITABLE_ROOT_FILES:
             return
         if node.kind is NodeKind.REF_CTRL_FILE and node.ctrl in control.writable_files(False):
-            self._branch(node.view)
+            if node.ctrl in control.BRANCH_COMMANDS:
+                self._branch(node.view)
             return
         if node.kind in (NodeKind.TREE_FILE, NodeKind.TREE_DIR, NodeKind.REF_ROOT):
             self._branch(node.view)
@@ -1088,7 +1204,7 @@ class IcefsCore:
             return control.render_log(await self.repo.ancestry(view.snapshot_id))
         if name == "status":
             return control.render_json(await self.view_status(view))
-        if name in control.BRANCH_COMMANDS:
+        if name in control.BRANCH_COMMANDS | control.REF_COMMANDS:
             return b""
         raise NotFound(name)
 
@@ -1101,6 +1217,7 @@ class IcefsCore:
             "mountpoint": self.options.mountpoint,
             "read_only": self.options.read_only,
             "refresh_seconds": self.options.refresh,
+            "default_branch": self.options.default_branch,
             "branches": len(self.branches),
             "tags": len(self.tags),
             "last_refresh": (control.render_time(int(self.last_refresh * 1e9))

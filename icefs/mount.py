@@ -77,6 +77,7 @@ class MountConfig:
     cache_dir: str = ""
     on_unmount: str = "commit"
     commit_interval: float = 0.0
+    default_branch: str = "main"
 
 
 def parse_fuse_options(values: list[str]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -264,6 +265,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
         read_only=config.read_only, refresh=config.refresh, uid=config.uid, gid=config.gid,
         mountpoint=mountpoint, storage=config.storage.display(),
         write_buffer=config.write_buffer, cache_dir=config.cache_dir,
+        default_branch=config.default_branch,
     ))
     options = {
         f"fsname=icefs#{config.storage.display()}"[:200],

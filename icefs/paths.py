@@ -16,6 +16,7 @@ __all__ = [
     "METADATA_NAME",
     "NAME_MAX",
     "check_name",
+    "check_ref_name",
     "join_key",
     "name_to_ref",
     "ref_to_name",
@@ -77,3 +78,26 @@ def check_name(name: str) -> str:
 def join_key(prefix: str, name: str) -> str:
     """Join a key *prefix* ('' for the root) and a child *name* with '/'."""
     return f"{prefix}/{name}" if prefix else name
+
+
+def check_ref_name(ref: str) -> str:
+    """Validate a new branch or tag name *ref* and return it.
+
+    Icechunk accepts nearly any string; icefs accepts what it can show as a
+    directory: not empty, no control characters, no leading or trailing
+    spaces, not '.' or '..', at most NAME_MAX bytes once '/' and '%' are
+    escaped.  Raises `InvalidInput` saying why.
+    """
+    if not ref:
+        raise InvalidInput("a ref name cannot be empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in ref):
+        raise InvalidInput(f"ref name {ref!r} holds a control character")
+    if ref != ref.strip():
+        raise InvalidInput(f"ref name {ref!r} starts or ends with white space")
+    try:
+        ref.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"ref name {ref!r} is not valid UTF-8") from None
+    if ref_to_name(ref) is None:
+        raise InvalidInput(f"ref name {ref!r} cannot be shown as a directory name")
+    return ref

@@ -33,6 +33,7 @@ __all__ = [
     "ChangeCounts",
     "ChunkIndex",
     "Repo",
+    "RepoAdmin",
     "SnapshotMeta",
     "SnapshotReader",
     "configure_icechunk_logs",
@@ -78,6 +79,7 @@ def translate(exc: BaseException) -> errors.IcefsError:
         (icechunk.ConflictError, errors.Busy),
         (icechunk.RebaseFailedError, errors.Busy),
         (icechunk.AlreadyExistsError, errors.Exists),
+        (icechunk.SessionStateError, errors.NotPermitted),
         (icechunk.StorageError, errors.StorageFailure),
         (KeyError, errors.NotFound),
         (ValueError, errors.InvalidInput),
@@ -320,6 +322,20 @@ class Repo:
         result: list[SnapshotMeta] = await self._call(self._ancestry_sync, snapshot_id)
         return result
 
+    async def create_branch(self, branch: str, snapshot_id: str) -> None:
+        """Create *branch* at *snapshot_id* (`Exists`, `NotFound`)."""
+        await self._call(self._repo.create_branch, branch, snapshot_id)
+
+    async def delete_branch(self, branch: str) -> None:
+        await self._call(self._repo.delete_branch, branch)
+
+    async def create_tag(self, tag: str, snapshot_id: str) -> None:
+        """Create *tag* at *snapshot_id* (`Exists`, also for a deleted tag's name)."""
+        await self._call(self._repo.create_tag, tag, snapshot_id)
+
+    async def delete_tag(self, tag: str) -> None:
+        await self._call(self._repo.delete_tag, tag)
+
     async def reader(self, snapshot_id: str) -> SnapshotReader:
         """Return a (cached) `SnapshotReader` for *snapshot_id*."""
         reader = self._readers.get(snapshot_id)
@@ -428,3 +444,52 @@ async def open_writer(repo: Repo, branch: str) -> BranchWriter:
     """Open a writable session on *branch* at its current tip."""
     session = await repo._call(repo._repo.writable_session, branch)
     return BranchWriter(repo, branch, session)
+
+
+class RepoAdmin:
+    """Synchronous ref management for the command line (``icefs branch/tag/log --repo``)."""
+
+    def __init__(self, repository: icechunk.Repository) -> None:
+        self._repo = repository
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    def branches(self) -> dict[str, str]:
+        """Return {branch: tip snapshot id}."""
+        return {b: self._call(self._repo.lookup_branch, b)
+                for b in self._call(self._repo.list_branches)}
+
+    def tags(self) -> dict[str, str]:
+        """Return {tag: snapshot id}."""
+        return {t: self._call(self._repo.lookup_tag, t) for t in self._call(self._repo.list_tags)}
+
+    def resolve(self, ref: str) -> str:
+        """Return the snapshot id *ref* names: a branch, else a tag, else a snapshot id."""
+        if ref in self._call(self._repo.list_branches):
+            return str(self._call(self._repo.lookup_branch, ref))
+        if ref in self._call(self._repo.list_tags):
+            return str(self._call(self._repo.lookup_tag, ref))
+        try:
+            return str(self._call(self._repo.lookup_snapshot, ref).id)
+        except (errors.NotFound, errors.InvalidInput):
+            raise errors.NotFound(f"no branch, tag or snapshot {ref!r}") from None
+
+    def create_branch(self, name: str, snapshot_id: str) -> None:
+        self._call(self._repo.create_branch, name, snapshot_id)
+
+    def delete_branch(self, name: str) -> None:
+        self._call(self._repo.delete_branch, name)
+
+    def create_tag(self, name: str, snapshot_id: str) -> None:
+        self._call(self._repo.create_tag, name, snapshot_id)
+
+    def delete_tag(self, name: str) -> None:
+        self._call(self._repo.delete_tag, name)
+
+    def log(self, snapshot_id: str) -> list[SnapshotMeta]:
+        """Return the ancestry of *snapshot_id*, newest first."""
+        return [_meta(i) for i in self._call(self._repo.ancestry, snapshot_id=snapshot_id)]

@@ -1,0 +1,227 @@
+"""Branch, tag and history commands, on a mount (through its files) or on a repository.
+
+`MountRefs` only uses ordinary file operations on a mounted icefs
+(``mkdir``/``rmdir`` in ``branches/`` and ``tags/``, ``.icefs/branch`` and
+``.icefs/tag``, ``.icefs/log``); `RepoRefs` talks to Icechunk directly
+(``--repo STORAGE``).  Both raise `QuietError` with a documented exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+from icefs.errors import ExitCode, IcefsError, QuietError
+from icefs.paths import CONTROL_DIR, check_ref_name, name_to_ref, ref_to_name
+
+if TYPE_CHECKING:
+    from icefs.storage import StorageSpec
+
+__all__ = ["MountRefs", "RefBackend", "RepoRefs", "exit_code_for"]
+
+_EXIT_BY_ERRNO = {
+    errno.EEXIST: ExitCode.EXISTS,
+    errno.ENOENT: ExitCode.NOT_FOUND,
+    errno.EPERM: ExitCode.NOT_PERMITTED,
+    errno.EINVAL: ExitCode.INVALID,
+    errno.EBUSY: ExitCode.CONFLICT,
+    errno.EIO: ExitCode.STORAGE,
+    errno.EROFS: ExitCode.ERROR,
+}
+
+
+def exit_code_for(err: int) -> int:
+    """Return the CLI exit code for the errno *err*."""
+    return _EXIT_BY_ERRNO.get(err, ExitCode.ERROR)
+
+
+class RefBackend(Protocol):
+    def branches(self) -> dict[str, str]: ...
+    def tags(self) -> dict[str, str]: ...
+    def create_branch(self, name: str, source: str | None) -> str: ...
+    def delete_branch(self, name: str) -> None: ...
+    def create_tag(self, name: str, source: str | None) -> str: ...
+    def delete_tag(self, name: str) -> None: ...
+    def log(self, ref: str | None) -> list[dict[str, Any]]: ...
+
+
+def _escaped(ref: str) -> str:
+    name = ref_to_name(ref)
+    if name is None:
+        raise QuietError(f"{ref!r} cannot be a ref name", ExitCode.INVALID)
+    return name
+
+
+class MountRefs:
+    """Ref operations through a mounted icefs, found from any *path* inside it."""
+
+    def __init__(self, path: str) -> None:
+        current = os.path.abspath(path)
+        while not (os.path.isfile(os.path.join(current, CONTROL_DIR, "pid"))
+                   and os.path.isdir(os.path.join(current, "branches"))):
+            parent = os.path.dirname(current)
+            if parent == current:
+                raise QuietError(f"{path} is not inside an icefs mount (use --repo STORAGE)",
+                                 ExitCode.NOT_MOUNTED)
+            current = parent
+        self.root = current
+
+    def _fail(self, what: str, exc: OSError) -> QuietError:
+        reason = exc.strerror or str(exc)
+        with contextlib.suppress(OSError, ValueError), open(
+            os.path.join(self.root, CONTROL_DIR, "status")
+        ) as f:
+            reason = json.load(f).get("last_error") or reason
+        return QuietError(f"{what}: {reason}", exit_code_for(exc.errno or 0))
+
+    def _listing(self, kind: str) -> dict[str, str]:
+        out = {}
+        base = os.path.join(self.root, kind)
+        for name in sorted(os.listdir(base)):
+            path = os.path.join(base, name, CONTROL_DIR, "snapshot_id")
+            with contextlib.suppress(OSError), open(path) as f:
+                out[name_to_ref(name)] = f.read().strip()
+        return out
+
+    def branches(self) -> dict[str, str]:
+        return self._listing("branches")
+
+    def tags(self) -> dict[str, str]:
+        return self._listing("tags")
+
+    def _view_dir(self, ref: str) -> str:
+        for kind in ("branches", "tags"):
+            name = ref_to_name(ref)
+            if name and os.path.isdir(os.path.join(self.root, kind, name)):
+                return os.path.join(self.root, kind, name)
+        path = os.path.join(self.root, "snapshots", ref)
+        if ref and "/" not in ref and os.path.isdir(path):
+            return path
+        raise QuietError(f"no branch, tag or snapshot {ref!r}", ExitCode.NOT_FOUND)
+
+    def _default_branch(self) -> str:
+        with open(os.path.join(self.root, CONTROL_DIR, "status")) as f:
+            return str(json.load(f).get("default_branch", "main"))
+
+    def _write(self, path: str, text: str, what: str) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._fail(what, exc) from None
+
+    def create_branch(self, name: str, source: str | None) -> str:
+        _escaped(name)
+        if source is None:
+            path = os.path.join(self.root, "branches", _escaped(name))
+            try:
+                os.mkdir(path)
+            except OSError as exc:
+                raise self._fail(f"cannot create branch {name!r}", exc) from None
+        else:
+            view = self._view_dir(source)
+            self._write(os.path.join(view, CONTROL_DIR, "branch"), name,
+                        f"cannot create branch {name!r}")
+        return self.branches()[name]
+
+    def delete_branch(self, name: str) -> None:
+        path = os.path.join(self.root, "branches", _escaped(name))
+        try:
+            os.rmdir(path)
+        except OSError as exc:
+            raise self._fail(f"cannot delete branch {name!r}", exc) from None
+        if os.path.isdir(path):
+            raise QuietError(f"branch {name!r} is empty and has uncommitted changes, or is the "
+                             "default branch: it stays", ExitCode.NOT_PERMITTED)
+
+    def create_tag(self, name: str, source: str | None) -> str:
+        _escaped(name)
+        view = self._view_dir(source or self._default_branch())
+        self._write(os.path.join(view, CONTROL_DIR, "tag"), name, f"cannot create tag {name!r}")
+        return self.tags()[name]
+
+    def delete_tag(self, name: str) -> None:
+        try:
+            os.rmdir(os.path.join(self.root, "tags", _escaped(name)))
+        except OSError as exc:
+            raise self._fail(f"cannot delete tag {name!r}", exc) from None
+
+    def log(self, ref: str | None) -> list[dict[str, Any]]:
+        view = self._view_dir(ref or self._default_branch())
+        with open(os.path.join(view, CONTROL_DIR, "log")) as f:
+            lines = f.read().splitlines()
+        out = []
+        for line in lines:
+            sid, when, message = ([*line.split("  ", 2), "", ""])[:3]
+            out.append({"id": sid, "time": when, "message": message})
+        return out
+
+
+class RepoRefs:
+    """Ref operations straight on a repository (``--repo STORAGE``)."""
+
+    def __init__(self, spec: StorageSpec, default_branch: str = "main") -> None:
+        from icefs.repo import RepoAdmin, open_repository
+
+        if spec.kind == "memory":
+            raise QuietError("--repo memory:// would be a new, empty repository that vanishes",
+                             ExitCode.USAGE)
+        self._admin = RepoAdmin(open_repository(spec, "open"))
+        self._default = default_branch
+
+    def _run(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except IcefsError as exc:
+            raise QuietError(f"{what}: {exc}", exit_code_for(exc.errno)) from None
+
+    def branches(self) -> dict[str, str]:
+        return dict(sorted(self._run("cannot list branches", self._admin.branches).items()))
+
+    def tags(self) -> dict[str, str]:
+        return dict(sorted(self._run("cannot list tags", self._admin.tags).items()))
+
+    def _check(self, name: str) -> str:
+        try:
+            return check_ref_name(name)
+        except IcefsError as exc:
+            raise QuietError(str(exc), ExitCode.INVALID) from None
+
+    def create_branch(self, name: str, source: str | None) -> str:
+        self._check(name)
+        what = f"cannot create branch {name!r}"
+        if name in self.branches():
+            raise QuietError(f"{what}: it already exists", ExitCode.EXISTS)
+        sid: str = self._run(what, self._admin.resolve, source or self._default)
+        self._run(what, self._admin.create_branch, name, sid)
+        return sid
+
+    def delete_branch(self, name: str) -> None:
+        if name == self._default:
+            raise QuietError(f"cannot delete branch {name!r}: the default branch",
+                             ExitCode.NOT_PERMITTED)
+        self._run(f"cannot delete branch {name!r}", self._admin.delete_branch, name)
+
+    def create_tag(self, name: str, source: str | None) -> str:
+        self._check(name)
+        what = f"cannot create tag {name!r}"
+        sid: str = self._run(what, self._admin.resolve, source or self._default)
+        self._run(what, self._admin.create_tag, name, sid)
+        return sid
+
+    def delete_tag(self, name: str) -> None:
+        self._run(f"cannot delete tag {name!r}", self._admin.delete_tag, name)
+
+    def log(self, ref: str | None) -> list[dict[str, Any]]:
+        from icefs.control import render_time
+
+        what = f"cannot read the history of {ref or self._default!r}"
+        sid = self._run(what, self._admin.resolve, ref or self._default)
+        return [{"id": m.id, "time": render_time(m.written_ns), "message": m.message}
+                for m in self._run(what, self._admin.log, sid)]
