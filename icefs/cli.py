@@ -415,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"mount": _mount, "umount": _umount, "demo": _demo, "commit": _commit,
                 "status": _status, "discard": _discard, "init": _init, "branch": _ref_command,
                 "tag": _ref_command, "log": _log}
+    if args.command in ("init", "branch", "tag", "log", "demo"):
+        from icefs.repo import configure_icechunk_logs
+
+        configure_icechunk_logs(logging.WARNING)  # Icechunk's own warnings are not for users
     try:
         return commands[args.command](args)
     except QuietError as err:

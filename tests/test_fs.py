@@ -341,7 +341,7 @@ async def test_classify_keys(core, repository):
     from icefs.errors import InvalidInput
     from icefs.tree import KeyClass
 
-    repo, ids = repository
+    _repo, ids = repository
     tree = await core._tree(ids["main"])
     assert await tree.classify("temperature/zarr.json") == KeyClass("metadata", "temperature")
     assert await tree.classify("zarr.json") == KeyClass("metadata", "")
