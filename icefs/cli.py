@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from icefs import __version__
 from icefs.errors import ExitCode, QuietError
@@ -40,13 +40,17 @@ then: ls /mnt/ice/branches/main, cat /mnt/ice/tags/v1/.icefs/log, icefs umount /
 
 
 def _setup_logging(level: str, log_file: str | None) -> None:
+    from icefs._systemd import JournalFormatter, under_journal
     from icefs.repo import configure_icechunk_logs
 
     numeric = getattr(logging, level.upper())
     handler: logging.Handler
     handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    if not log_file and under_journal():
+        handler.setFormatter(JournalFormatter())  # journald adds time, unit and pid itself
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
@@ -97,37 +101,42 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Mount the Icechunk repository at STORAGE (a local path, file:// URL "
                     "or memory://) on MOUNTPOINT. Returns once the mount is ready.")
-    mount.add_argument("storage", metavar="STORAGE")
-    mount.add_argument("mountpoint", metavar="MOUNTPOINT")
+    mount.add_argument("storage", metavar="STORAGE", nargs="?",
+                       help="the repository (or `storage` in --config)")
+    mount.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?",
+                       help="where to mount (or `mountpoint` in --config)")
+    mount.add_argument("--config", metavar="FILE",
+                       help="a TOML file with the mount's settings (README: Configuration "
+                            "files); options given here win over it")
     mount.add_argument("--read-only", action="store_true",
                        help="refuse every write, branches included (EROFS)")
-    mount.add_argument("--mode", choices=("open", "create", "open_or_create"), default="open",
+    mount.add_argument("--mode", choices=("open", "create", "open_or_create"),
                        help="open an existing repository (default), create a new one, or either")
     mount.add_argument("--foreground", "-f", action="store_true",
                        help="stay in the foreground and log to stderr")
     mount.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT]",
                        help="FUSE options: allow_other, allow_root, default_permissions, ro, "
                             "uid=N, gid=N, auto_unmount, nosuid, nodev, noexec, noatime")
-    mount.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    mount.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     mount.add_argument("--log-file", metavar="FILE",
                        help="log here (default in the background: "
                             "~/.local/state/icefs/<mountpoint>.log)")
-    mount.add_argument("--refresh", type=_positive, default=1.0, metavar="SECONDS",
+    mount.add_argument("--refresh", type=_positive, metavar="SECONDS",
                        help="how fast branch and tag listings follow the repository (default 1)")
-    mount.add_argument("--read-ahead", type=int, default=1024, metavar="KiB",
+    mount.add_argument("--read-ahead", type=int, metavar="KiB",
                        help="kernel read-ahead for the mount in KiB (default 1024; needs root, "
                             "0 keeps the kernel's 128)")
-    mount.add_argument("--write-buffer", type=_size, default="256M", metavar="SIZE",
+    mount.add_argument("--write-buffer", type=_size, metavar="SIZE",
                        help="RAM for data being written, for the whole mount; past it, "
                             "write buffers spool to --cache-dir (default 256M)")
     mount.add_argument("--cache-dir", metavar="DIR",
                        help="where write buffers spool (default ~/.cache/icefs; "
                             "cleaned at unmount)")
-    mount.add_argument("--on-unmount", choices=("commit", "discard"), default="commit",
+    mount.add_argument("--on-unmount", choices=("commit", "discard"),
                        help="what happens to uncommitted changes at unmount (default commit)")
     mount.add_argument("--commit-interval", type=_positive, metavar="SECONDS",
                        help="also commit branches with changes every SECONDS")
-    mount.add_argument("--default-branch", default="main", metavar="BRANCH",
+    mount.add_argument("--default-branch", metavar="BRANCH",
                        help="the branch `mkdir branches/<new>` starts from, and that rmdir "
                             "never deletes (default main)")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
@@ -165,6 +174,15 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  icefs discard /mnt/ice/branches/main",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     discard.add_argument("path", metavar="PATH")
+
+    stats = sub.add_parser(
+        "stats", help="show a mount's request statistics",
+        description="Print .icefs/stats of the mount holding PATH as a table: requests, "
+                    "latency and errors by operation, bytes, cache, commits.",
+        epilog="example:\n  icefs stats /mnt/ice\n  icefs stats /mnt/ice --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    stats.add_argument("path", metavar="PATH", nargs="?", default=".")
+    stats.add_argument("--json", action="store_true", help="print the JSON document")
 
     target = argparse.ArgumentParser(add_help=False)
     where = target.add_mutually_exclusive_group()
@@ -225,6 +243,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Built-in defaults of `icefs mount`, below the command line and the config file.
+MOUNT_DEFAULTS: dict[str, Any] = {
+    "mode": "open", "log_level": "info", "refresh": 1.0, "write_buffer": 256 << 20,
+    "on_unmount": "commit", "default_branch": "main", "read_ahead": 1024, "cache_dir": None,
+    "commit_interval": None, "log_file": None,
+}
+
+
+def _merge_config(args: argparse.Namespace) -> None:
+    """Fill *args* from --config and the defaults: command line > file > built-in."""
+    from icefs.config import load_config
+
+    config = load_config(args.config) if args.config else {}
+    if args.storage is None:
+        args.storage = config.get("storage")
+    if args.mountpoint is None:
+        args.mountpoint = config.get("mountpoint")
+    if args.storage is None or args.mountpoint is None:
+        raise QuietError("STORAGE and MOUNTPOINT are needed (arguments or --config)",
+                         ExitCode.USAGE)
+    args.read_only = args.read_only or bool(config.get("read_only", False))
+    args.options = [",".join(config.get("options", [])), *args.options]
+    for key, default in MOUNT_DEFAULTS.items():
+        if getattr(args, key) is None:
+            value = config.get(key, default)
+            if key == "write_buffer" and isinstance(value, str):
+                value = _size(value)
+            setattr(args, key, value)
+
+
 def _mount(args: argparse.Namespace) -> int:
     from icefs.mount import (
         MountConfig,
@@ -237,6 +285,7 @@ def _mount(args: argparse.Namespace) -> int:
     )
     from icefs.storage import parse_storage
 
+    _merge_config(args)
     storage = parse_storage(args.storage)
     fuse_options, own = parse_fuse_options(args.options)
     try:
@@ -255,6 +304,8 @@ def _mount(args: argparse.Namespace) -> int:
                 "--mode", args.mode, "--log-level", args.log_level, "--refresh", str(args.refresh),
                 "--read-ahead", str(args.read_ahead), "--write-buffer", str(args.write_buffer),
                 "--on-unmount", args.on_unmount, "--default-branch", args.default_branch]
+        if args.config:
+            argv += ["--config", os.path.abspath(args.config)]  # for SIGHUP reloads
         if args.cache_dir:
             argv += ["--cache-dir", os.path.abspath(args.cache_dir)]
         if args.commit_interval:
@@ -262,7 +313,8 @@ def _mount(args: argparse.Namespace) -> int:
         if read_only:
             argv.append("--read-only")
         for opt in args.options:
-            argv += ["-o", opt]
+            if opt:
+                argv += ["-o", opt]
         start_background(argv, args.log_file or _default_log_file(mountpoint))
         return ExitCode.OK
     _setup_logging(args.log_level, args.log_file)
@@ -273,6 +325,7 @@ def _mount(args: argparse.Namespace) -> int:
         default_branch=args.default_branch,
         cache_dir=args.cache_dir or "", on_unmount=args.on_unmount,
         commit_interval=args.commit_interval or 0.0,
+        config_file=os.path.abspath(args.config) if args.config else "",
     )
     return run_daemon(config, Reporter(args.ready_fd))
 
@@ -399,6 +452,30 @@ def _log(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _stats(args: argparse.Namespace) -> int:
+    from icefs.refs_cli import MountRefs
+
+    root = MountRefs(args.path).root
+    with open(os.path.join(root, ".icefs", "stats")) as f:
+        doc = json.load(f)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return ExitCode.OK
+    print(f"{'operation':<12} {'count':>9} {'errors':>7} {'mean ms':>9} {'max ms':>9}")
+    for op, row in doc["requests"].items():
+        print(f"{op:<12} {row['count']:>9} {row['errors']:>7} {row['mean_ms']:>9.3f} "
+              f"{row['max_ms']:>9.3f}")
+    commits = doc["commits"]
+    print(f"\nrequests {doc['requests_total']}, errors {doc['errors']} "
+          f"{doc['errors_by_errno'] or ''}".rstrip())
+    print(f"bytes read {doc['bytes_read']}, written {doc['bytes_written']}, "
+          f"pending (not yet stored) {doc['pending_bytes']}")
+    print(f"tree cache hits {doc['cache']['hits']}, misses {doc['cache']['misses']}")
+    print(f"commits {commits['count']} (failed {commits['failed']}), mean "
+          f"{commits['mean_ms']} ms, max {commits['max_ms']} ms; up {doc['uptime_seconds']} s")
+    return ExitCode.OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from icefs.demo import run_demo
 
@@ -414,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     commands = {"mount": _mount, "umount": _umount, "demo": _demo, "commit": _commit,
                 "status": _status, "discard": _discard, "init": _init, "branch": _ref_command,
-                "tag": _ref_command, "log": _log}
+                "tag": _ref_command, "log": _log, "stats": _stats}
     if args.command in ("init", "branch", "tag", "log", "demo"):
         from icefs.repo import configure_icechunk_logs
 

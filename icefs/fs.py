@@ -374,7 +374,17 @@ class IcefsCore:
         return node
 
     async def _node(self, ino: int) -> Node:
-        return await self._resolve(self.inodes.path(ino))
+        path = self.inodes.path(ino)
+        try:
+            return await self._resolve(path)
+        except NotFound:
+            if len(path) >= 2 and path[0] in ("branches", "tags"):
+                known = self.branches if path[0] == "branches" else self.tags
+                if name_to_ref(path[1]) not in known:
+                    # Something the kernel holds (an open file, a cwd) inside a ref that
+                    # was deleted: stale, not merely missing.
+                    raise Stale(f"{path[0]}/{path[1]} was deleted") from None
+            raise
 
     # -- attributes ---------------------------------------------------------------------------
 
@@ -723,8 +733,15 @@ class IcefsCore:
         return exc
 
     async def commit_branch(self, state: BranchState, message: str) -> str | None:
-        """Store what open files hold, then commit *state*'s branch; return the new snapshot."""
-        sid = await state.commit(message)
+        """Commit *state*'s branch with *message*; return the new snapshot (None: no changes)."""
+        started = time.monotonic()
+        try:
+            sid = await state.commit(message)
+        except IcefsError:
+            self.stats.record_commit(time.monotonic() - started, ok=False)
+            raise
+        if sid is not None:
+            self.stats.record_commit(time.monotonic() - started, ok=True)
         if sid is not None:
             self.branches[state.branch] = sid
         return sid
@@ -1191,6 +1208,9 @@ class IcefsCore:
             if name == "pid":
                 return f"{os.getpid()}\n".encode()
             if name == "stats":
+                self.stats.pending_bytes = sum(
+                    f.spool.size for st in self.branch_states.values() for f in st.files.values()
+                    if not f.scratch)
                 return control.render_json(self.stats.as_json())
             if name == "refresh":
                 return f"{self.options.refresh:g}\n".encode()

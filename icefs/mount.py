@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
+from icefs._systemd import notify
 from icefs.errors import ExitCode, QuietError
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class MountConfig:
     on_unmount: str = "commit"
     commit_interval: float = 0.0
     default_branch: str = "main"
+    #: The --config file, re-read on SIGHUP for what can change while mounted.
+    config_file: str = ""
 
 
 def parse_fuse_options(values: list[str]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -258,6 +261,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
         repository = open_repository(config.storage, config.mode)
     except QuietError as err:
         reporter.error(err)
+        notify(f"STATUS=failed: {err.message}")
         raise
     bridge = Bridge()
     repo = Repo(repository, bridge, config.storage.display())
@@ -320,13 +324,15 @@ async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str
              len(core.branches), len(core.tags))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(core.run_refresher)
-        nursery.start_soon(_handle_signals)
+        nursery.start_soon(_handle_signals, core, config)
         nursery.start_soon(_announce_ready, mountpoint, reporter, config)
         if config.commit_interval > 0:
             nursery.start_soon(_commit_every, core, config.commit_interval)
         await pyfuse3.main(max_tasks=config.max_tasks)
         nursery.cancel_scope.cancel()
     # Commit point: every branch with uncommitted changes, before the daemon exits.
+    dirty = sum(1 for state in core.branch_states.values() if state.dirty)
+    notify(f"STOPPING=1\nSTATUS=unmounting: {config.on_unmount} {dirty} dirty branch(es)")
     committed = await core.shutdown(config.on_unmount)
     for branch, sid in committed.items():
         log.info("committed branch %s at unmount: %s", branch, sid)
@@ -339,17 +345,45 @@ async def _commit_every(core: IcefsCore, seconds: float) -> None:
         await core.commit_dirty(f"icefs: periodic commit ({seconds:g} s)")
 
 
-async def _handle_signals() -> None:
+async def _handle_signals(core: IcefsCore, config: MountConfig) -> None:
     import pyfuse3
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
-                log.info("SIGHUP: nothing to reload")
+                _reload(core, config)
                 continue
             log.info("%s: unmounting", signal.Signals(signum).name)
+            notify("STOPPING=1\nSTATUS=stopping: committing, then unmounting")
             pyfuse3.terminate()
             return
+
+
+def _reload(core: IcefsCore, config: MountConfig) -> None:
+    """SIGHUP: re-read the config file's log_level and refresh; the rest needs a remount."""
+    import dataclasses
+
+    from icefs.config import load_config
+    from icefs.repo import configure_icechunk_logs
+
+    if not config.config_file:
+        log.info("SIGHUP: no --config file to reload")
+        return
+    try:
+        fresh = load_config(config.config_file)
+    except QuietError as err:
+        log.error("SIGHUP: %s; keeping the current settings", err.message)
+        return
+    if "log_level" in fresh:
+        level = getattr(logging, str(fresh["log_level"]).upper(), None)
+        if isinstance(level, int):
+            logging.getLogger().setLevel(level)
+            configure_icechunk_logs(level)
+    if "refresh" in fresh and fresh["refresh"] > 0:
+        core.options = dataclasses.replace(core.options, refresh=float(fresh["refresh"]))
+    log.info("SIGHUP: reloaded log_level=%s refresh=%s from %s",
+             logging.getLevelName(logging.getLogger().level), core.options.refresh,
+             config.config_file)
 
 
 async def _announce_ready(mountpoint: str, reporter: Reporter, config: MountConfig) -> None:
@@ -367,6 +401,7 @@ async def _announce_ready(mountpoint: str, reporter: Reporter, config: MountConf
     _tune_read_ahead(mountpoint, config.read_ahead_kb)
     log.info("ready")
     reporter.ready()
+    notify(f"READY=1\nSTATUS=mounted {config.storage.display()} at {mountpoint}")
 
 
 def _tune_read_ahead(mountpoint: str, kb: int) -> None:

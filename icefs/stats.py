@@ -29,6 +29,20 @@ class Stats:
     bytes_written: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    commit_seconds: float = 0.0
+    commit_max_seconds: float = 0.0
+    pending_bytes: int = 0
+
+    def record_commit(self, seconds: float, ok: bool) -> None:
+        """Count one commit attempt that took *seconds*."""
+        if not ok:
+            self.commit_failures += 1
+            return
+        self.commits += 1
+        self.commit_seconds += seconds
+        self.commit_max_seconds = max(self.commit_max_seconds, seconds)
 
     def record(self, op: str, seconds: float, err: int = 0) -> None:
         """Count one *op* request that took *seconds* and ended with errno *err* (0 = success)."""
@@ -60,6 +74,14 @@ class Stats:
             "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written,
             "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
+            "pending_bytes": self.pending_bytes,
+            "commits": {
+                "count": self.commits,
+                "failed": self.commit_failures,
+                "mean_ms": round(1000 * self.commit_seconds / self.commits, 3)
+                if self.commits else 0.0,
+                "max_ms": round(1000 * self.commit_max_seconds, 3),
+            },
             "errors": sum(self.errors_by_errno.values()),
             "errors_by_errno": dict(sorted(self.errors_by_errno.items())),
         }

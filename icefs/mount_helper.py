@@ -1,0 +1,96 @@
+"""``mount.fuse.icefs``: the helper mount(8) runs for ``-t fuse.icefs`` and fstab lines.
+
+mount(8) calls ``mount.fuse.icefs SOURCE MOUNTPOINT [-o OPTIONS] [-n] [-s] [-f] [-v]``.
+SOURCE is the storage URL; when ``config=FILE`` names the storage, SOURCE is
+ignored (write e.g. ``icefs``). Options are the FUSE options `icefs mount -o` takes, plus
+``config=FILE`` and icefs settings as ``key=value`` (``refresh=5``,
+``log_level=debug``, ``mode=open_or_create``, ``cache_dir=...``,
+``write_buffer=512M``, ``on_unmount=discard``, ``default_branch=dev``,
+``log_file=...``). ``_netdev``, ``nofail``, ``noauto``, ``auto``, ``user``,
+``users``, ``defaults`` and ``x-*`` (systemd's) are accepted and ignored.
+It returns once the mount is ready, as mount(8) expects.
+
+Install: ``ln -s $(command -v mount.fuse.icefs) /sbin/mount.fuse.icefs``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Final
+
+from icefs.errors import ExitCode, QuietError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["main", "translate_options"]
+
+#: key=value options that become `icefs mount --key value`.
+SETTINGS: Final = frozenset({"config", "refresh", "log_level", "log_file", "mode", "cache_dir",
+                             "write_buffer", "on_unmount", "default_branch", "commit_interval",
+                             "read_ahead"})
+
+
+def translate_options(source: str, mountpoint: str, options: str) -> list[str]:
+    """Return the ``icefs mount`` arguments for a mount(8) call."""
+    argv = ["mount", mountpoint]
+    fuse: list[str] = []
+    config_given = False
+    for item in filter(None, (o.strip() for o in options.split(","))):
+        name, sep, value = item.partition("=")
+        if sep and name in SETTINGS:
+            argv += [f"--{name.replace('_', '-')}", value]
+            config_given |= name == "config"
+        elif name == "rw":
+            continue
+        else:
+            fuse.append(item)  # validated (or ignored) by icefs mount -o
+    if fuse:
+        argv += ["-o", ",".join(fuse)]
+    # With config=FILE naming the storage, SOURCE is only a placeholder such as "icefs"
+    # (mount(8) may even have made it an absolute path).
+    named = _config_storage(argv) if config_given else None
+    argv.insert(1, named or source)
+    return argv
+
+
+def _config_storage(argv: list[str]) -> str | None:
+    from icefs.config import load_config
+
+    path = argv[argv.index("--config") + 1]
+    try:
+        storage = load_config(path).get("storage")
+    except QuietError:
+        return None  # icefs mount reports the problem with the file
+    return storage if isinstance(storage, str) else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run as mount(8)'s helper; return the exit code."""
+    from icefs.cli import main as icefs_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    positional: list[str] = []
+    options = ""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "-o" and i + 1 < len(args):
+            options = f"{options},{args[i + 1]}" if options else args[i + 1]
+            i += 2
+            continue
+        if arg.startswith("-o") and len(arg) > 2:
+            options = f"{options},{arg[2:]}" if options else arg[2:]
+        elif arg in ("-n", "-s", "-f", "-v"):
+            pass  # no mtab, sloppy, fake, verbose: nothing for icefs to do
+        else:
+            positional.append(arg)
+        i += 1
+    if len(positional) != 2:
+        print("usage: mount.fuse.icefs SOURCE MOUNTPOINT [-o OPTIONS]", file=sys.stderr)
+        return ExitCode.USAGE
+    return icefs_main(translate_options(positional[0], positional[1], options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
