@@ -15,6 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from icefs import __version__
 from icefs.errors import ExitCode, QuietError
+from icefs.storage_cli import (
+    add_storage_options,
+    install_redaction,
+    redact_message,
+    spec_to_env,
+    storage_from_args,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -140,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="the branch `mkdir branches/<new>` starts from, and that rmdir "
                             "never deletes (default main)")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    add_storage_options(mount)
 
     umount = sub.add_parser(
         "umount", help="unmount and wait for the daemon to exit",
@@ -194,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--default-branch", default="main", metavar="BRANCH",
                         help="with --repo: the branch used when no --from/REF is given")
     target.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_storage_options(target)
 
     init = sub.add_parser(
         "init", help="create a repository",
@@ -203,6 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("storage", metavar="STORAGE")
     init.add_argument("--mode", choices=("create", "open_or_create"), default="create",
                       help="create (default: refuse if one exists) or open_or_create")
+    add_storage_options(init)
 
     for kind, plural in (("branch", "branches"), ("tag", "tags")):
         example = "dev" if kind == "branch" else "v2"
@@ -251,7 +261,7 @@ MOUNT_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _merge_config(args: argparse.Namespace) -> None:
+def _merge_config(args: argparse.Namespace) -> dict[str, Any]:
     """Fill *args* from --config and the defaults: command line > file > built-in."""
     from icefs.config import load_config
 
@@ -271,6 +281,7 @@ def _merge_config(args: argparse.Namespace) -> None:
             if key == "write_buffer" and isinstance(value, str):
                 value = _size(value)
             setattr(args, key, value)
+    return config
 
 
 def _mount(args: argparse.Namespace) -> int:
@@ -283,10 +294,8 @@ def _mount(args: argparse.Namespace) -> int:
         run_daemon,
         start_background,
     )
-    from icefs.storage import parse_storage
-
-    _merge_config(args)
-    storage = parse_storage(args.storage)
+    config_values = _merge_config(args)
+    storage = storage_from_args(args.storage, args, config_values)
     fuse_options, own = parse_fuse_options(args.options)
     try:
         uid = int(own["uid"]) if "uid" in own else os.getuid()
@@ -300,7 +309,7 @@ def _mount(args: argparse.Namespace) -> int:
         if storage.kind == "local" and args.mode == "open" and not os.path.exists(storage.path):
             raise QuietError(f"no repository at {storage.path} (use --mode create or "
                              "open_or_create to make one)", ExitCode.REPOSITORY)
-        argv = [args.storage if storage.kind == "memory" else storage.path, mountpoint,
+        argv = [storage.path if storage.kind == "local" else storage.display(), mountpoint,
                 "--mode", args.mode, "--log-level", args.log_level, "--refresh", str(args.refresh),
                 "--read-ahead", str(args.read_ahead), "--write-buffer", str(args.write_buffer),
                 "--on-unmount", args.on_unmount, "--default-branch", args.default_branch]
@@ -315,9 +324,11 @@ def _mount(args: argparse.Namespace) -> int:
         for opt in args.options:
             if opt:
                 argv += ["-o", opt]
-        start_background(argv, args.log_file or _default_log_file(mountpoint))
+        start_background(argv, args.log_file or _default_log_file(mountpoint),
+                         env=spec_to_env(storage))
         return ExitCode.OK
     _setup_logging(args.log_level, args.log_file)
+    install_redaction(storage.secrets)
     config = MountConfig(
         storage=storage, mountpoint=args.mountpoint, mode=args.mode, read_only=read_only,
         refresh=args.refresh, fuse_options=fuse_options, uid=uid, gid=gid,
@@ -392,9 +403,8 @@ def _discard(args: argparse.Namespace) -> int:
 
 def _init(args: argparse.Namespace) -> int:
     from icefs.repo import open_repository
-    from icefs.storage import parse_storage
 
-    spec = parse_storage(args.storage)
+    spec = storage_from_args(args.storage, args)
     if spec.kind == "memory":
         raise QuietError("memory:// repositories exist only inside a mount", ExitCode.USAGE)
     open_repository(spec, args.mode)
@@ -404,10 +414,9 @@ def _init(args: argparse.Namespace) -> int:
 
 def _refs(args: argparse.Namespace) -> RefBackend:
     from icefs.refs_cli import MountRefs, RepoRefs
-    from icefs.storage import parse_storage
 
     if args.repo:
-        return RepoRefs(parse_storage(args.repo), args.default_branch)
+        return RepoRefs(storage_from_args(args.repo, args), args.default_branch)
     return MountRefs(args.mount)
 
 
@@ -499,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except QuietError as err:
-        print(f"icefs {args.command}: {err.message}", file=sys.stderr)
+        print(f"icefs {args.command}: {redact_message(err.message)}", file=sys.stderr)
         return err.exitcode
     except KeyboardInterrupt:
         return 130

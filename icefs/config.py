@@ -28,6 +28,7 @@ import tomllib
 from typing import Any, Final
 
 from icefs.errors import ExitCode, QuietError
+from icefs.storage import SECRET_KEYS
 
 __all__ = ["KEYS", "load_config"]
 
@@ -47,6 +48,21 @@ KEYS: Final[dict[str, tuple[type, ...]]] = {
     "commit_interval": (int, float),
     "default_branch": (str,),
     "read_ahead": (int,),
+    # storage (README: Storage)
+    "region": (str,),
+    "endpoint_url": (str,),
+    "allow_http": (bool,),
+    "force_path_style": (bool,),
+    "anonymous": (bool,),
+    "credential_type": (str,),
+    "service_account_file": (str,),
+    "gcs_base_url": (str,),
+    "connect_timeout": (int, float),
+    "operation_timeout": (int, float),
+    "max_retries": (int,),
+    "max_concurrent_requests": (int,),
+    **{key: (str,) for key in SECRET_KEYS},
+    **{f"{key}_file": (str,) for key in SECRET_KEYS},
 }
 
 
@@ -76,4 +92,5 @@ def load_config(path: str) -> dict[str, Any]:
     if "options" in config and not all(isinstance(o, str) for o in config["options"]):
         raise QuietError(f"config file {path}: options must be strings", ExitCode.USAGE)
     config["_world_readable"] = bool(st.st_mode & stat.S_IROTH)
+    config["_has_secrets"] = any(k in config for k in SECRET_KEYS)
     return config

@@ -170,7 +170,8 @@ def _probe(path: str) -> None:
 # -- background start ---------------------------------------------------------------------------
 
 
-def start_background(argv: list[str], log_file: str, timeout: float = READY_TIMEOUT) -> None:
+def start_background(argv: list[str], log_file: str, timeout: float = READY_TIMEOUT,
+                     env: dict[str, str] | None = None) -> None:
     """Start ``icefs mount --foreground`` with *argv* detached; return once the mount is ready.
 
     Raises `QuietError` with the daemon's own message and exit code if it fails.
@@ -183,6 +184,7 @@ def start_background(argv: list[str], log_file: str, timeout: float = READY_TIME
              "--ready-fd", str(write_fd), "--log-file", log_file, *argv],
             stdin=subprocess.DEVNULL, stdout=log_out, stderr=log_out,
             pass_fds=(write_fd,), start_new_session=True, close_fds=True,
+            env={**os.environ, **(env or {})},
         )
     os.close(write_fd)
     try:

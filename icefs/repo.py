@@ -21,6 +21,7 @@ from zarr.core.buffer import default_buffer_prototype
 
 from icefs import errors
 from icefs.errors import ExitCode, QuietError
+from icefs.storage import redact
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -37,6 +38,7 @@ __all__ = [
     "SnapshotMeta",
     "SnapshotReader",
     "configure_icechunk_logs",
+    "make_storage",
     "open_repository",
     "open_writer",
     "translate",
@@ -90,45 +92,152 @@ def translate(exc: BaseException) -> errors.IcefsError:
     return errors.StorageFailure(message)
 
 
+def make_storage(spec: StorageSpec) -> icechunk.Storage:
+    """Return the Icechunk storage for *spec*, credentials as its credential type says."""
+    if spec.kind == "memory":
+        return icechunk.in_memory_storage()
+    if spec.kind == "local":
+        return icechunk.local_filesystem_storage(spec.path)
+    secrets = spec.secrets
+    kind = spec.credential_type
+    if spec.kind == "s3":
+        s3: dict[str, Any] = {
+            "bucket": spec.bucket, "prefix": spec.prefix or None, "region": spec.region,
+            "endpoint_url": spec.endpoint_url, "allow_http": spec.allow_http,
+            "force_path_style": spec.force_path_style,
+            "network_stream_timeout_seconds": max(1, int(spec.operation_timeout)),
+        }
+        if kind == "static":
+            s3.update(access_key_id=secrets.access_key_id,
+                      secret_access_key=secrets.secret_access_key,
+                      session_token=secrets.session_token)
+        elif kind == "anonymous":
+            s3["anonymous"] = True
+        else:
+            s3["from_env"] = True
+        return icechunk.s3_storage(**s3)
+    if spec.kind == "gcs":
+        config = {}
+        if spec.gcs_base_url:
+            config["base_url"] = spec.gcs_base_url
+        if spec.allow_http:
+            config["allow_http"] = "true"
+        gcs: dict[str, Any] = {"bucket": spec.bucket, "prefix": spec.prefix or None,
+                               "config": config or None}
+        if kind == "service-account-file":
+            gcs["service_account_file"] = spec.service_account_file
+        elif kind == "service-account-key":
+            gcs["service_account_key"] = secrets.service_account_key
+        elif kind == "bearer-token":
+            gcs["bearer_token"] = secrets.bearer_token
+        elif kind == "anonymous":
+            gcs["anonymous"] = True
+        else:
+            gcs["from_env"] = True  # application default credentials
+        return icechunk.gcs_storage(**gcs)
+    azure_config = {}
+    if spec.endpoint_url:
+        # An emulator or a custom endpoint (Azurite: http://127.0.0.1:10000/devstoreaccount1)
+        os.environ["AZURITE_BLOB_STORAGE_URL"] = spec.endpoint_url
+        azure_config["azure_storage_use_emulator"] = "true"
+    azure: dict[str, Any] = {"account": spec.account, "container": spec.bucket,
+                             "prefix": spec.prefix, "config": azure_config or None}
+    if kind == "access-key":
+        azure["access_key"] = secrets.access_key
+    elif kind == "sas-token":
+        azure["sas_token"] = secrets.sas_token
+    elif kind == "bearer-token":
+        azure["bearer_token"] = secrets.bearer_token
+    elif kind == "anonymous":
+        azure["anonymous"] = True
+    else:
+        azure["from_env"] = True
+    return icechunk.azure_storage(**azure)
+
+
+def storage_settings(spec: StorageSpec) -> icechunk.StorageSettings:
+    """Return Icechunk's storage settings for *spec*: timeouts, retries, concurrency."""
+    concurrency = None
+    if spec.max_concurrent_requests:
+        concurrency = icechunk.StorageConcurrencySettings(
+            max_concurrent_requests_for_object=spec.max_concurrent_requests)
+    return icechunk.StorageSettings(
+        retries=icechunk.StorageRetriesSettings(max_tries=spec.max_retries + 1,
+                                                initial_backoff_ms=100, max_backoff_ms=2000),
+        timeouts=icechunk.StorageTimeoutSettings(
+            connect_timeout_ms=int(spec.connect_timeout * 1000),
+            read_timeout_ms=int(spec.operation_timeout * 1000),
+            operation_attempt_timeout_ms=int(spec.operation_timeout * 1000)),
+        concurrency=concurrency,
+    )
+
+
+def _within(deadline: float, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run *fn* in a thread and give up after *deadline* seconds (the call may hang)."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(fn, *args, **kwargs)
+    try:
+        return future.result(timeout=deadline)
+    except concurrent.futures.TimeoutError:
+        raise QuietError(f"{what}: no answer within {deadline:g} s", ExitCode.STORAGE) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def open_repository(spec: StorageSpec, mode: str) -> icechunk.Repository:
     """Open the repository at *spec* in *mode* ('open', 'create' or 'open_or_create').
 
-    ``memory://`` always starts empty, so every mode creates it.  Raises
-    `QuietError` with a one-line reason when the repository cannot be had.
+    ``memory://`` always starts empty, so every mode creates it.  Cloud storage
+    is reached within a bounded time (its timeouts and retries).  Raises
+    `QuietError` with a one-line reason, secrets removed, when the repository
+    cannot be had.
     """
     if spec.kind == "memory":
         return icechunk.Repository.create(icechunk.in_memory_storage())
-    path = spec.path
+    if spec.kind == "local":
+        _check_local(spec.path, mode)
+    where = spec.display()
+    storage = make_storage(spec)
+    settings = storage_settings(spec) if spec.remote else None
+    config = icechunk.RepositoryConfig(storage=settings) if settings else None
+    deadline = (spec.connect_timeout + spec.operation_timeout) * (spec.max_retries + 1) + 5
+    try:
+        exists = _within(deadline, f"cannot reach {where}", icechunk.Repository.exists,
+                         storage, settings)
+        if mode == "open" and not exists:
+            raise QuietError(f"not an Icechunk repository: {where}", ExitCode.REPOSITORY)
+        if mode == "create" and exists:
+            raise QuietError(f"a repository already exists at {where}", ExitCode.REPOSITORY)
+        if mode == "create" and spec.kind == "local" and os.listdir(spec.path):
+            raise QuietError(f"cannot create a repository in non-empty directory {where}",
+                             ExitCode.REPOSITORY)
+        if mode == "open_or_create" and not exists and spec.kind == "local" and os.listdir(
+                spec.path):
+            raise QuietError(f"not an Icechunk repository: {where}", ExitCode.REPOSITORY)
+        if mode not in ("open", "create", "open_or_create"):
+            raise QuietError(f"unknown mode {mode!r}", ExitCode.USAGE)
+        action = icechunk.Repository.open if exists else icechunk.Repository.create
+        result: icechunk.Repository = _within(deadline, f"cannot open {where}", action,
+                                              storage, config)
+        return result
+    except icechunk.IcechunkError as exc:
+        code = ExitCode.STORAGE if isinstance(exc, icechunk.StorageError) else (
+            ExitCode.REPOSITORY)
+        raise QuietError(redact(f"cannot open repository {where}: {_first_line(exc)}",
+                                spec.secrets), code) from None
+
+
+def _check_local(path: str, mode: str) -> None:
     if mode == "open" and not os.path.exists(path):
         raise QuietError(
             f"no repository at {path} (use --mode create or open_or_create to make one)",
-            ExitCode.REPOSITORY,
-        )
+            ExitCode.REPOSITORY)
     if os.path.exists(path) and not os.path.isdir(path):
         raise QuietError(f"not an Icechunk repository (not a directory): {path}",
                          ExitCode.REPOSITORY)
-    storage = icechunk.local_filesystem_storage(path)
-    try:
-        exists = icechunk.Repository.exists(storage)
-        if mode == "open":
-            if not exists:
-                raise QuietError(f"not an Icechunk repository: {path}", ExitCode.REPOSITORY)
-            return icechunk.Repository.open(storage)
-        if mode == "create":
-            if exists:
-                raise QuietError(f"a repository already exists at {path}", ExitCode.REPOSITORY)
-            if os.path.isdir(path) and os.listdir(path):
-                raise QuietError(f"cannot create a repository in non-empty directory {path}",
-                                 ExitCode.REPOSITORY)
-            return icechunk.Repository.create(storage)
-        if mode == "open_or_create":
-            if not exists and os.path.isdir(path) and os.listdir(path):
-                raise QuietError(f"not an Icechunk repository: {path}", ExitCode.REPOSITORY)
-            return icechunk.Repository.open_or_create(storage)
-    except icechunk.IcechunkError as exc:
-        raise QuietError(f"cannot open repository {path}: {_first_line(exc)}",
-                         ExitCode.REPOSITORY) from None
-    raise QuietError(f"unknown mode {mode!r}", ExitCode.USAGE)
+    os.makedirs(path, exist_ok=True)
 
 
 @dataclass(frozen=True, slots=True)

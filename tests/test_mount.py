@@ -284,7 +284,7 @@ def test_new_mount_cleans_a_dead_mount(sample_repo, mount_factory):
 
 
 @pytest.mark.parametrize("case", ["missing-repo", "not-a-repo", "file-as-repo", "missing-mnt",
-                                  "mnt-is-file", "bad-option", "s3-not-yet"])
+                                  "mnt-is-file", "bad-option", "bad-scheme"])
 def test_startup_errors(case, sample_repo, tmp_path):
     path, _ = sample_repo
     mnt = tmp_path / "m"
@@ -306,10 +306,10 @@ def test_startup_errors(case, sample_repo, tmp_path):
         mountpoint = str(tmp_path / "f")
     elif case == "bad-option":
         extra = ["-o", "frobnicate"]
-    elif case == "s3-not-yet":
-        storage = "s3://bucket/prefix"
+    elif case == "bad-scheme":
+        storage = "ftp://host/repo"
     expected_code = {"missing-repo": 3, "not-a-repo": 3, "file-as-repo": 3, "missing-mnt": 4,
-                     "mnt-is-file": 4, "bad-option": 2, "s3-not-yet": 2}[case]
+                     "mnt-is-file": 4, "bad-option": 2, "bad-scheme": 2}[case]
     for mode in ([], ["--foreground"]):
         result = run_icefs("mount", storage, mountpoint, *mode, *extra, timeout=60)
         assert result.returncode == expected_code, (case, mode, result.stderr)

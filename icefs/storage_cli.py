@@ -1,0 +1,144 @@
+"""Command-line side of storage: the options every command that opens a repository takes.
+
+`add_storage_options` adds them to a parser; `storage_from_args` resolves a
+`StorageSpec` (command line > config file > environment) and installs the
+log redaction of its secrets.  A daemon started in the background receives
+the resolved spec, secrets included, in its environment (`SPEC_ENV`), never
+in its argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from typing import Any, Final
+
+from icefs.errors import ExitCode, QuietError
+from icefs.storage import (
+    CREDENTIAL_TYPES,
+    SECRET_KEYS,
+    Secrets,
+    StorageSpec,
+    parse_storage,
+    redact,
+    resolve_spec,
+)
+
+__all__ = ["SPEC_ENV", "add_storage_options", "install_redaction", "spec_to_env",
+           "storage_from_args"]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable carrying the resolved spec to a background daemon.
+SPEC_ENV: Final = "ICEFS_RESOLVED_STORAGE"
+_SECRETS_SEEN: list[str] = []
+
+
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    """Add the storage and credential options to *parser*."""
+    group = parser.add_argument_group(
+        "storage (s3://, gs://, az://; README: Storage)",
+        "Secrets are best given in the config file, in the environment or as *-file paths: "
+        "a secret on the command line shows in ps.")
+    kinds = sorted({t for types in CREDENTIAL_TYPES.values() for t in types})
+    group.add_argument("--credential-type", choices=kinds,
+                       help="how to authenticate (default: inferred from what is given, "
+                            "else the cloud's environment)")
+    group.add_argument("--anonymous", action="store_true", default=None,
+                       help="no credentials (public data)")
+    group.add_argument("--region", help="S3 region (or AWS_REGION)")
+    group.add_argument("--endpoint-url", metavar="URL",
+                       help="S3-compatible endpoint (MinIO, ...) or an Azure endpoint/emulator")
+    group.add_argument("--allow-http", action="store_true", default=None,
+                       help="allow plain http endpoints")
+    group.add_argument("--force-path-style", action="store_true", default=None,
+                       help="S3 path-style addressing (most S3-compatible servers)")
+    group.add_argument("--service-account-file", metavar="PATH",
+                       help="GCS service-account JSON file")
+    group.add_argument("--gcs-base-url", metavar="URL", help="GCS endpoint (emulators)")
+    for key in SECRET_KEYS:
+        flag = key.replace("_", "-")
+        group.add_argument(f"--{flag}-file", dest=f"{key}_file", metavar="PATH",
+                           help=f"read the {key.replace('_', ' ')} from PATH")
+        group.add_argument(f"--{flag}", dest=key, metavar="SECRET", help=argparse.SUPPRESS)
+    group.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                       help="storage connect timeout (default 10)")
+    group.add_argument("--operation-timeout", type=float, metavar="SECONDS",
+                       help="storage request timeout (default 60)")
+    group.add_argument("--max-retries", type=int, metavar="N",
+                       help="retries of a failed storage request (default 3)")
+    group.add_argument("--max-concurrent-requests", type=int, metavar="N",
+                       help="parallel requests per object to the storage")
+
+
+def _cli_values(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ["credential_type", "anonymous", "region", "endpoint_url", "allow_http",
+            "force_path_style", "service_account_file", "gcs_base_url", "connect_timeout",
+            "operation_timeout", "max_retries", "max_concurrent_requests",
+            *SECRET_KEYS, *(f"{k}_file" for k in SECRET_KEYS)]
+    return {k: getattr(args, k, None) for k in keys}
+
+
+def storage_from_args(url: str, args: argparse.Namespace,
+                      config: dict[str, Any] | None = None) -> StorageSpec:
+    """Resolve the storage at *url* from *args*, *config* and the environment."""
+    inherited = os.environ.pop(SPEC_ENV, None)
+    if inherited:
+        spec = spec_from_env(inherited)
+    else:
+        spec, warnings = resolve_spec(parse_storage(url), _cli_values(args), config or {})
+        for warning in warnings:
+            print(f"icefs: warning: {warning}", file=sys.stderr)
+        if config and config.get("_has_secrets") and config.get("_world_readable"):
+            print(f"icefs: warning: config file {args.config} holds secrets and every user "
+                  "can read it (chmod 600)", file=sys.stderr)
+    install_redaction(spec.secrets)
+    return spec
+
+
+def spec_to_env(spec: StorageSpec) -> dict[str, str]:
+    """Return the environment that hands *spec* to a background daemon."""
+    doc = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "secrets"}
+    doc["secrets"] = spec.secrets.as_dict()
+    return {SPEC_ENV: json.dumps(doc)}
+
+
+def spec_from_env(text: str) -> StorageSpec:
+    doc = json.loads(text)
+    secrets = Secrets(**doc.pop("secrets"))
+    return StorageSpec(**doc, secrets=secrets)
+
+
+class _Redactor(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS_SEEN:
+            message = record.getMessage()
+            cleaned = redact(message, _SECRETS_SEEN)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+        return True
+
+
+_REDACTOR: Final = _Redactor()
+
+
+def install_redaction(secrets: Secrets) -> None:
+    """Remove *secrets* from every log record and from `QuietError` messages from now on."""
+    _SECRETS_SEEN.extend(v for v in secrets.values() if v not in _SECRETS_SEEN)
+    for handler in logging.getLogger().handlers:
+        if _REDACTOR not in handler.filters:
+            handler.addFilter(_REDACTOR)
+
+
+def redact_message(text: str) -> str:
+    """Return *text* without any secret seen by this process."""
+    return redact(text, _SECRETS_SEEN)
+
+
+def fail_if_memory(spec: StorageSpec, what: str) -> None:
+    if spec.kind == "memory":
+        raise QuietError(f"{what}: memory:// exists only inside a mount", ExitCode.USAGE)
