@@ -33,6 +33,7 @@ __all__ = ["main"]
 log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+_MOUNT_PARSER: list[argparse.ArgumentParser] = []
 
 MOUNT_EPILOG = """\
 examples:
@@ -148,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
                             "never deletes (default main)")
     mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     add_storage_options(mount)
+    _MOUNT_PARSER[:] = [mount]
 
     umount = sub.add_parser(
         "umount", help="unmount and wait for the daemon to exit",
@@ -494,7 +496,13 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the icefs command line with *argv* (default: sys.argv[1:]); return the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "mount":
+        # STORAGE and MOUNTPOINT are optional (--config): let options come between them.
+        args = _MOUNT_PARSER[0].parse_intermixed_args(argv[1:])
+        args.command = "mount"
+    else:
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return ExitCode.USAGE

@@ -207,7 +207,8 @@ def open_repository(spec: StorageSpec, mode: str) -> icechunk.Repository:
         exists = _within(deadline, f"cannot reach {where}", icechunk.Repository.exists,
                          storage, settings)
         if mode == "open" and not exists:
-            raise QuietError(f"not an Icechunk repository: {where}", ExitCode.REPOSITORY)
+            hint = " (or its bucket/container does not exist)" if spec.remote else ""
+            raise QuietError(f"not an Icechunk repository{hint}: {where}", ExitCode.REPOSITORY)
         if mode == "create" and exists:
             raise QuietError(f"a repository already exists at {where}", ExitCode.REPOSITORY)
         if mode == "create" and spec.kind == "local" and os.listdir(spec.path):

@@ -70,8 +70,26 @@ make_venv() {
     touch "$venv/.stamp"
 }
 
+# Azurite (the Azure Blob emulator the tests start on 127.0.0.1) comes from the npm registry.
+install_test_servers() {
+    if [ -x "$here/.tools/node_modules/.bin/azurite-blob" ]; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        say "installing Debian packages: nodejs npm"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+    fi
+    say "installing azurite (npm) into .tools/"
+    mkdir -p "$here/.tools"
+    npm install --prefix "$here/.tools" --no-audit --no-fund --silent azurite@3 >/dev/null
+}
+
 install_debian_packages
 make_venv
+if [ "$job" = "test" ]; then
+    install_test_servers
+fi
 
 export PATH="$venv/bin:$PATH"
 case "$job" in

@@ -162,3 +162,32 @@ def stop_later():
         with contextlib.suppress(Exception):
             run_icefs("umount", str(mnt), timeout=30)
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto in server mode on a free loopback port, for the whole session."""
+    from tests.servers import start_moto, stop
+
+    server = start_moto()
+    yield server
+    stop(server.proc)
+
+
+@pytest.fixture(scope="session")
+def azure_server(tmp_path_factory):
+    """Azurite's blob service on a free loopback port, for the whole session."""
+    from tests.servers import start_azurite, stop
+
+    server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield server
+    stop(server.proc)
+
+
+@pytest.fixture
+def gcs_recorder():
+    from tests.servers import start_gcs_recorder
+
+    recorder = start_gcs_recorder()
+    yield recorder
+    recorder.server.shutdown()
