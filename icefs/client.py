@@ -7,22 +7,23 @@ can do the same with ``echo`` and ``cat`` (README.md, "Control files").
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 from typing import Any
 
-from icefs.errors import ExitCode, QuietError
+from icefs.errors import ExitCode, QuietError, exit_code_for
 from icefs.paths import CONTROL_DIR
 
-__all__ = ["commit", "discard", "find_ref_root", "read_status"]
+__all__ = ["commit", "discard", "find_ref_root", "read_status", "write_control"]
 
-_EXIT_BY_ERRNO = {
-    errno.EBUSY: ExitCode.CONFLICT,
-    errno.EINVAL: ExitCode.INVALID,
-    errno.EIO: ExitCode.STORAGE,
-    errno.EROFS: ExitCode.ERROR,
-}
+
+def write_control(path: str, text: str) -> None:
+    """Write *text* to the control file *path* in one write(2); raise OSError as it fails."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def find_ref_root(path: str) -> str:
@@ -55,17 +56,13 @@ def _command(path: str, name: str, text: str) -> dict[str, Any]:
     if not os.path.exists(target):
         raise QuietError(f"{root} is read-only: no {name} here", ExitCode.ERROR)
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
+        write_control(target, text)
     except OSError as exc:
         reason = ""
         with contextlib.suppress(OSError, ValueError):
             reason = read_status(root).get("last_error") or ""
         raise QuietError(f"{name} failed: {reason or exc.strerror}",
-                         _EXIT_BY_ERRNO.get(exc.errno or 0, ExitCode.ERROR)) from None
+                         exit_code_for(exc.errno or 0)) from None
     return read_status(root)
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "ReadOnly",
     "Stale",
     "StorageFailure",
+    "exit_code_for",
 ]
 
 
@@ -152,6 +153,21 @@ class ExitCode:
     EXISTS = 11
     NOT_FOUND = 12
     NOT_PERMITTED = 13
+
+
+_EXIT_BY_ERRNO = {
+    _errno.EBUSY: ExitCode.CONFLICT,
+    _errno.EINVAL: ExitCode.INVALID,
+    _errno.EIO: ExitCode.STORAGE,
+    _errno.EEXIST: ExitCode.EXISTS,
+    _errno.ENOENT: ExitCode.NOT_FOUND,
+    _errno.EPERM: ExitCode.NOT_PERMITTED,
+}
+
+
+def exit_code_for(err: int) -> int:
+    """Return the CLI exit code for a failed file operation's errno *err*."""
+    return _EXIT_BY_ERRNO.get(err, ExitCode.ERROR)
 
 
 class QuietError(Exception):

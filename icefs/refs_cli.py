@@ -9,34 +9,18 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 from typing import TYPE_CHECKING, Any, Protocol
 
-from icefs.errors import ExitCode, IcefsError, QuietError
+from icefs.client import write_control
+from icefs.errors import ExitCode, IcefsError, QuietError, exit_code_for
 from icefs.paths import CONTROL_DIR, check_ref_name, name_to_ref, ref_to_name
 
 if TYPE_CHECKING:
     from icefs.storage import StorageSpec
 
-__all__ = ["MountRefs", "RefBackend", "RepoRefs", "exit_code_for"]
-
-_EXIT_BY_ERRNO = {
-    errno.EEXIST: ExitCode.EXISTS,
-    errno.ENOENT: ExitCode.NOT_FOUND,
-    errno.EPERM: ExitCode.NOT_PERMITTED,
-    errno.EINVAL: ExitCode.INVALID,
-    errno.EBUSY: ExitCode.CONFLICT,
-    errno.EIO: ExitCode.STORAGE,
-    errno.EROFS: ExitCode.ERROR,
-}
-
-
-def exit_code_for(err: int) -> int:
-    """Return the CLI exit code for the errno *err*."""
-    return _EXIT_BY_ERRNO.get(err, ExitCode.ERROR)
-
+__all__ = ["MountRefs", "RefBackend", "RepoRefs"]
 
 class RefBackend(Protocol):
     def branches(self) -> dict[str, str]: ...
@@ -108,11 +92,7 @@ class MountRefs:
 
     def _write(self, path: str, text: str, what: str) -> None:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-            try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
+            write_control(path, text)
         except OSError as exc:
             raise self._fail(what, exc) from None
 

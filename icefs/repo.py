@@ -92,67 +92,57 @@ def translate(exc: BaseException) -> errors.IcefsError:
     return errors.StorageFailure(message)
 
 
+#: Credential types that hand one secret to Icechunk, and the argument that takes it.
+_SECRET_ARGUMENT: Final = {"service-account-key": "service_account_key",
+                           "bearer-token": "bearer_token", "access-key": "access_key",
+                           "sas-token": "sas_token"}
+
+
+def _credentials(spec: StorageSpec) -> dict[str, Any]:
+    """Return the credential arguments of Icechunk's storage factory for *spec*."""
+    kind = spec.credential_type
+    if kind == "static":
+        return {"access_key_id": spec.secrets.access_key_id,
+                "secret_access_key": spec.secrets.secret_access_key,
+                "session_token": spec.secrets.session_token}
+    if kind == "anonymous":
+        return {"anonymous": True}
+    if kind == "service-account-file":
+        return {"service_account_file": spec.service_account_file}
+    if kind in _SECRET_ARGUMENT:
+        name = _SECRET_ARGUMENT[kind]
+        return {name: getattr(spec.secrets, name)}
+    return {"from_env": True}  # the cloud's usual chain (AWS env/profile, GCS ADC, Azure env)
+
+
 def make_storage(spec: StorageSpec) -> icechunk.Storage:
     """Return the Icechunk storage for *spec*, credentials as its credential type says."""
     if spec.kind == "memory":
         return icechunk.in_memory_storage()
     if spec.kind == "local":
         return icechunk.local_filesystem_storage(spec.path)
-    secrets = spec.secrets
-    kind = spec.credential_type
+    credentials = _credentials(spec)
     if spec.kind == "s3":
-        s3: dict[str, Any] = {
-            "bucket": spec.bucket, "prefix": spec.prefix or None, "region": spec.region,
-            "endpoint_url": spec.endpoint_url, "allow_http": spec.allow_http,
-            "force_path_style": spec.force_path_style,
-            "network_stream_timeout_seconds": max(1, int(spec.operation_timeout)),
-        }
-        if kind == "static":
-            s3.update(access_key_id=secrets.access_key_id,
-                      secret_access_key=secrets.secret_access_key,
-                      session_token=secrets.session_token)
-        elif kind == "anonymous":
-            s3["anonymous"] = True
-        else:
-            s3["from_env"] = True
-        return icechunk.s3_storage(**s3)
+        return icechunk.s3_storage(
+            bucket=spec.bucket, prefix=spec.prefix or None, region=spec.region,
+            endpoint_url=spec.endpoint_url, allow_http=spec.allow_http,
+            force_path_style=spec.force_path_style,
+            network_stream_timeout_seconds=max(1, int(spec.operation_timeout)), **credentials)
+    config = {}
     if spec.kind == "gcs":
-        config = {}
         if spec.gcs_base_url:
             config["base_url"] = spec.gcs_base_url
         if spec.allow_http:
             config["allow_http"] = "true"
-        gcs: dict[str, Any] = {"bucket": spec.bucket, "prefix": spec.prefix or None,
-                               "config": config or None}
-        if kind == "service-account-file":
-            gcs["service_account_file"] = spec.service_account_file
-        elif kind == "service-account-key":
-            gcs["service_account_key"] = secrets.service_account_key
-        elif kind == "bearer-token":
-            gcs["bearer_token"] = secrets.bearer_token
-        elif kind == "anonymous":
-            gcs["anonymous"] = True
-        else:
-            gcs["from_env"] = True  # application default credentials
-        return icechunk.gcs_storage(**gcs)
-    azure_config = {}
+        return icechunk.gcs_storage(bucket=spec.bucket, prefix=spec.prefix or None,
+                                    config=config or None, **credentials)
     if spec.endpoint_url:
-        # An emulator or a custom endpoint (Azurite: http://127.0.0.1:10000/devstoreaccount1)
+        # An emulator's address, e.g. Azurite's http://127.0.0.1:10000 (the account is
+        # appended by the client); Icechunk reads it from this variable in emulator mode.
         os.environ["AZURITE_BLOB_STORAGE_URL"] = spec.endpoint_url
-        azure_config["azure_storage_use_emulator"] = "true"
-    azure: dict[str, Any] = {"account": spec.account, "container": spec.bucket,
-                             "prefix": spec.prefix, "config": azure_config or None}
-    if kind == "access-key":
-        azure["access_key"] = secrets.access_key
-    elif kind == "sas-token":
-        azure["sas_token"] = secrets.sas_token
-    elif kind == "bearer-token":
-        azure["bearer_token"] = secrets.bearer_token
-    elif kind == "anonymous":
-        azure["anonymous"] = True
-    else:
-        azure["from_env"] = True
-    return icechunk.azure_storage(**azure)
+        config["azure_storage_use_emulator"] = "true"
+    return icechunk.azure_storage(account=spec.account, container=spec.bucket,
+                                  prefix=spec.prefix, config=config or None, **credentials)
 
 
 def storage_settings(spec: StorageSpec) -> icechunk.StorageSettings:
