@@ -1,0 +1,98 @@
+"""Storage faults: the S3 server hangs during reads, writes and a commit, then comes back."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import time
+
+import icechunk
+import numpy as np
+import pytest
+import zarr
+from zarr.storage import LocalStore
+
+from tests.servers import clean_env
+
+#: Storage timeouts of the fault mounts, and the bound a caller may wait for EIO.
+TIMEOUTS = ["--connect-timeout", "1", "--operation-timeout", "2", "--max-retries", "1"]
+BOUND = 30.0
+
+
+@pytest.fixture
+def frozen(s3_server):
+    """Freeze the S3 server (SIGSTOP: connections hang) and always thaw it afterwards."""
+    stopped = []
+
+    def freeze():
+        os.kill(s3_server.proc.pid, signal.SIGSTOP)
+        stopped.append(True)
+
+    def thaw():
+        if stopped:
+            os.kill(s3_server.proc.pid, signal.SIGCONT)
+            stopped.clear()
+
+    yield freeze, thaw
+    thaw()
+
+
+def timed(fn):
+    started = time.monotonic()
+    try:
+        fn()
+    except OSError as exc:
+        return exc.errno, time.monotonic() - started
+    return 0, time.monotonic() - started
+
+
+def test_hung_storage_gives_eio_in_bounded_time_and_recovers(s3_server, mount_factory, frozen,
+                                                            monkeypatch):
+    freeze, thaw = frozen
+    bucket = s3_server.create_bucket(f"faults-{os.getpid()}-{time.monotonic_ns()}")
+    repo = icechunk.Repository.create(s3_server.storage(bucket, "r"))
+    session = repo.writable_session("main")
+    # 16 KB chunks: larger than Icechunk's inline threshold, so reads reach the storage
+    arr = zarr.group(store=session.store).create_array("x", shape=(40_000,), chunks=(4000,),
+                                                         dtype="i4", compressors=None)
+    arr[:] = np.arange(40_000)
+    session.commit("seed")
+    for key, value in clean_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret)
+    m = mount_factory(f"s3://{bucket}/r", *s3_server.options(), *TIMEOUTS)
+    main = m.mountpoint / "branches" / "main"
+    assert sorted(os.listdir(main / "x" / "c"), key=int) == [str(i) for i in range(10)]
+
+    freeze()
+    # a read of a chunk never fetched, a write, and a commit: EIO, not a hang
+    code, took = timed(lambda: (main / "x" / "c" / "9").read_bytes())
+    assert code == errno.EIO, code
+    assert took < BOUND
+    code, took = timed(lambda: (main / "x" / "c" / "3").write_bytes(b"\0" * 16000))
+    assert code == errno.EIO
+    assert took < BOUND
+    assert m.proc.poll() is None, "the daemon stays up"
+    thaw()
+
+    # back: the same write works, a commit fails while frozen, then succeeds once
+    (main / "x" / "c" / "3").write_bytes(np.full(4000, 7, dtype="i4").tobytes())
+    freeze()
+    code, took = timed(lambda: (main / ".icefs" / "commit").write_text("during the outage"))
+    assert code == errno.EIO
+    assert took < BOUND
+    status = json.loads((main / ".icefs/status").read_text())
+    assert status["has_uncommitted_changes"] is True, "nothing lost"
+    assert status["last_error"]
+    thaw()
+    (main / ".icefs" / "commit").write_text("after the outage")
+    messages = [s.message for s in repo.ancestry(branch="main")]
+    assert messages[:2] == ["after the outage", "seed"], "committed once, not twice"
+    np.testing.assert_array_equal(
+        zarr.open_array(repo.readonly_session(branch="main").store, path="x")[12000:16000],
+        [7] * 4000)
+    assert (main / "x" / "c" / "9").read_bytes() == np.arange(36000, 40000, dtype="i4").tobytes()
+    np.testing.assert_array_equal(zarr.open_array(LocalStore(main), path="x")[:4], [0, 1, 2, 3])
