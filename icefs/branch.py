@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from icefs.errors import Busy, IcefsError, InvalidInput, NotFound
+from icefs.gate import ALONE, Gate
 from icefs.repo import open_writer
 from icefs.tree import KeyClass, SnapshotTree
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from icefs.repo import BranchWriter, Repo
     from icefs.spool import SpoolFile
 
@@ -50,43 +48,6 @@ class OverlayFile:
     mtime_ns: int = field(default_factory=time.time_ns)
 
 
-class _SharedExclusive:
-    """Many holders of `shared` at once, or one of `exclusive` (stores vs commit)."""
-
-    def __init__(self) -> None:
-        self._readers = 0
-        self._writer = False
-        self._changed = trio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        async with self._changed:
-            while self._writer:
-                await self._changed.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with trio.CancelScope(shield=True):
-                async with self._changed:
-                    self._readers -= 1
-                    self._changed.notify_all()
-
-    @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        async with self._changed:
-            while self._writer or self._readers:
-                await self._changed.wait()
-            self._writer = True
-        try:
-            yield
-        finally:
-            with trio.CancelScope(shield=True):
-                async with self._changed:
-                    self._writer = False
-                    self._changed.notify_all()
-
-
 class BranchState:
     """Everything this mount holds for one branch beyond its committed tip."""
 
@@ -101,7 +62,8 @@ class BranchState:
         self.last_commit: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.conflicts: list[str] = []
-        self._lock = _SharedExclusive()
+        self._lock = Gate()
+        self._opening = trio.Lock()
 
     @property
     def active(self) -> bool:
@@ -110,7 +72,7 @@ class BranchState:
 
     @property
     def dirty(self) -> bool:
-        return self.writer is not None and self.writer.has_changes
+        return self.writer is not None and self.writer.touched
 
     def error(self, message: str) -> None:
         """Record *message* as the branch's last error (shown in status) and log it."""
@@ -118,12 +80,16 @@ class BranchState:
         self.last_error = message
 
     async def _ensure_writer(self) -> BranchWriter:
-        if self.writer is None:
-            self.writer = await open_writer(self._repo, self.branch)
-            self.tree = SnapshotTree(self.writer.reader)
-            log.info("branch %s: writable session opened at %s", self.branch,
-                     self.writer.base_snapshot_id)
-        return self.writer
+        # One lock: two first writes arriving together must share one session (opening
+        # is an await; without the lock the second session replaced the first, and the
+        # first write was lost).
+        async with self._opening:
+            if self.writer is None:
+                self.writer = await open_writer(self._repo, self.branch)
+                self.tree = SnapshotTree(self.writer.reader)
+                log.info("branch %s: writable session opened at %s", self.branch,
+                         self.writer.base_snapshot_id)
+            return self.writer
 
     async def classify(self, key: str, tree: SnapshotTree) -> KeyClass:
         """Classify *key*; keys whose store would fail still count as keys (not scratch)."""
@@ -139,7 +105,7 @@ class BranchState:
         coordinates) or `NotFound` (no such array); the previous content stays and the
         reason goes to `last_error`.
         """
-        async with self._lock.shared():
+        async with self._lock.hold("store"):
             writer = await self._ensure_writer()
             assert self.tree is not None
             try:
@@ -151,6 +117,7 @@ class BranchState:
                 self.error(f"storing {key} failed: {exc}")
                 raise
             self.tree.note_stored(what, size)
+            log.debug("branch %s: stored %s (%d bytes)", self.branch, key, size)
             self.written_ns[key] = time.time_ns()
             self._drop_dirs_above(key)
         if what.kind == "metadata":
@@ -176,7 +143,7 @@ class BranchState:
 
     async def delete(self, key: str, what: KeyClass) -> None:
         """Delete the key *key* (a node's ``zarr.json`` deletes the node)."""
-        async with self._lock.shared():
+        async with self._lock.hold("store"):
             writer = await self._ensure_writer()
             assert self.tree is not None
             try:
@@ -198,9 +165,9 @@ class BranchState:
 
         Raises `Busy` when another writer's changes overlap ours (the changes stay).
         """
-        async with self._lock.exclusive():
+        async with self._lock.hold(ALONE):
             writer = self.writer
-            if writer is None or not writer.has_changes:
+            if writer is None or not await writer.has_changes():
                 return None
             started = time.monotonic()
             try:
@@ -228,7 +195,7 @@ class BranchState:
 
     async def discard(self) -> None:
         """Drop every uncommitted change: the session and files being written (scratch stays)."""
-        async with self._lock.exclusive():
+        async with self._lock.hold(ALONE):
             self.writer = None
             self.tree = None
             self.written_ns.clear()

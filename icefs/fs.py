@@ -617,8 +617,13 @@ class IcefsCore:
             tree = await self._tree_for(node.view)
             data = b"" if flags & os.O_TRUNC else await tree.read_whole(node.entry)
             what = await state.classify(node.key, tree)
-            overlay = OverlayFile(SpoolFile(self.spool, data), scratch=what.kind == "scratch")
-            state.files[node.key] = overlay
+            # Another open may have made the buffer while we awaited: share it, or the
+            # writes through one of the two handles would go nowhere.
+            overlay = state.files.get(node.key)
+            if overlay is None:
+                overlay = OverlayFile(SpoolFile(self.spool, data),
+                                      scratch=what.kind == "scratch")
+                state.files[node.key] = overlay
         if flags & os.O_TRUNC and overlay.spool.size:
             overlay.spool.truncate(0)
             overlay.dirty = True
@@ -891,6 +896,11 @@ class IcefsCore:
         path = (*parent.path, name)
         key = "/".join(path[2:])
         what = await state.classify(key, await self._tree_for(parent.view))
+        if key in state.files:  # created by a concurrent request while we awaited
+            if flags & os.O_EXCL:
+                raise Exists("/".join(path))
+            reply = await self.open(self.inodes.ino(path), flags | os.O_TRUNC)
+            return reply, self._attr(await self._resolve(path), self.inodes.lookup(path))
         overlay = OverlayFile(SpoolFile(self.spool), scratch=what.kind == "scratch", dirty=True)
         state.files[key] = overlay
         node = Node(path, NodeKind.TREE_FILE, parent.view, TreeEntry(False, key, 0),
@@ -1003,6 +1013,7 @@ class IcefsCore:
             if dst.is_dir:
                 raise IsADirectory("/".join(dst.path))
         dst_path = (*new_parent.path, new_name)
+        log.debug("rename %s -> %s", "/".join(src.path), "/".join(dst_path))
         if dst_path == src.path:
             return
         await self._copy_file(state, src, new_parent, new_name)

@@ -9,6 +9,7 @@ snapshot: listings, chunk indexes and bytes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import OrderedDict
@@ -21,6 +22,7 @@ from zarr.core.buffer import default_buffer_prototype
 
 from icefs import errors
 from icefs.errors import ExitCode, QuietError
+from icefs.gate import ALONE, Gate
 from icefs.storage import redact
 
 if TYPE_CHECKING:
@@ -267,9 +269,14 @@ class SnapshotReader:
     def __init__(self, session: icechunk.Session, bridge: Bridge) -> None:
         self.snapshot_id: str = session.snapshot_id
         self._session = session
+        # Taken once: the ``store`` property locks the session, blocking, with the GIL.
         self._store = session.store
         self._bridge = bridge
         self._prototype = default_buffer_prototype()
+
+    def _using(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Hold this around every use of the session (`SessionReader` gates it)."""
+        return contextlib.nullcontext()
 
     def _list_dir_sync(self, prefix: str) -> list[str]:
         # Icechunk's listing iterators are typed async but also iterate synchronously
@@ -280,7 +287,8 @@ class SnapshotReader:
     async def list_dir(self, prefix: str) -> list[str]:
         """Return the sorted, de-duplicated child names below key *prefix* ('' = root)."""
         try:
-            return await self._bridge.run_sync(self._list_dir_sync, prefix)
+            async with self._using():
+                return await self._bridge.run_sync(self._list_dir_sync, prefix)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -297,7 +305,8 @@ class SnapshotReader:
         without its parent group); this one pass over the keys does not.
         """
         try:
-            return await self._bridge.run_sync(self._node_paths_sync)
+            async with self._using():
+                return await self._bridge.run_sync(self._node_paths_sync)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -324,7 +333,8 @@ class SnapshotReader:
     async def chunk_index(self, array_path: str, ndim: int) -> ChunkIndex:
         """Return the `ChunkIndex` of the array at *array_path* (one pass over its manifest)."""
         try:
-            return await self._bridge.run_sync(self._chunk_index_sync, array_path, ndim)
+            async with self._using():
+                return await self._bridge.run_sync(self._chunk_index_sync, array_path, ndim)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -340,7 +350,8 @@ class SnapshotReader:
         Raises `NotFound` if the key does not exist.
         """
         try:
-            data = await self._bridge.run(self._get, key, start, end)
+            async with self._using():
+                data = await self._bridge.run(self._get, key, start, end)
         except Exception as exc:
             raise translate(exc) from exc
         if data is None:
@@ -350,7 +361,8 @@ class SnapshotReader:
     async def get_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
         """Return the whole bytes of each of *keys* (None where missing) in one bridge trip."""
         key_list = list(keys)
-        results = await self._bridge.gather(self._get, [(k, None, None) for k in key_list])
+        async with self._using():
+            results = await self._bridge.gather(self._get, [(k, None, None) for k in key_list])
         out: dict[str, bytes | None] = {}
         for key, result in zip(key_list, results, strict=True):
             if isinstance(result, BaseException):
@@ -463,7 +475,22 @@ class ChangeCounts:
 
 
 class SessionReader(SnapshotReader):
-    """A `SnapshotReader` over a writable session: it sees the session's uncommitted changes."""
+    """A `SnapshotReader` over a writable session: it sees the session's uncommitted changes.
+
+    Every use of the session passes `gate`: reads and listings together, stores and
+    deletes together, the synchronous calls (status, commit) alone. Icechunk's
+    session lock is not reentrant-safe under contention: with a listing in progress
+    and a store queued, daemon threads stuck for good inside Icechunk's ``list_dir``
+    (seen under concurrent zarr writes). Keeping readers and writers of one session
+    apart in our own trio lock makes that impossible.
+    """
+
+    def __init__(self, session: icechunk.Session, bridge: Bridge) -> None:
+        super().__init__(session, bridge)
+        self.gate = Gate()
+
+    def _using(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self.gate.hold("read")
 
 
 class BranchWriter:
@@ -479,26 +506,33 @@ class BranchWriter:
         self._session = session
         self._prototype = default_buffer_prototype()
         self.reader = SessionReader(session, repo.bridge)
+        self._store = self.reader._store
+        #: True once a store or delete succeeded (a cheap, lock-free `has_changes`).
+        self.touched = False
 
     async def _set(self, key: str, data: Any) -> None:
-        await self._session.store.set(key, self._prototype.buffer.from_bytes(data))
+        await self._store.set(key, self._prototype.buffer.from_bytes(data))
 
     async def set(self, key: str, data: bytes | memoryview | Any) -> None:
         """Store *data* (bytes-like) at *key*; `InvalidInput`, `NotFound` or `StorageFailure`."""
         try:
-            await self._repo.bridge.run(self._set, key, data)
+            async with self.reader.gate.hold("write"):
+                await self._repo.bridge.run(self._set, key, data)
         except Exception as exc:
             raise translate(exc) from exc
+        self.touched = True
 
     async def _delete(self, key: str) -> None:
-        await self._session.store.delete(key)
+        await self._store.delete(key)
 
     async def delete(self, key: str) -> None:
         """Delete *key* (a node's ``zarr.json`` deletes the node and everything below)."""
         try:
-            await self._repo.bridge.run(self._delete, key)
+            async with self.reader.gate.hold("write"):
+                await self._repo.bridge.run(self._delete, key)
         except Exception as exc:
             raise translate(exc) from exc
+        self.touched = True
 
     def _counts_sync(self) -> ChangeCounts:
         diff = self._session.status()
@@ -511,12 +545,16 @@ class BranchWriter:
 
     async def counts(self) -> ChangeCounts:
         """Return how many nodes and chunks the session changed."""
-        result: ChangeCounts = await self._repo._call(self._counts_sync)
+        async with self.reader.gate.hold(ALONE):
+            result: ChangeCounts = await self._repo._call(self._counts_sync)
         return result
 
-    @property
-    def has_changes(self) -> bool:
-        return bool(self._session.has_uncommitted_changes)
+    async def has_changes(self) -> bool:
+        """Ask Icechunk whether the session holds changes (a store may have undone one)."""
+        async with self.reader.gate.hold(ALONE):
+            result: bool = await self._repo._call(
+                lambda: bool(self._session.has_uncommitted_changes))
+        return result
 
     def _commit_sync(self, message: str) -> str:
         return self._session.commit(message, rebase_with=icechunk.ConflictDetector())
@@ -527,7 +565,8 @@ class BranchWriter:
         Raises `Busy` (with the conflicts in its message) when they do.
         """
         try:
-            sid: str = await self._repo.bridge.run_sync(self._commit_sync, message)
+            async with self.reader.gate.hold(ALONE):
+                sid: str = await self._repo.bridge.run_sync(self._commit_sync, message)
         except icechunk.RebaseFailedError as exc:
             conflicts = "; ".join(
                 f"{getattr(c, 'conflict_type', c)} at {getattr(c, 'path', '?')}"

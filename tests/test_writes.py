@@ -432,3 +432,20 @@ def test_failed_commit_at_unmount_exits_nonzero(repo_path, mount_factory):
     assert second.umount() == 9, "the conflicting commit at unmount is reported"
     assert "commit at unmount failed" in second.log_text()
     np.testing.assert_array_equal(zarr.open_array(readonly_store(repo_path), path="a")[:], [1, 0])
+
+
+def test_concurrent_first_writes_all_land(repo_path, mount_factory):
+    """Regression: writes racing to open the branch's session each opened one, and the
+    chunks stored into the replaced session were silently lost."""
+    repo = icechunk.Repository.open(sample_storage(str(repo_path)))
+    session = repo.writable_session("main")
+    zarr.group(store=session.store).create_array("a", shape=(64, 64), chunks=(4, 64),
+                                                 dtype="f8")[:] = 0.0
+    session.commit("base")
+    m = mount_factory(repo_path)
+    main = m.mountpoint / "branches" / "main"
+    for round_ in range(1, 6):  # every commit closes the session: the race starts again
+        zarr.open_array(LocalStore(main), path="a", mode="r+")[:] = float(round_)
+        commit(main, f"round {round_}")
+        values = zarr.open_array(readonly_store(repo_path), path="a")[:]
+        assert (values == round_).all(), f"round {round_}: {np.unique(values)}"
