@@ -23,10 +23,11 @@ import trio
 
 from icefs.errors import Busy, IcefsError, InvalidInput, NotFound
 from icefs.gate import ALONE, Gate
-from icefs.repo import open_writer
+from icefs.repo import open_writer, restore_writer
 from icefs.tree import KeyClass, SnapshotTree
 
 if TYPE_CHECKING:
+    from icefs.journal import Journal, JournalEntry
     from icefs.repo import BranchWriter, Repo
     from icefs.spool import SpoolFile
 
@@ -51,9 +52,14 @@ class OverlayFile:
 class BranchState:
     """Everything this mount holds for one branch beyond its committed tip."""
 
-    def __init__(self, branch: str, repo: Repo) -> None:
+    def __init__(self, branch: str, repo: Repo, journal: Journal) -> None:
         self.branch = branch
         self._repo = repo
+        self._journal = journal
+        #: stores or deletes happened since the session was last saved to the journal
+        self.journal_wanted = False
+        #: when the session was recovered from the journal (status shows it)
+        self.recovered: str | None = None
         self.writer: BranchWriter | None = None
         self.tree: SnapshotTree | None = None
         self.files: dict[str, OverlayFile] = {}
@@ -117,6 +123,7 @@ class BranchState:
                 self.error(f"storing {key} failed: {exc}")
                 raise
             self.tree.note_stored(what, size)
+            self.journal_wanted = True
             log.debug("branch %s: stored %s (%d bytes)", self.branch, key, size)
             self.written_ns[key] = time.time_ns()
             self._drop_dirs_above(key)
@@ -152,6 +159,7 @@ class BranchState:
                 self.error(f"deleting {key} failed: {exc}")
                 raise
             self.tree.note_deleted(what)
+            self.journal_wanted = True
             self.written_ns.pop(key, None)
 
     def _drop_dirs_above(self, key: str) -> None:
@@ -179,10 +187,7 @@ class BranchState:
             except IcefsError as exc:
                 self.error(f"commit failed: {exc}")
                 raise
-            self.writer = None
-            self.tree = None
-            self.written_ns.clear()
-            self.conflicts = []
+            self._forget_session()
             self.last_error = None
             self.last_commit = {
                 "snapshot_id": sid,
@@ -196,13 +201,46 @@ class BranchState:
     async def discard(self) -> None:
         """Drop every uncommitted change: the session and files being written (scratch stays)."""
         async with self._lock.hold(ALONE):
-            self.writer = None
-            self.tree = None
-            self.written_ns.clear()
-            self.conflicts = []
+            self._forget_session()
             for key in [k for k, f in self.files.items() if not f.scratch]:
                 self.files.pop(key).spool.close()
             log.info("branch %s: uncommitted changes discarded", self.branch)
+
+    def _forget_session(self) -> None:
+        self.writer = None
+        self.tree = None
+        self.written_ns.clear()
+        self.conflicts = []
+        self.journal_wanted = False
+        self.recovered = None
+        self._journal.drop(self.branch)
+
+    async def save_journal(self) -> None:
+        """Save the session to the crash journal if it changed since the last save."""
+        if not self._journal.enabled:
+            return
+        async with self._lock.hold("store"):  # not while a commit or discard runs
+            if self.writer is None or not self.journal_wanted:
+                return
+            self.journal_wanted = False
+            try:
+                data = await self.writer.serialized()
+                await trio.to_thread.run_sync(self._journal.save, self.branch,
+                                              self.writer.token, data)
+            except (OSError, IcefsError) as exc:
+                self.journal_wanted = True
+                self.error(f"saving the session to the journal failed: {exc}")
+
+    async def recover(self, entry: JournalEntry) -> None:
+        """Make the session saved in *entry* this branch's session (after a crash)."""
+        async with self._opening, self._lock.hold(ALONE):
+            self.writer = await restore_writer(self._repo, self.branch, entry.data, entry.token)
+            self.tree = SnapshotTree(self.writer.reader)
+            self.recovered = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                           time.gmtime(entry.saved_ns / 1e9))
+        log.warning("branch %s: recovered the uncommitted session saved at %s (base %s); "
+                    "commit or discard it", self.branch, self.recovered,
+                    self.writer.base_snapshot_id)
 
     async def status(self) -> dict[str, Any]:
         """Return the write-related part of the branch's status document."""
@@ -217,6 +255,7 @@ class BranchState:
             "files_being_written": sorted(k for k, f in self.files.items()
                                           if not f.scratch and not f.pending),
             "empty_directories": sorted(self.dirs),
+            "recovered_from_journal": self.recovered,
             "last_commit": self.last_commit,
             "last_error": self.last_error,
             "conflicts": self.conflicts,

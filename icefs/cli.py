@@ -71,11 +71,22 @@ def _default_log_file(mountpoint: str) -> str:
     return os.path.join(state, "icefs", f"{name}.log")
 
 
-def _positive(value: str) -> float:
+def _not_negative(value: str) -> float:
+    number = _number(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value!r}")
+    return number
+
+
+def _number(value: str) -> float:
     try:
-        number = float(value)
+        return float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+
+
+def _positive(value: str) -> float:
+    number = _number(value)
     if number <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
     return number
@@ -138,8 +149,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="RAM for data being written, for the whole mount; past it, "
                             "write buffers spool to --cache-dir (default 256M)")
     mount.add_argument("--cache-dir", metavar="DIR",
-                       help="where write buffers spool (default ~/.cache/icefs; "
-                            "cleaned at unmount)")
+                       help="where write buffers spool (cleaned at unmount) and the crash "
+                            "journal lives (default ~/.cache/icefs)")
+    mount.add_argument("--journal-interval", type=_not_negative, metavar="SECONDS",
+                       help="save uncommitted sessions to the crash journal at most every "
+                            "SECONDS, and at every fsync (default 2; 0 turns the journal off)")
     mount.add_argument("--on-unmount", choices=("commit", "discard"),
                        help="what happens to uncommitted changes at unmount (default commit)")
     mount.add_argument("--commit-interval", type=_positive, metavar="SECONDS",
@@ -259,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
 MOUNT_DEFAULTS: dict[str, Any] = {
     "mode": "open", "log_level": "info", "refresh": 1.0, "write_buffer": 256 << 20,
     "on_unmount": "commit", "default_branch": "main", "read_ahead": 1024, "cache_dir": None,
-    "commit_interval": None, "log_file": None,
+    "commit_interval": None, "log_file": None, "journal_interval": 2.0,
 }
 
 
@@ -321,6 +335,7 @@ def _mount(args: argparse.Namespace) -> int:
             argv += ["--cache-dir", os.path.abspath(args.cache_dir)]
         if args.commit_interval:
             argv += ["--commit-interval", str(args.commit_interval)]
+        argv += ["--journal-interval", str(args.journal_interval)]
         if read_only:
             argv.append("--read-only")
         for opt in args.options:
@@ -337,7 +352,7 @@ def _mount(args: argparse.Namespace) -> int:
         log_level=args.log_level, read_ahead_kb=args.read_ahead, write_buffer=args.write_buffer,
         default_branch=args.default_branch,
         cache_dir=args.cache_dir or "", on_unmount=args.on_unmount,
-        commit_interval=args.commit_interval or 0.0,
+        commit_interval=args.commit_interval or 0.0, journal_interval=args.journal_interval,
         config_file=os.path.abspath(args.config) if args.config else "",
     )
     return run_daemon(config, Reporter(args.ready_fd))
@@ -380,6 +395,9 @@ def _status(args: argparse.Namespace) -> int:
             print(f"  {path}")
     else:
         print("no uncommitted changes")
+    if doc.get("recovered_from_journal"):
+        print(f"recovered after a crash (saved at {doc['recovered_from_journal']}): "
+              "commit or discard it")
     for label, key in (("scratch files (never committed)", "scratch_files"),
                        ("files being written", "files_being_written"),
                        ("empty directories", "empty_directories")):

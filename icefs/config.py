@@ -14,6 +14,7 @@ A file describes one mount, as top-level keys or in a ``[mount]`` table::
     cache_dir = "/var/cache/icefs"
     on_unmount = "commit"                # commit | discard
     commit_interval = 600
+    journal_interval = 2                 # 0 = no crash journal
     default_branch = "main"
     read_ahead = 1024
 
@@ -46,6 +47,7 @@ KEYS: Final[dict[str, tuple[type, ...]]] = {
     "cache_dir": (str,),
     "on_unmount": (str,),
     "commit_interval": (int, float),
+    "journal_interval": (int, float),
     "default_branch": (str,),
     "read_ahead": (int,),
     # storage (README: Storage)

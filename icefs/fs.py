@@ -48,6 +48,7 @@ from icefs.errors import (
     Stale,
 )
 from icefs.inodes import InodeTable, Path
+from icefs.journal import Journal
 from icefs.paths import (
     CONTROL_DIR,
     METADATA_NAME,
@@ -120,6 +121,8 @@ class MountOptions:
     write_buffer: int = 256 * 1024 * 1024
     cache_dir: str = ""
     default_branch: str = "main"
+    #: keep uncommitted sessions in the cache dir's crash journal
+    journal: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +232,9 @@ class IcefsCore:
         self._refresh_wanted = trio.Event()
         self.branch_states: dict[str, BranchState] = {}
         self.unmount_failures: list[str] = []
-        self.spool = SpoolBudget(options.write_buffer, options.cache_dir or _default_cache_dir())
+        cache_dir = options.cache_dir or _default_cache_dir()
+        self.spool = SpoolBudget(options.write_buffer, cache_dir)
+        self.journal = Journal(cache_dir if options.journal else "", options.storage)
 
     # -- refs ---------------------------------------------------------------------------------
 
@@ -300,7 +305,7 @@ class IcefsCore:
             raise ReadOnly("read-only" if view is None else f"{view.kind} {view.ref} is read-only")
         state = self.branch_states.get(view.ref)
         if state is None:
-            state = self.branch_states[view.ref] = BranchState(view.ref, self.repo)
+            state = self.branch_states[view.ref] = BranchState(view.ref, self.repo, self.journal)
         return state
 
     async def _tree(self, snapshot_id: str) -> SnapshotTree:
@@ -763,6 +768,14 @@ class IcefsCore:
             handle.wrote = True  # report once, not again at a second close of a dup'ed fd
             self._branch(handle.node.view).error("commit refused: empty commit message")
             raise InvalidInput("empty commit message")
+        await self._store_handle(handle, sync)
+        view = handle.node.view
+        state = self.branch_states.get(view.ref) if sync and view and view.kind == "branch" \
+            else None
+        if state is not None:
+            await state.save_journal()  # fsync: what is stored survives a crash
+
+    async def _store_handle(self, handle: _FileHandle, sync: bool) -> None:
         overlay, state = handle.overlay, handle.branch
         if overlay is None or state is None or overlay.scratch:
             return
@@ -1154,14 +1167,44 @@ class IcefsCore:
             try:
                 sid = await self.commit_branch(state, message)
             except IcefsError as exc:
+                await state.save_journal()
+                where = ("kept in the journal for the next mount" if self.journal.enabled
+                         else "lost")
                 log.error("branch %s: commit at unmount failed, its uncommitted changes are "
-                          "lost: %s", name, exc)
+                          "%s: %s", name, where, exc)
                 self.unmount_failures.append(name)
                 continue
             if sid is not None:
                 committed[name] = sid
                 log.info("branch %s: committed %s at unmount", name, sid)
         return committed
+
+    async def recover_journal(self) -> None:
+        """Restore the sessions a crashed daemon left in the journal (before serving)."""
+        for entry in await trio.to_thread.run_sync(self.journal.entries):
+            tip = self.branches.get(entry.branch)
+            if tip is None:
+                self.journal.set_aside(entry.branch, "the branch no longer exists")
+                continue
+            if any(meta.token == entry.token for meta in await self.repo.ancestry(tip)):
+                # killed after the commit landed but before the journal was dropped
+                log.info("journal: branch %s: the saved session was committed before the "
+                         "crash; nothing to recover", entry.branch)
+                self.journal.drop(entry.branch)
+                continue
+            view_state = self.branch_states.get(entry.branch)
+            if view_state is None:
+                view_state = BranchState(entry.branch, self.repo, self.journal)
+                self.branch_states[entry.branch] = view_state
+            try:
+                await view_state.recover(entry)
+            except IcefsError as exc:
+                self.journal.set_aside(entry.branch, str(exc))
+
+    async def save_journals(self) -> None:
+        """Save every branch's session that changed since its last save."""
+        for state in list(self.branch_states.values()):
+            await state.save_journal()
 
     async def commit_dirty(self, message: str) -> None:
         """Commit every dirty branch with *message* (for --commit-interval); log failures."""

@@ -78,6 +78,8 @@ class MountConfig:
     cache_dir: str = ""
     on_unmount: str = "commit"
     commit_interval: float = 0.0
+    #: how often uncommitted sessions go to the crash journal; 0 = no journal
+    journal_interval: float = 2.0
     default_branch: str = "main"
     #: The --config file, re-read on SIGHUP for what can change while mounted.
     config_file: str = ""
@@ -272,6 +274,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
         mountpoint=mountpoint, storage=config.storage.display(),
         write_buffer=config.write_buffer, cache_dir=config.cache_dir,
         default_branch=config.default_branch,
+        journal=config.journal_interval > 0 and config.storage.kind != "memory",
     ))
     options = {
         f"fsname=icefs#{config.storage.display()}"[:200],
@@ -321,6 +324,8 @@ async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str
         pyfuse3.init(ops, mountpoint, options)  # type: ignore[arg-type]
     except RuntimeError as exc:
         raise QuietError(f"cannot mount at {mountpoint}: {exc}", ExitCode.FUSE) from None
+    if not config.read_only:
+        await core.recover_journal()
     state.initialized = True
     log.info("mounted %s at %s (%d branches, %d tags)", config.storage.display(), mountpoint,
              len(core.branches), len(core.tags))
@@ -330,6 +335,8 @@ async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str
         nursery.start_soon(_announce_ready, mountpoint, reporter, config)
         if config.commit_interval > 0:
             nursery.start_soon(_commit_every, core, config.commit_interval)
+        if core.journal.enabled:
+            nursery.start_soon(_journal_every, core, config.journal_interval)
         await pyfuse3.main(max_tasks=config.max_tasks)
         nursery.cancel_scope.cancel()
     # Commit point: every branch with uncommitted changes, before the daemon exits.
@@ -339,6 +346,12 @@ async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str
     for branch, sid in committed.items():
         log.info("committed branch %s at unmount: %s", branch, sid)
     state.clean = True
+
+
+async def _journal_every(core: IcefsCore, seconds: float) -> None:
+    while True:
+        await trio.sleep(seconds)
+        await core.save_journals()
 
 
 async def _commit_every(core: IcefsCore, seconds: float) -> None:

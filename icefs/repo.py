@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -92,6 +93,10 @@ def translate(exc: BaseException) -> errors.IcefsError:
         if isinstance(exc, source):
             return target(message)
     return errors.StorageFailure(message)
+
+
+#: The commit metadata key that holds the committing session's token.
+TOKEN_KEY: Final = "icefs_session"
 
 
 #: Credential types that hand one secret to Icechunk, and the argument that takes it.
@@ -241,6 +246,8 @@ class SnapshotMeta:
     parent_id: str | None
     written_ns: int
     message: str
+    #: the `BranchWriter.token` of the session that made it (icefs commits only)
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +267,7 @@ def _meta(info: Any) -> SnapshotMeta:
         parent_id=info.parent_id,
         written_ns=int(info.written_at.timestamp() * 1_000_000_000),
         message=info.message,
+        token=str((info.metadata or {}).get(TOKEN_KEY, "")),
     )
 
 
@@ -507,6 +515,9 @@ class BranchWriter:
         self._prototype = default_buffer_prototype()
         self.reader = SessionReader(session, repo.bridge)
         self._store = self.reader._store
+        #: names this session in its commit's metadata, so that a session recovered
+        #: from the crash journal can tell whether it was committed before the crash
+        self.token = uuid.uuid4().hex
         #: True once a store or delete succeeded (a cheap, lock-free `has_changes`).
         self.touched = False
 
@@ -556,8 +567,17 @@ class BranchWriter:
                 lambda: bool(self._session.has_uncommitted_changes))
         return result
 
+    async def serialized(self) -> bytes:
+        """Return the session as bytes for the crash journal (`restore_writer` reads them)."""
+        # Icechunk's public pickling refuses writable sessions (they are meant to be
+        # forked); its own pickling of forks uses these two calls.
+        async with self.reader.gate.hold(ALONE):
+            data: bytes = await self._repo._call(lambda: bytes(self._session._session.as_bytes()))
+        return data
+
     def _commit_sync(self, message: str) -> str:
-        return self._session.commit(message, rebase_with=icechunk.ConflictDetector())
+        return self._session.commit(message, metadata={TOKEN_KEY: self.token},
+                                    rebase_with=icechunk.ConflictDetector())
 
     async def commit(self, message: str) -> str:
         """Commit with *message*, rebasing over changes made elsewhere when they do not overlap.
@@ -583,6 +603,26 @@ async def open_writer(repo: Repo, branch: str) -> BranchWriter:
     """Open a writable session on *branch* at its current tip."""
     session = await repo._call(repo._repo.writable_session, branch)
     return BranchWriter(repo, branch, session)
+
+
+def _session_from_bytes(data: bytes) -> icechunk.Session:
+    from icechunk._icechunk_python import PySession
+
+    return icechunk.Session(PySession.from_bytes(data))
+
+
+async def restore_writer(repo: Repo, branch: str, data: bytes, token: str) -> BranchWriter:
+    """Rebuild the writable session of *branch* from `BranchWriter.serialized` bytes.
+
+    Raises `InvalidInput` for bytes that are not a writable session of *branch*.
+    """
+    session: icechunk.Session = await repo._call(_session_from_bytes, data)
+    if session.read_only or session.branch != branch:
+        raise errors.InvalidInput(f"the saved session is not a writable session of {branch}")
+    writer = BranchWriter(repo, branch, session)
+    writer.token = token
+    writer.touched = True
+    return writer
 
 
 class RepoAdmin:

@@ -25,6 +25,20 @@ DEFAULT_WRITE_BUFFER: Final = 256 * 1024 * 1024
 MAX_FILE_SIZE: Final = 1 << 40
 
 
+def _remove_orphans(cache_dir: str) -> None:
+    """Remove spool directories of daemons that died without cleaning up (SIGKILL)."""
+    for name in os.listdir(cache_dir):
+        parts = name.split("-")
+        if len(parts) < 3 or parts[0] != "spool" or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 class SpoolBudget:
     """The RAM allowance shared by every `SpoolFile` of a mount, and their cache directory."""
 
@@ -33,7 +47,8 @@ class SpoolBudget:
         self.in_memory = 0
         self.spilled_files = 0
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        self.directory = tempfile.mkdtemp(prefix="spool-", dir=cache_dir)
+        _remove_orphans(cache_dir)
+        self.directory = tempfile.mkdtemp(prefix=f"spool-{os.getpid()}-", dir=cache_dir)
 
     def cleanup(self) -> None:
         """Remove the spool directory and everything in it."""

@@ -126,6 +126,8 @@ def mount_factory(tmp_path):
     def start(storage: str | Path, *args: str, name: str = "mnt", ready: bool = True) -> Mount:
         mnt = tmp_path / name
         mnt.mkdir(exist_ok=True)
+        if "--cache-dir" not in args:  # spool and crash journal stay in the test's tmp dir
+            args = (*args, "--cache-dir", str(tmp_path / "cache"))
         m = Mount(str(storage), mnt, *args, log=tmp_path / f"{name}.log")
         mounts.append(m)
         if ready:

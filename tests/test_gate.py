@@ -38,7 +38,8 @@ def test_modes_and_alone_exclude():
 
     log = trio.run(main)
     for i in range(0, len(log), 2):  # every holder left before the next one came in
-        assert log[i][0] == "+" and log[i + 1] == "-" + log[i][1:], log
+        assert log[i][0] == "+", log
+        assert log[i + 1] == "-" + log[i][1:], log
 
 
 def test_waiting_mode_is_not_starved():
