@@ -23,7 +23,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 
@@ -106,6 +106,14 @@ class NodeKind(enum.Enum):
 
 _DIRS: Final = frozenset({NodeKind.ROOT, NodeKind.ROOT_CTRL_DIR, NodeKind.REF_LIST,
                           NodeKind.REF_ROOT, NodeKind.REF_CTRL_DIR, NodeKind.TREE_DIR})
+
+
+class Invalidator(Protocol):
+    """What the FUSE adapter offers to drop kernel caches (never raises)."""
+
+    def inode(self, ino: int) -> None: ...
+
+    def entry(self, parent_ino: int, name: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +239,8 @@ class IcefsCore:
         self._opened_at: dict[int, str] = {}  # ino -> snapshot id of its last open (branches)
         self._refresh_wanted = trio.Event()
         self.branch_states: dict[str, BranchState] = {}
+        #: set by the FUSE adapter: tells the kernel to drop cached inodes and names
+        self.invalidator: Invalidator | None = None
         self.unmount_failures: list[str] = []
         cache_dir = options.cache_dir or _default_cache_dir()
         self.spool = SpoolBudget(options.write_buffer, cache_dir)
@@ -626,8 +636,10 @@ class IcefsCore:
             # writes through one of the two handles would go nowhere.
             overlay = state.files.get(node.key)
             if overlay is None:
+                # O_TRUNC of a non-empty file is a change even if nothing is written
                 overlay = OverlayFile(SpoolFile(self.spool, data),
-                                      scratch=what.kind == "scratch")
+                                      scratch=what.kind == "scratch",
+                                      dirty=bool(flags & os.O_TRUNC and node.entry.size))
                 state.files[node.key] = overlay
         if flags & os.O_TRUNC and overlay.spool.size:
             overlay.spool.truncate(0)
@@ -695,12 +707,24 @@ class IcefsCore:
             return len(data)
         raise ReadOnly(f"{'/'.join(node.path)} is read-only")
 
+    def _invalidate_below(self, prefix: Path) -> None:
+        """Make the kernel forget what it caches below *prefix* (its content just changed
+        under it, as after a discard): attributes, pages and names."""
+        for path, ino in self.inodes.below(prefix):
+            self._invalidate(path, ino)
+
+    def _invalidate(self, path: Path, ino: int | None = None) -> None:
+        if self.invalidator is not None and self.inodes.known(path):
+            self.invalidator.inode(self.inodes.ino(path) if ino is None else ino)
+            self.invalidator.entry(self.inodes.ino(path[:-1]), path[-1])
+
     async def _control_write(self, node: Node, data: bytes) -> None:
         state = self._branch(node.view)
         if node.ctrl == "discard":
             await state.discard()
             with contextlib.suppress(IcefsError):
                 self.branches[state.branch] = await self.repo.lookup_branch(state.branch)
+            self._invalidate_below(node.path[:2])
             return
         try:
             message = data.decode("utf-8").strip()
@@ -795,6 +819,7 @@ class IcefsCore:
         except IcefsError:
             overlay.dirty = False  # the previous content stays; do not retry at release
             self._drop_overlay(state, key, overlay)
+            self._invalidate(handle.node.path)  # the kernel saw the new size (or name)
             raise
         overlay.dirty = overlay.pending = False
 

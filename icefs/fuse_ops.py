@@ -106,6 +106,21 @@ def _file_info(reply: OpenReply) -> FileInfo:
                             direct_io=reply.direct_io)
 
 
+class _KernelCaches:
+    """`fs.Invalidator` over pyfuse3's notifications (writeback caching is off, so
+    inode invalidation does not block; entries go through pyfuse3's own thread)."""
+
+    def inode(self, ino: int) -> None:
+        try:
+            pyfuse3.invalidate_inode(ino)
+        except OSError as exc:  # ENOENT: the kernel no longer knows it
+            log.debug("invalidate inode %d: %s", ino, exc)
+
+    def entry(self, parent_ino: int, name: str) -> None:
+        pyfuse3.invalidate_entry_async(parent_ino, os.fsencode(name),
+                                       ignore_enoent=True)
+
+
 class FuseOperations(pyfuse3.Operations):
     """pyfuse3 handlers that delegate to an `IcefsCore`."""
 
@@ -116,6 +131,7 @@ class FuseOperations(pyfuse3.Operations):
     def __init__(self, core: IcefsCore) -> None:
         super().__init__()
         self.core = core
+        core.invalidator = _KernelCaches()
 
     def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:  # type: ignore[override]
         try:

@@ -68,8 +68,13 @@ class InodeTable:
         if ino == ROOT_INODE:
             return
         path = self._by_ino.pop(ino, None)
-        if path is not None:
-            self._by_path.pop(path, None)
+        if path is not None and self._by_path.get(path) == ino:
+            del self._by_path[path]
+
+    def below(self, prefix: Path) -> list[tuple[Path, int]]:
+        """Return (path, inode) of every known path strictly below *prefix*."""
+        n = len(prefix)
+        return [(p, i) for p, i in self._by_path.items() if len(p) > n and p[:n] == prefix]
 
     def known(self, path: Path) -> bool:
         """True if *path* has an inode number the kernel may still use."""
@@ -86,12 +91,20 @@ class InodeTable:
             self._by_ino[ino] = (_GONE, str(ino))
 
     def rename(self, old: Path, new: Path) -> None:
-        """Move the inode of *old* to *new*; an inode already at *new* is detached."""
-        self.forget_path(new)
+        """Move the inode of *old* to *new*.
+
+        An inode that was at *new* becomes an alias of *new*: a reader that looked the
+        name up just before the rename replaced it opens the new file, as it would
+        through the name, instead of failing with ENOENT (renaming a finished file
+        onto its name is how zarr and rsync publish).
+        """
+        replaced = self._by_path.pop(new, None)
         ino = self._by_path.pop(old, None)
         if ino is not None:
             self._by_path[new] = ino
             self._by_ino[ino] = new
+        if replaced is not None and replaced != ino and replaced != ROOT_INODE:
+            self._by_ino[replaced] = new
 
     def lookup_count(self, ino: int) -> int:
         """Return how many lookups the kernel holds on *ino*."""

@@ -193,3 +193,8 @@ def gcs_recorder():
     recorder = start_gcs_recorder()
     yield recorder
     recorder.server.shutdown()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true",
+                     help="long profiles: the model-based test runs >= 100k operations")

@@ -24,3 +24,15 @@ def test_root_is_never_forgotten():
     table = InodeTable()
     table.forget(ROOT_INODE, 5)
     assert table.path(ROOT_INODE) == ()
+
+
+def test_rename_over_a_name_keeps_the_replaced_inode_usable():
+    table = InodeTable()
+    old = table.lookup(("b", "x.partial"))
+    replaced = table.lookup(("b", "x"))
+    table.rename(("b", "x.partial"), ("b", "x"))
+    assert table.ino(("b", "x")) == old
+    assert table.path(replaced) == ("b", "x"), "a reader holding it opens the new file"
+    table.forget(replaced, 1)  # forgetting the alias leaves the name's inode alone
+    assert table.ino(("b", "x")) == old
+    assert table.path(old) == ("b", "x")
