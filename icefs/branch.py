@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from icefs.errors import Busy, IcefsError, InvalidInput, NotFound
+from icefs.errors import Busy, FileTooLarge, IcefsError, InvalidInput, NotFound
 from icefs.gate import ALONE, Gate
 from icefs.repo import open_writer, restore_writer
 from icefs.tree import KeyClass, SnapshotTree
@@ -31,7 +31,10 @@ if TYPE_CHECKING:
     from icefs.repo import BranchWriter, Repo
     from icefs.spool import SpoolFile
 
-__all__ = ["BranchState", "OverlayFile"]
+__all__ = ["MAX_METADATA_SIZE", "BranchState", "OverlayFile"]
+
+#: The largest zarr.json icefs stores (Icechunk keeps metadata inside every snapshot).
+MAX_METADATA_SIZE: Final = 16 << 20
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,9 @@ class BranchState:
                 what = await self.tree.classify(key)
                 if what.kind == "scratch":
                     raise InvalidInput(f"{key} is not a Zarr key")
+                if what.kind == "metadata" and size > MAX_METADATA_SIZE:
+                    raise FileTooLarge(f"{key}: {size} bytes of metadata; the limit is "
+                                       f"{MAX_METADATA_SIZE} (every snapshot carries it)")
                 await writer.set(key, data)
             except IcefsError as exc:
                 self.error(f"storing {key} failed: {exc}")

@@ -266,9 +266,10 @@ class IcefsCore:
             try:
                 await self.refresh_refs()
             except IcefsError as exc:
-                self._note_error(f"refreshing refs failed: {exc}")
+                self.note_error(f"refreshing refs failed: {exc}")
 
-    def _note_error(self, message: str) -> None:
+    def note_error(self, message: str) -> None:
+        """Log *message* as a warning and show it as the root status's `last_error`."""
         log.warning("%s", message)
         self.last_error = message
 
@@ -763,7 +764,7 @@ class IcefsCore:
 
     def _ref_error(self, exc: IcefsError) -> IcefsError:
         """Record a failed ref operation in the mount's status and return *exc* to raise."""
-        self._note_error(str(exc))
+        self.note_error(str(exc))
         return exc
 
     async def commit_branch(self, state: BranchState, message: str) -> str | None:

@@ -66,8 +66,11 @@ def _serve(op: str) -> Callable[[Callable[P, Coroutine[Any, Any, R]]],
                 raise
             except IcefsError as exc:
                 err = exc.errno
-                level = logging.DEBUG if err in _QUIET_ERRNOS else logging.INFO
-                log.log(level, "%s: %s (%s)", op, exc, errno.errorcode.get(err, err))
+                if err == errno.EIO:  # storage trouble: the log and root status say so
+                    self.core.note_error(f"{op}: {exc}")
+                else:
+                    level = logging.DEBUG if err in _QUIET_ERRNOS else logging.INFO
+                    log.log(level, "%s: %s (%s)", op, exc, errno.errorcode.get(err, err))
                 raise pyfuse3.FUSEError(err) from None
             except Exception:
                 err = errno.EIO

@@ -78,6 +78,9 @@ def translate(exc: BaseException) -> errors.IcefsError:
     """Return the `IcefsError` for an exception raised by Icechunk or zarr (the one table)."""
     message = _first_line(exc)
     table: tuple[tuple[type[BaseException], type[errors.IcefsError]], ...] = (
+        # before NotFoundError, its base: the repository vanished under us (an I/O error
+        # for whoever asked, not "no such file")
+        (icechunk.RepositoryNotFoundError, errors.StorageFailure),
         (icechunk.NotFoundError, errors.NotFound),
         (icechunk.InvalidInputError, errors.InvalidInput),
         (icechunk.ReadOnlyError, errors.ReadOnly),

@@ -96,3 +96,35 @@ def test_hung_storage_gives_eio_in_bounded_time_and_recovers(s3_server, mount_fa
         [7] * 4000)
     assert (main / "x" / "c" / "9").read_bytes() == np.arange(36000, 40000, dtype="i4").tobytes()
     np.testing.assert_array_equal(zarr.open_array(LocalStore(main), path="x")[:4], [0, 1, 2, 3])
+
+
+def test_repository_that_disappears_while_mounted(tmp_path, mount_factory):
+    """The repository directory is moved away under the mount: EIO (not a hang, not a
+    crash), a clear message, and everything works again once it is back."""
+    import shutil
+
+    from icefs.sample import sample_storage
+
+    path = tmp_path / "repo"
+    repo = icechunk.Repository.create(sample_storage(str(path)))
+    session = repo.writable_session("main")
+    zarr.group(store=session.store).create_array("a", shape=(8,), chunks=(2,), dtype="i4")[:] = 3
+    session.commit("base")
+    m = mount_factory(path)
+    main = m.mountpoint / "branches" / "main"
+    shutil.move(path, tmp_path / "away")
+    started = time.monotonic()
+    with pytest.raises(OSError) as info:
+        (main / "a" / "c" / "1").read_bytes()  # not read before: it needs the storage
+    assert info.value.errno == errno.EIO
+    (main / "x").mkdir()  # lives in the mount: no storage needed
+    with pytest.raises(OSError) as info:
+        (main / "x" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    assert info.value.errno == errno.EIO
+    assert time.monotonic() - started < BOUND
+    assert m.proc.poll() is None, "the daemon stays up"
+    assert "repository" in json.loads((m.mountpoint / ".icefs" / "status").read_text())[
+        "last_error"]
+    shutil.move(tmp_path / "away", path)
+    assert (main / "a" / "c" / "1").read_bytes(), "works again once it is back"
+    assert m.umount() == 0

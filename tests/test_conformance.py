@@ -1,0 +1,266 @@
+"""POSIX conformance and the bad-input matrix, on a real mount.
+
+No established conformance suite (pjdfstest, xfstests) is in the package
+registries this project may install from, so these cases follow their
+categories: open/create flags, truncate, rename, unlink, mkdir/rmdir, link,
+chmod/chown/utimens, special files, xattrs, and the errno of each failure path.
+Then the bad-input matrix of README "Reliability". Each case is one row: what is
+done, and the errno expected (0: success). Intended deviations from POSIX are
+rows too (marked "deviation"), mirroring README "Semantics".
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import icechunk
+import pytest
+import zarr
+
+from icefs.sample import sample_storage
+from tests.conftest import Mount, fuse_usable
+
+
+@dataclass(frozen=True)
+class Env:
+    root: Path  # the mountpoint
+    main: Path  # branches/main
+    dev: Path  # branches/dev
+    tag: Path  # tags/v1
+    snap: Path  # snapshots/<base>
+    log: Callable[[], str]
+
+
+@pytest.fixture(scope="module")
+def env():
+    if not fuse_usable():
+        pytest.fail("FUSE is required")
+    tmp = Path(tempfile.mkdtemp(prefix="icefs-conformance-"))
+    repo = icechunk.Repository.create(sample_storage(str(tmp / "repo")))
+    session = repo.writable_session("main")
+    zarr.group(store=session.store).create_array("a", shape=(4, 4), chunks=(2, 2),
+                                                 dtype="i4")[:] = 1
+    base = session.commit("base")
+    repo.create_tag("v1", base)
+    repo.create_branch("dev", base)
+    (tmp / "mnt").mkdir()
+    mount = Mount(str(tmp / "repo"), tmp / "mnt", "--cache-dir", str(tmp / "cache"),
+                  log=tmp / "mount.log")
+    mount.wait_ready()
+    m = tmp / "mnt"
+    yield Env(m, m / "branches" / "main", m / "branches" / "dev", m / "tags" / "v1",
+              m / "snapshots" / base, mount.log_text)
+    mount.stop()
+    subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def _create(path: Path | bytes, flags: int = os.O_WRONLY | os.O_CREAT, data: bytes = b"") -> None:
+    fd = os.open(path, flags, 0o644)
+    try:
+        if data:
+            os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@dataclass(frozen=True)
+class Case:
+    category: str
+    what: str
+    run: Callable[[Env], object]
+    expect: int = 0  # errno, 0 for success
+    check: Callable[[Env], bool] | None = None  # a postcondition
+
+
+CASES = [
+    # -- open / create -----------------------------------------------------------------------
+    Case("open", "O_RDONLY of a missing file", lambda e: os.open(e.main / "nope", os.O_RDONLY),
+         errno.ENOENT),
+    Case("open", "O_CREAT|O_EXCL of an existing file",
+         lambda e: os.open(e.main / "zarr.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL),
+         errno.EEXIST),
+    Case("open", "O_CREAT|O_EXCL of a new scratch file",
+         lambda e: _create(e.main / "new.tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL, b"x"),
+         check=lambda e: (e.main / "new.tmp").read_bytes() == b"x"),
+    Case("open", "O_DIRECTORY of a file", lambda e: os.open(e.main / "zarr.json", os.O_DIRECTORY),
+         errno.ENOTDIR),
+    Case("open", "O_WRONLY of a directory", lambda e: os.open(e.main / "a", os.O_WRONLY),
+         errno.EISDIR),
+    Case("open", "O_CREAT in a missing directory", lambda e: _create(e.main / "no" / "f"),
+         errno.ENOENT),
+    Case("open", "O_APPEND appends",
+         lambda e: (_create(e.main / "ap.tmp", data=b"ab"),
+                    _create(e.main / "ap.tmp", os.O_WRONLY | os.O_APPEND, b"cd")),
+         check=lambda e: (e.main / "ap.tmp").read_bytes() == b"abcd"),
+    Case("open", "O_TRUNC with no write empties the file",
+         lambda e: (_create(e.main / "tr.tmp", data=b"abc"),
+                    _create(e.main / "tr.tmp", os.O_WRONLY | os.O_TRUNC)),
+         check=lambda e: (e.main / "tr.tmp").read_bytes() == b""),
+    Case("open", "a name of 255 bytes", lambda e: _create(e.main / ("n" * 255))),
+    # -- truncate ----------------------------------------------------------------------------
+    Case("truncate", "extend fills with zeros",
+         lambda e: (_create(e.main / "t1.tmp", data=b"ab"), os.truncate(e.main / "t1.tmp", 4)),
+         check=lambda e: (e.main / "t1.tmp").read_bytes() == b"ab\0\0"),
+    Case("truncate", "shrink", lambda e: (_create(e.main / "t2.tmp", data=b"abcd"),
+                                          os.truncate(e.main / "t2.tmp", 1)),
+         check=lambda e: (e.main / "t2.tmp").read_bytes() == b"a"),
+    Case("truncate", "a directory", lambda e: os.truncate(e.main / "a", 0), errno.EISDIR),
+    Case("truncate", "a missing file", lambda e: os.truncate(e.main / "nope", 0), errno.ENOENT),
+    Case("truncate", "a negative length", lambda e: os.truncate(e.main / "zarr.json", -1),
+         errno.EINVAL),
+    # -- rename ------------------------------------------------------------------------------
+    Case("rename", "a file over an existing file replaces it",
+         lambda e: (_create(e.main / "r1.tmp", data=b"1"), _create(e.main / "r2.tmp", data=b"2"),
+                    os.rename(e.main / "r1.tmp", e.main / "r2.tmp")),
+         check=lambda e: (e.main / "r2.tmp").read_bytes() == b"1"
+         and not (e.main / "r1.tmp").exists()),
+    Case("rename", "a scratch file onto a chunk key stores the chunk",
+         lambda e: (_create(e.main / "c.partial", data=b"chunk"),
+                    os.rename(e.main / "c.partial", e.main / "a" / "c" / "1" / "1")),
+         check=lambda e: (e.main / "a" / "c" / "1" / "1").read_bytes() == b"chunk"),
+    Case("rename", "a missing source", lambda e: os.rename(e.main / "nope", e.main / "x"),
+         errno.ENOENT),
+    Case("rename", "a file onto a directory",
+         lambda e: os.rename(e.main / "zarr.json", e.main / "a"), errno.EISDIR),
+    Case("rename", "a file onto itself", lambda e: os.rename(e.main / "zarr.json",
+                                                             e.main / "zarr.json")),
+    Case("rename", "a directory (deviation: mv copies instead)",
+         lambda e: os.rename(e.main / "a", e.main / "b"), errno.EXDEV),
+    Case("rename", "across branches", lambda e: os.rename(e.main / "a" / "c" / "0" / "0",
+                                                          e.dev / "a" / "c" / "0" / "0"),
+         errno.EXDEV),
+    Case("rename", "a branch directory (deviation)",
+         lambda e: os.rename(e.root / "branches" / "dev", e.root / "branches" / "dev2"),
+         errno.EXDEV),
+    # -- unlink ------------------------------------------------------------------------------
+    Case("unlink", "a missing file", lambda e: os.unlink(e.main / "nope"), errno.ENOENT),
+    Case("unlink", "a directory", lambda e: os.unlink(e.main / "a"), errno.EISDIR),
+    Case("unlink", "a chunk deletes it",
+         lambda e: os.unlink(e.main / "a" / "c" / "1" / "0"),
+         check=lambda e: not (e.main / "a" / "c" / "1" / "0").exists()),
+    # -- mkdir / rmdir -----------------------------------------------------------------------
+    Case("mkdir", "an existing directory", lambda e: os.mkdir(e.main / "a"), errno.EEXIST),
+    Case("mkdir", "over an existing file", lambda e: os.mkdir(e.main / "zarr.json"),
+         errno.EEXIST),
+    Case("mkdir", "in a missing parent", lambda e: os.mkdir(e.main / "no" / "d"), errno.ENOENT),
+    Case("mkdir", "then rmdir an empty directory",
+         lambda e: (os.mkdir(e.main / "empty"), os.rmdir(e.main / "empty")),
+         check=lambda e: not (e.main / "empty").exists()),
+    Case("rmdir", "a non-empty directory", lambda e: os.rmdir(e.main / "a"), errno.ENOTEMPTY),
+    Case("rmdir", "a file", lambda e: os.rmdir(e.main / "zarr.json"), errno.ENOTDIR),
+    Case("rmdir", "a missing directory", lambda e: os.rmdir(e.main / "nope"), errno.ENOENT),
+    # -- link --------------------------------------------------------------------------------
+    Case("link", "a new name gets the bytes (deviation: a copy, nlink stays 1)",
+         lambda e: (_create(e.main / "l1.tmp", data=b"L"),
+                    os.link(e.main / "l1.tmp", e.main / "l2.tmp")),
+         check=lambda e: (e.main / "l2.tmp").read_bytes() == b"L"),
+    Case("link", "onto an existing name",
+         lambda e: os.link(e.main / "zarr.json", e.main / "a" / "zarr.json"), errno.EEXIST),
+    Case("link", "a directory", lambda e: os.link(e.main / "a", e.main / "a2"), errno.EPERM),
+    Case("link", "across branches", lambda e: os.link(e.main / "zarr.json", e.dev / "x.tmp"),
+         errno.EXDEV),
+    # -- attributes --------------------------------------------------------------------------
+    Case("chmod", "succeeds, not stored (deviation)",
+         lambda e: os.chmod(e.main / "zarr.json", 0o600)),
+    Case("chown", "succeeds, not stored (deviation)",
+         lambda e: os.chown(e.main / "zarr.json", 1, 1)),
+    Case("utimens", "succeeds, not stored (deviation)",
+         lambda e: os.utime(e.main / "zarr.json", (1, 1))),
+    Case("special", "symlink", lambda e: os.symlink("x", e.main / "sl"), errno.EPERM),
+    Case("special", "mknod", lambda e: os.mknod(e.main / "nod"), errno.EPERM),
+    Case("special", "mkfifo", lambda e: os.mkfifo(e.main / "fifo"), errno.EPERM),
+    Case("special", "readlink of a file", lambda e: os.readlink(e.main / "zarr.json"),
+         errno.EINVAL),
+    Case("xattr", "setxattr (deviation)",
+         lambda e: os.setxattr(e.main / "zarr.json", "user.x", b"1"), errno.ENOTSUP),
+    Case("xattr", "getxattr of an unknown name",
+         lambda e: os.getxattr(e.main / "zarr.json", "user.x"), errno.ENODATA),
+    Case("statfs", "statvfs", lambda e: os.statvfs(e.main),
+         check=lambda e: os.statvfs(e.main).f_namemax == 255),
+    # -- bad input ---------------------------------------------------------------------------
+    Case("bad input", "a name of 256 bytes", lambda e: _create(e.main / ("n" * 256)),
+         errno.ENAMETOOLONG),
+    Case("bad input", "lookup of a name that is not UTF-8",
+         lambda e: os.stat(bytes(e.main) + b"/\xff\xfe"), errno.ENOENT),
+    Case("bad input", "create of a name that is not UTF-8",
+         lambda e: _create(bytes(e.main) + b"/\xff\xfe"), errno.EINVAL),
+    Case("bad input", "mkdir of a branch named with bytes that are not UTF-8",
+         lambda e: os.mkdir(bytes(e.root) + b"/branches/\xff"), errno.EINVAL),
+    Case("bad input", "'..' out of a branch into a tag, for writing",
+         lambda e: _create(Path(str(e.main) + "/../../tags/v1/zarr.json")), errno.EROFS),
+    Case("bad input", "'.' and '..' as ref names", lambda e: os.mkdir(e.root / "branches" / "."),
+         errno.EEXIST),
+    Case("bad input", "a write in a tag", lambda e: _create(e.tag / "zarr.json"), errno.EROFS),
+    Case("bad input", "a truncate in a snapshot",
+         lambda e: os.truncate(e.snap / "zarr.json", 0), errno.EROFS),
+    Case("bad input", "a rename in a tag",
+         lambda e: os.rename(e.tag / "zarr.json", e.tag / "x"), errno.EROFS),
+    Case("bad input", "an unlink in a snapshot", lambda e: os.unlink(e.snap / "zarr.json"),
+         errno.EROFS),
+    Case("bad input", "a file at the root or in branches/",
+         lambda e: _create(e.root / "branches" / "x"), errno.EROFS),
+    Case("bad input", "a commit message that is not UTF-8",
+         lambda e: (e.main / ".icefs" / "commit").write_bytes(b"\xff\xfe"), errno.EINVAL),
+    Case("bad input", "an empty or blank commit message",
+         lambda e: (e.main / ".icefs" / "commit").write_text(" \n"), errno.EINVAL),
+    Case("bad input", "a write to a read-only control file",
+         lambda e: (e.main / ".icefs" / "status").write_text("x"), errno.EACCES),
+    Case("bad input", "a new file in a control directory",
+         lambda e: _create(e.main / ".icefs" / "x"), errno.EROFS),
+    Case("bad input", "a commit on a tag", lambda e: (e.tag / ".icefs" / "commit").write_text("m"),
+         errno.EROFS),
+    Case("bad input", "a zarr.json that is not JSON",
+         lambda e: _write(e.main / "g1" / "zarr.json", b"{"), errno.EINVAL),
+    Case("bad input", "a zarr.json that is JSON but not Zarr v3 metadata",
+         lambda e: _write(e.main / "g2" / "zarr.json", b'{"zarr_format": 2}'), errno.EINVAL),
+    Case("bad input", "a zarr.json over 16 MiB",
+         lambda e: _write(e.main / "g3" / "zarr.json",
+                          b'{"zarr_format": 3, "node_type": "group", "attributes": {"x": "'
+                          + b"y" * (17 << 20) + b'"}}'), errno.EFBIG),
+    Case("bad input", "a chunk key with too few coordinates",
+         lambda e: _write(e.main / "a" / "c" / "5", b"x"), errno.EINVAL),
+    Case("bad input", "a chunk outside the array's grid",
+         lambda e: _write(e.main / "a" / "c" / "9" / "9", b"x"), errno.EINVAL),
+    Case("bad input", "an empty chunk (no codec output is empty)",
+         lambda e: _write(e.main / "a" / "c" / "0" / "1", b""), errno.EINVAL),
+    Case("bad input", "a branch name with white space at the ends",
+         lambda e: os.mkdir(e.root / "branches" / " x"), errno.EINVAL),
+    Case("bad input", "a branch name with a control character",
+         lambda e: os.mkdir(e.root / "branches" / "a\x01"), errno.EINVAL),
+    Case("bad input", "a tag made by mkdir", lambda e: os.mkdir(e.root / "tags" / "t"),
+         errno.EPERM),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.category}: {c.what}" for c in CASES])
+def test_case(env, case):
+    try:
+        case.run(env)
+        got = 0
+    except OSError as exc:
+        got = exc.errno or -1
+    assert errno.errorcode.get(got, "success") == errno.errorcode.get(case.expect, "success")
+    if case.check is not None:
+        assert case.check(env), "the postcondition does not hold"
+
+
+def test_failures_are_logged_and_nothing_is_lost(env):
+    """After the whole matrix: the committed data is intact and the refusals were logged."""
+    log = env.log()
+    for reason in ("bad metadata", "the limit is 16777216", "not valid for array",
+                   "has 1 coordinates", "zero-length chunk", "empty commit message"):
+        assert reason.lower() in log.lower(), f"{reason}:\n{log[-4000:]}"
+    assert (env.tag / "a" / "c" / "0" / "0").read_bytes()
+    assert os.listdir(env.root / "branches") == ["dev", "main"]
+    assert os.listdir(env.root / "tags") == ["v1"]
