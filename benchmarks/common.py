@@ -112,7 +112,11 @@ def environment() -> list[str]:
     ]
 
 
-def table(rows: list[tuple[str, str, str, str, str]]) -> str:
+#: One table row: measure, icefs, baseline, ratio, target.
+Row = tuple[str, str, str, str, str]
+
+
+def table(rows: list[Row]) -> str:
     head = ("measure", "icefs", "baseline", "ratio", "target")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

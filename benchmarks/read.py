@@ -30,7 +30,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, drop_caches, environment, measure, table
+from benchmarks.common import BenchMount, Row, drop_caches, environment, measure, table
 
 icechunk.set_logs_filter("error")
 
@@ -72,6 +72,17 @@ def read_one(store: object, name: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    rows, repeat, cold = collect(argv)
+    print(f"\n## icefs read benchmark ({repeat} repeats"
+          f"{'' if cold else ', page cache NOT dropped (not root)'})\n")
+    print(table(rows))
+    print()
+    print("\n".join(environment()))
+    return 0
+
+
+def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
+    """Run the read rows; return them, the number of repeats and whether caches dropped."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default="bench-data/read")
     parser.add_argument("--size-mib", type=int, default=512)
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"mount warm {name}", lambda name=name: read_one(
                     LocalStore(mnt / "tags" / "v1", read_only=True), name), args.repeat)
 
-    rows = []
+    rows: list[Row] = []
     for name in arrays:
         d, nc, nw, mc, mw = (results[k, name] for k in
                              ("direct", "native-cold", "native-warm", "mount-cold", "mount-warm"))
@@ -137,12 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{d.best / mc.best:.2f}x throughput", ">= 0.8x" if name == "big" else "-"))
         rows.append((f"cold read {label}: native", "", f"native {nc.mib_s(nc.best):.0f} MiB/s",
                      f"{nc.best / mc.best:.2f}x", "-"))
-    print(f"\n## icefs read benchmark ({args.repeat} repeats"
-          f"{'' if cold else ', page cache NOT dropped (not root)'})\n")
-    print(table(rows))
-    print()
-    print("\n".join(environment()))
-    return 0
+    return rows, args.repeat, cold
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, Timing, environment, table
+from benchmarks.common import BenchMount, Row, Timing, environment, table
 
 icechunk.set_logs_filter("error")
 
@@ -85,6 +85,16 @@ class RssSampler:
 
 
 def main(argv: list[str] | None = None) -> int:
+    rows, repeat = collect(argv)
+    print(f"\n## icefs write benchmark ({repeat} repeats)\n")
+    print(table(rows))
+    print()
+    print("\n".join(environment()))
+    return 0
+
+
+def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
+    """Run the write rows; return them and the number of repeats."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default="bench-data/write")
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -137,14 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.rss_gib > 0:
         rows += rss_rows(base, args.rss_gib)
-    print(f"\n## icefs write benchmark ({args.repeat} repeats)\n")
-    print(table(rows))
-    print()
-    print("\n".join(environment()))
-    return 0
+    return rows, args.repeat
 
 
-def rss_rows(base: Path, gib: float) -> list[tuple[str, str, str, str, str]]:
+def rss_rows(base: Path, gib: float) -> list[Row]:
     bound = 256 << 20
     total = int(gib * (1 << 30))
     rows = []

@@ -21,7 +21,7 @@ as_root() {
 
 install_debian_packages() {
     local missing=()
-    for pkg in fuse3 libfuse3-dev pkg-config gcc rsync attr; do
+    for pkg in fuse3 libfuse3-dev pkg-config gcc rsync attr fio; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
             || missing+=("$pkg")
     done

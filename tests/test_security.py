@@ -100,7 +100,7 @@ def test_control_files_belong_to_the_mounting_user(open_dir):
         assert "Permission denied" in result.stderr, (script, result.stderr)
     assert run_icefs("status", str(main)).returncode == 0, "the owner (root) can"
     repo = icechunk.Repository.open(sample_storage(str(m.mountpoint.parent / "repo")))
-    assert [s.message for s in repo.ancestry(branch="main")][0] == "base", "nothing committed"
+    assert next(s.message for s in repo.ancestry(branch="main")) == "base", "nothing committed"
 
 
 def test_uid_option_hands_the_files_to_that_user(open_dir):

@@ -1,0 +1,46 @@
+"""Every benchmark row in one table: ``python -m benchmarks [--smoke] [--repeat N] [--dir DIR]``.
+
+Runs benchmarks/read.py, write.py and access.py (each can also run alone, with
+more options) and prints one Markdown table: each measure, icefs, its baseline
+measured side by side in the same run, the ratio and the target, then the
+environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import access, read, write
+from benchmarks.common import Row, drop_caches, environment, table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat (CI)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", default="bench-data", help="where datasets are built and kept")
+    args = parser.parse_args()
+    common = ["--repeat", str(args.repeat), *(["--smoke"] if args.smoke else [])]
+    started = time.perf_counter()
+    rows: list[Row] = []
+    read_rows, _, cold = read.collect([*common, "--dir", f"{args.dir}/read"])
+    rows += read_rows
+    rows += write.collect([*common, "--dir", f"{args.dir}/write"])[0]
+    rows += access.collect([*common, "--dir", f"{args.dir}/access"])[0]
+    repeats = 1 if args.smoke else args.repeat
+    print(f"\n## icefs benchmarks ({repeats} repeats, min and median; "
+          f"{'cold = page cache dropped' if cold and drop_caches() else 'page cache NOT dropped'}"
+          f"; {time.perf_counter() - started:.0f} s)\n")
+    print(table(rows))
+    print()
+    print("\n".join(environment()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Access-pattern benchmark: concurrent readers, metadata walks, small random reads, fio.
+
+    python benchmarks/access.py [--dir DIR] [--many 100000] [--repeat 3]
+    python benchmarks/access.py --smoke
+
+Builds (once, under DIR) a local repository tagged ``v1`` and a native Zarr
+directory holding the same arrays:
+
+* ``big``:   float32, 2 MiB chunks, --big-mib in total (concurrent readers, fio);
+* ``many``:  uint8, --many chunks of 16 bytes (``find`` and ``ls -lR``);
+* ``small``: uint8, --small chunks of 1 KiB (random reads).
+
+Rows: 8 concurrent readers vs 1 through the mount (cold daemon each time);
+``find`` / ``ls -lR`` of ``many`` through the mount vs the native directory vs
+a direct ``store.list()``; --reads random 1 KiB chunk reads through the mount
+(open, read, close) vs direct Icechunk gets; and, when ``fio`` is installed, a
+sequential read of the big chunk files through the mount and natively.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import icechunk
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.storage import LocalStore
+
+from benchmarks.common import BenchMount, Row, drop_caches, environment, measure, table
+
+icechunk.set_logs_filter("error")
+
+
+def build(base: Path, big_mib: int, many: int, small: int) -> None:
+    marker = base / f"built-{big_mib}-{many}-{small}"
+    if marker.exists():
+        return
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    big = rng.random((max(1, big_mib // 2), 512, 1024), dtype="f4")
+    many_data = rng.integers(0, 255, many * 16, dtype="u1")
+    small_data = rng.integers(0, 255, small * 1024, dtype="u1")
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(base / "repo")))
+    session = repo.writable_session("main")
+    for store in (session.store, LocalStore(base / "native")):
+        root = zarr.group(store=store)
+        for name, data, chunks in (("big", big, (1, 512, 1024)), ("many", many_data, (16,)),
+                                   ("small", small_data, (1024,))):
+            root.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype,
+                              compressors=None)[:] = data
+    repo.create_tag("v1", session.commit("benchmark data"))
+    marker.touch()
+
+
+def chunk_files(root: Path, name: str) -> list[Path]:
+    meta = json.loads((root / name / "zarr.json").read_text())
+    shape, chunks = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
+    grid = [-(-s // c) for s, c in zip(shape, chunks, strict=True)]
+    return [root / name / "c" / "/".join(map(str, idx)) for idx in np.ndindex(*grid)]
+
+
+def read_files(files: list[Path], readers: int) -> int:
+    total = [0] * readers
+
+    def work(k: int) -> None:
+        for path in files[k::readers]:
+            with open(path, "rb", buffering=0) as f:
+                while block := f.read(1 << 20):
+                    total[k] += len(block)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(total)
+
+
+def timed(argv: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def fio_row(files: list[Path], label: str) -> float | None:
+    """Sequential 1 MiB reads of *files* with fio; return MiB/s (None without fio)."""
+    fio = shutil.which("fio")
+    if fio is None:
+        return None
+    result = subprocess.run(
+        [fio, "--name=seqread", "--rw=read", "--bs=1M", "--ioengine=psync", "--readonly",
+         "--filename=" + ":".join(str(f) for f in files), "--output-format=json",
+         "--invalidate=1"], capture_output=True, text=True, check=True)
+    return float(json.loads(result.stdout)["jobs"][0]["read"]["bw"]) / 1024
+
+
+def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default="bench-data/access")
+    parser.add_argument("--big-mib", type=int, default=512)
+    parser.add_argument("--many", type=int, default=100_000)
+    parser.add_argument("--small", type=int, default=20_000)
+    parser.add_argument("--reads", type=int, default=10_000)
+    parser.add_argument("--readers", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.big_mib, args.many, args.small, args.reads, args.repeat = 16, 500, 200, 200, 1
+        args.dir = f"{args.dir}-smoke"
+    base = Path(args.dir).resolve()
+    build(base, args.big_mib, args.many, args.small)
+    repo_path, mnt, native = str(base / "repo"), base / "mnt", base / "native"
+    rows: list[Row] = []
+
+    # -- concurrent readers (cold daemon and page cache each time) ---------------------------
+    per: dict[int, list[float]] = {1: [], args.readers: []}
+    nbytes = 0
+    for _ in range(args.repeat):
+        for readers in per:
+            drop_caches()
+            with BenchMount(repo_path, mnt):
+                files = chunk_files(mnt / "tags" / "v1", "big")
+                started = time.perf_counter()
+                nbytes = read_files(files, readers)
+                per[readers].append(time.perf_counter() - started)
+    one, many_r = min(per[1]), min(per[args.readers])
+    rows.append((f"{args.readers} concurrent readers vs 1, cold ({nbytes >> 20} MiB of 2 MiB "
+                 "chunk files): MiB/s", f"{nbytes / 2**20 / many_r:.0f}",
+                 f"1 reader {nbytes / 2**20 / one:.0f}", f"{one / many_r:.2f}x throughput",
+                 ">= 3x"))
+
+    # -- metadata walks ------------------------------------------------------------------------
+    with BenchMount(repo_path, mnt):
+        tree = mnt / "tags" / "v1" / "many"
+        for tool, argv in (("find", ["find"]), ("ls -lR", ["ls", "-lR"])):
+            walk = measure(f"mount {tool}", lambda argv=argv: int(timed([*argv, str(tree)])),
+                           args.repeat, drop_caches)
+            nat = measure(f"native {tool}", lambda argv=argv: int(
+                timed([*argv, str(native / "many")])), args.repeat, drop_caches)
+            rows.append((f"`{tool}` over {args.many} chunks, cold: s min / median",
+                         f"{walk.best:.3f} / {walk.median:.3f}",
+                         f"native {nat.best:.3f} / {nat.median:.3f}",
+                         f"{walk.best / nat.best:.2f}x time", "<= 2x"))
+
+    def direct_list() -> int:
+        repo = icechunk.Repository.open(icechunk.local_filesystem_storage(repo_path))
+        store = repo.readonly_session(tag="v1").store
+        return sum(1 for k in store.list_prefix("many/"))  # type: ignore[arg-type,attr-defined]
+
+    listing = measure("direct list", direct_list, args.repeat)
+    rows.append((f"  (reference) direct store.list_prefix of {args.many} chunks: s", "",
+                 f"direct {listing.best:.3f}", "-", "-"))
+
+    # -- small random reads ---------------------------------------------------------------------
+    keys = [f"small/c/{random.Random(i).randrange(args.small)}" for i in range(args.reads)]
+
+    def direct_gets() -> int:
+        repo = icechunk.Repository.open(icechunk.local_filesystem_storage(repo_path))
+        store = repo.readonly_session(tag="v1").store
+        proto = default_buffer_prototype()
+
+        async def run() -> int:
+            n = 0
+            for key in keys:
+                buf = await store.get(key, proto)
+                n += len(buf.to_bytes()) if buf is not None else 0
+            return n
+
+        return asyncio.run(run())
+
+    gets = measure("direct gets", direct_gets, args.repeat, drop_caches)
+    mount_reads: list[float] = []
+    for _ in range(args.repeat):
+        drop_caches()
+        with BenchMount(repo_path, mnt):
+            root = mnt / "tags" / "v1"
+            started = time.perf_counter()
+            for key in keys:
+                (root / key).read_bytes()
+            mount_reads.append(time.perf_counter() - started)
+    per_read, per_get = min(mount_reads) / args.reads, gets.best / args.reads
+    rows.append((f"{args.reads} random 1 KiB chunk reads, cold: us per read",
+                 f"{per_read * 1e6:.0f}", f"direct get {per_get * 1e6:.0f}",
+                 f"{per_read / per_get:.2f}x time", "<= 1.5x"))
+
+    # -- fio -------------------------------------------------------------------------------------
+    with BenchMount(repo_path, mnt):
+        drop_caches()
+        through = fio_row(chunk_files(mnt / "tags" / "v1", "big"), "mount")
+    drop_caches()
+    natively = fio_row(chunk_files(native, "big"), "native")
+    if through is None or natively is None:
+        rows.append(("fio sequential read (1 MiB blocks) of the big chunk files", "fio not "
+                     "installed", "", "-", "-"))
+    else:
+        rows.append(("fio sequential read (1 MiB blocks, psync) of the big chunk files, "
+                     "cold: MiB/s", f"{through:.0f}", f"native {natively:.0f}",
+                     f"{through / natively:.2f}x throughput", "-"))
+    return rows, args.repeat
+
+
+def main(argv: list[str] | None = None) -> int:
+    rows, repeat = collect(argv)
+    print(f"\n## icefs access benchmark ({repeat} repeats)\n")
+    print(table(rows))
+    print()
+    print("\n".join(environment()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
