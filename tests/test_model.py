@@ -13,6 +13,7 @@ least 100k operations (README: Reliability).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import subprocess
 import sys
@@ -44,6 +45,17 @@ names = st.sampled_from(FILES)
 payload = st.binary(max_size=24)
 
 
+def _step(fn):
+    """Record each operation, so that a failure names the steps before it."""
+
+    @functools.wraps(fn)
+    def run(self, **kwargs):
+        self.history.append(f"{fn.__name__}({kwargs})")
+        return fn(self, **kwargs)
+
+    return run
+
+
 def _errno(fn, *args) -> int:
     try:
         fn(*args)
@@ -72,6 +84,7 @@ class BranchModel(RuleBasedStateMachine):
         self.files: dict[str, bytes] = dict(self.committed)
         self.dirs: set[str] = set()
         self.ops = 0
+        self.history: list[str] = []
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -114,6 +127,7 @@ class BranchModel(RuleBasedStateMachine):
         self.files[name] = new
 
     @rule(name=names, offset=st.integers(0, 20), data=payload)
+    @_step
     def write(self, name: str, offset: int, data: bytes) -> None:
         fd = os.open(self._path(name), os.O_WRONLY | os.O_CREAT, 0o644)
         try:
@@ -128,6 +142,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule(name=names, data=payload)
+    @_step
     def create_truncating(self, name: str, data: bytes) -> None:
         fd = os.open(self._path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -138,6 +153,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule(name=names, size=st.integers(0, 30))
+    @_step
     def truncate(self, name: str, size: int) -> None:
         got = _errno(os.truncate, self._path(name), size)
         if name not in self.files:
@@ -147,6 +163,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule(name=names)
+    @_step
     def unlink(self, name: str) -> None:
         got = _errno(os.unlink, self._path(name))
         assert got == (0 if name in self.files else errno.ENOENT)
@@ -154,6 +171,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule(src=names, dst=names)
+    @_step
     def rename(self, src: str, dst: str) -> None:
         got = _errno(os.rename, self._path(src), self._path(dst))
         if src not in self.files:
@@ -165,6 +183,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule(src=names, dst=names)
+    @_step
     def link(self, src: str, dst: str) -> None:
         got = _errno(os.link, self._path(src), self._path(dst))
         if src not in self.files:
@@ -177,6 +196,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule(name=st.sampled_from(DIRS))
+    @_step
     def mkdir(self, name: str) -> None:
         got = _errno(os.mkdir, self._path(name))
         assert got == (errno.EEXIST if name in self.dirs else 0)
@@ -184,6 +204,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule(name=st.sampled_from(DIRS))
+    @_step
     def rmdir(self, name: str) -> None:
         got = _errno(os.rmdir, self._path(name))
         assert got == (0 if name in self.dirs else errno.ENOENT)
@@ -191,6 +212,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule(name=names)
+    @_step
     def read(self, name: str) -> None:
         if name not in self.files:
             assert _errno(self._path(name).read_bytes) == errno.ENOENT
@@ -199,6 +221,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule(name=names, offset=st.integers(0, 30), size=st.integers(0, 30))
+    @_step
     def pread(self, name: str, offset: int, size: int) -> None:
         if name not in self.files:
             return
@@ -211,6 +234,7 @@ class BranchModel(RuleBasedStateMachine):
 
     @rule(message=st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]),
                           min_size=1, max_size=20).filter(str.strip))
+    @_step
     def commit(self, message: str) -> None:
         (self._path(".icefs") / "commit").write_text(message)
         self.committed = self._chunks()
@@ -218,6 +242,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule()
+    @_step
     def discard(self) -> None:
         (self._path(".icefs") / "discard").write_text("1")
         self.files = {**self.committed,
@@ -225,6 +250,7 @@ class BranchModel(RuleBasedStateMachine):
         self.ops += 1
 
     @rule()
+    @_step
     def remount(self) -> None:
         assert self.mount is not None
         assert self.mount.umount() == 0  # commits at unmount
@@ -253,9 +279,9 @@ class BranchModel(RuleBasedStateMachine):
             try:
                 size = os.stat(self._path(name)).st_size
             except FileNotFoundError:
-                assert name not in self.files, name
+                assert name not in self.files, (name, self.history[-12:])
             else:
-                assert size == len(self.files[name]), name
+                assert size == len(self.files.get(name, b"")), (name, self.history[-12:])
 
 
 def test_model(request) -> None:
