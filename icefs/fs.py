@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import logging
 import os
 import stat
@@ -62,6 +63,8 @@ from icefs.stats import Stats
 from icefs.tree import DirPos, SnapshotTree, TreeEntry
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from icefs.repo import Repo
 
 __all__ = ["Attr", "IcefsCore", "MountOptions", "NodeKind", "OpenReply", "StatFs"]
@@ -84,6 +87,7 @@ XATTR_SNAPSHOT: Final = "user.icefs.snapshot_id"
 XATTR_UNCOMMITTED: Final = "user.icefs.uncommitted"
 XATTR_REF: Final = "user.icefs.ref"
 XATTR_KIND: Final = "user.icefs.kind"
+XATTR_PREFIX: Final = "user.icefs."
 _ROOT_POS: Final = DirPos("")
 
 
@@ -239,6 +243,8 @@ class IcefsCore:
         self._opened_at: dict[int, str] = {}  # ino -> snapshot id of its last open (branches)
         self._refresh_wanted = trio.Event()
         self.branch_states: dict[str, BranchState] = {}
+        #: bumped by every change of `branches`/`tags` made here (see `refresh_refs`)
+        self._refs_generation = 0
         #: set by the FUSE adapter: tells the kernel to drop cached inodes and names
         self.invalidator: Invalidator | None = None
         self.unmount_failures: list[str] = []
@@ -250,7 +256,16 @@ class IcefsCore:
 
     async def refresh_refs(self) -> None:
         """Re-read every branch and tag from the repository."""
-        branches, tags = await self.repo.refs()
+        # A commit, discard or ref change made here while the refs were being read is
+        # newer than what was read: read again rather than put a branch back to its old
+        # tip (seen: a just-committed chunk vanished for a refresh interval).
+        for _ in range(5):
+            generation = self._refs_generation
+            branches, tags = await self.repo.refs()
+            if generation == self._refs_generation:
+                break
+        else:
+            return
         moved = [b for b, sid in branches.items() if self.branches.get(b, sid) != sid]
         if moved:
             log.info("branches moved: %s", ", ".join(sorted(moved)))
@@ -565,21 +580,23 @@ class IcefsCore:
                 seen[meta.id] = meta.written_ns
         return sorted(seen, key=lambda s: (-seen[s], s))
 
-    def readdir(self, fh: int, start: int) -> list[tuple[int, str, Attr]]:
-        """Return (next offset, name, attributes) of the entries from offset *start*.
+    def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Attr]]:
+        """Yield (next offset, name, attributes) of the entries from offset *start*.
 
-        No lookup is counted: the adapter calls `entry_returned` for each entry the
-        kernel took.  Offsets index the listing pinned at `opendir`.
+        Lazy: the kernel's buffer takes a few thousand entries per call, so building
+        the attributes of the whole rest of a 100k-entry listing on every call made
+        `find` quadratic. No lookup is counted: the adapter calls `entry_returned`
+        for each entry the kernel took. Offsets index the listing pinned at `opendir`.
         """
         handle = self._handles.get(fh)
         if not isinstance(handle, _DirHandle):
             raise BadHandle(f"no directory handle {fh}")
         if start > len(handle.entries):
             raise BadHandle(f"readdir offset {start} past the end")
-        return [
+        return (
             (i + 1, node.path[-1], self._attr(node, self.inodes.ino(node.path)))
-            for i, node in enumerate(handle.entries[start:], start)
-        ]
+            for i, node in enumerate(itertools.islice(handle.entries, start, None), start)
+        )
 
     def entry_returned(self, ino: int) -> None:
         """Count the lookup the kernel takes for an entry it accepted from readdirplus."""
@@ -725,6 +742,7 @@ class IcefsCore:
             await state.discard()
             with contextlib.suppress(IcefsError):
                 self.branches[state.branch] = await self.repo.lookup_branch(state.branch)
+                self._refs_generation += 1
             self._invalidate_below(node.path[:2])
             return
         try:
@@ -754,9 +772,11 @@ class IcefsCore:
                     raise Exists(f"branch {name!r} already exists")
                 await self.repo.create_branch(name, sid)
                 self.branches[name] = sid
+                self._refs_generation += 1
             else:
                 await self.repo.create_tag(name, sid)
                 self.tags[name] = sid
+                self._refs_generation += 1
         except IcefsError as exc:
             raise self._ref_error(exc) from None
         log.info("%s %s created at %s (from %s %s)", node.ctrl, name, sid, node.view.kind,
@@ -779,6 +799,7 @@ class IcefsCore:
             self.stats.record_commit(time.monotonic() - started, ok=True)
         if sid is not None:
             self.branches[state.branch] = sid
+            self._refs_generation += 1
         return sid
 
     async def flush(self, fh: int, *, sync: bool = False) -> None:
@@ -871,6 +892,7 @@ class IcefsCore:
         except IcefsError as exc:
             raise self._ref_error(exc) from None
         self.branches[ref] = sid
+        self._refs_generation += 1
         log.info("branch %s created at %s (the tip of %s)", ref, sid,
                  self.options.default_branch)
         path = ("branches", name)
@@ -891,6 +913,7 @@ class IcefsCore:
             except IcefsError as exc:
                 raise self._ref_error(exc) from None
             self.tags.pop(view.ref, None)
+            self._refs_generation += 1
             log.info("tag %s deleted", view.ref)
             return
         state = self.branch_states.get(view.ref)
@@ -909,6 +932,7 @@ class IcefsCore:
         except IcefsError as exc:
             raise self._ref_error(exc) from None
         self.branches.pop(view.ref, None)
+        self._refs_generation += 1
         self.branch_states.pop(view.ref, None)
         self.inodes.forget_path(root.path)
         log.info("branch %s deleted", view.ref)
@@ -1257,6 +1281,10 @@ class IcefsCore:
 
     async def getxattr(self, ino: int, name: str) -> bytes:
         """Return the extended attribute *name* of *ino*; `NoAttribute` if it has none."""
+        if not name.startswith(XATTR_PREFIX):
+            # `ls -l` asks for security.selinux and the POSIX ACLs of every file: answer
+            # without resolving the path (2 requests per file: this halved `ls -lR`)
+            raise NoAttribute(name)
         values = await self._xattrs(await self._node(ino))
         if name not in values:
             raise NoAttribute(name)

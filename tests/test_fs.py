@@ -93,7 +93,7 @@ async def read_all(core, ino, chunk=1000):
 
 async def listing(core, ino):
     fh = await core.opendir(ino)
-    entries = core.readdir(fh, 0)
+    entries = list(core.readdir(fh, 0))
     core.releasedir(fh)
     return [name for _, name, _ in entries]
 
@@ -259,10 +259,10 @@ async def test_readdir_offsets_survive_listing_changes(core, repository):
     repo, ids = repository
     branches = await walk(core, "branches")
     fh = await core.opendir(branches.ino)
-    first = core.readdir(fh, 0)[:1]
+    first = list(core.readdir(fh, 0))[:1]
     repo.create_branch("aaa-new", ids["main"])
     await core.refresh_refs()
-    rest = core.readdir(fh, first[0][0])
+    rest = list(core.readdir(fh, first[0][0]))
     core.releasedir(fh)
     assert [n for _, n, _ in first + rest] == ["experiment", "main"], "pinned at opendir"
     assert "aaa-new" in await listing(core, branches.ino)
