@@ -222,3 +222,35 @@ def test_journal_of_a_committed_session_is_not_replayed(repo_path, mount_factory
     values, history = committed(repo_path)
     assert_whole(values, {8.0})
     assert history == 3
+
+
+def test_journal_recovers_on_s3(s3_server, mount_factory, tmp_path):
+    """The journal works for object storage too (moto on loopback, keys from a config file)."""
+    import uuid
+
+    bucket = s3_server.create_bucket(f"crash-{uuid.uuid4().hex[:8]}")
+    repo = icechunk.Repository.create(s3_server.storage(bucket, "r"))
+    session = repo.writable_session("main")
+    zarr.group(store=session.store).create_array("a", shape=(64, 64), chunks=(4, 64),
+                                                 dtype="f8", fill_value=0.0)[:] = 0.0
+    session.commit("base")
+    conf = tmp_path / "s3.toml"
+    conf.write_text(
+        f'region = "us-east-1"\nendpoint_url = "{s3_server.endpoint}"\nallow_http = true\n'
+        f'force_path_style = true\naccess_key_id = "{s3_server.key_id}"\n'
+        f'secret_access_key = "{s3_server.secret}"\n')
+    conf.chmod(0o600)
+    url = f"s3://{bucket}/r"
+    m = mount_factory(url, "--config", str(conf))
+    write_all(m.mountpoint, 9.0, fsync=True)
+    kill(m)
+    clean_dead_mount(m.mountpoint)
+    [saved] = (tmp_path / "cache" / "journal").rglob("*.session")
+    assert saved.stat().st_mode & 0o077 == 0, "owner-only: it holds the storage settings"
+    assert saved.parent.stat().st_mode & 0o077 == 0
+    again = mount_factory(url, "--config", str(conf))
+    assert status(again.mountpoint)["changed_chunks"] == 16
+    assert again.umount() == 0
+    fresh = icechunk.Repository.open(s3_server.storage(bucket, "r"))
+    values = zarr.open_array(fresh.readonly_session(branch="main").store, path="a")[:]
+    assert_whole(values, {9.0})
