@@ -68,6 +68,8 @@ class BranchState:
         self.files: dict[str, OverlayFile] = {}
         self.dirs: dict[str, int] = {}
         self.written_ns: dict[str, int] = {}
+        #: every key stored or deleted in the session: what a discard changes back
+        self.changed_keys: set[str] = set()
         self.last_commit: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.conflicts: list[str] = []
@@ -130,6 +132,7 @@ class BranchState:
                 raise
             self.tree.note_stored(what, size)
             self.journal_wanted = True
+            self.changed_keys.add(key)
             log.debug("branch %s: stored %s (%d bytes)", self.branch, key, size)
             self.written_ns[key] = time.time_ns()
             self._drop_dirs_above(key)
@@ -166,6 +169,7 @@ class BranchState:
                 raise
             self.tree.note_deleted(what)
             self.journal_wanted = True
+            self.changed_keys.add(key)
             self.written_ns.pop(key, None)
 
     def _drop_dirs_above(self, key: str) -> None:
@@ -216,6 +220,7 @@ class BranchState:
         self.writer = None
         self.tree = None
         self.written_ns.clear()
+        self.changed_keys.clear()
         self.conflicts = []
         self.journal_wanted = False
         self.recovered = None

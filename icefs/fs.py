@@ -119,6 +119,9 @@ class Invalidator(Protocol):
 
     def entry(self, parent_ino: int, name: str) -> None: ...
 
+    async def entries(self, names: list[tuple[int, str]]) -> None:
+        """Drop the cached (parent inode, name) entries and return when the kernel has."""
+
 
 @dataclass(frozen=True, slots=True)
 class MountOptions:
@@ -725,11 +728,21 @@ class IcefsCore:
             return len(data)
         raise ReadOnly(f"{'/'.join(node.path)} is read-only")
 
-    def _invalidate_below(self, prefix: Path) -> None:
-        """Make the kernel forget what it caches below *prefix* (its content just changed
-        under it, as after a discard): attributes, pages and names."""
-        for path, ino in self.inodes.below(prefix):
-            self._invalidate(path, ino)
+    async def _invalidate_view(self, prefix: Path, keys: set[str]) -> None:
+        """Make the kernel forget what it caches of the ref directory *prefix*, whose
+        content just changed under it (a discard): attributes, pages and names, and
+        the cached absence of each of *keys*; return when it has, so that the next
+        call sees the new content."""
+        if self.invalidator is None:
+            return
+        names: dict[Path, int] = dict(self.inodes.below(prefix))
+        for key in keys:
+            names.setdefault((*prefix, *key.split("/")), 0)
+        for ino in names.values():
+            if ino:
+                self.invalidator.inode(ino)
+        await self.invalidator.entries([(self.inodes.ino(p[:-1]), p[-1]) for p in names
+                                        if self.inodes.known(p[:-1])])
 
     def _invalidate(self, path: Path, ino: int | None = None) -> None:
         if self.invalidator is not None and self.inodes.known(path):
@@ -739,11 +752,12 @@ class IcefsCore:
     async def _control_write(self, node: Node, data: bytes) -> None:
         state = self._branch(node.view)
         if node.ctrl == "discard":
+            changed = set(state.changed_keys)
             await state.discard()
             with contextlib.suppress(IcefsError):
                 self.branches[state.branch] = await self.repo.lookup_branch(state.branch)
                 self._refs_generation += 1
-            self._invalidate_below(node.path[:2])
+            await self._invalidate_view(node.path[:2], changed)
             return
         try:
             message = data.decode("utf-8").strip()

@@ -7,6 +7,7 @@ each request is counted in the mount's stats.  No filesystem logic lives here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -15,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from icefs.errors import IcefsError, NotFound
 
@@ -118,6 +120,15 @@ class _KernelCaches:
             pyfuse3.invalidate_inode(ino)
         except OSError as exc:  # ENOENT: the kernel no longer knows it
             log.debug("invalidate inode %d: %s", ino, exc)
+
+    async def entries(self, names: list[tuple[int, str]]) -> None:
+        def drop() -> None:
+            for parent_ino, name in names:
+                with contextlib.suppress(OSError):  # ENOENT: not cached
+                    pyfuse3.invalidate_entry(parent_ino, os.fsencode(name))
+
+        # blocking while a request on the directory is in flight: not on the trio loop
+        await trio.to_thread.run_sync(drop)
 
     def entry(self, parent_ino: int, name: str) -> None:
         pyfuse3.invalidate_entry_async(parent_ino, os.fsencode(name),

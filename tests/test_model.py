@@ -279,9 +279,12 @@ class BranchModel(RuleBasedStateMachine):
             try:
                 size = os.stat(self._path(name)).st_size
             except FileNotFoundError:
-                assert name not in self.files, (name, self.history[-12:])
+                assert name not in self.files, self._story(f"{name} is missing")
             else:
-                assert size == len(self.files.get(name, b"")), (name, self.history[-12:])
+                assert size == len(self.files.get(name, b"")), self._story(f"{name}: size {size}")
+
+    def _story(self, what: str) -> str:
+        return what + "; the steps before it:\n  " + "\n  ".join(self.history[-15:])
 
 
 def test_model(request) -> None:

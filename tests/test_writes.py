@@ -449,3 +449,22 @@ def test_concurrent_first_writes_all_land(repo_path, mount_factory):
         commit(main, f"round {round_}")
         values = zarr.open_array(readonly_store(repo_path), path="a")[:]
         assert (values == round_).all(), f"round {round_}: {np.unique(values)}"
+
+
+def test_discard_brings_back_deleted_names_at_once(repo_path, mount_factory):
+    """Regression: the kernel cached the absence of a deleted chunk (negative entry) and
+    kept answering ENOENT for up to --refresh seconds after a discard restored it."""
+    repo = icechunk.Repository.open(sample_storage(str(repo_path)))
+    session = repo.writable_session("main")
+    zarr.group(store=session.store).create_array("a", shape=(4,), chunks=(1,), dtype="i1")[:] = 1
+    session.commit("base")
+    m = mount_factory(repo_path, "--refresh", "30")  # a long TTL makes the bug certain
+    chunk = m.mountpoint / "branches" / "main" / "a" / "c" / "2"
+    before = chunk.read_bytes()
+    chunk.unlink()
+    assert not chunk.exists()  # the kernel may now cache the absence
+    (m.mountpoint / "branches" / "main" / ".icefs" / "discard").write_text("1")
+    assert chunk.read_bytes() == before
+    os.rename(chunk, chunk.with_name("3"))  # rename away, then discard: both names right
+    (m.mountpoint / "branches" / "main" / ".icefs" / "discard").write_text("1")
+    assert chunk.read_bytes() == before
