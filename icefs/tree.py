@@ -96,43 +96,62 @@ class SnapshotTree:
         self._listings: dict[str, list[str]] = {}
         self._chunks: dict[str, ChunkIndex] = {}
         self._node_paths: set[str] | None = None
+        #: bumped by every store or delete noted: a fact fetched across one is stale
+        self._version = 0
 
     # -- cached facts -------------------------------------------------------------------------
+    # Each fetch awaits; a store noted meanwhile (note_stored only updates facts already
+    # cached) makes what it fetched stale, so it is used once and not cached.
 
     async def _known_nodes(self) -> set[str]:
         if self._node_paths is None:
-            self._node_paths = await self.reader.node_paths()
+            version = self._version
+            paths = await self.reader.node_paths()
+            if version != self._version:
+                return paths
+            self._node_paths = paths
         return self._node_paths
 
     async def _node(self, path: str) -> _NodeInfo:
         info = self._nodes.get(path)
+        version = self._version
         if info is None and path not in await self._known_nodes():
-            info = self._nodes[path] = _NodeInfo(None, False, 0)  # no I/O for non-nodes
+            info = _NodeInfo(None, False, 0)  # no I/O for non-nodes
+            if version == self._version:
+                self._nodes[path] = info
         if info is None:
             key = join_key(path, METADATA_NAME)
             try:
                 metadata: bytes | None = await self.reader.get(key)
             except NotFound:
                 metadata = None
-            info = self._nodes[path] = _parse_node(metadata)
+            info = _parse_node(metadata)
+            if version == self._version:
+                self._nodes[path] = info
         return info
 
     async def _list_node(self, path: str) -> list[str]:
         names = self._listings.get(path)
         if names is None:
+            version = self._version
             nodes = await self._known_nodes()
             prefix = f"{path}/" if path else ""
             found = {n[len(prefix):].partition("/")[0] for n in nodes
                      if n and n.startswith(prefix)}
             if path in nodes:  # its own zarr.json and, for an array, "c"
                 found.update(await self.reader.list_dir(path))
-            names = self._listings[path] = sorted(found)
+            names = sorted(found)
+            if version == self._version:
+                self._listings[path] = names
         return names
 
     async def _chunk_index(self, array: str, ndim: int) -> ChunkIndex:
         index = self._chunks.get(array)
         if index is None:
-            index = self._chunks[array] = await self.reader.chunk_index(array, ndim)
+            version = self._version
+            index = await self.reader.chunk_index(array, ndim)
+            if version == self._version:
+                self._chunks[array] = index
         return index
 
     # -- resolution ---------------------------------------------------------------------------
@@ -240,6 +259,7 @@ class SnapshotTree:
 
     def note_stored(self, what: KeyClass, size: int) -> None:
         """Update the caches after *what* was stored with *size* bytes (no reload needed)."""
+        self._version += 1
         if what.kind == "metadata":
             self._forget_node(what.node)
             if self._node_paths is not None:
@@ -261,6 +281,7 @@ class SnapshotTree:
 
     def note_deleted(self, what: KeyClass) -> None:
         """Update the caches after *what* was deleted."""
+        self._version += 1
         if what.kind == "metadata":  # the whole node, and everything below it, is gone
             self._nodes.clear()
             self._listings.clear()
