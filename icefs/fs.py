@@ -253,7 +253,10 @@ class IcefsCore:
         self.unmount_failures: list[str] = []
         cache_dir = options.cache_dir or _default_cache_dir()
         self.spool = SpoolBudget(options.write_buffer, cache_dir)
-        self.journal = Journal(cache_dir if options.journal else "", options.storage)
+        # one journal per repository *and* mountpoint: two live mounts of a repository
+        # must not overwrite (or later restore) each other's sessions
+        self.journal = Journal(cache_dir if options.journal else "",
+                               f"{options.storage} at {options.mountpoint}")
 
     # -- refs ---------------------------------------------------------------------------------
 

@@ -41,7 +41,8 @@ class JournalEntry:
 
 
 class Journal:
-    """The journal directory of one repository; *root* "" disables journaling."""
+    """The journal directory of one mount (*repository*: what identifies it, shown in
+    the directory's REPOSITORY file); *root* "" disables journaling."""
 
     def __init__(self, root: str, repository: str) -> None:
         self.enabled = bool(root)
