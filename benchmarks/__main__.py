@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import access, read, write
-from benchmarks.common import Row, drop_caches, environment, table
+from benchmarks.common import Row, report
 
 
 def main() -> int:
@@ -33,12 +33,9 @@ def main() -> int:
     rows += write.collect([*common, "--dir", f"{args.dir}/write"])[0]
     rows += access.collect([*common, "--dir", f"{args.dir}/access"])[0]
     repeats = 1 if args.smoke else args.repeat
-    print(f"\n## icefs benchmarks ({repeats} repeats, min and median; "
-          f"{'cold = page cache dropped' if cold and drop_caches() else 'page cache NOT dropped'}"
-          f"; {time.perf_counter() - started:.0f} s)\n")
-    print(table(rows))
-    print()
-    print("\n".join(environment()))
+    report(f"icefs benchmarks ({repeats} repeats, min and median; "
+           f"{'cold = page cache dropped' if cold else 'page cache NOT dropped'}"
+           f"; {time.perf_counter() - started:.0f} s)", rows)
     return 0
 
 

@@ -38,7 +38,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, Row, drop_caches, environment, measure, table
+from benchmarks.common import BenchMount, Row, drop_caches, measure, report
 
 icechunk.set_logs_filter("error")
 
@@ -216,10 +216,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
 
 def main(argv: list[str] | None = None) -> int:
     rows, repeat = collect(argv)
-    print(f"\n## icefs access benchmark ({repeat} repeats)\n")
-    print(table(rows))
-    print()
-    print("\n".join(environment()))
+    report(f"icefs access benchmark ({repeat} repeats)", rows)
     return 0
 
 

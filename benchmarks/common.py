@@ -121,3 +121,11 @@ def table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def report(title: str, rows: list[Row]) -> None:
+    """Print a benchmark's Markdown heading, its table and the environment."""
+    print(f"\n## {title}\n")
+    print(table(rows))
+    print()
+    print("\n".join(environment()))

@@ -30,7 +30,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, Row, drop_caches, environment, measure, table
+from benchmarks.common import BenchMount, Row, drop_caches, measure, report
 
 icechunk.set_logs_filter("error")
 
@@ -73,11 +73,8 @@ def read_one(store: object, name: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     rows, repeat, cold = collect(argv)
-    print(f"\n## icefs read benchmark ({repeat} repeats"
-          f"{'' if cold else ', page cache NOT dropped (not root)'})\n")
-    print(table(rows))
-    print()
-    print("\n".join(environment()))
+    report(f"icefs read benchmark ({repeat} repeats"
+           f"{'' if cold else ', page cache NOT dropped (not root)'})", rows)
     return 0
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, Row, Timing, environment, table
+from benchmarks.common import BenchMount, Row, Timing, report
 
 icechunk.set_logs_filter("error")
 
@@ -86,10 +86,7 @@ class RssSampler:
 
 def main(argv: list[str] | None = None) -> int:
     rows, repeat = collect(argv)
-    print(f"\n## icefs write benchmark ({repeat} repeats)\n")
-    print(table(rows))
-    print()
-    print("\n".join(environment()))
+    report(f"icefs write benchmark ({repeat} repeats)", rows)
     return 0
 
 
