@@ -156,6 +156,12 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                          f"{walk.best:.3f} / {walk.median:.3f}",
                          f"native {nat.best:.3f} / {nat.median:.3f}",
                          f"{walk.best / nat.best:.2f}x time", "<= 2x"))
+    with BenchMount(repo_path, mnt, "-o", "noxattr"):
+        walk = measure("mount ls -lR noxattr", lambda: int(timed(["ls", "-lR", str(tree)])),
+                       args.repeat, drop_caches)
+        rows.append((f"`ls -lR` over {args.many} chunks with `-o noxattr`, cold: s min / median",
+                     f"{walk.best:.3f} / {walk.median:.3f}", f"native {nat.best:.3f}",
+                     f"{walk.best / nat.best:.2f}x time", "<= 2x"))
 
     def direct_list() -> int:
         repo = icechunk.Repository.open(icechunk.local_filesystem_storage(repo_path))

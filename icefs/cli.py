@@ -135,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="stay in the foreground and log to stderr")
     mount.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT]",
                        help="FUSE options: allow_other, allow_root, default_permissions, ro, "
-                            "uid=N, gid=N, auto_unmount, nosuid, nodev, noexec, noatime")
+                            "uid=N, gid=N, noxattr, auto_unmount, nosuid, nodev, noexec, noatime")
     mount.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     mount.add_argument("--log-file", metavar="FILE",
                        help="log here (default in the background: "
@@ -350,7 +350,7 @@ def _mount(args: argparse.Namespace) -> int:
         storage=storage, mountpoint=args.mountpoint, mode=args.mode, read_only=read_only,
         refresh=args.refresh, fuse_options=fuse_options, uid=uid, gid=gid,
         log_level=args.log_level, read_ahead_kb=args.read_ahead, write_buffer=args.write_buffer,
-        default_branch=args.default_branch,
+        default_branch=args.default_branch, xattrs="noxattr" not in own,
         cache_dir=args.cache_dir or "", on_unmount=args.on_unmount,
         commit_interval=args.commit_interval or 0.0, journal_interval=args.journal_interval,
         config_file=os.path.abspath(args.config) if args.config else "",

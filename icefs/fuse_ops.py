@@ -142,9 +142,13 @@ class FuseOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, core: IcefsCore) -> None:
+    def __init__(self, core: IcefsCore, *, xattrs: bool = True) -> None:
         super().__init__()
         self.core = core
+        #: False (``-o noxattr``): answer ENOSYS, after which the kernel never asks again.
+        #: `ls -l` asks for two attributes of every file; over 100k files those round
+        #: trips are most of the time `ls -lR` takes.
+        self.xattrs = xattrs
         core.invalidator = _KernelCaches()
 
     def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:  # type: ignore[override]
@@ -285,10 +289,14 @@ class FuseOperations(pyfuse3.Operations):
 
     @_serve("getxattr")
     async def getxattr(self, inode: InodeT, name: XAttrNameT, ctx: RequestContext) -> bytes:
+        if not self.xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         return await self.core.getxattr(int(inode), os.fsdecode(name))
 
     @_serve("listxattr")
     async def listxattr(self, inode: InodeT, ctx: RequestContext) -> Sequence[XAttrNameT]:
+        if not self.xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         names = await self.core.listxattr(int(inode))
         return [os.fsencode(n) for n in names]
 

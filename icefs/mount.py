@@ -53,7 +53,7 @@ PASSED_OPTIONS: Final = frozenset({
     "nodev", "dev", "noexec", "exec", "noatime", "atime", "relatime",
 })
 #: FUSE options icefs reads itself.
-OWN_OPTIONS: Final = frozenset({"ro", "rw", "uid", "gid"})
+OWN_OPTIONS: Final = frozenset({"ro", "rw", "uid", "gid", "noxattr"})
 #: Options mount(8) and systemd pass that mean nothing to the daemon.
 IGNORED_OPTIONS: Final = frozenset({"_netdev", "nofail", "noauto", "auto", "user", "users",
                                      "nouser", "defaults"})
@@ -81,6 +81,8 @@ class MountConfig:
     #: how often uncommitted sessions go to the crash journal; 0 = no journal
     journal_interval: float = 2.0
     default_branch: str = "main"
+    #: False (``-o noxattr``): no extended attributes at all, for fast `ls -l` of huge trees
+    xattrs: bool = True
     #: The --config file, re-read on SIGHUP for what can change while mounted.
     config_file: str = ""
 
@@ -284,7 +286,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
     }
     if config.read_only:
         options.add("ro")
-    ops = FuseOperations(core)
+    ops = FuseOperations(core, xattrs=config.xattrs)
     state = _State()
     try:
         trio.run(_serve, core, ops, mountpoint, options, config, reporter, state)

@@ -167,6 +167,27 @@ def test_control_files_and_xattrs(sample_mount, sample_repo):
     assert info.value.errno == errno.EROFS, "commit exists on writable branches only"
 
 
+def test_noxattr_stops_the_kernel_asking(sample_repo, mount_factory):
+    path, _ = sample_repo
+    mnt = mount_factory(path, "-o", "noxattr").mountpoint
+    for name in ("user.icefs.snapshot_id", "security.selinux"):
+        with pytest.raises(OSError) as info:
+            os.getxattr(mnt / "tags/v1.0", name)
+        assert info.value.errno == errno.EOPNOTSUPP
+    with pytest.raises(OSError) as info:  # the kernel's own answer: no ACL
+        os.getxattr(mnt / "tags/v1.0", "system.posix_acl_access")
+    assert info.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as info:
+        os.listxattr(mnt / "tags/v1.0")
+    assert info.value.errno == errno.EOPNOTSUPP
+    listing = subprocess.run(["ls", "-lR", str(mnt / "tags/v1.0")], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+    assert "zarr.json" in listing
+    requests = json.loads((mnt / ".icefs/stats").read_text())["requests"]
+    assert requests["getxattr"]["count"] == 1, "ENOSYS once, then the kernel answers itself"
+    assert requests["listxattr"]["count"] == 1
+
+
 def test_new_branch_appears_within_refresh(sample_repo, mount_factory, tmp_path):
     path, ids = sample_repo
     m = mount_factory(path, "--refresh", "0.2")
