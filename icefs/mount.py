@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import shutil
@@ -307,6 +308,18 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
     return ExitCode.OK
 
 
+def _tune_gc() -> None:
+    """Make Python's cycle collector rare: it cost 40% of the daemon's time in `find`.
+
+    Listings, nodes and entries are many small objects that are not cycles; with the
+    default thresholds each big listing set off collections that walked the whole
+    heap (the inode table, cached trees). Objects alive at start-up are frozen out
+    of collection; younger ones are looked at every 50k allocations instead of 700.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 @dataclass(slots=True)
 class _State:
     initialized: bool = False
@@ -329,6 +342,7 @@ async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str
     if not config.read_only:
         await core.recover_journal()
     state.initialized = True
+    _tune_gc()
     log.info("mounted %s at %s (%d branches, %d tags)", config.storage.display(), mountpoint,
              len(core.branches), len(core.tags))
     async with trio.open_nursery() as nursery:
