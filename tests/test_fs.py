@@ -270,6 +270,20 @@ async def test_readdir_offsets_survive_listing_changes(core, repository):
         core.readdir(fh, 0)
 
 
+async def test_immutable_listings_are_kept_within_a_bound(core, repository, monkeypatch):
+    _repo, ids = repository
+    monkeypatch.setattr("icefs.fs.LISTED_ENTRIES_KEPT", 3)
+    tag = await walk(core, "tags", "v1.0")
+    assert "humidity" not in await listing(core, tag.ino)
+    for sid in (ids["main"], ids["experiment"], ids["v1.0"]):
+        snap = await walk(core, "snapshots", sid)
+        assert "temperature" in await listing(core, snap.ino)
+        assert core._listed_entries <= 3 or len(core._listings) == 1, "bounded"
+    snap = await walk(core, "snapshots", ids["experiment"])
+    assert "humidity" in await listing(core, snap.ino), "a listing belongs to its snapshot"
+    assert "humidity" not in await listing(core, tag.ino)
+
+
 async def test_branch_follows_tip(core, repository):
     repo, _ids = repository
     session = repo.writable_session("main")
