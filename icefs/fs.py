@@ -143,7 +143,7 @@ class MountOptions:
     journal: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: 3x cheaper to build, and readdir builds one per entry
 class Attr:
     """Attributes of one inode plus how long the kernel may cache them."""
 
@@ -628,7 +628,7 @@ class IcefsCore:
 
     def entry_returned(self, ino: int) -> None:
         """Count the lookup the kernel takes for an entry it accepted from readdirplus."""
-        self.inodes.lookup(self.inodes.path(ino))
+        self.inodes.count_lookup(ino)
 
     def releasedir(self, fh: int) -> None:
         """Forget the directory handle *fh*.  Never raises."""

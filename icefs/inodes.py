@@ -48,8 +48,12 @@ class InodeTable:
     def lookup(self, path: Path) -> int:
         """Return the inode of *path* and count one kernel lookup on it."""
         ino = self.ino(path)
-        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+        self.count_lookup(ino)
         return ino
+
+    def count_lookup(self, ino: int) -> None:
+        """Count one kernel lookup on *ino*, a number `ino` just gave out."""
+        self._lookups[ino] = self._lookups.get(ino, 0) + 1
 
     def path(self, ino: int) -> Path:
         """Return the path of *ino*; raise `Stale` if the kernel forgot it."""
