@@ -694,8 +694,11 @@ class IcefsCore:
         handle = _FileHandle(node, overlay=overlay, branch=state)
         return OpenReply(self._new_handle(handle))
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes:
-        """Read up to *size* bytes at *offset* from the open file *fh*."""
+    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
+        """Read up to *size* bytes at *offset* from the open file *fh*.
+
+        A file fetched whole answers with a view of its bytes, not a copy.
+        """
         handle = self._file_handle(fh)
         view = handle.node.view
         if view is not None and handle.node.kind is NodeKind.TREE_FILE and (
@@ -703,6 +706,7 @@ class IcefsCore:
             or (view.kind == "tag" and view.ref not in self.tags)
         ):
             raise Stale(f"{view.kind} {view.ref} was deleted")
+        data: bytes | memoryview
         if handle.overlay is not None:
             data = handle.overlay.spool.read(offset, size)
         elif handle.tree is None or handle.node.entry is None:
@@ -714,7 +718,7 @@ class IcefsCore:
                     if handle.data is None:
                         handle.data = await handle.tree.read_whole(entry)
             if handle.data is not None:
-                data = handle.data[offset : offset + size]
+                data = memoryview(handle.data)[offset : offset + size]
             else:
                 data = await handle.tree.read(entry, offset, size)
         self.stats.bytes_read += len(data)

@@ -209,7 +209,8 @@ class FuseOperations(pyfuse3.Operations):
         return _file_info(await self.core.open(int(inode), int(flags)))
 
     @_serve("read")
-    async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
+    async def read(  # type: ignore[override]  # pyfuse3 takes any buffer: no copy
+            self, fh: FileHandleT, off: int, size: int) -> bytes | memoryview:
         return await self.core.read(int(fh), off, size)
 
     @_serve("write")
