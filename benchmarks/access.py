@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, Row, drop_caches, measure, report
+from benchmarks.common import BenchMount, CpuMeter, Row, drop_caches, measure, report
 
 icechunk.set_logs_filter("error")
 
@@ -128,21 +129,23 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
     rows: list[Row] = []
 
     # -- concurrent readers (cold daemon and page cache each time) ---------------------------
-    per: dict[int, list[float]] = {1: [], args.readers: []}
+    # Each run also notes how many CPUs the machine kept busy: the ceiling of the ratio.
+    per: dict[int, list[tuple[float, float]]] = {1: [], args.readers: []}
     nbytes = 0
     for _ in range(args.repeat):
         for readers in per:
             drop_caches()
             with BenchMount(repo_path, mnt):
                 files = chunk_files(mnt / "tags" / "v1", "big")
-                started = time.perf_counter()
+                meter, started = CpuMeter(), time.perf_counter()
                 nbytes = read_files(files, readers)
-                per[readers].append(time.perf_counter() - started)
-    one, many_r = min(per[1]), min(per[args.readers])
+                per[readers].append((time.perf_counter() - started, meter.busy()))
+    (one, one_cpus), (many_r, many_cpus) = min(per[1]), min(per[args.readers])
     rows.append((f"{args.readers} concurrent readers vs 1, cold ({nbytes >> 20} MiB of 2 MiB "
-                 "chunk files): MiB/s", f"{nbytes / 2**20 / many_r:.0f}",
-                 f"1 reader {nbytes / 2**20 / one:.0f}", f"{one / many_r:.2f}x throughput",
-                 ">= 3x"))
+                 f"chunk files): MiB/s (CPUs busy of {os.cpu_count()})",
+                 f"{nbytes / 2**20 / many_r:.0f} ({many_cpus:.1f})",
+                 f"1 reader {nbytes / 2**20 / one:.0f} ({one_cpus:.1f})",
+                 f"{one / many_r:.2f}x throughput", ">= 3x"))
 
     # -- metadata walks ------------------------------------------------------------------------
     with BenchMount(repo_path, mnt):

@@ -27,6 +27,23 @@ def drop_caches() -> bool:
         return False
 
 
+class CpuMeter:
+    """How many CPUs the whole machine kept busy since it was made (from /proc/stat)."""
+
+    def __init__(self) -> None:
+        self._ticks, self._started = self._busy_ticks(), time.perf_counter()
+
+    @staticmethod
+    def _busy_ticks() -> int:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+
+    def busy(self) -> float:
+        ticks = self._busy_ticks() - self._ticks
+        return ticks / os.sysconf("SC_CLK_TCK") / (time.perf_counter() - self._started)
+
+
 @dataclass
 class Timing:
     name: str
