@@ -1,0 +1,315 @@
+"""The FUSE floor: what a pyfuse3 filesystem that stores nothing reaches on this machine.
+
+    python benchmarks/floor.py [--dir DIR] [--files 256] [--repeat 3]
+    python benchmarks/floor.py --smoke
+
+A null filesystem (this file, ``--serve MOUNTPOINT``) answers every request from
+a dict: writes are counted and dropped, reads return zeros. It runs pyfuse3 +
+trio like icefs, with the same read-ahead and request sizes. Side by side with
+icefs (a local repository, branch ``main``) and a native tmpfs directory, in
+one run:
+
+* writing --files files of 2 MiB the way zarr's LocalStore does (mkdir -p,
+  create a temporary file, write, close, rename onto the chunk name), 6 threads;
+* reading them back cold (page cache dropped), 6 threads;
+* one request round trip: ``getxattr`` of a missing name, which the kernel
+  never caches.
+
+What icefs reaches as a share of the null filesystem is what its own work
+costs; the rest is the price of FUSE in Python on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import BenchMount, Row, drop_caches, report
+
+FILE_SIZE = 2 << 20
+THREADS = 6
+
+
+# -- the null filesystem (runs in its own process) -------------------------------------------
+
+def serve(mountpoint: str) -> None:
+    import pyfuse3
+    import trio
+
+    zeros = memoryview(bytes(FILE_SIZE))
+
+    class NullFs(pyfuse3.Operations):  # type: ignore[misc]
+        enable_writeback_cache = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.paths: dict[tuple[str, ...], int] = {(): pyfuse3.ROOT_INODE}
+            self.nodes: dict[int, list[Any]] = {pyfuse3.ROOT_INODE: [(), True, 0]}
+            self.next = pyfuse3.ROOT_INODE + 1
+
+        def _attr(self, ino: int) -> Any:
+            _, is_dir, size = self.nodes[ino]
+            entry = pyfuse3.EntryAttributes()
+            entry.st_ino = ino
+            entry.st_mode = (stat.S_IFDIR | 0o755) if is_dir else (stat.S_IFREG | 0o644)
+            entry.st_nlink = 2 if is_dir else 1
+            entry.st_size = size
+            entry.st_blksize = 1 << 20
+            entry.entry_timeout = entry.attr_timeout = 60.0
+            return entry
+
+        def _add(self, parent: int, name: bytes, is_dir: bool) -> int:
+            path = (*self.nodes[parent][0], name.decode())
+            ino = self.paths.get(path)
+            if ino is None:
+                ino = self.next
+                self.next += 1
+                self.paths[path] = ino
+                self.nodes[ino] = [path, is_dir, 0]
+            return ino
+
+        async def lookup(self, parent: int, name: bytes, ctx: Any = None) -> Any:
+            ino = self.paths.get((*self.nodes[parent][0], name.decode()))
+            if ino is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return self._attr(ino)
+
+        async def getattr(self, ino: int, ctx: Any = None) -> Any:
+            return self._attr(ino)
+
+        async def setattr(self, ino: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> Any:
+            if fields.update_size:
+                self.nodes[ino][2] = attr.st_size
+            return self._attr(ino)
+
+        async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Any) -> Any:
+            return self._attr(self._add(parent, name, True))
+
+        async def create(self, parent: int, name: bytes, mode: int, flags: int,
+                         ctx: Any) -> Any:
+            ino = self._add(parent, name, False)
+            return pyfuse3.FileInfo(fh=ino), self._attr(ino)
+
+        async def open(self, ino: int, flags: int, ctx: Any) -> Any:
+            if flags & os.O_TRUNC:
+                self.nodes[ino][2] = 0
+            return pyfuse3.FileInfo(fh=ino, keep_cache=False)
+
+        async def read(self, fh: int, off: int, size: int) -> Any:
+            return zeros[: max(0, min(size, self.nodes[fh][2] - off))]
+
+        async def write(self, fh: int, off: int, buf: bytes) -> int:
+            self.nodes[fh][2] = max(self.nodes[fh][2], off + len(buf))
+            return len(buf)
+
+        async def flush(self, fh: int) -> None:
+            return None
+
+        async def release(self, fh: int) -> None:
+            return None
+
+        async def rename(self, p_old: int, n_old: bytes, p_new: int, n_new: bytes, flags: int,
+                         ctx: Any) -> None:
+            old = (*self.nodes[p_old][0], n_old.decode())
+            new = (*self.nodes[p_new][0], n_new.decode())
+            ino = self.paths.pop(old)
+            replaced = self.paths.pop(new, None)
+            if replaced is not None:
+                del self.nodes[replaced]
+            self.paths[new] = ino
+            self.nodes[ino][0] = new
+
+        async def getxattr(self, ino: int, name: bytes, ctx: Any) -> bytes:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+
+    options = {"fsname=nullfs", "subtype=nullfs", "default_permissions"}
+    pyfuse3.init(NullFs(), mountpoint, options)
+    try:
+        trio.run(pyfuse3.main)
+    finally:
+        pyfuse3.close(unmount=True)
+
+
+class NullMount:
+    """`serve` in a subprocess, with icefs's read-ahead."""
+
+    def __init__(self, mountpoint: Path) -> None:
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        self.mountpoint = mountpoint
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(mountpoint)])
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mountpoint):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the null filesystem did not mount")
+            time.sleep(0.05)
+        from icefs.mount import _tune_read_ahead
+
+        _tune_read_ahead(str(mountpoint), 1024)
+
+    def __enter__(self) -> NullMount:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=False)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# -- the measurements ------------------------------------------------------------------------
+
+def write_files(root: Path, files: int) -> float:
+    """Write *files* 2 MiB chunk files as LocalStore does; return MiB/s."""
+    blob = os.urandom(FILE_SIZE)
+
+    def work(k: int) -> None:
+        for i in range(k, files, THREADS):
+            folder = root / "data" / "c" / str(i) / "0"
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"0.{k}.partial"
+            with open(tmp, "wb") as f:
+                f.write(blob)
+            os.rename(tmp, folder / "0")
+
+    return _threads(work, files)
+
+
+def read_files(root: Path, files: int) -> float:
+    """Read the files `write_files` wrote; return MiB/s."""
+    def work(k: int) -> None:
+        for i in range(k, files, THREADS):
+            with open(root / "data" / "c" / str(i) / "0" / "0", "rb", buffering=0) as f:
+                while f.read(1 << 20):
+                    pass
+
+    return _threads(work, files)
+
+
+def _threads(work: Any, files: int) -> float:
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(THREADS)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return files * FILE_SIZE / (1 << 20) / (time.perf_counter() - started)
+
+
+def round_trip_us(path: Path, n: int) -> float:
+    """Microseconds per getxattr of a missing name (never cached by the kernel)."""
+    started = time.perf_counter()
+    for _ in range(n):
+        with contextlib.suppress(OSError):
+            os.getxattr(path, "user.absent")
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default="bench-data/floor")
+    parser.add_argument("--files", type=int, default=256)
+    parser.add_argument("--trips", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.files, args.trips, args.repeat = 8, 200, 1
+    import icechunk
+
+    base = Path(args.dir).resolve()
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    icechunk.Repository.create(icechunk.local_filesystem_storage(str(base / "repo")))
+    native = Path("/dev/shm") / f"icefs-floor-{os.getpid()}"
+    best: dict[tuple[str, str], float] = {}
+
+    def keep(kind: str, what: str, value: float, low: bool = False) -> None:
+        old = best.get((kind, what))
+        best[kind, what] = value if old is None else (min if low else max)(old, value)
+
+    try:
+        for _ in range(args.repeat):
+            for kind in ("null", "icefs", "native"):
+                shutil.rmtree(native, ignore_errors=True)
+                native.mkdir()
+                with _Target(kind, base, native) as root:
+                    keep(kind, "write", write_files(root, args.files))
+                    drop_caches()
+                    keep(kind, "read", read_files(root, args.files))
+                    keep(kind, "trip", round_trip_us(root, args.trips), low=True)
+    finally:
+        shutil.rmtree(native, ignore_errors=True)
+    mib = args.files * FILE_SIZE >> 20
+    rows: list[Row] = []
+    for what, label in (("write", f"write {mib} MiB as 2 MiB chunk files ({THREADS} threads)"),
+                        ("read", f"read them back, cold ({THREADS} threads)")):
+        null, ice, nat = best["null", what], best["icefs", what], best["native", what]
+        rows.append((f"floor: {label}: MiB/s", f"{ice:.0f}",
+                     f"null pyfuse3 fs {null:.0f} (tmpfs {nat:.0f})",
+                     f"{ice / null:.2f}x of the floor", "-"))
+    null, ice, nat = best["null", "trip"], best["icefs", "trip"], best["native", "trip"]
+    rows.append(("floor: one request round trip (getxattr, never cached): us", f"{ice:.0f}",
+                 f"null pyfuse3 fs {null:.0f} (tmpfs {nat:.1f})", f"{ice / null:.2f}x", "-"))
+    return rows, args.repeat
+
+
+class _Target:
+    """The directory one kind of target is measured in, mounted for the time it is used."""
+
+    def __init__(self, kind: str, base: Path, native: Path) -> None:
+        self.kind, self.base, self.native = kind, base, native
+        self.mount: Any = None
+
+    def __enter__(self) -> Path:
+        if self.kind == "native":
+            return self.native
+        if self.kind == "null":
+            self.mount = NullMount(self.base / "null")
+            return Path(self.mount.mountpoint)
+        shutil.rmtree(self.base / "repo", ignore_errors=True)
+        import icechunk
+
+        icechunk.Repository.create(icechunk.local_filesystem_storage(str(self.base / "repo")))
+        self.mount = BenchMount(str(self.base / "repo"), self.base / "mnt",
+                                "--cache-dir", str(self.base / "cache"))
+        root = self.mount.mountpoint / "branches" / "main"
+        _make_array(root)
+        return Path(root)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mount is not None:
+            self.mount.__exit__(*exc)
+
+
+def _make_array(root: Path) -> None:
+    """icefs stores chunks only inside an array: make ``data`` big enough for every file."""
+    import zarr
+
+    group = zarr.open_group(str(root), mode="w")
+    group.create_array("data", shape=(1 << 20, 1, 1), chunks=(1, 1, 1), dtype="u1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        serve(sys.argv[2])
+        return 0
+    rows, repeat = collect(argv)
+    report(f"icefs FUSE floor ({repeat} repeats, best)", rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
