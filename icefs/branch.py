@@ -27,6 +27,8 @@ from icefs.repo import open_writer, restore_writer
 from icefs.tree import KeyClass, SnapshotTree
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from icefs.journal import Journal, JournalEntry
     from icefs.repo import BranchWriter, Repo
     from icefs.spool import SpoolFile
@@ -55,8 +57,11 @@ class OverlayFile:
 class BranchState:
     """Everything this mount holds for one branch beyond its committed tip."""
 
-    def __init__(self, branch: str, repo: Repo, journal: Journal) -> None:
+    def __init__(self, branch: str, repo: Repo, journal: Journal, *,
+                 on_commit: Callable[[str, str], None] = lambda branch, sid: None) -> None:
         self.branch = branch
+        #: told (branch, new snapshot) synchronously as the committed session is dropped
+        self._on_commit = on_commit
         self._repo = repo
         self._journal = journal
         #: stores or deletes happened since the session was last saved to the journal
@@ -198,6 +203,7 @@ class BranchState:
                 self.error(f"commit failed: {exc}")
                 raise
             self._forget_session()
+            self._on_commit(self.branch, sid)
             self.last_error = None
             self.last_commit = {
                 "snapshot_id": sid,

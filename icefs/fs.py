@@ -341,10 +341,21 @@ class IcefsCore:
         """Return the state of a writable branch view; `ReadOnly` for anything else."""
         if view is None or view.read_only:
             raise ReadOnly("read-only" if view is None else f"{view.kind} {view.ref} is read-only")
-        state = self.branch_states.get(view.ref)
+        return self._branch_state(view.ref)
+
+    def _branch_state(self, branch: str) -> BranchState:
+        state = self.branch_states.get(branch)
         if state is None:
-            state = self.branch_states[view.ref] = BranchState(view.ref, self.repo, self.journal)
+            state = self.branch_states[branch] = BranchState(
+                branch, self.repo, self.journal, on_commit=self._committed)
         return state
+
+    def _committed(self, branch: str, sid: str) -> None:
+        # Called by the commit the moment its session is dropped, before any other
+        # task runs: the branch view must go from the session to the new tip, never
+        # back to the old tip in between (a reader saw old chunks, or ENOENT for new ones).
+        self.branches[branch] = sid
+        self._refs_generation += 1
 
     async def _tree(self, snapshot_id: str) -> SnapshotTree:
         tree = self._trees.pop(snapshot_id, None)
@@ -840,9 +851,6 @@ class IcefsCore:
             raise
         if sid is not None:
             self.stats.record_commit(time.monotonic() - started, ok=True)
-        if sid is not None:
-            self.branches[state.branch] = sid
-            self._refs_generation += 1
         return sid
 
     async def flush(self, fh: int, *, sync: bool = False) -> None:
@@ -1285,12 +1293,8 @@ class IcefsCore:
                          "crash; nothing to recover", entry.branch)
                 self.journal.drop(entry.branch)
                 continue
-            view_state = self.branch_states.get(entry.branch)
-            if view_state is None:
-                view_state = BranchState(entry.branch, self.repo, self.journal)
-                self.branch_states[entry.branch] = view_state
             try:
-                await view_state.recover(entry)
+                await self._branch_state(entry.branch).recover(entry)
             except IcefsError as exc:
                 self.journal.set_aside(entry.branch, str(exc))
 

@@ -192,6 +192,23 @@ async def test_unknown_names(core, repository):
         await walk(core, "tags", "v1.0", "zarr.json", "x")
 
 
+async def test_commit_moves_the_branch_view_to_the_new_tip_at_once(core):
+    # The session is dropped and the tip published with no await in between: no
+    # other task can see the branch at its old tip (a reader saw old chunks, or
+    # ENOENT for new ones, under load).
+    f = await walk(core, "branches", "main", "zarr.json")
+    doc = json.loads((await read_all(core, f.ino))[0])
+    doc.setdefault("attributes", {})["note"] = "committed"
+    reply = await core.open(f.ino, os.O_WRONLY | os.O_TRUNC)
+    await core.write(reply.fh, 0, json.dumps(doc).encode())
+    await core.flush(reply.fh)
+    core.release(reply.fh)
+    sid = await core.branch_states["main"].commit("note")
+    assert sid is not None and core.branches["main"] == sid
+    f = await walk(core, "branches", "main", "zarr.json")
+    assert b"committed" in (await read_all(core, f.ino))[0]
+
+
 async def test_writes_are_refused_on_read_only_views(core):
     tag = await walk(core, "tags", "v1.0")
     f = await walk(core, "tags", "v1.0", "zarr.json")
