@@ -83,7 +83,7 @@ WHOLE_FETCH_LIMIT: Final = 8 * 1024 * 1024
 #: Snapshot trees kept in memory (listings, metadata, chunk indexes).
 TREES_KEPT: Final = 32
 #: Entries of tag and snapshot directory listings kept, over all directories.
-LISTED_ENTRIES_KEPT: Final = 200_000
+LISTED_ENTRIES_KEPT: Final = 100_000
 
 KINDS: Final = {"branches": "branch", "tags": "tag", "snapshots": "snapshot"}
 XATTR_SNAPSHOT: Final = "user.icefs.snapshot_id"
