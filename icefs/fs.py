@@ -59,6 +59,7 @@ from icefs.paths import (
     name_to_ref,
     ref_to_name,
 )
+from icefs.prefetch import Prefetcher
 from icefs.spool import SpoolBudget, SpoolFile
 from icefs.stats import Stats
 from icefs.tree import DirPos, SnapshotTree, TreeEntry
@@ -244,6 +245,8 @@ class IcefsCore:
         self.last_error: str | None = None
         self._started_ns = time.time_ns()
         self._trees: dict[str, SnapshotTree] = {}
+        #: read-ahead across the chunk files of tags and snapshots (runs once `run` does)
+        self.prefetcher = Prefetcher(largest=WHOLE_FETCH_LIMIT)
         #: listings of immutable directories, oldest first (see `_list`)
         self._listings: OrderedDict[tuple[View, Path], list[Node]] = OrderedDict()
         self._listed_entries = 0
@@ -726,7 +729,9 @@ class IcefsCore:
             entry = handle.node.entry
             if handle.data is None and entry.size <= WHOLE_FETCH_LIMIT:
                 async with handle.lock:  # one fetch even when reads arrive together
-                    if handle.data is None:
+                    if handle.data is None and view is not None and view.immutable:
+                        handle.data = await self.prefetcher.read_whole(handle.tree, entry)
+                    elif handle.data is None:
                         handle.data = await handle.tree.read_whole(entry)
             if handle.data is not None:
                 data = memoryview(handle.data)[offset : offset + size]
@@ -1366,6 +1371,9 @@ class IcefsCore:
                 self.stats.pending_bytes = sum(
                     f.spool.size for st in self.branch_states.values() for f in st.files.values()
                     if not f.scratch)
+                self.stats.prefetch_hits = self.prefetcher.hits
+                self.stats.prefetch_unused = self.prefetcher.unused
+                self.stats.prefetch_held_bytes = self.prefetcher.held_bytes
                 return control.render_json(self.stats.as_json())
             if name == "refresh":
                 return f"{self.options.refresh:g}\n".encode()

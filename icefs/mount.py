@@ -347,6 +347,7 @@ async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str
              len(core.branches), len(core.tags))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(core.run_refresher)
+        nursery.start_soon(core.prefetcher.run)
         nursery.start_soon(_handle_signals, core, config)
         nursery.start_soon(_announce_ready, mountpoint, reporter, config)
         if config.commit_interval > 0:

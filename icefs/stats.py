@@ -34,6 +34,10 @@ class Stats:
     commit_seconds: float = 0.0
     commit_max_seconds: float = 0.0
     pending_bytes: int = 0
+    #: read-ahead across chunk files: fetched ahead and then read / dropped unread / held
+    prefetch_hits: int = 0
+    prefetch_unused: int = 0
+    prefetch_held_bytes: int = 0
 
     def record_commit(self, seconds: float, ok: bool) -> None:
         """Count one commit attempt that took *seconds*."""
@@ -75,6 +79,8 @@ class Stats:
             "bytes_written": self.bytes_written,
             "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
             "pending_bytes": self.pending_bytes,
+            "prefetch": {"hits": self.prefetch_hits, "unused": self.prefetch_unused,
+                         "held_bytes": self.prefetch_held_bytes},
             "commits": {
                 "count": self.commits,
                 "failed": self.commit_failures,

@@ -95,6 +95,9 @@ class SnapshotTree:
         self._nodes: dict[str, _NodeInfo] = {}
         self._listings: dict[str, list[str]] = {}
         self._chunks: dict[str, ChunkIndex] = {}
+        #: per array: its chunks in C order, in walk (name) order, and the index they came from
+        self._orders: dict[str, tuple[list[tuple[int, ...]], list[tuple[int, ...]],
+                                      ChunkIndex]] = {}
         self._node_paths: set[str] | None = None
         #: bumped by every store or delete noted: a fact fetched across one is stale
         self._version = 0
@@ -256,6 +259,33 @@ class SnapshotTree:
                                    f"array /{array} has {node.ndim} dimensions")
             return KeyClass("chunk", array, tuple(c for c in coords if c is not None))
         return KeyClass("scratch")
+
+    def chunks_after(self, entry: TreeEntry, by_name: bool,
+                     count: int) -> tuple[int, list[TreeEntry]]:
+        """Return the position of the chunk *entry* and the *count* chunks that follow it.
+
+        The order is C order of the coordinates, or with *by_name* the order in
+        which a walk of the directories meets the files (names sorted as text).
+        Only for an array whose chunk index is loaded; (-1, []) otherwise.
+        """
+        array = entry.array
+        index = self._chunks.get(array) if array is not None else None
+        if array is None or index is None or entry.coords not in index.lengths:
+            return -1, []
+        orders = self._orders.get(array)
+        if orders is None or orders[2] is not index:
+            by_int = sorted(index.lengths)
+            orders = self._orders[array] = (
+                by_int, sorted(by_int, key=lambda c: tuple(map(str, c))), index)
+        if by_name:
+            order = orders[1]
+            pos = bisect.bisect_left(order, tuple(map(str, entry.coords)),
+                                     key=lambda c: tuple(map(str, c)))
+        else:
+            order = orders[0]
+            pos = bisect.bisect_left(order, entry.coords)
+        following = order[pos + 1 : pos + 1 + count]
+        return pos, [_chunk_entry(array, c, index.lengths[c]) for c in following]
 
     def note_stored(self, what: KeyClass, size: int) -> None:
         """Update the caches after *what* was stored with *size* bytes (no reload needed)."""
