@@ -167,6 +167,20 @@ def test_control_files_and_xattrs(sample_mount, sample_repo):
     assert info.value.errno == errno.EROFS, "commit exists on writable branches only"
 
 
+def test_sequential_scan_is_read_ahead(sample_mount):
+    mnt = sample_mount.mountpoint
+    chunks = sorted((mnt / "tags/v1.0/temperature/c").glob("*/*/*"),
+                    key=lambda p: tuple(int(n) for n in p.parts[-3:]))
+    assert len(chunks) == 6
+    for chunk in chunks:  # C order: read-ahead fetches the next chunks
+        chunk.read_bytes()
+    prefetch = json.loads((mnt / ".icefs/stats").read_text())["prefetch"]
+    assert prefetch["hits"] >= len(chunks) - 2, prefetch
+    text = subprocess.run([sys.executable, "-m", "icefs", "stats", str(mnt)], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+    assert "prefetched chunks read" in text
+
+
 def test_noxattr_stops_the_kernel_asking(sample_repo, mount_factory):
     path, _ = sample_repo
     mnt = mount_factory(path, "-o", "noxattr").mountpoint
