@@ -198,3 +198,5 @@ def gcs_recorder():
 def pytest_addoption(parser):
     parser.addoption("--long", action="store_true",
                      help="long profiles: the model-based test runs >= 100k operations")
+    parser.addoption("--long-share", type=int, default=1, metavar="N",
+                     help="with --long: run 1/N of the model-based test's operations")

@@ -7,7 +7,8 @@ after every commit, a fresh read-only Icechunk session must hold exactly the
 model's chunk files.
 
 ``pytest tests/test_model.py`` runs the quick profile (CI); ``--long`` runs at
-least 100k operations (README: Reliability).
+least 100k operations (README: Reliability); ``--long --long-share N`` runs
+1/N of them, so N processes with their own random seeds can share the work.
 """
 
 from __future__ import annotations
@@ -291,10 +292,15 @@ class BranchModel(RuleBasedStateMachine):
         return what + "; the steps before it:\n  " + "\n  ".join(self.history[-15:])
 
 
+#: Operations the long profile runs, over all its shares.
+LONG_OPS = 100_000
+
+
 def test_model(request) -> None:
     long = request.config.getoption("--long")
+    share = request.config.getoption("--long-share")
     profile = settings(
-        max_examples=2100 if long else 15,
+        max_examples=200 if long else 15,
         stateful_step_count=50 if long else 40,
         deadline=None,
         suppress_health_check=list(HealthCheck),
@@ -303,5 +309,9 @@ def test_model(request) -> None:
     )
     started = time.monotonic()
     run_state_machine_as_test(BranchModel, settings=profile)
+    # Long: batches of random examples until this share's operations are done (how
+    # many steps an example takes varies, so a fixed number of examples fell short).
+    while long and BranchModel.ops_total < LONG_OPS / share:
+        run_state_machine_as_test(BranchModel, settings=profile)
     print(f"model: {BranchModel.ops_total} operations in {time.monotonic() - started:.0f} s",
           file=sys.stderr)
