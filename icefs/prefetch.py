@@ -103,12 +103,13 @@ class Prefetcher:
             data = await tree.read_whole(entry)
         else:
             self.hits += 1
-        self._look_ahead(tree, entry)
+        if self._running and entry.array is not None:
+            await tree.load_chunk_orders(entry.array)
+            self._look_ahead(tree, entry)
         return data
 
     def _look_ahead(self, tree: SnapshotTree, entry: TreeEntry) -> None:
-        if not self._running or entry.array is None:
-            return
+        assert entry.array is not None
         # Each order scores the reads in a row it saw coming (a little out of order is
         # fine: zarr reads with several threads); the better one, C order on a tie,
         # says what to fetch.
