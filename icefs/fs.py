@@ -729,10 +729,11 @@ class IcefsCore:
             entry = handle.node.entry
             if handle.data is None and entry.size <= WHOLE_FETCH_LIMIT:
                 async with handle.lock:  # one fetch even when reads arrive together
-                    if handle.data is None and view is not None and view.immutable:
-                        handle.data = await self.prefetcher.read_whole(handle.tree, entry)
-                    elif handle.data is None:
-                        handle.data = await handle.tree.read_whole(entry)
+                    if handle.data is None:
+                        if view is not None and view.immutable:  # read-ahead: tags, snapshots
+                            handle.data = await self.prefetcher.read_whole(handle.tree, entry)
+                        else:
+                            handle.data = await handle.tree.read_whole(entry)
             if handle.data is not None:
                 data = memoryview(handle.data)[offset : offset + size]
             else:

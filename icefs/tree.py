@@ -291,8 +291,7 @@ class SnapshotTree:
             return -1, []
         if by_name:
             order = orders[1]
-            pos = bisect.bisect_left(order, tuple(map(str, entry.coords)),
-                                     key=lambda c: tuple(map(str, c)))
+            pos = bisect.bisect_left(order, _walk_key(entry.coords), key=_walk_key)
         else:
             order = orders[0]
             pos = bisect.bisect_left(order, entry.coords)
@@ -372,10 +371,15 @@ class SnapshotTree:
         return None if index is None else index.inline.get(entry.coords)
 
 
+def _walk_key(coords: tuple[int, ...]) -> tuple[str, ...]:
+    """Where a directory walk meets the chunk at *coords*: names compare as text."""
+    return tuple(map(str, coords))
+
+
 def _sorted_coords(coords: list[tuple[int, ...]]) -> tuple[list[tuple[int, ...]],
                                                              list[tuple[int, ...]]]:
     by_int = sorted(coords)
-    return by_int, sorted(by_int, key=lambda c: tuple(map(str, c)))
+    return by_int, sorted(by_int, key=_walk_key)
 
 
 def _chunk_entry(array: str, coords: tuple[int, ...], length: int) -> TreeEntry:
