@@ -19,7 +19,6 @@ sequential read of the big chunk files through the mount and natively.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -39,7 +38,15 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, CpuMeter, Row, drop_caches, measure, report
+from benchmarks.common import (
+    BenchMount,
+    CpuMeter,
+    Row,
+    drop_caches,
+    measure,
+    parse_args,
+    report,
+)
 
 icechunk.set_logs_filter("error")
 
@@ -110,18 +117,9 @@ def fio_row(directory: Path) -> float | None:
 
 
 def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default="bench-data/access")
-    parser.add_argument("--big-mib", type=int, default=512)
-    parser.add_argument("--many", type=int, default=100_000)
-    parser.add_argument("--small", type=int, default=20_000)
-    parser.add_argument("--reads", type=int, default=10_000)
-    parser.add_argument("--readers", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, "access", argv, big_mib=(512, 16), many=(100_000, 500),
+                      small=(20_000, 200), reads=(10_000, 200), readers=(8, 8))
     if args.smoke:
-        args.big_mib, args.many, args.small, args.reads, args.repeat = 16, 500, 200, 200, 1
         args.dir = f"{args.dir}-smoke"
     base = Path(args.dir).resolve()
     build(base, args.big_mib, args.many, args.small)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,6 +26,26 @@ def drop_caches() -> bool:
         return True
     except OSError:
         return False
+
+
+def parse_args(doc: str, name: str, argv: list[str] | None,
+               **sizes: tuple[Any, ...]) -> argparse.Namespace:
+    """Parse a benchmark's options: ``--dir`` (default ``bench-data/<name>``),
+    ``--repeat``, ``--smoke``, and one ``--<size>`` per *sizes* entry given as
+    (default, value under --smoke[, help]); --smoke also means one repeat."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--dir", default=f"bench-data/{name}")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
+    for key, (default, _, *text) in sizes.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(default), default=default,
+                            help=text[0] if text else None)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.repeat = 1
+        for key, (_, small, *_text) in sizes.items():
+            setattr(args, key, small)
+    return args
 
 
 class CpuMeter:

@@ -21,7 +21,6 @@ costs; the rest is the price of FUSE in Python on this machine.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import os
@@ -36,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import BenchMount, Row, drop_caches, report
+from benchmarks.common import BenchMount, Row, drop_caches, parse_args, report
 
 FILE_SIZE = 2 << 20
 THREADS = 6
@@ -218,15 +217,7 @@ def round_trip_us(path: Path, n: int) -> float:
 
 
 def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default="bench-data/floor")
-    parser.add_argument("--files", type=int, default=256)
-    parser.add_argument("--trips", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.files, args.trips, args.repeat = 8, 200, 1
+    args = parse_args(__doc__, "floor", argv, files=(256, 8), trips=(20_000, 200))
     import icechunk
 
     base = Path(args.dir).resolve()

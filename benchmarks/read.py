@@ -17,7 +17,6 @@ and the ratios mount-warm/native-warm and mount-cold/direct throughput.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -30,7 +29,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, Row, drop_caches, measure, report
+from benchmarks.common import BenchMount, Row, drop_caches, measure, parse_args, report
 
 icechunk.set_logs_filter("error")
 
@@ -80,16 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
     """Run the read rows; return them, the number of repeats and whether caches dropped."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default="bench-data/read")
-    parser.add_argument("--size-mib", type=int, default=512)
-    parser.add_argument("--small-chunks", type=int, default=50_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--arrays", default="big,small", help="which arrays to read")
-    parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, "read", argv, size_mib=(512, 8), small_chunks=(50_000, 300),
+                      arrays=("big,small", "big,small", "which arrays to read"))
     if args.smoke:
-        args.size_mib, args.small_chunks, args.repeat = 8, 300, 1
         args.dir = f"{args.dir}-smoke"
     base = Path(args.dir).resolve()
     t0 = time.perf_counter()

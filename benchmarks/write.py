@@ -15,7 +15,6 @@ chunks (each chunk is stored when closed).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, Row, Timing, report
+from benchmarks.common import BenchMount, Row, Timing, parse_args, report
 
 icechunk.set_logs_filter("error")
 
@@ -92,15 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
     """Run the write rows; return them and the number of repeats."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default="bench-data/write")
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--rss-gib", type=float, default=4.0)
-    parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.size_mib, args.repeat, args.rss_gib = 16, 1, 0.0625
+    args = parse_args(__doc__, "write", argv, size_mib=(1024, 16), rss_gib=(4.0, 0.0625))
     base = Path(args.dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
     data = np.random.default_rng(0).random((max(1, args.size_mib // 2), 512, 1024), dtype="f4")
