@@ -1,6 +1,6 @@
 """Read benchmark: icefs mount vs direct Icechunk vs a native Zarr directory, side by side.
 
-    python benchmarks/read.py [--dir DIR] [--size-mib 512] [--small-chunks 50000] [--repeat 3]
+    python benchmarks/read.py [--dir DIR] [--size-mib 1024] [--small-chunks 50000] [--repeat 3]
     python benchmarks/read.py --smoke      # tiny data, one repeat (CI)
 
 Builds (once, under DIR) a local Icechunk repository tagged ``v1`` with
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
     """Run the read rows; return them, the number of repeats and whether caches dropped."""
-    args = parse_args(__doc__, "read", argv, size_mib=(512, 8), small_chunks=(50_000, 300),
+    args = parse_args(__doc__, "read", argv, size_mib=(1024, 8), small_chunks=(50_000, 300),
                       arrays=("big,small", "big,small", "which arrays to read"))
     if args.smoke:
         args.dir = f"{args.dir}-smoke"

@@ -502,7 +502,7 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"tree cache hits {doc['cache']['hits']}, misses {doc['cache']['misses']}")
     ahead = doc["prefetch"]
     print(f"prefetched chunks read {ahead['hits']}, dropped unread {ahead['unused']}, "
-          f"held {ahead['held_bytes']} bytes")
+          f"shared by readers {ahead['joined']}, held {ahead['held_bytes']} bytes")
     print(f"commits {commits['count']} (failed {commits['failed']}), mean "
           f"{commits['mean_ms']} ms, max {commits['max_ms']} ms; up {doc['uptime_seconds']} s")
     return ExitCode.OK

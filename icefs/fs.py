@@ -1374,6 +1374,7 @@ class IcefsCore:
                     if not f.scratch)
                 self.stats.prefetch_hits = self.prefetcher.hits
                 self.stats.prefetch_unused = self.prefetcher.unused
+                self.stats.prefetch_joined = self.prefetcher.joined
                 self.stats.prefetch_held_bytes = self.prefetcher.held_bytes
                 return control.render_json(self.stats.as_json())
             if name == "refresh":

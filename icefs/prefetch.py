@@ -9,6 +9,12 @@ in the order a directory walk meets the files (names sorted as text).
 Fetched bytes wait in a bounded holding area until read; a scan that stops
 leaves at most `BUDGET` bytes behind, dropped oldest first. Only tags and
 snapshots are prefetched: their chunks never change.
+
+Several readers of one array (zarr's threads, ``find | xargs -P``, the
+benchmark's 8 readers) each look ahead over chunks the others are reading at
+the same moment. Each chunk is therefore fetched once: a read joins a fetch
+already in flight for the same chunk, and the look-ahead skips chunks being
+read or read within the last `RECENT` reads.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ DEPTH: Final = 4
 BUDGET: Final = 64 << 20
 #: A read at most this many chunks after the previous read of the array is sequential.
 NEAR: Final = 8
+#: Chunks remembered as just read: the look-ahead of another reader skips them.
+RECENT: Final = 64
 
 
 @dataclass(slots=True)
@@ -56,6 +64,11 @@ class Prefetcher:
         self.budget = budget
         self.hits = 0
         self.unused = 0
+        #: reads that found the same chunk already being read by another reader
+        self.joined = 0
+        #: chunks being read by a reader, not by the look-ahead
+        self._reading: dict[tuple[str, str], _Fetch] = {}
+        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._held: OrderedDict[tuple[str, str], _Fetch] = OrderedDict()
         self._held_bytes = 0
         self._seq = 0
@@ -93,20 +106,46 @@ class Prefetcher:
 
     async def read_whole(self, tree: SnapshotTree, entry: TreeEntry) -> bytes:
         """Return all bytes of the chunk *entry*, prefetched if it was; then look ahead."""
-        fetch = self._held.pop((tree.snapshot_id, entry.key), None)
-        data = None
-        if fetch is not None:
-            self._held_bytes -= fetch.size
-            await fetch.done.wait()
-            data = fetch.data
+        key = (tree.snapshot_id, entry.key)
+        self._recent[key] = None
+        self._recent.move_to_end(key)
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+        data = await self._join(key)
         if data is None:
-            data = await tree.read_whole(entry)
-        else:
-            self.hits += 1
+            data = await self._read(tree, entry, key)
         if self._running and entry.array is not None:
             await tree.load_chunk_orders(entry.array)
             self._look_ahead(tree, entry)
         return data
+
+    async def _join(self, key: tuple[str, str]) -> bytes | None:
+        """The chunk's bytes from the read-ahead or another reader's fetch; None if neither."""
+        fetch = self._held.pop(key, None)
+        if fetch is not None:
+            self._held_bytes -= fetch.size
+            await fetch.done.wait()
+            if fetch.data is not None:
+                self.hits += 1
+            return fetch.data
+        fetch = self._reading.get(key)
+        if fetch is None:
+            return None
+        await fetch.done.wait()
+        if fetch.data is not None:
+            self.joined += 1
+        return fetch.data
+
+    async def _read(self, tree: SnapshotTree, entry: TreeEntry, key: tuple[str, str]) -> bytes:
+        fetch = _Fetch(entry.size, self._seq)
+        self._reading[key] = fetch
+        try:
+            fetch.data = await tree.read_whole(entry)
+        finally:
+            fetch.done.set()
+            if self._reading.get(key) is fetch:
+                del self._reading[key]
+        return fetch.data
 
     def _look_ahead(self, tree: SnapshotTree, entry: TreeEntry) -> None:
         assert entry.array is not None
@@ -127,7 +166,8 @@ class Prefetcher:
 
     def _hold(self, tree: SnapshotTree, entry: TreeEntry) -> None:
         key = (tree.snapshot_id, entry.key)
-        if key in self._held or entry.size > self.largest:
+        if (key in self._held or key in self._reading or key in self._recent
+                or entry.size > self.largest):
             return
         self._seq += 1
         while self._held_bytes + entry.size > self.budget:

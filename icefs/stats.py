@@ -34,9 +34,11 @@ class Stats:
     commit_seconds: float = 0.0
     commit_max_seconds: float = 0.0
     pending_bytes: int = 0
-    #: read-ahead across chunk files: fetched ahead and then read / dropped unread / held
+    #: read-ahead across chunk files: fetched ahead and then read / dropped unread / held,
+    #: and reads that shared another reader's fetch of the same chunk
     prefetch_hits: int = 0
     prefetch_unused: int = 0
+    prefetch_joined: int = 0
     prefetch_held_bytes: int = 0
 
     def record_commit(self, seconds: float, ok: bool) -> None:
@@ -80,7 +82,7 @@ class Stats:
             "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
             "pending_bytes": self.pending_bytes,
             "prefetch": {"hits": self.prefetch_hits, "unused": self.prefetch_unused,
-                         "held_bytes": self.prefetch_held_bytes},
+                         "joined": self.prefetch_joined, "held_bytes": self.prefetch_held_bytes},
             "commits": {
                 "count": self.commits,
                 "failed": self.commit_failures,

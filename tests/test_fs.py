@@ -30,6 +30,7 @@ from icefs.fs import IMMUTABLE_TTL, IcefsCore, MountOptions
 from icefs.inodes import ROOT_INODE
 from icefs.repo import Repo
 from icefs.sample import build_sample, sample_storage
+from icefs.tree import SnapshotTree
 
 
 def store_get(repo, snapshot_id, key):
@@ -413,3 +414,42 @@ async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, by_na
     # the first reads tell the scan's order: C order and walk order agree on 0 -> 1
     assert core.prefetcher.hits >= 18, (core.prefetcher.hits, core.prefetcher.unused)
     assert core.prefetcher.unused <= core.prefetcher.depth
+
+
+async def test_concurrent_readers_fetch_each_chunk_once(bridge, tmp_path, monkeypatch):
+    """Readers of one array in stride (zarr's threads, 8 cat's): no chunk is fetched twice."""
+    repo = icechunk.Repository.create(icechunk.in_memory_storage())
+    session = repo.writable_session("main")
+    data = np.arange(32 * 256, dtype="f4").reshape(32, 256)
+    zarr.group(store=session.store).create_array(
+        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None)[:] = data
+    repo.create_tag("t", session.commit("data"))
+    core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
+    await core.refresh_refs()
+    fetched: list[str] = []
+    original = SnapshotTree.read_whole
+
+    async def counted(self, entry):
+        fetched.append(entry.key)
+        return await original(self, entry)
+
+    monkeypatch.setattr(SnapshotTree, "read_whole", counted)
+    readers = 4
+
+    async def reader(k: int) -> None:
+        for i in range(k, 32, readers):
+            attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.prefetcher.run)
+        await trio.sleep(0.01)
+        async with trio.open_nursery() as readers_nursery:
+            for k in range(readers):
+                readers_nursery.start_soon(reader, k)
+        nursery.cancel_scope.cancel()
+    core.close()
+    assert sorted(fetched) == sorted(set(fetched)), "a chunk was fetched twice"
+    assert len(fetched) == 32
+    assert core.prefetcher.unused == 0
+    assert core.prefetcher.hits > 0
