@@ -84,7 +84,7 @@ WHOLE_FETCH_LIMIT: Final = 8 * 1024 * 1024
 #: Snapshot trees kept in memory (listings, metadata, chunk indexes).
 TREES_KEPT: Final = 32
 #: Entries of tag and snapshot directory listings kept, over all directories.
-LISTED_ENTRIES_KEPT: Final = 100_000
+LISTED_ENTRIES_KEPT: Final = 250_000
 
 KINDS: Final = {"branches": "branch", "tags": "tag", "snapshots": "snapshot"}
 XATTR_SNAPSHOT: Final = "user.icefs.snapshot_id"
@@ -112,6 +112,8 @@ class NodeKind(enum.Enum):
     TREE_FILE = "file"
 
 
+_IMMUTABLE_DIR: Final = stat.S_IFDIR | 0o555
+_IMMUTABLE_FILE: Final = stat.S_IFREG | 0o444
 _DIRS: Final = frozenset({NodeKind.ROOT, NodeKind.ROOT_CTRL_DIR, NodeKind.REF_LIST,
                           NodeKind.REF_ROOT, NodeKind.REF_CTRL_DIR, NodeKind.TREE_DIR})
 
@@ -448,10 +450,19 @@ class IcefsCore:
     def _attr(self, node: Node, ino: int) -> Attr:
         opts = self.options
         view = node.view
+        kind = node.kind
+        if (kind is NodeKind.TREE_FILE or kind is NodeKind.TREE_DIR) and view is not None \
+                and view.immutable and node.entry is not None:
+            # The common case, first and with positional arguments: a readdir of a
+            # tag builds one per entry (a third of `find`'s time in the daemon).
+            if node.entry.is_dir:
+                return Attr(ino, _IMMUTABLE_DIR, 2, 0, view.mtime_ns, opts.uid, opts.gid,
+                            IMMUTABLE_TTL, IMMUTABLE_TTL)
+            return Attr(ino, _IMMUTABLE_FILE, 1, node.entry.size, view.mtime_ns, opts.uid,
+                        opts.gid, IMMUTABLE_TTL, IMMUTABLE_TTL)
         ttl = IMMUTABLE_TTL if view is not None and view.immutable else opts.refresh
         size = 0
         mtime = self._started_ns
-        kind = node.kind
         if kind in (NodeKind.ROOT_CTRL_DIR, NodeKind.REF_CTRL_DIR):
             mode, ttl = stat.S_IFDIR | 0o700, IMMUTABLE_TTL
         elif kind is NodeKind.ROOT_CTRL_FILE:

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -74,6 +75,15 @@ def test_stat_attributes(sample_mount, sample_repo):
     assert abs(st.st_mtime - written) < 1e-3
     assert st.st_mode & 0o777 == 0o444
     assert st.st_uid == os.getuid()
+    d = os.stat(mnt / "tags" / "v1.0" / "temperature")
+    assert d.st_mode == stat.S_IFDIR | 0o555
+    assert d.st_nlink == 2
+    # the attributes readdirplus hands the kernel (what `ls -l` shows) are the same
+    for entry in os.scandir(mnt / "tags" / "v1.0" / "temperature"):
+        got = entry.stat(follow_symlinks=False)
+        want = 0o555 | stat.S_IFDIR if entry.is_dir() else 0o444 | stat.S_IFREG
+        assert got.st_mode == want, entry.name
+        assert abs(got.st_mtime - written) < 1e-3
     assert os.stat(mnt / "branches" / "main" / "zarr.json").st_mode & 0o777 == 0o644
     assert os.stat(mnt / "tags" / "v1.0").st_ino == os.stat(mnt / "tags" / "v1.0").st_ino
     vfs = os.statvfs(mnt)
