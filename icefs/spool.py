@@ -56,11 +56,20 @@ class SpoolBudget:
 
 
 class SpoolFile:
-    """A growable byte buffer with random access, spilling to disk past the budget."""
+    """A growable byte buffer with random access, spilling to disk past the budget.
+
+    In memory, a write that appends (how files are nearly always written) keeps
+    the bytes object it came in, without copying it; the first access of another
+    kind joins the kept parts into one buffer. A chunk file written in a few
+    appends and then stored therefore costs one copy here instead of three
+    (benchmarks/RESULTS.md, optimisation 6).
+    """
 
     def __init__(self, budget: SpoolBudget, data: bytes = b"") -> None:
         self._budget = budget
+        #: the in-memory contents are `_mem` followed by `_parts`; both None once on disk
         self._mem: bytearray | None = bytearray()
+        self._parts: list[bytes] = []
         self._fd: int | None = None
         self._size = 0
         if data:
@@ -74,12 +83,20 @@ class SpoolFile:
     def on_disk(self) -> bool:
         return self._fd is not None
 
-    def _spill(self) -> None:
+    def _joined(self) -> bytearray:
+        """The in-memory contents as one buffer (appended parts copied in once)."""
         assert self._mem is not None
+        for part in self._parts:
+            self._mem += part
+        self._parts.clear()
+        return self._mem
+
+    def _spill(self) -> None:
+        mem = self._joined()
         fd, path = tempfile.mkstemp(dir=self._budget.directory)
         os.unlink(path)  # the descriptor keeps it; nothing is left behind on a crash
-        os.pwrite(fd, self._mem, 0)
-        self._budget.in_memory -= len(self._mem)
+        os.pwrite(fd, mem, 0)
+        self._budget.in_memory -= len(mem)
         self._budget.spilled_files += 1
         self._mem = None
         self._fd = fd
@@ -90,16 +107,18 @@ class SpoolFile:
         end = offset + len(data)
         if end > MAX_FILE_SIZE:
             raise OverflowError("file too large")
+        grow = max(0, end - self._size)
+        if self._mem is not None and grow and self._budget.in_memory + grow > self._budget.limit:
+            self._spill()
         if self._mem is not None:
-            grow = max(0, end - len(self._mem))
-            if grow and self._budget.in_memory + grow > self._budget.limit:
-                self._spill()
-        if self._mem is not None:
-            before = len(self._mem)
-            if offset > before:
-                self._mem.extend(bytes(offset - before))
-            self._mem[offset:end] = data
-            self._budget.in_memory += len(self._mem) - before
+            if offset == self._size and data and type(data) is bytes:
+                self._parts.append(data)  # bytes never change: keeping it is safe
+            else:
+                mem = self._joined()
+                if offset > len(mem):
+                    mem.extend(bytes(offset - len(mem)))
+                mem[offset:end] = data
+            self._budget.in_memory += grow
         else:
             assert self._fd is not None
             os.pwrite(self._fd, data, offset)
@@ -109,18 +128,19 @@ class SpoolFile:
     def read(self, offset: int, size: int) -> bytes:
         """Return up to *size* bytes from *offset*."""
         if self._mem is not None:
-            return bytes(self._mem[offset : offset + size])
+            return bytes(self._joined()[offset : offset + size])
         assert self._fd is not None
         return os.pread(self._fd, max(0, min(size, self._size - offset)), offset)
 
     def truncate(self, size: int) -> None:
         """Cut or zero-extend the file to *size* bytes."""
         if self._mem is not None:
-            if size < len(self._mem):
-                self._budget.in_memory -= len(self._mem) - size
-                del self._mem[size:]
-            elif size > len(self._mem):
-                self.write(len(self._mem), bytes(size - len(self._mem)))
+            mem = self._joined()
+            if size < len(mem):
+                self._budget.in_memory -= len(mem) - size
+                del mem[size:]
+            elif size > len(mem):
+                self.write(len(mem), bytes(size - len(mem)))
         else:
             assert self._fd is not None
             os.ftruncate(self._fd, size)
@@ -129,7 +149,12 @@ class SpoolFile:
     def contents(self) -> bytes | memoryview | mmap.mmap:
         """Return the whole contents without copying where possible (for handing to storage)."""
         if self._mem is not None:
-            return bytes(self._mem)  # a copy: a live view would forbid resizing the buffer
+            if not self._mem and len(self._parts) <= 1:
+                return self._parts[0] if self._parts else b""  # written in one go: no copy
+            if not self._mem:
+                self._parts = [b"".join(self._parts)]  # one copy, kept for the next call
+                return self._parts[0]
+            return bytes(self._joined())  # a copy: a live view would forbid resizing
         assert self._fd is not None
         if self._size == 0:
             return b""
@@ -138,8 +163,9 @@ class SpoolFile:
     def close(self) -> None:
         """Free the memory or the disk space held."""
         if self._mem is not None:
-            self._budget.in_memory -= len(self._mem)
+            self._budget.in_memory -= self._size
             self._mem = None
+            self._parts = []
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -52,3 +52,36 @@ def test_huge_offsets_are_refused(budget):
     f = SpoolFile(budget)
     with pytest.raises(OverflowError):
         f.write(1 << 41, b"x")
+
+
+def test_appends_are_kept_without_copies_until_another_access(budget):
+    first, second = b"x" * 100, b"y" * 50
+    f = SpoolFile(budget)
+    f.write(0, first)
+    assert f.contents() is first, "a file written in one go is handed on as it came"
+    f.write(100, second)
+    assert budget.in_memory == 150
+    joined = f.contents()
+    assert joined == first + second
+    assert f.contents() is joined, "joined once, not at every call"
+    f.write(10, b"zz")  # not an append: the parts become one buffer
+    f.write(150, b"end")
+    assert f.read(0, 200) == b"x" * 10 + b"zz" + b"x" * 88 + second + b"end"
+    assert f.size == budget.in_memory == 153
+    f.write(200, b"!")  # past the end: the gap is zero-filled
+    assert f.read(150, 100) == b"end" + b"\0" * 47 + b"!"
+    f.truncate(2)
+    assert f.contents() == b"xx"
+    assert budget.in_memory == 2
+    f.close()
+    assert budget.in_memory == 0
+
+
+def test_appended_parts_move_to_disk_whole(budget):
+    f = SpoolFile(budget)
+    for i in range(11):  # the 11th append of 100 bytes passes the 1000-byte budget
+        f.write(i * 100, bytes([65 + i]) * 100)
+    assert f.on_disk
+    assert budget.in_memory == 0
+    assert bytes(f.contents()) == b"".join(bytes([65 + i]) * 100 for i in range(11))
+    f.close()
