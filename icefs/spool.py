@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 DEFAULT_WRITE_BUFFER: Final = 256 * 1024 * 1024
 #: Largest size any file may reach (sparse writes past this are refused with EFBIG).
 MAX_FILE_SIZE: Final = 1 << 40
+#: Appends are kept as they came while the file is at most this big (chunk files);
+#: past it they are joined into one buffer, so joining never holds a large file twice.
+KEEP_PARTS_UP_TO: Final = 8 << 20
 
 
 def _remove_orphans(cache_dir: str) -> None:
@@ -59,8 +62,9 @@ class SpoolFile:
     """A growable byte buffer with random access, spilling to disk past the budget.
 
     In memory, a write that appends (how files are nearly always written) keeps
-    the bytes object it came in, without copying it; the first access of another
-    kind joins the kept parts into one buffer. A chunk file written in a few
+    the bytes object it came in, without copying it, up to `KEEP_PARTS_UP_TO`;
+    the first access of another kind, or a larger size, joins the kept parts
+    into one buffer. A chunk file written in a few
     appends and then stored therefore costs one copy here instead of three
     (benchmarks/RESULTS.md, optimisation 6).
     """
@@ -111,7 +115,8 @@ class SpoolFile:
         if self._mem is not None and grow and self._budget.in_memory + grow > self._budget.limit:
             self._spill()
         if self._mem is not None:
-            if offset == self._size and data and type(data) is bytes:
+            if offset == self._size and end <= KEEP_PARTS_UP_TO and data \
+                    and type(data) is bytes:
                 self._parts.append(data)  # bytes never change: keeping it is safe
             else:
                 mem = self._joined()

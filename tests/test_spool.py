@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 
 import pytest
 
-from icefs.spool import SpoolBudget, SpoolFile
+from icefs.spool import KEEP_PARTS_UP_TO, SpoolBudget, SpoolFile
 
 
 @pytest.fixture
@@ -85,3 +86,20 @@ def test_appended_parts_move_to_disk_whole(budget):
     assert budget.in_memory == 0
     assert bytes(f.contents()) == b"".join(bytes([65 + i]) * 100 for i in range(11))
     f.close()
+
+
+def test_a_large_file_is_never_held_twice(tmp_path):
+    """Kept appends are joined before they add up to much: memory stays near the budget."""
+    budget = SpoolBudget(32 << 20, str(tmp_path / "cache"))
+    f = SpoolFile(budget)
+    tracemalloc.start()
+    try:
+        for i in range(48):  # 48 MiB in 1 MiB appends, as dd writes: spills at 32 MiB
+            f.write(i << 20, os.urandom(1 << 20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert f.on_disk
+    assert peak < (32 << 20) + KEEP_PARTS_UP_TO + (4 << 20), peak >> 20
+    f.close()
+    budget.cleanup()
