@@ -84,7 +84,7 @@ WHOLE_FETCH_LIMIT: Final = 8 * 1024 * 1024
 #: Snapshot trees kept in memory (listings, metadata, chunk indexes).
 TREES_KEPT: Final = 32
 #: Entries of tag and snapshot directory listings kept, over all directories.
-LISTED_ENTRIES_KEPT: Final = 250_000
+LISTED_ENTRIES_KEPT: Final = 150_000  # about 400 bytes each: 60 MB
 
 KINDS: Final = {"branches": "branch", "tags": "tag", "snapshots": "snapshot"}
 XATTR_SNAPSHOT: Final = "user.icefs.snapshot_id"
