@@ -64,14 +64,14 @@ class SpoolFile:
     In memory, a write that appends (how files are nearly always written) keeps
     the bytes object it came in, without copying it, up to `KEEP_PARTS_UP_TO`;
     the first access of another kind, or a larger size, joins the kept parts
-    into one buffer. A chunk file written in a few
-    appends and then stored therefore costs one copy here instead of three
-    (benchmarks/RESULTS.md, optimisation 6).
+    into one buffer. A chunk file written in a few appends and then stored
+    therefore costs one copy here instead of three (benchmarks/RESULTS.md,
+    optimisation 6).
     """
 
     def __init__(self, budget: SpoolBudget, data: bytes = b"") -> None:
         self._budget = budget
-        #: the in-memory contents are `_mem` followed by `_parts`; both None once on disk
+        #: in memory, the contents are `_mem` followed by `_parts`; `_mem` is None on disk
         self._mem: bytearray | None = bytearray()
         self._parts: list[bytes] = []
         self._fd: int | None = None
