@@ -154,11 +154,10 @@ class SpoolFile:
     def contents(self) -> bytes | memoryview | mmap.mmap:
         """Return the whole contents without copying where possible (for handing to storage)."""
         if self._mem is not None:
-            if not self._mem and len(self._parts) <= 1:
-                return self._parts[0] if self._parts else b""  # written in one go: no copy
-            if not self._mem:
-                self._parts = [b"".join(self._parts)]  # one copy, kept for the next call
-                return self._parts[0]
+            if not self._mem:  # written by appends only: no copy, or one kept for next time
+                if len(self._parts) > 1:
+                    self._parts = [b"".join(self._parts)]
+                return self._parts[0] if self._parts else b""
             return bytes(self._joined())  # a copy: a live view would forbid resizing
         assert self._fd is not None
         if self._size == 0:
