@@ -9,6 +9,17 @@ daemon thread and lets trio tasks await coroutines on it:
   thousands of requests can be in flight from one trio thread.  A
   `trio.CapacityLimiter` caps them (uncapped, Icechunk grows hundreds of tokio
   workers).  Cancelling the trio task cancels the asyncio future.
+* `Bridge.call` awaits one of Icechunk's Rust methods.  Those return an asyncio
+  future made by pyo3-async-runtimes, which asks ``asyncio.get_running_loop()``
+  for ``create_future`` and later calls its ``call_soon_threadsafe`` from a
+  tokio thread.  Once `Bridge.enable_direct` has seen that protocol work, `call`
+  lends the trio thread a small stand-in loop (`_TrioLoop`) for the moment of
+  the call, and the tokio thread wakes trio directly: two thread hand-offs per
+  call instead of four (measured per 1 KiB get: 360 us against 490 us, plain
+  asyncio 300 us).  This leans on private details (``asyncio._set_running_loop``,
+  the loop methods pyo3 uses), hence the self-test at mount time; without it,
+  or if a method returns anything but the stand-in's future, `call` goes
+  through the loop thread like `run`.
 * `Bridge.run_sync` runs a blocking function (Icechunk's synchronous Repository
   and Session methods, which release the GIL) in a trio worker thread.
 * `Bridge.run_blocking` is for code outside trio (CLI, tests, start-up).
@@ -19,10 +30,11 @@ No other icefs module imports asyncio.
 from __future__ import annotations
 
 import asyncio
+import asyncio.events
 import contextlib
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
@@ -34,6 +46,100 @@ __all__ = ["Bridge"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: How long the start-up self-test of the direct path may take.
+PROBE_TIMEOUT: Final = 10.0
+
+
+class _DirectFuture:
+    """The future `_TrioLoop.create_future` hands to pyo3; completed on the trio thread.
+
+    pyo3-async-runtimes uses: ``add_done_callback`` (its callback forwards a
+    cancellation to the Rust future), ``cancelled``, ``set_result`` and
+    ``set_exception`` (called through ``call_soon_threadsafe``).
+    """
+
+    __slots__ = ("_callbacks", "_cancelled", "_done", "_error", "_result", "_task")
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[_DirectFuture], object]] = []
+        self._done = False
+        self._cancelled = False
+        self._result: object = None
+        self._error: BaseException | None = None
+        self._task: trio.lowlevel.Task | None = None
+
+    def add_done_callback(self, fn: Callable[[_DirectFuture], object], *,
+                          context: object = None) -> None:
+        if self._done:
+            fn(self)
+        else:
+            self._callbacks.append(fn)
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: object) -> None:
+        if not self._done:
+            self._result = value
+            self._finish()
+
+    def set_exception(self, error: BaseException) -> None:
+        if not self._done:
+            self._error = error
+            self._finish()
+
+    def cancel(self) -> bool:
+        if self._done:
+            return False
+        self._cancelled = True
+        self._finish()
+        return True
+
+    def _finish(self) -> None:
+        self._done = True
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:
+                log.exception("callback of a direct Icechunk call failed")
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> Any:
+        """Wait (cancellably) on the trio thread until done; return the result or raise."""
+        if not self._done:
+            self._task = trio.lowlevel.current_task()
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                self._task = None
+                self.cancel()  # pyo3's done callback drops the Rust future
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class _TrioLoop:
+    """The two loop methods pyo3-async-runtimes calls, served by the trio run."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken) -> None:
+        self.token = token
+
+    def create_future(self) -> _DirectFuture:
+        return _DirectFuture()
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: object,
+                             context: object = None) -> None:
+        with contextlib.suppress(trio.RunFinishedError):  # the mount is going away
+            self.token.run_sync_soon(callback, *args)
 
 
 class Bridge:
@@ -53,6 +159,9 @@ class Bridge:
         self._thread_limit = max_threads
         # Limiters belong to one trio run; created lazily inside it.
         self._limiters: dict[int, tuple[trio.CapacityLimiter, trio.CapacityLimiter]] = {}
+        #: `call` wakes trio from the tokio thread (set by `enable_direct`)
+        self.direct = False
+        self._trio_loop: _TrioLoop | None = None
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -97,6 +206,42 @@ class Bridge:
             raise
         return future.result()
 
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Await ``fn(*args)``, an Icechunk Rust method returning a pyo3 future."""
+        async_limit, _ = self._trio_limiters()
+        async with async_limit:
+            loop = self._trio_loop
+            if (not self.direct or loop is None
+                    or loop.token is not trio.lowlevel.current_trio_token()):
+                return await self._await_on_loop(fn, args)
+            previous = asyncio.events._get_running_loop()
+            asyncio.events._set_running_loop(loop)  # type: ignore[arg-type]
+            try:
+                future = fn(*args)
+            finally:
+                asyncio.events._set_running_loop(previous)
+            if isinstance(future, _DirectFuture):
+                return await future.wait()
+            # Not the protocol the self-test saw (a coroutine, say): the loop thread runs it.
+            return await self._await_on_loop(_awaited, (future,))
+
+    async def enable_direct(self, probe: Callable[[Bridge], Awaitable[object]]) -> bool:
+        """Switch `call` to the direct path if *probe* succeeds on it; return whether it did.
+
+        *probe* makes real Icechunk calls through `call` and raises if a result is
+        wrong.  Any failure, or no answer within `PROBE_TIMEOUT`, keeps the loop
+        thread.
+        """
+        self._trio_loop = _TrioLoop(trio.lowlevel.current_trio_token())
+        self.direct = True
+        try:
+            with trio.fail_after(PROBE_TIMEOUT):
+                await probe(self)
+        except Exception as exc:
+            self.direct = False
+            log.warning("direct Icechunk calls unavailable, using the loop thread: %r", exc)
+        return self.direct
+
     async def gather(self, fn: Callable[..., Awaitable[T]], args_list: list[tuple[Any, ...]],
                      *, concurrency: int = 32) -> list[T | BaseException]:
         """Run ``fn(*args)`` for every *args* on the loop, at most *concurrency* at once.
@@ -133,3 +278,7 @@ class Bridge:
             self._thread.join(timeout=5)
         if not self._thread.is_alive() and not self._loop.is_closed():
             self._loop.close()
+
+
+async def _awaited[R](awaitable: Awaitable[R]) -> R:
+    return await awaitable

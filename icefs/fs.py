@@ -1419,6 +1419,8 @@ class IcefsCore:
             "last_refresh": (control.render_time(int(self.last_refresh * 1e9))
                              if self.last_refresh else None),
             "last_error": self.last_error,
+            # how Icechunk's calls reach trio (see `Bridge.call`)
+            "icechunk_calls": "direct" if self.repo.bridge.direct else "loop thread",
         }
 
     async def view_status(self, view: View) -> dict[str, object]:

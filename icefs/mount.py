@@ -330,6 +330,11 @@ async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str
                  config: MountConfig, reporter: Reporter, state: _State) -> None:
     import pyfuse3
 
+    from icefs.repo import direct_probe
+
+    if os.environ.get("ICEFS_DIRECT_CALLS", "1") != "0":  # "0": the escape hatch (README)
+        await core.repo.bridge.enable_direct(direct_probe)
+    log.info("Icechunk calls: %s", "direct" if core.repo.bridge.direct else "loop thread")
     try:
         await core.refresh_refs()
     except Exception as exc:

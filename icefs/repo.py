@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import icechunk
-from zarr.abc.store import RangeByteRequest
-from zarr.core.buffer import default_buffer_prototype
 
 from icefs import errors
 from icefs.errors import ExitCode, QuietError
@@ -264,6 +262,32 @@ class ChunkIndex:
     children: dict[tuple[int, ...], list[int]]
 
 
+def _byte_range(start: int | None, end: int | None) -> tuple[int | None, int | None]:
+    """Icechunk's form of the byte range [start, end); (None, None) means all of it."""
+    return (None, None) if start is None or end is None else (start, end)
+
+
+_PROBE_GROUP = b'{"zarr_format": 3, "node_type": "group"}'
+
+
+async def direct_probe(bridge: Bridge) -> None:
+    """Check `Bridge.call`'s direct path on an in-memory repository: a set, a get, an error.
+
+    Raises (anything) if a call misbehaves; `Bridge.enable_direct` bounds its time.
+    """
+    repository = await bridge.run_sync(icechunk.Repository.create, icechunk.in_memory_storage())
+    session = await bridge.run_sync(repository.writable_session, "main")
+    raw = session.store._store
+    await bridge.call(raw.set, "zarr.json", _PROBE_GROUP)
+    if bytes(await bridge.call(raw.get, "zarr.json", (None, None))) != _PROBE_GROUP:
+        raise RuntimeError("the direct path returned other bytes")
+    try:
+        await bridge.call(raw.get, "absent/zarr.json", (None, None))
+    except KeyError:
+        return
+    raise RuntimeError("the direct path lost an error")
+
+
 def _meta(info: Any) -> SnapshotMeta:
     return SnapshotMeta(
         id=info.id,
@@ -282,8 +306,11 @@ class SnapshotReader:
         self._session = session
         # Taken once: the ``store`` property locks the session, blocking, with the GIL.
         self._store = session.store
+        #: Icechunk's Rust store under the zarr one: its methods return pyo3 futures for
+        #: `Bridge.call`, take any buffer and give bytes-like results, skipping zarr's
+        #: Buffer wrappers.
+        self._raw = self._store._store
         self._bridge = bridge
-        self._prototype = default_buffer_prototype()
 
     def _using(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """Hold this around every use of the session (`SessionReader` gates it)."""
@@ -350,9 +377,11 @@ class SnapshotReader:
             raise translate(exc) from exc
 
     async def _get(self, key: str, start: int | None, end: int | None) -> bytes | None:
-        rng = None if start is None or end is None else RangeByteRequest(start, end)
-        buf = await self._store.get(key, self._prototype, rng)
-        return None if buf is None else buf.to_bytes()
+        """On the loop thread (`get_many`): the bytes of *key*, None if it is missing."""
+        try:
+            return bytes(await self._raw.get(key, _byte_range(start, end)))
+        except KeyError:
+            return None
 
     async def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         """Return the bytes of *key*, or of [start, end) when both are given.
@@ -362,12 +391,12 @@ class SnapshotReader:
         """
         try:
             async with self._using():
-                data = await self._bridge.run(self._get, key, start, end)
+                data = await self._bridge.call(self._raw.get, key, _byte_range(start, end))
+        except KeyError:  # Icechunk's answer for a missing key
+            raise errors.NotFound(f"no key {key}") from None
         except Exception as exc:
             raise translate(exc) from exc
-        if data is None:
-            raise errors.NotFound(f"no key {key}")
-        return data
+        return bytes(data)
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
         """Return the whole bytes of each of *keys* (None where missing) in one bridge trip."""
@@ -515,35 +544,28 @@ class BranchWriter:
         self.base_snapshot_id: str = session.snapshot_id
         self._repo = repo
         self._session = session
-        self._prototype = default_buffer_prototype()
         self.reader = SessionReader(session, repo.bridge)
-        self._store = self.reader._store
+        self._raw = self.reader._raw
         #: names this session in its commit's metadata, so that a session recovered
         #: from the crash journal can tell whether it was committed before the crash
         self.token = uuid.uuid4().hex
         #: True once a store or delete succeeded (a cheap, lock-free `has_changes`).
         self.touched = False
 
-    async def _set(self, key: str, data: Any) -> None:
-        await self._store.set(key, self._prototype.buffer.from_bytes(data))
-
     async def set(self, key: str, data: bytes | memoryview | Any) -> None:
         """Store *data* (bytes-like) at *key*; `InvalidInput`, `NotFound` or `StorageFailure`."""
         try:
             async with self.reader.gate.hold("write"):
-                await self._repo.bridge.run(self._set, key, data)
+                await self._repo.bridge.call(self._raw.set, key, data)
         except Exception as exc:
             raise translate(exc) from exc
         self.touched = True
-
-    async def _delete(self, key: str) -> None:
-        await self._store.delete(key)
 
     async def delete(self, key: str) -> None:
         """Delete *key* (a node's ``zarr.json`` deletes the node and everything below)."""
         try:
             async with self.reader.gate.hold("write"):
-                await self._repo.bridge.run(self._delete, key)
+                await self._repo.bridge.call(self._raw.delete, key)
         except Exception as exc:
             raise translate(exc) from exc
         self.touched = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import trio
@@ -96,3 +97,133 @@ async def test_run_sync_runs_in_a_thread(bridge):
 
     main = threading.get_ident()
     assert await bridge.run_sync(threading.get_ident) != main
+
+
+# -- the direct path (Bridge.call after enable_direct) -------------------------------------------
+
+
+class Pyo3Like:
+    """Does what pyo3-async-runtimes does for a Rust method: a future from the running
+    loop, a done callback that watches for cancellation, completion from another thread
+    through ``call_soon_threadsafe``.  Records the thread it was called on."""
+
+    def __init__(self):
+        self.called_on: list[int] = []
+        self.cancelled_seen: list[bool] = []
+
+    def __call__(self, value, release: threading.Event | None = None, error=None):
+        self.called_on.append(threading.get_ident())
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        future.add_done_callback(lambda f: self.cancelled_seen.append(f.cancelled()))
+
+        def complete(f, value):
+            if not f.cancelled():
+                if error is not None:
+                    f.set_exception(error)
+                else:
+                    f.set_result(value)
+
+        def work():
+            if release is not None:
+                release.wait(30)
+            loop.call_soon_threadsafe(complete, future, value)
+
+        threading.Thread(target=work, daemon=True).start()
+        return future
+
+
+async def _probe_with(fake):
+    async def probe(bridge):
+        assert await bridge.call(fake, "ok") == "ok"
+
+    return probe
+
+
+async def test_direct_calls_complete_on_the_trio_thread(bridge):
+    fake = Pyo3Like()
+    assert await bridge.enable_direct(await _probe_with(fake))
+    assert bridge.direct
+    results = []
+
+    async def one(i):
+        results.append(await bridge.call(fake, i))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(one, i)
+    assert sorted(results) == list(range(50))
+    assert set(fake.called_on) == {threading.get_ident()}  # never the loop thread
+    with pytest.raises(KeyError):
+        await bridge.call(fake, None, None, KeyError("absent"))
+
+
+async def test_direct_cancellation_reaches_the_rust_side(bridge):
+    fake = Pyo3Like()
+    assert await bridge.enable_direct(await _probe_with(fake))
+    release = threading.Event()
+    with trio.move_on_after(0.2) as scope:
+        await bridge.call(fake, "late", release)
+    assert scope.cancelled_caught
+    assert fake.cancelled_seen[-1] is True  # pyo3's callback would drop the Rust future
+    release.set()  # completing after the cancel is ignored, not an error
+    assert await bridge.call(fake, "next") == "next"
+
+
+async def test_a_failing_probe_keeps_the_loop_thread(bridge):
+    async def probe(b):
+        raise RuntimeError("protocol changed")
+
+    assert not await bridge.enable_direct(probe)
+    fake = Pyo3Like()
+    assert await bridge.call(fake, 7) == 7
+    assert fake.called_on[0] != threading.get_ident()
+
+
+async def test_a_silent_probe_times_out(bridge, monkeypatch):
+    import icefs.bridge
+
+    monkeypatch.setattr(icefs.bridge, "PROBE_TIMEOUT", 0.3)
+    never = threading.Event()
+
+    async def probe(b):
+        await b.call(Pyo3Like(), 1, never)
+
+    with trio.fail_after(30):
+        assert not await bridge.enable_direct(probe)
+    never.set()
+
+
+async def test_a_coroutine_goes_through_the_loop_thread(bridge):
+    fake = Pyo3Like()
+    assert await bridge.enable_direct(await _probe_with(fake))
+
+    async def coro_fn(x):
+        await asyncio.sleep(0)
+        return threading.current_thread().name, x
+
+    assert await bridge.call(coro_fn, 3) == ("icefs-asyncio", 3)
+
+
+def test_another_trio_run_uses_the_loop_thread(bridge):
+    fake = Pyo3Like()
+
+    async def first():
+        assert await bridge.enable_direct(await _probe_with(fake))
+
+    async def second():
+        with trio.fail_after(30):
+            return await bridge.call(fake, "again")
+
+    trio.run(first)
+    assert trio.run(second) == "again"
+    assert fake.called_on[-1] != threading.get_ident()
+
+
+async def test_icechunk_passes_the_probe(bridge):
+    """Icechunk's Rust methods speak the protocol the direct path expects (fails on an
+    upgrade that changes it: the mount would still work, through the loop thread)."""
+    from icefs.repo import direct_probe
+
+    assert await bridge.enable_direct(direct_probe)

@@ -46,8 +46,13 @@ def status(ref_dir):
     return json.loads((ref_dir / ".icefs" / "status").read_text())
 
 
-def test_zarr_write_commit_and_read_directly(repo_path, mount_factory):
+@pytest.mark.parametrize("calls", ["direct", "loop thread"])
+def test_zarr_write_commit_and_read_directly(repo_path, mount_factory, monkeypatch, calls):
+    """Both ways Icechunk's calls reach trio (see `Bridge.call`) carry the whole path."""
+    if calls == "loop thread":
+        monkeypatch.setenv("ICEFS_DIRECT_CALLS", "0")
     m = mount_factory(repo_path)
+    assert json.loads((m.mountpoint / ".icefs/status").read_text())["icechunk_calls"] == calls
     main = m.mountpoint / "branches" / "main"
     g = zarr.open_group(LocalStore(main), mode="w", attributes={"title": "via icefs"})
     a = g.create_array("temp", shape=(20, 30), chunks=(10, 10), dtype="f4", fill_value=0)
