@@ -151,18 +151,19 @@ class Prefetcher:
         assert entry.array is not None
         # Each order scores the reads in a row it saw coming (a little out of order is
         # fine: zarr reads with several threads); the better one, C order on a tie,
-        # says what to fetch.
-        best: tuple[int, list[TreeEntry]] = (0, [])
+        # says what to fetch.  Only the winner's entries are made: random reads make none.
+        best_streak, best_order, best_pos = 0, False, -1
         for by_name in (False, True):
-            pos, following = tree.chunks_after(entry, by_name, self.depth)
+            pos = tree.chunk_position(entry, by_name)
             scan = (tree.snapshot_id, entry.array, by_name)
             last, streak = self._last.get(scan, (-1, 0))
             streak = streak + 1 if pos >= 0 and last < pos <= last + NEAR else 0
             self._last[scan] = (pos, streak)
-            if streak > best[0]:
-                best = (streak, following)
-        for ahead in best[1]:
-            self._hold(tree, ahead)
+            if streak > best_streak:
+                best_streak, best_order, best_pos = streak, by_name, pos
+        if best_streak:
+            for ahead in tree.chunks_from(entry, best_order, best_pos, self.depth):
+                self._hold(tree, ahead)
 
     def _hold(self, tree: SnapshotTree, entry: TreeEntry) -> None:
         key = (tree.snapshot_id, entry.key)

@@ -263,7 +263,7 @@ class SnapshotTree:
         return KeyClass("scratch")
 
     async def load_chunk_orders(self, array: str) -> None:
-        """Sort the loaded chunk index of *array* for `chunks_after`, in a worker thread.
+        """Sort the loaded chunk index of *array* for `chunk_position`, in a worker thread.
 
         A million chunks take about a second to sort by name: not on the event loop.
         """
@@ -274,29 +274,38 @@ class SnapshotTree:
         by_int, by_name = await trio.to_thread.run_sync(_sorted_coords, list(index.lengths))
         self._orders[array] = (by_int, by_name, index)
 
-    def chunks_after(self, entry: TreeEntry, by_name: bool,
-                     count: int) -> tuple[int, list[TreeEntry]]:
-        """Return the position of the chunk *entry* and the *count* chunks that follow it.
+    def chunk_position(self, entry: TreeEntry, by_name: bool) -> int:
+        """Return where the chunk *entry* stands in its array's chunk order; -1 if unknown.
 
         The order is C order of the coordinates, or with *by_name* the order in
         which a walk of the directories meets the files (names sorted as text).
-        Only once `load_chunk_orders` ran for the array's current index; (-1, [])
-        otherwise.
+        Known only once `load_chunk_orders` ran for the array's current index.
         """
+        order = self._order(entry, by_name)
+        if order is None:
+            return -1
+        if by_name:
+            return bisect.bisect_left(order, _walk_key(entry.coords), key=_walk_key)
+        return bisect.bisect_left(order, entry.coords)
+
+    def chunks_from(self, entry: TreeEntry, by_name: bool, pos: int,
+                    count: int) -> list[TreeEntry]:
+        """Return the *count* chunks after position *pos* (`chunk_position` of *entry*)."""
+        order = self._order(entry, by_name)
+        array = entry.array
+        if order is None or array is None:
+            return []
+        lengths = self._chunks[array].lengths
+        return [_chunk_entry(array, c, lengths[c]) for c in order[pos + 1 : pos + 1 + count]]
+
+    def _order(self, entry: TreeEntry, by_name: bool) -> list[tuple[int, ...]] | None:
         array = entry.array
         index = self._chunks.get(array) if array is not None else None
         orders = self._orders.get(array) if array is not None else None
-        if (array is None or index is None or orders is None or orders[2] is not index
+        if (index is None or orders is None or orders[2] is not index
                 or entry.coords not in index.lengths):
-            return -1, []
-        if by_name:
-            order = orders[1]
-            pos = bisect.bisect_left(order, _walk_key(entry.coords), key=_walk_key)
-        else:
-            order = orders[0]
-            pos = bisect.bisect_left(order, entry.coords)
-        following = order[pos + 1 : pos + 1 + count]
-        return pos, [_chunk_entry(array, c, index.lengths[c]) for c in following]
+            return None
+        return orders[1] if by_name else orders[0]
 
     def note_stored(self, what: KeyClass, size: int) -> None:
         """Update the caches after *what* was stored with *size* bytes (no reload needed)."""

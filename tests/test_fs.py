@@ -389,8 +389,8 @@ async def test_classify_keys(core, repository):
         await tree.classify("nothing/c/0")
 
 
-@pytest.mark.parametrize("by_name", [False, True], ids=["c-order", "walk-order"])
-async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, by_name):
+@pytest.mark.parametrize("scan", ["c-order", "walk-order", "backwards"])
+async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, scan):
     repo = icechunk.Repository.create(icechunk.in_memory_storage())
     session = repo.writable_session("main")
     data = np.arange(24 * 256, dtype="f4").reshape(24, 256)
@@ -401,7 +401,8 @@ async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, by_na
     core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
     await core.refresh_refs()
     core.prefetcher.budget = 3 * 1024
-    order = sorted(range(24), key=str) if by_name else range(24)
+    order = {"c-order": list(range(24)), "walk-order": sorted(range(24), key=str),
+             "backwards": list(range(23, -1, -1))}[scan]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(core.prefetcher.run)
         await trio.sleep(0.01)
@@ -409,8 +410,13 @@ async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, by_na
             attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
             assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
             assert core.prefetcher.held_bytes <= 3 * 1024
+            if scan == "backwards":  # no order sees it coming: nothing is fetched ahead
+                assert core.prefetcher.held_bytes == 0
         nursery.cancel_scope.cancel()
     core.close()
+    if scan == "backwards":
+        assert (core.prefetcher.hits, core.prefetcher.unused) == (0, 0)
+        return
     # the first reads tell the scan's order: C order and walk order agree on 0 -> 1
     assert core.prefetcher.hits >= 18, (core.prefetcher.hits, core.prefetcher.unused)
     assert core.prefetcher.unused <= core.prefetcher.depth
