@@ -85,6 +85,8 @@ WHOLE_FETCH_LIMIT: Final = 8 * 1024 * 1024
 TREES_KEPT: Final = 32
 #: Entries of tag and snapshot directory listings kept, over all directories.
 LISTED_ENTRIES_KEPT: Final = 150_000  # about 400 bytes each: 60 MB
+#: Resolved paths of tags and snapshots kept (see `_resolve`); all dropped when full.
+RESOLVED_KEPT: Final = 50_000
 
 KINDS: Final = {"branches": "branch", "tags": "tag", "snapshots": "snapshot"}
 XATTR_SNAPSHOT: Final = "user.icefs.snapshot_id"
@@ -252,6 +254,7 @@ class IcefsCore:
         #: listings of immutable directories, oldest first (see `_list`)
         self._listings: OrderedDict[tuple[View, Path], list[Node]] = OrderedDict()
         self._listed_entries = 0
+        self._resolved: dict[Path, Node] = {}
         self._handles: dict[int, _FileHandle | _DirHandle] = {}
         self._next_fh = 1
         self._opened_at: dict[int, str] = {}  # ino -> snapshot id of its last open (branches)
@@ -426,10 +429,36 @@ class IcefsCore:
         return None
 
     async def _resolve(self, path: Path) -> Node:
-        """Resolve *path* from the root, against the refs as they are now."""
-        node = Node((), NodeKind.ROOT)
-        for name in path:
-            node = await self._child(node, name)
+        """Resolve *path* from the root, against the refs as they are now.
+
+        Paths in tags and snapshots resolve once: what they name never changes
+        while the tag stands at the same snapshot.  Resolving walks every name
+        from the root, which was most of the daemon's time in the lookup, open
+        and getattr of each small random read.
+        """
+        node = self._known(path)
+        if node is None:
+            node = Node((), NodeKind.ROOT)
+            for name in path:
+                node = await self._child(node, name)
+            self._remember(node)
+        return node
+
+    def _known(self, path: Path) -> Node | None:
+        """The node `_remember` kept for *path*, unless its tag has gone or moved since."""
+        node = self._resolved.get(path)
+        if node is None or node.view is None or (
+                node.view.kind == "tag"
+                and self.tags.get(node.view.ref) != node.view.snapshot_id):
+            return None
+        return node
+
+    def _remember(self, node: Node) -> Node:
+        """Keep *node* for `_resolve` if it lies in a tag or snapshot; return it."""
+        if node.view is not None and node.view.immutable:
+            if len(self._resolved) >= RESOLVED_KEPT:
+                self._resolved.clear()
+            self._resolved[node.path] = node
         return node
 
     async def _node(self, ino: int) -> Node:
@@ -528,7 +557,8 @@ class IcefsCore:
         if not parent.is_dir:
             raise NotADirectory("/".join(parent.path))
         try:
-            node = await self._child(parent, name)
+            node = self._known((*parent.path, name)) or self._remember(
+                await self._child(parent, name))
         except NotFound as exc:
             exc.cache_for = self.negative_timeout(parent)
             raise

@@ -25,6 +25,7 @@ from icefs.errors import (
     NotPermitted,
     PermissionDenied,
     ReadOnly,
+    Stale,
 )
 from icefs.fs import IMMUTABLE_TTL, IcefsCore, MountOptions
 from icefs.inodes import ROOT_INODE
@@ -164,6 +165,35 @@ async def test_tag_content_is_immutable_and_cached(core, repository):
     assert b"history" in (await read_all(core, main.ino))[0]
     assert b"history" not in (await read_all(core, attr.ino))[0]
     assert main.attr_timeout == 0.5
+
+
+async def test_tag_paths_resolve_once_until_the_tag_goes(core, repository, monkeypatch):
+    """Paths in tags and snapshots are resolved once (lookup, then getattr and open reuse
+    it); a deleted tag is noticed all the same."""
+    repo, ids = repository
+    names = ("temperature", "c", "0", "0", "0")
+    tag_file = await walk(core, "tags", "v1.0", *names)
+    snap_file = await walk(core, "snapshots", ids["v1.0"], *names)
+    asked: list[str] = []
+    original = SnapshotTree.child
+
+    async def counted(self, pos, name):
+        asked.append(name)
+        return await original(self, pos, name)
+
+    monkeypatch.setattr(SnapshotTree, "child", counted)
+    for attr in (tag_file, snap_file):
+        assert (await core.getattr(attr.ino)).size == attr.size
+        core.release((await core.open(attr.ino, os.O_RDONLY)).fh)
+    assert (await walk(core, "tags", "v1.0", *names)).ino == tag_file.ino
+    assert asked == [], "resolved again"
+    repo.delete_tag("v1.0")
+    await core.refresh_refs()
+    with pytest.raises(Stale):
+        await core.getattr(tag_file.ino)
+    with pytest.raises(NotFound):
+        await walk(core, "tags", "v1.0")
+    assert (await core.getattr(snap_file.ino)).size == snap_file.size
 
 
 async def test_mtime_is_commit_time(core, repository):
