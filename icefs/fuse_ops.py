@@ -49,6 +49,7 @@ R = TypeVar("R")
 
 # Errors a user causes every day (probing for files, missing xattrs): debug, not info.
 _QUIET_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
+_QUIET_OPS = frozenset({"getxattr"})  # `ls -l` probes every file's security.selinux
 
 
 def _serve(op: str) -> Callable[[Callable[P, Coroutine[Any, Any, R]]],
@@ -71,7 +72,8 @@ def _serve(op: str) -> Callable[[Callable[P, Coroutine[Any, Any, R]]],
                 if err == errno.EIO:  # storage trouble: the log and root status say so
                     self.core.note_error(f"{op}: {exc}")
                 else:
-                    level = logging.DEBUG if err in _QUIET_ERRNOS else logging.INFO
+                    level = (logging.DEBUG if err in _QUIET_ERRNOS or op in _QUIET_OPS
+                             else logging.INFO)
                     log.log(level, "%s: %s (%s)", op, exc, errno.errorcode.get(err, err))
                 raise pyfuse3.FUSEError(err) from None
             except Exception:

@@ -186,6 +186,8 @@ CASES = [
          lambda e: os.setxattr(e.main / "zarr.json", "user.x", b"1"), errno.ENOTSUP),
     Case("xattr", "getxattr of an unknown name",
          lambda e: os.getxattr(e.main / "zarr.json", "user.x"), errno.ENODATA),
+    Case("xattr", "getxattr outside user.* (no SELinux labels, no ACLs)",
+         lambda e: os.getxattr(e.main / "zarr.json", "security.selinux"), errno.ENOTSUP),
     Case("statfs", "statvfs", lambda e: os.statvfs(e.main),
          check=lambda e: os.statvfs(e.main).f_namemax == 255),
     # -- bad input ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from icefs.errors import (
     NotADirectory,
     NotFound,
     NotPermitted,
+    NotSupported,
     PermissionDenied,
     ReadOnly,
     Stale,
@@ -300,6 +301,9 @@ async def test_xattrs(core, repository):
     assert "user.icefs.snapshot_id" in await core.listxattr(tag.ino)
     with pytest.raises(NoAttribute):
         await core.getxattr(tag.ino, "user.other")
+    for other in ("security.selinux", "system.posix_acl_access", "trusted.x"):
+        with pytest.raises(NotSupported):  # namespaces icefs does not have
+            await core.getxattr(tag.ino, other)
     f = await walk(core, "tags", "v1.0", "zarr.json")
     assert await core.listxattr(f.ino) == []
 

@@ -191,6 +191,29 @@ def test_sequential_scan_is_read_ahead(sample_mount):
     assert "prefetched chunks read" in text
 
 
+def test_ls_l_asks_for_foreign_xattrs_once(sample_mount, sample_repo):
+    """security.* and system.* answer ENOTSUP: `ls -l` stops asking on this filesystem
+    (with ENODATA it asked twice per file), while user.icefs.* stays readable."""
+    _, ids = sample_repo
+    mnt = sample_mount.mountpoint
+    for name in ("security.selinux", "system.posix_acl_access"):
+        with pytest.raises(OSError) as info:
+            os.getxattr(mnt / "tags/v1.0/zarr.json", name)
+        assert info.value.errno == errno.EOPNOTSUPP, name
+
+    def getxattrs() -> int:
+        stats = json.loads((mnt / ".icefs/stats").read_text())
+        return int(stats["requests"].get("getxattr", {}).get("count", 0))
+
+    before = getxattrs()
+    listing = subprocess.run(["ls", "-lR", str(mnt / "tags/v1.0")], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+    files = sum(1 for line in listing.splitlines() if line[:1] in "-d")
+    assert files > 20
+    assert getxattrs() - before <= 4, "asked per file"
+    assert os.getxattr(mnt / "tags/v1.0", "user.icefs.snapshot_id") == ids["v1.0"].encode()
+
+
 def test_noxattr_stops_the_kernel_asking(sample_repo, mount_factory):
     path, _ = sample_repo
     mnt = mount_factory(path, "-o", "noxattr").mountpoint
