@@ -15,6 +15,9 @@ Rows: 8 concurrent readers vs 1 through the mount (cold daemon each time);
 a direct ``store.list()``; --reads random 1 KiB chunk reads through the mount
 (open, read, close) vs direct Icechunk gets; and, when ``fio`` is installed, a
 sequential read of the big chunk files through the mount and natively.
+
+Two floor rows run the same ``find`` and reads on floor.py's null pyfuse3
+filesystem (--many ready-made 1 KiB files): what any pyfuse3 filesystem pays.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from benchmarks.common import (
     parse_args,
     report,
 )
+from benchmarks.floor import NullMount
 
 icechunk.set_logs_filter("error")
 
@@ -145,6 +149,22 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                  f"1 reader {nbytes / 2**20 / one:.0f} ({one_cpus:.1f})",
                  f"{one / many_r:.2f}x throughput", ">= 3x"))
 
+    # -- the floor: the same walk and reads on a null pyfuse3 filesystem (floor.py) ----------
+    # It answers from ready-made entries, so what it takes is FUSE's and pyfuse3's own cost.
+    with NullMount(base / "null", entries=args.many) as null:
+        listing = null.mountpoint / "listing"
+        null_find = measure("null find", lambda: int(timed(["find", str(listing)])),
+                            args.repeat, drop_caches)
+        null_files = [listing / str(random.Random(i).randrange(args.many))
+                      for i in range(args.reads)]
+        null_reads: list[float] = []
+        for _ in range(args.repeat):
+            drop_caches()
+            started = time.perf_counter()
+            for path in null_files:
+                path.read_bytes()
+            null_reads.append(time.perf_counter() - started)
+
     # -- metadata walks ------------------------------------------------------------------------
     with BenchMount(repo_path, mnt):
         tree = mnt / "tags" / "v1" / "many"
@@ -157,6 +177,10 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                          f"{walk.best:.3f} / {walk.median:.3f}",
                          f"native {nat.best:.3f} / {nat.median:.3f}",
                          f"{walk.best / nat.best:.2f}x time", "<= 2x"))
+            if tool == "find":
+                rows.append((f"  (floor) `find` over {args.many} files of a null pyfuse3 fs, "
+                             "cold: s", f"{null_find.best:.3f}", f"native {nat.best:.3f}",
+                             f"{null_find.best / nat.best:.2f}x time", "-"))
     with BenchMount(repo_path, mnt, "-o", "noxattr"):
         walk = measure("mount ls -lR noxattr", lambda: int(timed(["ls", "-lR", str(tree)])),
                        args.repeat, drop_caches)
@@ -204,6 +228,11 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
     rows.append((f"{args.reads} random 1 KiB chunk reads, cold: us per read",
                  f"{per_read * 1e6:.0f}", f"direct get {per_get * 1e6:.0f}",
                  f"{per_read / per_get:.2f}x time", "<= 1.5x"))
+    per_null = min(null_reads) / args.reads
+    rows.append(("  (floor) the same reads of a null pyfuse3 fs's files, plus the direct get: "
+                 "us per read", f"{(per_null + per_get) * 1e6:.0f} (null fs {per_null * 1e6:.0f})",
+                 f"direct get {per_get * 1e6:.0f}",
+                 f"{(per_null + per_get) / per_get:.2f}x time", "-"))
 
     # -- fio -------------------------------------------------------------------------------------
     with BenchMount(repo_path, mnt):

@@ -43,7 +43,8 @@ THREADS = 6
 
 # -- the null filesystem (runs in its own process) -------------------------------------------
 
-def serve(mountpoint: str) -> None:
+def serve(mountpoint: str, entries: int = 0) -> None:
+    """Serve the null filesystem; with *entries*, also ``listing/`` of that many 1 KiB files."""
     import pyfuse3
     import trio
 
@@ -57,6 +58,17 @@ def serve(mountpoint: str) -> None:
             self.paths: dict[tuple[str, ...], int] = {(): pyfuse3.ROOT_INODE}
             self.nodes: dict[int, list[Any]] = {pyfuse3.ROOT_INODE: [(), True, 0]}
             self.next = pyfuse3.ROOT_INODE + 1
+            #: directory inode -> its children's names and attributes, made once (the floor
+            #: of a listing: no work per entry but the reply itself)
+            self.listings: dict[int, list[tuple[bytes, Any]]] = {}
+            if entries:
+                folder = self._add(pyfuse3.ROOT_INODE, b"listing", True)
+                kids = []
+                for i in range(entries):
+                    ino = self._add(folder, str(i).encode(), False)
+                    self.nodes[ino][2] = 1024
+                    kids.append((str(i).encode(), self._attr(ino)))
+                self.listings[folder] = kids
 
         def _attr(self, ino: int) -> Any:
             _, is_dir, size = self.nodes[ino]
@@ -133,6 +145,18 @@ def serve(mountpoint: str) -> None:
         async def getxattr(self, ino: int, name: bytes, ctx: Any) -> bytes:
             raise pyfuse3.FUSEError(errno.ENODATA)
 
+        async def opendir(self, ino: int, ctx: Any) -> int:
+            return ino
+
+        async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+            kids = self.listings.get(fh, [])
+            for i in range(start_id, len(kids)):
+                if not pyfuse3.readdir_reply(token, kids[i][0], kids[i][1], i + 1):
+                    return
+
+        async def releasedir(self, fh: int) -> None:
+            return None
+
     options = {"fsname=nullfs", "subtype=nullfs", "default_permissions"}
     pyfuse3.init(NullFs(), mountpoint, options)
     try:
@@ -144,11 +168,12 @@ def serve(mountpoint: str) -> None:
 class NullMount:
     """`serve` in a subprocess, with icefs's read-ahead."""
 
-    def __init__(self, mountpoint: Path) -> None:
+    def __init__(self, mountpoint: Path, entries: int = 0) -> None:
         mountpoint.mkdir(parents=True, exist_ok=True)
         self.mountpoint = mountpoint
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(mountpoint)])
-        deadline = time.monotonic() + 30
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(mountpoint),
+                                      str(entries)])
+        deadline = time.monotonic() + 60
         while not os.path.ismount(mountpoint):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the null filesystem did not mount")
@@ -294,8 +319,8 @@ def _make_array(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--serve":
-        serve(sys.argv[2])
+    if argv is None and len(sys.argv) in (3, 4) and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else 0)
         return 0
     rows, repeat = collect(argv)
     report(f"icefs FUSE floor ({repeat} repeats, best)", rows)
