@@ -233,6 +233,8 @@ class _FileHandle:
 @dataclass(slots=True)
 class _DirHandle:
     entries: list[Node]
+    #: *entries* is the cached listing of a tag or snapshot directory (see `_list`)
+    fixed: bool = False
 
 
 class IcefsCore:
@@ -581,7 +583,9 @@ class IcefsCore:
         if not node.is_dir:
             raise NotADirectory("/".join(node.path))
         entries = await self._list(node)
-        return self._new_handle(_DirHandle(entries))
+        fixed = node.view is not None and node.view.immutable and node.kind in (
+            NodeKind.REF_ROOT, NodeKind.TREE_DIR)
+        return self._new_handle(_DirHandle(entries, fixed))
 
     async def _list(self, node: Node) -> list[Node]:
         kind = node.kind
@@ -680,6 +684,30 @@ class IcefsCore:
             (i + 1, node.path[-1], self._attr(node, self.inodes.ino(node.path)))
             for i, node in enumerate(itertools.islice(handle.entries, start, None), start)
         )
+
+    def fixed_listing(self, fh: int, start: int) -> list[Node] | None:
+        """The listing the directory handle *fh* pinned, if it is a tag's or snapshot's.
+
+        That list is the same object for every handle while the listing stays
+        cached, and never changes: the adapter may keep replies built from it
+        (see `FuseOperations.readdir`).  Entries are answered with `listed_attr`
+        and `listed_ino`, offsets as `readdir` gives them.  None for any other
+        directory.
+        """
+        handle = self._handles.get(fh)
+        if not isinstance(handle, _DirHandle):
+            raise BadHandle(f"no directory handle {fh}")
+        if start > len(handle.entries):
+            raise BadHandle(f"readdir offset {start} past the end")
+        return handle.entries if handle.fixed else None
+
+    def listed_attr(self, node: Node) -> Attr:
+        """Attributes of an entry of a `fixed_listing`, but for the inode number (0)."""
+        return self._attr(node, 0)
+
+    def listed_ino(self, node: Node) -> int:
+        """The inode number of an entry of a `fixed_listing` (no lookup counted)."""
+        return self.inodes.ino(node.path)
 
     def entry_returned(self, ino: int) -> None:
         """Count the lookup the kernel takes for an entry it accepted from readdirplus."""

@@ -90,6 +90,33 @@ def test_stat_attributes(sample_mount, sample_repo):
     assert vfs.f_namemax == 255
 
 
+def test_big_tag_listing_replies_are_exact(tmp_path, mount_factory):
+    """A tag directory of 300 chunk files is answered from replies built once (see
+    `FuseOperations._readdir_fixed`): names, inode numbers and sizes must match."""
+    path = tmp_path / "repo"
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
+    session = repo.writable_session("main")
+    rng = np.random.default_rng(1)
+    data = np.concatenate([rng.integers(0, 2 + i % 9, 64, dtype="u1") for i in range(300)])
+    zarr.group(store=session.store).create_array("a", shape=data.shape, chunks=(64,),
+                                                 dtype="u1")[:] = data
+    repo.create_tag("t", session.commit("300 chunks"))
+    sizes = {key.rsplit("/", 1)[1]: len(direct_get(path, repo.lookup_tag("t"), key) or b"")
+             for key in direct_keys(path, repo.lookup_tag("t")) if key.startswith("a/c/")}
+    assert len(sizes) == 300
+    assert len(set(sizes.values())) > 3
+    chunks = mount_factory(path).mountpoint / "tags" / "t" / "a" / "c"
+    for _ in range(2):  # the second walk reuses the replies the first one built
+        seen = {}
+        for entry in os.scandir(chunks):
+            st = os.stat(chunks / entry.name)
+            assert entry.inode() == st.st_ino, entry.name
+            assert st.st_mode == stat.S_IFREG | 0o444
+            seen[entry.name] = st.st_size
+        assert seen == sizes
+        assert len({os.stat(chunks / n).st_ino for n in seen}) == 300
+
+
 def test_zarr_reads_through_localstore(sample_mount, sample_repo):
     path, ids = sample_repo
     repo = icechunk.Repository.open(sample_storage(str(path)))
