@@ -50,7 +50,8 @@ R = TypeVar("R")
 
 #: Listings of tags and snapshots with this many entries have their replies built once.
 _REPLIES_FROM: Final = 256
-#: Entries of built replies kept, over all listings (daemon RSS +25 MiB for 100k: 38 MiB).
+#: Entries of built replies kept, over all listings (daemon RSS +25 MiB for 100k: 38 MiB;
+#: they also keep their listings alive after the core's own cache let go of them).
 _REPLIES_KEPT: Final = 150_000
 
 # Errors a user causes every day (probing for files, missing xattrs): debug, not info.
