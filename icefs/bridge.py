@@ -4,22 +4,23 @@ Icechunk's store methods are asyncio coroutines driven by Rust futures; trio
 cannot await them.  `Bridge` keeps one long-lived asyncio event loop in a
 daemon thread and lets trio tasks await coroutines on it:
 
-* `Bridge.run` submits a coroutine with `asyncio.run_coroutine_threadsafe` and
-  wakes the waiting trio task through the trio token when it is done, so
-  thousands of requests can be in flight from one trio thread.  A
-  `trio.CapacityLimiter` caps them (uncapped, Icechunk grows hundreds of tokio
-  workers).  Cancelling the trio task cancels the asyncio future.
-* `Bridge.call` awaits one of Icechunk's Rust methods.  Those return an asyncio
-  future made by pyo3-async-runtimes, which asks ``asyncio.get_running_loop()``
-  for ``create_future`` and later calls its ``call_soon_threadsafe`` from a
-  tokio thread.  Once `Bridge.enable_direct` has seen that protocol work, `call`
-  lends the trio thread a small stand-in loop (`_TrioLoop`) for the moment of
-  the call, and the tokio thread wakes trio directly: two thread hand-offs per
-  call instead of four (measured per 1 KiB get: 360 us against 490 us, plain
-  asyncio 300 us).  This leans on private details (``asyncio._set_running_loop``,
-  the loop methods pyo3 uses), hence the self-test at mount time; without it,
-  or if a method returns anything but the stand-in's future, `call` goes
-  through the loop thread like `run`.
+* `Bridge.run` awaits ``fn(*args)`` on the loop thread: it submits it with
+  `asyncio.run_coroutine_threadsafe` and wakes the waiting trio task through
+  the trio token when it is done, so thousands of requests can be in flight
+  from one trio thread.  A `trio.CapacityLimiter` caps them (uncapped,
+  Icechunk grows hundreds of tokio workers).  Cancelling the trio task cancels
+  the asyncio future.
+* Icechunk's Rust methods return an asyncio future made by
+  pyo3-async-runtimes, which asks ``asyncio.get_running_loop()`` for
+  ``create_future`` and later calls its ``call_soon_threadsafe`` from a tokio
+  thread.  Once `Bridge.enable_direct` has seen that protocol work, `run`
+  calls ``fn`` on the trio thread with a small stand-in loop (`_TrioLoop`)
+  lent for the moment of the call, and the tokio thread wakes trio directly:
+  two thread hand-offs per call instead of four (measured per 1 KiB get:
+  360 us against 490 us, plain asyncio 300 us).  This leans on private details
+  (``asyncio._set_running_loop``, the loop methods pyo3 uses), hence the
+  self-test at mount time.  A coroutine, or anything else that is not the
+  stand-in's future, still goes to the loop thread.
 * `Bridge.run_sync` runs a blocking function (Icechunk's synchronous Repository
   and Session methods, which release the GIL) in a trio worker thread.
 * `Bridge.run_blocking` is for code outside trio (CLI, tests, start-up).
@@ -34,7 +35,7 @@ import asyncio.events
 import contextlib
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import trio
 
@@ -159,7 +160,7 @@ class Bridge:
         self._thread_limit = max_threads
         # Limiters belong to one trio run; created lazily inside it.
         self._limiters: dict[int, tuple[trio.CapacityLimiter, trio.CapacityLimiter]] = {}
-        #: `call` wakes trio from the tokio thread (set by `enable_direct`)
+        #: `run` lets the tokio thread wake trio (set by `enable_direct`)
         self.direct = False
         self._trio_loop: _TrioLoop | None = None
 
@@ -180,10 +181,24 @@ class Bridge:
         return pair
 
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Await ``fn(*args)`` (an asyncio coroutine function) on the loop thread."""
+        """Await ``fn(*args)``: an asyncio coroutine function, or an Icechunk Rust method
+        returning a pyo3 future (completed on the trio thread once `direct`)."""
         async_limit, _ = self._trio_limiters()
         async with async_limit:
-            return await self._await_on_loop(fn, args)
+            loop = self._trio_loop
+            if (not self.direct or loop is None
+                    or loop.token is not trio.lowlevel.current_trio_token()):
+                return await self._await_on_loop(fn, args)
+            previous = asyncio.events._get_running_loop()
+            asyncio.events._set_running_loop(loop)  # type: ignore[arg-type]
+            try:
+                awaitable = fn(*args)
+            finally:
+                asyncio.events._set_running_loop(previous)
+            if isinstance(awaitable, _DirectFuture):
+                return cast("T", await awaitable.wait())
+            # Not the protocol the self-test saw (a coroutine, say): the loop thread runs it.
+            return await self._await_on_loop(_awaited, (awaitable,))
 
     async def _await_on_loop(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         token = trio.lowlevel.current_trio_token()
@@ -206,29 +221,10 @@ class Bridge:
             raise
         return future.result()
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Await ``fn(*args)``, an Icechunk Rust method returning a pyo3 future."""
-        async_limit, _ = self._trio_limiters()
-        async with async_limit:
-            loop = self._trio_loop
-            if (not self.direct or loop is None
-                    or loop.token is not trio.lowlevel.current_trio_token()):
-                return await self._await_on_loop(fn, args)
-            previous = asyncio.events._get_running_loop()
-            asyncio.events._set_running_loop(loop)  # type: ignore[arg-type]
-            try:
-                future = fn(*args)
-            finally:
-                asyncio.events._set_running_loop(previous)
-            if isinstance(future, _DirectFuture):
-                return await future.wait()
-            # Not the protocol the self-test saw (a coroutine, say): the loop thread runs it.
-            return await self._await_on_loop(_awaited, (future,))
-
     async def enable_direct(self, probe: Callable[[Bridge], Awaitable[object]]) -> bool:
-        """Switch `call` to the direct path if *probe* succeeds on it; return whether it did.
+        """Switch `run` to the direct path if *probe* succeeds on it; return whether it did.
 
-        *probe* makes real Icechunk calls through `call` and raises if a result is
+        *probe* makes real Icechunk calls through `run` and raises if a result is
         wrong.  Any failure, or no answer within `PROBE_TIMEOUT`, keeps the loop
         thread.
         """

@@ -271,18 +271,18 @@ _PROBE_GROUP = b'{"zarr_format": 3, "node_type": "group"}'
 
 
 async def direct_probe(bridge: Bridge) -> None:
-    """Check `Bridge.call`'s direct path on an in-memory repository: a set, a get, an error.
+    """Check `Bridge.run`'s direct path on an in-memory repository: a set, a get, an error.
 
     Raises (anything) if a call misbehaves; `Bridge.enable_direct` bounds its time.
     """
     repository = await bridge.run_sync(icechunk.Repository.create, icechunk.in_memory_storage())
     session = await bridge.run_sync(repository.writable_session, "main")
     raw = session.store._store
-    await bridge.call(raw.set, "zarr.json", _PROBE_GROUP)
-    if bytes(await bridge.call(raw.get, "zarr.json", (None, None))) != _PROBE_GROUP:
+    await bridge.run(raw.set, "zarr.json", _PROBE_GROUP)
+    if bytes(await bridge.run(raw.get, "zarr.json", (None, None))) != _PROBE_GROUP:
         raise RuntimeError("the direct path returned other bytes")
     try:
-        await bridge.call(raw.get, "absent/zarr.json", (None, None))
+        await bridge.run(raw.get, "absent/zarr.json", (None, None))
     except KeyError:
         return
     raise RuntimeError("the direct path lost an error")
@@ -307,7 +307,7 @@ class SnapshotReader:
         # Taken once: the ``store`` property locks the session, blocking, with the GIL.
         self._store = session.store
         #: Icechunk's Rust store under the zarr one: its methods return pyo3 futures for
-        #: `Bridge.call`, take any buffer and give bytes-like results, skipping zarr's
+        #: `Bridge.run`, take any buffer and give bytes-like results, skipping zarr's
         #: Buffer wrappers.
         self._raw = self._store._store
         self._bridge = bridge
@@ -391,7 +391,7 @@ class SnapshotReader:
         """
         try:
             async with self._using():
-                data = await self._bridge.call(self._raw.get, key, _byte_range(start, end))
+                data = await self._bridge.run(self._raw.get, key, _byte_range(start, end))
         except KeyError:  # Icechunk's answer for a missing key
             raise errors.NotFound(f"no key {key}") from None
         except Exception as exc:
@@ -556,7 +556,7 @@ class BranchWriter:
         """Store *data* (bytes-like) at *key*; `InvalidInput`, `NotFound` or `StorageFailure`."""
         try:
             async with self.reader.gate.hold("write"):
-                await self._repo.bridge.call(self._raw.set, key, data)
+                await self._repo.bridge.run(self._raw.set, key, data)
         except Exception as exc:
             raise translate(exc) from exc
         self.touched = True
@@ -565,7 +565,7 @@ class BranchWriter:
         """Delete *key* (a node's ``zarr.json`` deletes the node and everything below)."""
         try:
             async with self.reader.gate.hold("write"):
-                await self._repo.bridge.call(self._raw.delete, key)
+                await self._repo.bridge.run(self._raw.delete, key)
         except Exception as exc:
             raise translate(exc) from exc
         self.touched = True

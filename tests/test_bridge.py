@@ -99,7 +99,7 @@ async def test_run_sync_runs_in_a_thread(bridge):
     assert await bridge.run_sync(threading.get_ident) != main
 
 
-# -- the direct path (Bridge.call after enable_direct) -------------------------------------------
+# -- the direct path (Bridge.run after enable_direct) -------------------------------------------
 
 
 class Pyo3Like:
@@ -135,7 +135,7 @@ class Pyo3Like:
 
 async def _probe_with(fake):
     async def probe(bridge):
-        assert await bridge.call(fake, "ok") == "ok"
+        assert await bridge.run(fake, "ok") == "ok"
 
     return probe
 
@@ -147,7 +147,7 @@ async def test_direct_calls_complete_on_the_trio_thread(bridge):
     results = []
 
     async def one(i):
-        results.append(await bridge.call(fake, i))
+        results.append(await bridge.run(fake, i))
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -156,7 +156,7 @@ async def test_direct_calls_complete_on_the_trio_thread(bridge):
     assert sorted(results) == list(range(50))
     assert set(fake.called_on) == {threading.get_ident()}  # never the loop thread
     with pytest.raises(KeyError):
-        await bridge.call(fake, None, None, KeyError("absent"))
+        await bridge.run(fake, None, None, KeyError("absent"))
 
 
 async def test_direct_cancellation_reaches_the_rust_side(bridge):
@@ -164,11 +164,11 @@ async def test_direct_cancellation_reaches_the_rust_side(bridge):
     assert await bridge.enable_direct(await _probe_with(fake))
     release = threading.Event()
     with trio.move_on_after(0.2) as scope:
-        await bridge.call(fake, "late", release)
+        await bridge.run(fake, "late", release)
     assert scope.cancelled_caught
     assert fake.cancelled_seen[-1] is True  # pyo3's callback would drop the Rust future
     release.set()  # completing after the cancel is ignored, not an error
-    assert await bridge.call(fake, "next") == "next"
+    assert await bridge.run(fake, "next") == "next"
 
 
 async def test_a_failing_probe_keeps_the_loop_thread(bridge):
@@ -177,7 +177,7 @@ async def test_a_failing_probe_keeps_the_loop_thread(bridge):
 
     assert not await bridge.enable_direct(probe)
     fake = Pyo3Like()
-    assert await bridge.call(fake, 7) == 7
+    assert await bridge.run(fake, 7) == 7
     assert fake.called_on[0] != threading.get_ident()
 
 
@@ -188,7 +188,7 @@ async def test_a_silent_probe_times_out(bridge, monkeypatch):
     never = threading.Event()
 
     async def probe(b):
-        await b.call(Pyo3Like(), 1, never)
+        await b.run(Pyo3Like(), 1, never)
 
     with trio.fail_after(30):
         assert not await bridge.enable_direct(probe)
@@ -203,7 +203,7 @@ async def test_a_coroutine_goes_through_the_loop_thread(bridge):
         await asyncio.sleep(0)
         return threading.current_thread().name, x
 
-    assert await bridge.call(coro_fn, 3) == ("icefs-asyncio", 3)
+    assert await bridge.run(coro_fn, 3) == ("icefs-asyncio", 3)
 
 
 def test_another_trio_run_uses_the_loop_thread(bridge):
@@ -214,7 +214,7 @@ def test_another_trio_run_uses_the_loop_thread(bridge):
 
     async def second():
         with trio.fail_after(30):
-            return await bridge.call(fake, "again")
+            return await bridge.run(fake, "again")
 
     trio.run(first)
     assert trio.run(second) == "again"

@@ -48,7 +48,7 @@ def status(ref_dir):
 
 @pytest.mark.parametrize("calls", ["direct", "loop thread"])
 def test_zarr_write_commit_and_read_directly(repo_path, mount_factory, monkeypatch, calls):
-    """Both ways Icechunk's calls reach trio (see `Bridge.call`) carry the whole path."""
+    """Both ways Icechunk's calls reach trio (see `Bridge.run`) carry the whole path."""
     if calls == "loop thread":
         monkeypatch.setenv("ICEFS_DIRECT_CALLS", "0")
     m = mount_factory(repo_path)
