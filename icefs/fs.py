@@ -583,8 +583,7 @@ class IcefsCore:
         if not node.is_dir:
             raise NotADirectory("/".join(node.path))
         entries = await self._list(node)
-        fixed = node.view is not None and node.view.immutable and node.kind in (
-            NodeKind.REF_ROOT, NodeKind.TREE_DIR)
+        fixed = node.view is not None and self._listings.get((node.view, node.path)) is entries
         return self._new_handle(_DirHandle(entries, fixed))
 
     async def _list(self, node: Node) -> list[Node]:
@@ -675,11 +674,7 @@ class IcefsCore:
         `find` quadratic. No lookup is counted: the adapter calls `entry_returned`
         for each entry the kernel took. Offsets index the listing pinned at `opendir`.
         """
-        handle = self._handles.get(fh)
-        if not isinstance(handle, _DirHandle):
-            raise BadHandle(f"no directory handle {fh}")
-        if start > len(handle.entries):
-            raise BadHandle(f"readdir offset {start} past the end")
+        handle = self._dir_handle(fh, start)
         return (
             (i + 1, node.path[-1], self._attr(node, self.inodes.ino(node.path)))
             for i, node in enumerate(itertools.islice(handle.entries, start, None), start)
@@ -694,12 +689,17 @@ class IcefsCore:
         and `listed_ino`, offsets as `readdir` gives them.  None for any other
         directory.
         """
+        handle = self._dir_handle(fh, start)
+        return handle.entries if handle.fixed else None
+
+    def _dir_handle(self, fh: int, start: int) -> _DirHandle:
+        """The directory handle *fh*, checked for a readdir from offset *start*."""
         handle = self._handles.get(fh)
         if not isinstance(handle, _DirHandle):
             raise BadHandle(f"no directory handle {fh}")
         if start > len(handle.entries):
             raise BadHandle(f"readdir offset {start} past the end")
-        return handle.entries if handle.fixed else None
+        return handle
 
     def listed_attr(self, node: Node) -> Attr:
         """Attributes of an entry of a `fixed_listing`, but for the inode number (0)."""
@@ -1481,7 +1481,7 @@ class IcefsCore:
             "last_refresh": (control.render_time(int(self.last_refresh * 1e9))
                              if self.last_refresh else None),
             "last_error": self.last_error,
-            # how Icechunk's calls reach trio (see `Bridge.call`)
+            # how Icechunk's calls reach trio (see `Bridge.run`)
             "icechunk_calls": "direct" if self.repo.bridge.direct else "loop thread",
         }
 

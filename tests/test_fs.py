@@ -294,6 +294,21 @@ async def test_control_files(core, repository):
     assert ".icefs" not in await listing(core, main.ino)
 
 
+async def test_only_tag_and_snapshot_listings_are_fixed(core, repository):
+    """Replies may be kept (`FuseOperations._readdir_fixed`) only for listings that never
+    change: the cached ones of tags and snapshots."""
+    for names, fixed in ((("tags", "v1.0", "temperature"), True),
+                         (("tags", "v1.0", ".icefs"), False),
+                         (("branches", "main", "temperature"), False)):
+        fh = await core.opendir((await walk(core, *names)).ino)
+        listing = core.fixed_listing(fh, 0)
+        assert (listing is not None) == fixed, names
+        if listing is not None:
+            assert [n.path[-1] for n in listing] == [
+                name for _, name, _ in core.readdir(fh, 0)]
+        core.releasedir(fh)
+
+
 async def test_xattrs(core, repository):
     _, ids = repository
     tag = await walk(core, "tags", "v1.0")
