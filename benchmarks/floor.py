@@ -142,6 +142,14 @@ def serve(mountpoint: str, entries: int = 0) -> None:
             self.paths[new] = ino
             self.nodes[ino][0] = new
 
+        async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
+            ino = self.paths.pop((*self.nodes[parent][0], name.decode()), None)
+            if ino is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            del self.nodes[ino]
+
+        rmdir = unlink  # no listing of written directories: they always look empty
+
         async def getxattr(self, ino: int, name: bytes, ctx: Any) -> bytes:
             raise pyfuse3.FUSEError(errno.ENODATA)
 
