@@ -993,13 +993,17 @@ class IcefsCore:
 
     async def _writable_dir(self, ino: int) -> tuple[Node, BranchState]:
         parent = await self._node(ino)
+        return parent, self._writable(parent)
+
+    def _writable(self, parent: Node) -> BranchState:
+        """The branch state of the directory *parent*, if names may be made in it."""
         if parent.kind not in (NodeKind.REF_ROOT, NodeKind.TREE_DIR):
             if parent.kind is NodeKind.REF_LIST and parent.path == ("tags",):
                 raise NotPermitted("tags are made with <ref>/.icefs/tag")
             if parent.kind is NodeKind.REF_LIST and parent.path == ("snapshots",):
                 raise NotPermitted("snapshots are made by commits")
             raise ReadOnly(f"{'/'.join(parent.path) or '/'} is read-only")
-        return parent, self._branch(parent.view)
+        return self._branch(parent.view)
 
     async def _mkdir_branch(self, name: str) -> Attr:
         """``mkdir branches/<name>``: a new branch at the default branch's tip."""
@@ -1103,15 +1107,15 @@ class IcefsCore:
 
         In ``branches/`` it makes a branch at the default branch's tip.
         """
-        ref_list = await self._node(parent_ino)
-        if ref_list.kind is NodeKind.REF_LIST and ref_list.path == ("branches",):
+        parent = await self._node(parent_ino)
+        if parent.kind is NodeKind.REF_LIST and parent.path == ("branches",):
             return await self._mkdir_branch(name)
-        parent, state = await self._writable_dir(parent_ino)
+        state = self._writable(parent)
         if await self._lookup_optional(parent, name) is not None:
             raise Exists("/".join((*parent.path, name)))
         path = (*parent.path, name)
         state.dirs["/".join(path[2:])] = time.time_ns()
-        return self._attr(await self._resolve(path), self.inodes.lookup(path))
+        return self._attr(await self._child(parent, name), self.inodes.lookup(path))
 
     async def unlink(self, parent_ino: int, name: str) -> None:
         """Remove the file *name*: a chunk, a node (its ``zarr.json``) or a scratch file."""
@@ -1179,15 +1183,15 @@ class IcefsCore:
                      flags: int = 0) -> None:
         """Rename a file inside one branch; the target, if any, is replaced atomically."""
         old_parent = await self._node(old_ino)
-        new_parent = await self._node(new_ino)
+        new_parent = old_parent if new_ino == old_ino else await self._node(new_ino)
         if (old_parent.view is None or new_parent.view is None
                 or old_parent.view.ref != new_parent.view.ref
                 or old_parent.view.kind != new_parent.view.kind):
             if old_parent.view is not None and old_parent.view.read_only:
                 raise ReadOnly(f"{old_parent.view.kind} {old_parent.view.ref} is read-only")
             raise CrossDevice("rename across refs")
-        old_parent, state = await self._writable_dir(old_ino)
-        new_parent, _ = await self._writable_dir(new_ino)
+        state = self._writable(old_parent)
+        self._writable(new_parent)
         if flags & RENAME_EXCHANGE:
             raise InvalidInput("RENAME_EXCHANGE is not supported")
         src = await self._lookup_optional(old_parent, old_name)
