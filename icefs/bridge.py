@@ -238,26 +238,6 @@ class Bridge:
             log.warning("direct Icechunk calls unavailable, using the loop thread: %r", exc)
         return self.direct
 
-    async def gather(self, fn: Callable[..., Awaitable[T]], args_list: list[tuple[Any, ...]],
-                     *, concurrency: int = 32) -> list[T | BaseException]:
-        """Run ``fn(*args)`` for every *args* on the loop, at most *concurrency* at once.
-
-        One trip across the bridge for the whole batch; each result is the value
-        or the exception that call raised.
-        """
-        async def batch() -> list[T | BaseException]:
-            sem = asyncio.Semaphore(concurrency)
-
-            async def one(a: tuple[Any, ...]) -> T:
-                async with sem:
-                    return await fn(*a)
-
-            return await asyncio.gather(*(one(a) for a in args_list), return_exceptions=True)
-
-        async_limit, _ = self._trio_limiters()
-        async with async_limit:
-            return await self._await_on_loop(batch, ())
-
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run the blocking ``fn(*args)`` in a trio worker thread."""
         _, thread_limit = self._trio_limiters()

@@ -65,7 +65,7 @@ from icefs.stats import Stats
 from icefs.tree import DirPos, SnapshotTree, TreeEntry
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Buffer, Iterator
 
     from icefs.repo import Repo
 
@@ -221,7 +221,8 @@ class Node:
 class _FileHandle:
     node: Node
     tree: SnapshotTree | None = None
-    data: bytes | None = None
+    #: the whole file: a tree file fetched whole (Icechunk's buffer), or rendered control text
+    data: Buffer | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
     overlay: OverlayFile | None = None
     branch: BranchState | None = None
@@ -759,7 +760,7 @@ class IcefsCore:
         overlay = state.files.get(node.key)
         if overlay is None:
             tree = await self._tree_for(node.view)
-            data = b"" if flags & os.O_TRUNC else await tree.read_whole(node.entry)
+            data = b"" if flags & os.O_TRUNC else bytes(await tree.read_whole(node.entry))
             what = await state.classify(node.key, tree)
             # Another open may have made the buffer while we awaited: share it, or the
             # writes through one of the two handles would go nowhere.
@@ -793,7 +794,7 @@ class IcefsCore:
         if handle.overlay is not None:
             data = handle.overlay.spool.read(offset, size)
         elif handle.tree is None or handle.node.entry is None:
-            data = (handle.data or b"")[offset : offset + size]
+            data = memoryview(handle.data or b"")[offset : offset + size]
         else:
             entry = handle.node.entry
             if handle.data is None and entry.size <= WHOLE_FETCH_LIMIT:
@@ -806,7 +807,7 @@ class IcefsCore:
             if handle.data is not None:
                 data = memoryview(handle.data)[offset : offset + size]
             else:
-                data = await handle.tree.read(entry, offset, size)
+                data = memoryview(await handle.tree.read(entry, offset, size))
         self.stats.bytes_read += len(data)
         return data
 

@@ -29,6 +29,8 @@ import trio
 from icefs.errors import IcefsError
 
 if TYPE_CHECKING:
+    from collections.abc import Buffer
+
     from icefs.tree import SnapshotTree, TreeEntry
 
 __all__ = ["Prefetcher"]
@@ -51,7 +53,7 @@ class _Fetch:
     #: when it was asked for (counts `_hold` calls)
     seq: int
     done: trio.Event = field(default_factory=trio.Event)
-    data: bytes | None = None
+    data: Buffer | None = None
 
 
 class Prefetcher:
@@ -104,7 +106,7 @@ class Prefetcher:
             fetch.done.set()
             slots.release()
 
-    async def read_whole(self, tree: SnapshotTree, entry: TreeEntry) -> bytes:
+    async def read_whole(self, tree: SnapshotTree, entry: TreeEntry) -> Buffer:
         """Return all bytes of the chunk *entry*, prefetched if it was; then look ahead."""
         key = (tree.snapshot_id, entry.key)
         self._recent[key] = None
@@ -119,7 +121,7 @@ class Prefetcher:
             self._look_ahead(tree, entry)
         return data
 
-    async def _join(self, key: tuple[str, str]) -> bytes | None:
+    async def _join(self, key: tuple[str, str]) -> Buffer | None:
         """The chunk's bytes from the read-ahead or another reader's fetch; None if neither."""
         fetch = self._held.pop(key, None)
         if fetch is not None:
@@ -136,7 +138,7 @@ class Prefetcher:
             self.joined += 1
         return fetch.data
 
-    async def _read(self, tree: SnapshotTree, entry: TreeEntry, key: tuple[str, str]) -> bytes:
+    async def _read(self, tree: SnapshotTree, entry: TreeEntry, key: tuple[str, str]) -> Buffer:
         fetch = _Fetch(entry.size, self._seq)
         self._reading[key] = fetch
         try:

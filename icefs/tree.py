@@ -22,6 +22,8 @@ from icefs.errors import InvalidInput, NotADirectory, NotFound
 from icefs.paths import METADATA_NAME, join_key
 
 if TYPE_CHECKING:
+    from collections.abc import Buffer
+
     from icefs.repo import ChunkIndex, SnapshotReader
 
 __all__ = ["DirPos", "KeyClass", "SnapshotTree", "TreeEntry"]
@@ -127,7 +129,7 @@ class SnapshotTree:
         if info is None:
             key = join_key(path, METADATA_NAME)
             try:
-                metadata: bytes | None = await self.reader.get(key)
+                metadata: bytes | None = bytes(await self.reader.get(key))
             except NotFound:
                 metadata = None
             info = _parse_node(metadata)
@@ -350,7 +352,7 @@ class SnapshotTree:
 
     # -- data ---------------------------------------------------------------------------------
 
-    async def read(self, entry: TreeEntry, offset: int, size: int) -> bytes:
+    async def read(self, entry: TreeEntry, offset: int, size: int) -> Buffer:
         """Return up to *size* bytes of the file *entry* from *offset* (b'' at or past EOF)."""
         end = min(offset + size, entry.size)
         if offset >= end:
@@ -362,7 +364,7 @@ class SnapshotTree:
             return await self.reader.get(entry.key)
         return await self.reader.get(entry.key, offset, end)
 
-    async def read_whole(self, entry: TreeEntry) -> bytes:
+    async def read_whole(self, entry: TreeEntry) -> Buffer:
         """Return all bytes of the file *entry*."""
         inline = await self._inline_or_metadata(entry)
         if inline is not None:

@@ -80,18 +80,6 @@ async def test_cancellation_reaches_asyncio(bridge):
         await cancelled.wait()
 
 
-async def test_gather_returns_values_and_exceptions(bridge):
-    async def maybe(x):
-        if x == 3:
-            raise ValueError(x)
-        return x
-
-    results = await bridge.gather(maybe, [(i,) for i in range(5)], concurrency=2)
-    assert results[:3] == [0, 1, 2]
-    assert isinstance(results[3], ValueError)
-    assert results[4] == 4
-
-
 async def test_run_sync_runs_in_a_thread(bridge):
     import threading
 

@@ -145,6 +145,31 @@ async def test_byte_ranges(core, repository):
     core.release(reply.fh)
 
 
+async def test_chunk_reads_answer_from_icechunks_buffer_without_a_copy(bridge, tmp_path):
+    repo = icechunk.Repository.create(icechunk.in_memory_storage())
+    session = repo.writable_session("main")
+    data = np.arange(2 * 256, dtype="f4").reshape(2, 256)
+    array = zarr.group(store=session.store).create_array(
+        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None)
+    array[:] = data  # 1 KiB chunks: stored as objects, not inline
+    repo.create_tag("t", session.commit("data"))
+    core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
+    await core.refresh_refs()
+    for view in ("tags/t", "branches/main"):  # read-ahead path and plain path
+        attr = await walk(core, *view.split("/"), "a", "c", "1", "0")
+        reply = await core.open(attr.ino, os.O_RDONLY)
+        first = await core.read(reply.fh, 0, 7)
+        rest = await core.read(reply.fh, 7, attr.size)
+        core.release(reply.fh)
+        assert bytes(first) + bytes(rest) == data[1].tobytes()
+        # Both replies are views of the one buffer Icechunk returned, not of a copy.
+        assert isinstance(first, memoryview)
+        assert isinstance(rest, memoryview)
+        assert first.obj is rest.obj
+        assert not isinstance(first.obj, bytes), view
+    core.close()
+
+
 async def test_metadata_file_is_exact(core, repository):
     attr = await walk(core, "branches", "main", "temperature", "zarr.json")
     data, _ = await read_all(core, attr.ino)
