@@ -501,7 +501,8 @@ def _stats(args: argparse.Namespace) -> int:
           f"pending (not yet stored) {doc['pending_bytes']}")
     print(f"tree cache hits {doc['cache']['hits']}, misses {doc['cache']['misses']}")
     ahead = doc["prefetch"]
-    print(f"prefetched chunks read {ahead['hits']}, dropped unread {ahead['unused']}, "
+    print(f"prefetched chunks read {ahead['hits']}, fetched at open "
+          f"{ahead['started_at_open']}, dropped unread {ahead['unused']}, "
           f"shared by readers {ahead['joined']}, held {ahead['held_bytes']} bytes")
     print(f"commits {commits['count']} (failed {commits['failed']}), mean "
           f"{commits['mean_ms']} ms, max {commits['max_ms']} ms; up {doc['uptime_seconds']} s")

@@ -52,6 +52,8 @@ class _Fetch:
     size: int
     #: when it was asked for (counts `_hold` calls)
     seq: int
+    #: asked for by the file's open (`fetch_soon`), not by the look-ahead
+    at_open: bool = False
     done: trio.Event = field(default_factory=trio.Event)
     data: Buffer | None = None
 
@@ -64,7 +66,10 @@ class Prefetcher:
         self.largest = largest
         self.depth = depth
         self.budget = budget
+        #: reads served by the look-ahead
         self.hits = 0
+        #: reads served by the fetch their open started
+        self.at_open = 0
         self.unused = 0
         #: reads that found the same chunk already being read by another reader
         self.joined = 0
@@ -128,7 +133,10 @@ class Prefetcher:
             self._held_bytes -= fetch.size
             await fetch.done.wait()
             if fetch.data is not None:
-                self.hits += 1
+                if fetch.at_open:
+                    self.at_open += 1
+                else:
+                    self.hits += 1
             return fetch.data
         fetch = self._reading.get(key)
         if fetch is None:
@@ -167,7 +175,12 @@ class Prefetcher:
             for ahead in tree.chunks_from(entry, best_order, best_pos, self.depth):
                 self._hold(tree, ahead)
 
-    def _hold(self, tree: SnapshotTree, entry: TreeEntry) -> None:
+    def fetch_soon(self, tree: SnapshotTree, entry: TreeEntry) -> None:
+        """Fetch the chunk *entry* into the holding area: a read of it is coming."""
+        if self._running:
+            self._hold(tree, entry, at_open=True)
+
+    def _hold(self, tree: SnapshotTree, entry: TreeEntry, *, at_open: bool = False) -> None:
         key = (tree.snapshot_id, entry.key)
         if (key in self._held or key in self._reading or key in self._recent
                 or entry.size > self.largest):
@@ -182,7 +195,7 @@ class Prefetcher:
             self._held.popitem(last=False)
             self._held_bytes -= oldest.size
             self.unused += 1
-        fetch = _Fetch(entry.size, self._seq)
+        fetch = _Fetch(entry.size, self._seq, at_open)
         try:
             self._send.send_nowait((tree, entry, fetch))
         except trio.WouldBlock:

@@ -37,6 +37,7 @@ class Stats:
     #: read-ahead across chunk files: fetched ahead and then read / dropped unread / held,
     #: and reads that shared another reader's fetch of the same chunk
     prefetch_hits: int = 0
+    prefetch_at_open: int = 0
     prefetch_unused: int = 0
     prefetch_joined: int = 0
     prefetch_held_bytes: int = 0
@@ -81,7 +82,8 @@ class Stats:
             "bytes_written": self.bytes_written,
             "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
             "pending_bytes": self.pending_bytes,
-            "prefetch": {"hits": self.prefetch_hits, "unused": self.prefetch_unused,
+            "prefetch": {"hits": self.prefetch_hits, "started_at_open": self.prefetch_at_open,
+                         "unused": self.prefetch_unused,
                          "joined": self.prefetch_joined, "held_bytes": self.prefetch_held_bytes},
             "commits": {
                 "count": self.commits,

@@ -533,3 +533,62 @@ async def test_concurrent_readers_fetch_each_chunk_once(bridge, tmp_path, monkey
     assert len(fetched) == 32
     assert core.prefetcher.unused == 0
     assert core.prefetcher.hits > 0
+
+
+async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypatch):
+    """The get of a chunk the kernel has no page of starts at open, before the read."""
+    repo = icechunk.Repository.create(icechunk.in_memory_storage())
+    session = repo.writable_session("main")
+    data = np.arange(64 * 256, dtype="f4").reshape(64, 256)
+    zarr.group(store=session.store).create_array(
+        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None)[:] = data
+    repo.create_tag("t", session.commit("data"))
+    core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
+    await core.refresh_refs()
+    fetched: list[str] = []
+    arrived = [trio.Event()]
+    original = SnapshotTree.read_whole
+
+    async def counted(self, entry):
+        fetched.append(entry.key)
+        arrived[0].set()
+        return await original(self, entry)
+
+    async def fetches(n: int) -> None:
+        with trio.fail_after(10):
+            while len(fetched) < n:
+                arrived[0] = trio.Event()
+                await arrived[0].wait()
+
+    monkeypatch.setattr(SnapshotTree, "read_whole", counted)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.prefetcher.run)
+        await trio.sleep(0.01)
+        attr = await walk(core, "tags", "t", "a", "c", "37", "0")  # random: no look-ahead
+        reply = await core.open(attr.ino, os.O_RDONLY)
+        await fetches(1)  # with no read asked for yet
+        assert fetched == ["a/c/37/0"]
+        assert bytes(await core.read(reply.fh, 0, attr.size)) == data[37].tobytes()
+        core.release(reply.fh)
+        assert (core.prefetcher.at_open, core.prefetcher.hits) == (1, 0)
+        assert fetched == ["a/c/37/0"], "the read used the fetch the open started"
+
+        # Opened again while the kernel keeps the inode (and may keep its pages): the
+        # open starts nothing, and a read fetches as usual.
+        core.prefetcher._recent.clear()  # not "just read": only the open decides here
+        reply = await core.open(attr.ino, os.O_RDONLY)
+        await trio.sleep(0.05)
+        assert fetched == ["a/c/37/0"]
+        assert bytes(await core.read(reply.fh, 0, attr.size)) == data[37].tobytes()
+        core.release(reply.fh)
+        assert fetched == ["a/c/37/0", "a/c/37/0"]
+
+        # Once the kernel forgot the inode, its next first open fetches again.
+        core.forget([(attr.ino, core.inodes.lookup_count(attr.ino))])
+        core.prefetcher._recent.clear()
+        attr = await walk(core, "tags", "t", "a", "c", "37", "0")
+        reply = await core.open(attr.ino, os.O_RDONLY)
+        await fetches(3)
+        core.release(reply.fh)
+        nursery.cancel_scope.cancel()
+    core.close()
