@@ -270,6 +270,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                 shutil.rmtree(native, ignore_errors=True)
                 native.mkdir()
                 with _Target(kind, base, native) as root:
+                    drop_caches()  # each write starts with free RAM (see write.py's settle)
                     keep(kind, "write", write_files(root, args.files))
                     drop_caches()
                     keep(kind, "read", read_files(root, args.files))
