@@ -101,6 +101,35 @@ async def listing(core, ino):
     return [name for _, name, _ in entries]
 
 
+async def rows_tag_core(bridge, tmp_path, rows):
+    """A core over an in-memory repository whose tag ``t`` holds array ``a``: *rows*
+    rows of 256 float32, one 1 KiB chunk per row (stored as objects, not inline)."""
+    repo = icechunk.Repository.create(icechunk.in_memory_storage())
+    session = repo.writable_session("main")
+    data = np.arange(rows * 256, dtype="f4").reshape(rows, 256)
+    zarr.group(store=session.store).create_array(
+        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None)[:] = data
+    repo.create_tag("t", session.commit("data"))
+    core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
+    await core.refresh_refs()
+    return core, data
+
+
+def count_fetches(monkeypatch, on_fetch=None):
+    """Record the key of every chunk `SnapshotTree.read_whole` fetches, in order."""
+    fetched: list[str] = []
+    original = SnapshotTree.read_whole
+
+    async def counted(self, entry):
+        fetched.append(entry.key)
+        if on_fetch is not None:
+            on_fetch()
+        return await original(self, entry)
+
+    monkeypatch.setattr(SnapshotTree, "read_whole", counted)
+    return fetched
+
+
 async def test_root_listing_hides_control_dir(core):
     assert await listing(core, ROOT_INODE) == ["branches", "tags", "snapshots"]
     ctrl = await core.lookup(ROOT_INODE, ".icefs")
@@ -146,15 +175,7 @@ async def test_byte_ranges(core, repository):
 
 
 async def test_chunk_reads_answer_from_icechunks_buffer_without_a_copy(bridge, tmp_path):
-    repo = icechunk.Repository.create(icechunk.in_memory_storage())
-    session = repo.writable_session("main")
-    data = np.arange(2 * 256, dtype="f4").reshape(2, 256)
-    array = zarr.group(store=session.store).create_array(
-        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None)
-    array[:] = data  # 1 KiB chunks: stored as objects, not inline
-    repo.create_tag("t", session.commit("data"))
-    core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
-    await core.refresh_refs()
+    core, data = await rows_tag_core(bridge, tmp_path, 2)
     for view in ("tags/t", "branches/main"):  # read-ahead path and plain path
         attr = await walk(core, *view.split("/"), "a", "c", "1", "0")
         reply = await core.open(attr.ino, os.O_RDONLY)
@@ -465,15 +486,7 @@ async def test_classify_keys(core, repository):
 
 @pytest.mark.parametrize("scan", ["c-order", "walk-order", "backwards"])
 async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, scan):
-    repo = icechunk.Repository.create(icechunk.in_memory_storage())
-    session = repo.writable_session("main")
-    data = np.arange(24 * 256, dtype="f4").reshape(24, 256)
-    array = zarr.group(store=session.store).create_array(
-        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None)
-    array[:] = data  # 1 KiB chunks: stored as objects, not inline
-    repo.create_tag("t", session.commit("data"))
-    core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
-    await core.refresh_refs()
+    core, data = await rows_tag_core(bridge, tmp_path, 24)
     core.prefetcher.budget = 3 * 1024
     order = {"c-order": list(range(24)), "walk-order": sorted(range(24), key=str),
              "backwards": list(range(23, -1, -1))}[scan]
@@ -498,22 +511,8 @@ async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, scan)
 
 async def test_concurrent_readers_fetch_each_chunk_once(bridge, tmp_path, monkeypatch):
     """Readers of one array in stride (zarr's threads, 8 cat's): no chunk is fetched twice."""
-    repo = icechunk.Repository.create(icechunk.in_memory_storage())
-    session = repo.writable_session("main")
-    data = np.arange(32 * 256, dtype="f4").reshape(32, 256)
-    zarr.group(store=session.store).create_array(
-        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None)[:] = data
-    repo.create_tag("t", session.commit("data"))
-    core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
-    await core.refresh_refs()
-    fetched: list[str] = []
-    original = SnapshotTree.read_whole
-
-    async def counted(self, entry):
-        fetched.append(entry.key)
-        return await original(self, entry)
-
-    monkeypatch.setattr(SnapshotTree, "read_whole", counted)
+    core, data = await rows_tag_core(bridge, tmp_path, 32)
+    fetched = count_fetches(monkeypatch)
     readers = 4
 
     async def reader(k: int) -> None:
@@ -537,22 +536,9 @@ async def test_concurrent_readers_fetch_each_chunk_once(bridge, tmp_path, monkey
 
 async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypatch):
     """The get of a chunk the kernel has no page of starts at open, before the read."""
-    repo = icechunk.Repository.create(icechunk.in_memory_storage())
-    session = repo.writable_session("main")
-    data = np.arange(64 * 256, dtype="f4").reshape(64, 256)
-    zarr.group(store=session.store).create_array(
-        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None)[:] = data
-    repo.create_tag("t", session.commit("data"))
-    core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
-    await core.refresh_refs()
-    fetched: list[str] = []
+    core, data = await rows_tag_core(bridge, tmp_path, 64)
     arrived = [trio.Event()]
-    original = SnapshotTree.read_whole
-
-    async def counted(self, entry):
-        fetched.append(entry.key)
-        arrived[0].set()
-        return await original(self, entry)
+    fetched = count_fetches(monkeypatch, on_fetch=lambda: arrived[0].set())
 
     async def fetches(n: int) -> None:
         with trio.fail_after(10):
@@ -560,7 +546,6 @@ async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypa
                 arrived[0] = trio.Event()
                 await arrived[0].wait()
 
-    monkeypatch.setattr(SnapshotTree, "read_whole", counted)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(core.prefetcher.run)
         await trio.sleep(0.01)
