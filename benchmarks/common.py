@@ -60,9 +60,12 @@ class CpuMeter:
             fields = [int(v) for v in f.readline().split()[1:]]
         return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
 
+    def cpu_seconds(self) -> float:
+        """CPU-seconds spent by the whole machine since it was made."""
+        return (self._busy_ticks() - self._ticks) / os.sysconf("SC_CLK_TCK")
+
     def busy(self) -> float:
-        ticks = self._busy_ticks() - self._ticks
-        return ticks / os.sysconf("SC_CLK_TCK") / (time.perf_counter() - self._started)
+        return self.cpu_seconds() / (time.perf_counter() - self._started)
 
 
 @dataclass
@@ -70,10 +73,23 @@ class Timing:
     name: str
     seconds: list[float] = field(default_factory=list)
     nbytes: int = 0
+    #: CPU-seconds the whole machine spent during each repeat (`CpuMeter`)
+    cpu: list[float] = field(default_factory=list)
 
     @property
     def best(self) -> float:
         return min(self.seconds)
+
+    def timed(self, fn: Callable[[], int]) -> None:
+        """Run *fn* (returns bytes handled) once; record its time and the machine's CPU."""
+        meter, started = CpuMeter(), time.perf_counter()
+        self.nbytes = fn()
+        self.seconds.append(time.perf_counter() - started)
+        self.cpu.append(meter.cpu_seconds())
+
+    def cpu_per_gib(self) -> float:
+        """The machine's median CPU-seconds per GiB handled."""
+        return statistics.median(self.cpu) * (1 << 30) / self.nbytes if self.nbytes else 0.0
 
     @property
     def median(self) -> float:
@@ -89,9 +105,7 @@ def measure(name: str, fn: Callable[[], int], repeat: int,
     timing = Timing(name)
     for _ in range(repeat):
         before()
-        started = time.perf_counter()
-        timing.nbytes = fn()
-        timing.seconds.append(time.perf_counter() - started)
+        timing.timed(fn)
     return timing
 
 

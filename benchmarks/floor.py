@@ -327,9 +327,20 @@ def _make_array(root: Path) -> None:
     group.create_array("data", shape=(1 << 20, 1, 1), chunks=(1, 1, 1), dtype="u1")
 
 
+def read_on_cue(root: str, files: int) -> None:
+    """Say ``ready``, wait for a line on stdin, `read_files` under *root*; used by read.py
+    to read through the null filesystem from another process while it reads Icechunk."""
+    print("ready", flush=True)
+    sys.stdin.readline()
+    read_files(Path(root), files)
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) in (3, 4) and sys.argv[1] == "--serve":
         serve(sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else 0)
+        return 0
+    if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--read-on-cue":
+        read_on_cue(sys.argv[2], int(sys.argv[3]))
         return 0
     rows, repeat = collect(argv)
     report(f"icefs FUSE floor ({repeat} repeats, best)", rows)

@@ -18,9 +18,11 @@ and the ratios mount-warm/native-warm and mount-cold/direct throughput.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -30,7 +32,11 @@ import zarr
 from zarr.core.buffer import NDBuffer, default_buffer_prototype
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, Row, drop_caches, measure, parse_args, report
+from benchmarks import floor
+from benchmarks.common import BenchMount, Row, Timing, drop_caches, measure, parse_args, report
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 icechunk.set_logs_filter("error")
 
@@ -82,6 +88,39 @@ def read_one(store: object, name: str) -> int:
     return int(out.as_numpy_array().nbytes)
 
 
+def floor_cold(base: Path, direct: Callable[[], int], nbytes: int, repeat: int) -> Timing:
+    """The cold-read floor of any pyfuse3 filesystem over Icechunk on this machine.
+
+    Both halves of its work run at once, each as cheaply as it can be had: this
+    process reads ``big`` directly from Icechunk (fetch and decode) while another
+    process reads as many bytes, in 2 MiB files, through floor.py's null
+    filesystem (FUSE transport, nothing fetched). Timed until both are done.
+    """
+    timing = Timing("floor cold big")
+    with floor.NullMount(base / "null") as null:
+        files = max(1, nbytes // floor.FILE_SIZE)
+        floor.write_files(null.mountpoint, files)
+        for _ in range(repeat):
+            with subprocess.Popen(
+                    [sys.executable, floor.__file__, "--read-on-cue", str(null.mountpoint),
+                     str(files)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    text=True) as reader:
+                reader.stdout.readline()  # "ready": imports done
+                drop_caches()
+
+                def both() -> int:
+                    reader.stdin.write("go\n")
+                    reader.stdin.flush()
+                    nbytes = direct()
+                    reader.communicate(timeout=600)
+                    return nbytes
+
+                timing.timed(both)
+            if reader.returncode:
+                raise RuntimeError(f"the null filesystem reader exited with {reader.returncode}")
+    return timing
+
+
 def main(argv: list[str] | None = None) -> int:
     rows, repeat, cold = collect(argv)
     report(f"icefs read benchmark ({repeat} repeats"
@@ -122,16 +161,16 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
             f"native warm {name}", lambda name=name: read_one(
                 LocalStore(base / "native", read_only=True), name), args.repeat)
 
-        cold_times = []
+        cold_t = Timing(f"mount cold {name}")
         for _ in range(args.repeat):
             drop_caches()
             with BenchMount(repo_path, mnt):
-                t = measure(f"mount cold {name}", lambda name=name: read_one(
-                    LocalStore(mnt / "tags" / "v1", read_only=True), name), 1)
-            cold_times.append(t)
-        cold_t = cold_times[0]
-        cold_t.seconds = [s for t in cold_times for s in t.seconds]
+                cold_t.timed(lambda name=name: read_one(
+                    LocalStore(mnt / "tags" / "v1", read_only=True), name))
         results["mount-cold", name] = cold_t
+        if name == "big":
+            results["floor-cold", name] = floor_cold(
+                base, direct, results["direct", name].nbytes, args.repeat)
         drop_caches()
         with BenchMount(repo_path, mnt):
             read_one(LocalStore(mnt / "tags" / "v1", read_only=True), name)  # warm up
@@ -154,6 +193,17 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
                      f"{d.best / mc.best:.2f}x throughput", ">= 0.8x" if name == "big" else "-"))
         rows.append((f"cold read {label}: native", "", f"native {nc.mib_s(nc.best):.0f} MiB/s",
                      f"{nc.best / mc.best:.2f}x", "-"))
+        fl = results.get(("floor-cold", name))
+        if isinstance(fl, Timing):
+            rows.append((
+                "  (floor) direct read of big while a null pyfuse3 fs serves as many bytes to "
+                "another process, cold: MiB/s best", "",
+                f"both done at {fl.mib_s(fl.best):.0f}",
+                f"{d.best / fl.best:.2f}x of direct; icefs {fl.best / mc.best:.2f}x of it", "-"))
+            rows.append((
+                "  CPU-seconds per GiB, whole machine, median: icefs cold read / both at once",
+                f"{mc.cpu_per_gib():.2f}", f"both {fl.cpu_per_gib():.2f} (direct alone "
+                f"{d.cpu_per_gib():.2f})", f"{mc.cpu_per_gib() / fl.cpu_per_gib():.2f}x", "-"))
     return rows, args.repeat, cold
 
 
