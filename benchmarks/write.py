@@ -25,7 +25,9 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,6 +39,9 @@ from zarr.storage import LocalStore
 from benchmarks.common import BenchMount, Row, Timing, drop_caches, parse_args, report
 from benchmarks.floor import NullMount
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 icechunk.set_logs_filter("error")
 
 CHUNK = (1, 512, 1024)  # 2 MiB of float32
@@ -47,6 +52,10 @@ def write_array(store: object, data: np.ndarray) -> None:
     arr = root.create_array("data", shape=data.shape, chunks=CHUNK, dtype="f4",
                             compressors=None)
     arr[:] = data
+
+
+def make_data(size_mib: int) -> np.ndarray:
+    return np.random.default_rng(0).random((max(1, size_mib // 2), 512, 1024), dtype="f4")
 
 
 def settle() -> None:
@@ -98,7 +107,40 @@ class RssSampler:
         self._thread.join()
 
 
+def _at_once(direct_write: Callable[[], int], null_dir: Path, size_mib: int) -> Callable[[], int]:
+    """Start a process that writes the same array into *null_dir* (a null filesystem)
+    and wait until it is ready; return the timed part: it starts that write, runs
+    *direct_write* meanwhile and returns when both are done."""
+    writer = subprocess.Popen([sys.executable, __file__, "--write-on-cue", str(null_dir),
+                               str(size_mib)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    writer.stdout.readline()  # "ready": imports done, data made
+    settle()
+
+    def both() -> int:
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        nbytes = direct_write()
+        writer.communicate(timeout=600)
+        if writer.returncode:
+            raise RuntimeError(f"the null filesystem writer exited with {writer.returncode}")
+        return nbytes
+
+    return both
+
+
+def write_on_cue(null_dir: str, size_mib: int) -> None:
+    """Make the benchmark's data, say ``ready``, wait for a line on stdin, write it."""
+    data = make_data(size_mib)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    write_array(LocalStore(null_dir), data)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--write-on-cue":
+        write_on_cue(sys.argv[2], int(sys.argv[3]))
+        return 0
     rows, repeat = collect(argv)
     report(f"icefs write benchmark ({repeat} repeats)", rows)
     return 0
@@ -109,45 +151,54 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
     args = parse_args(__doc__, "write", argv, size_mib=(1024, 16), rss_gib=(4.0, 0.0625))
     base = Path(args.dir).resolve()
     base.mkdir(parents=True, exist_ok=True)
-    data = np.random.default_rng(0).random((max(1, args.size_mib // 2), 512, 1024), dtype="f4")
+    data = make_data(args.size_mib)
     direct, mounted, native = Timing("direct"), Timing("icefs"), Timing("native")
-    floor = Timing("null fs")
-    for t in (direct, mounted, native, floor):
-        t.nbytes = data.nbytes
+    floor, both = Timing("null fs"), Timing("direct and null fs at once")
+
+    def direct_write(repo: Path) -> int:
+        session = icechunk.Repository.open(
+            icechunk.local_filesystem_storage(str(repo))).writable_session("main")
+        write_array(session.store, data)
+        session.commit("direct")
+        return int(data.nbytes)
+
+    def icefs_write(main_dir: Path) -> int:
+        write_array(LocalStore(main_dir), data)
+        with open(main_dir / ".icefs" / "commit", "w") as f:
+            f.write("through icefs")
+        return int(data.nbytes)
+
+    def local_write(target: Path) -> int:
+        write_array(LocalStore(target), data)
+        return int(data.nbytes)
+
     for i in range(args.repeat):
         repo = base / f"direct-{i}"
         new_repo(repo)
         settle()
-        started = time.perf_counter()
-        r = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo)))
-        session = r.writable_session("main")
-        write_array(session.store, data)
-        session.commit("direct")
-        direct.seconds.append(time.perf_counter() - started)
+        direct.timed(partial(direct_write, repo))
 
         repo = base / f"icefs-{i}"
         new_repo(repo)
         with BenchMount(str(repo), base / "mnt", "--cache-dir", str(base / "cache")) as m:
             main_dir = m.mountpoint / "branches" / "main"
             settle()
-            started = time.perf_counter()
-            write_array(LocalStore(main_dir), data)
-            with open(main_dir / ".icefs" / "commit", "w") as f:
-                f.write("through icefs")
-            mounted.seconds.append(time.perf_counter() - started)
+            mounted.timed(partial(icefs_write, main_dir))
 
         with NullMount(base / "null") as null:
             settle()
-            started = time.perf_counter()
-            write_array(LocalStore(null.mountpoint / "data"), data)
-            floor.seconds.append(time.perf_counter() - started)
+            floor.timed(partial(local_write, null.mountpoint / "data"))
+
+        repo = base / f"both-{i}"
+        new_repo(repo)
+        with NullMount(base / "null") as null:
+            both.timed(_at_once(partial(direct_write, repo), null.mountpoint / "data",
+                                args.size_mib))
 
         target = base / f"native-{i}"
         shutil.rmtree(target, ignore_errors=True)
         settle()
-        started = time.perf_counter()
-        write_array(LocalStore(target), data)
-        native.seconds.append(time.perf_counter() - started)
+        native.timed(partial(local_write, target))
 
     rows = [
         (f"write {data.nbytes >> 20} MiB (2 MiB chunks) + commit: MiB/s best / median",
@@ -157,6 +208,14 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         ("  (floor) the same zarr write into floor.py's null pyfuse3 fs: MiB/s best", "",
          f"null fs {floor.mib_s(floor.best):.0f}",
          f"{direct.best / floor.best:.2f}x of direct", "-"),
+        ("  (floor) the direct write + commit while another process writes the same into "
+         "the null fs: MiB/s best", "", f"both done at {both.mib_s(both.best):.0f}",
+         f"{direct.best / both.best:.2f}x of direct; icefs {both.best / mounted.best:.2f}x "
+         "of it", "-"),
+        ("  CPU-seconds per GiB, whole machine, median: icefs / both at once",
+         f"{mounted.cpu_per_gib():.2f}", f"both {both.cpu_per_gib():.2f} (direct alone "
+         f"{direct.cpu_per_gib():.2f}, null fs alone {floor.cpu_per_gib():.2f})",
+         f"{mounted.cpu_per_gib() / both.cpu_per_gib():.2f}x", "-"),
         ("  (reference) native LocalStore MiB/s best", "",
          f"native {native.mib_s(native.best):.0f}", f"{native.best / mounted.best:.2f}x", "-"),
     ]
