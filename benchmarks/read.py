@@ -13,6 +13,10 @@ and a native Zarr directory holding the same arrays.  Then reads every array
 LocalStore, cold (new daemon, page cache dropped) and warm, and (c) from the
 native directory, cold and warm.  Prints a Markdown table with min / median
 and the ratios mount-warm/native-warm and mount-cold/direct throughput.
+
+For ``big`` it also measures the cold-read floor (`floor_cold`): the direct
+read and a null pyfuse3 filesystem serving as many bytes, both at once, and
+the CPU-seconds per GiB the whole machine spends on each side.
 """
 
 from __future__ import annotations
@@ -196,8 +200,8 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
         fl = results.get(("floor-cold", name))
         if isinstance(fl, Timing):
             rows.append((
-                "  (floor) direct read of big while a null pyfuse3 fs serves as many bytes to "
-                "another process, cold: MiB/s best", "",
+                "  (floor) both halves at once: direct read of big while a null pyfuse3 fs "
+                "serves as many bytes to another process, cold: MiB/s best", "",
                 f"both done at {fl.mib_s(fl.best):.0f}",
                 f"{d.best / fl.best:.2f}x of direct; icefs {fl.best / mc.best:.2f}x of it", "-"))
             rows.append((

@@ -19,7 +19,7 @@ def test_benchmark_command_smoke(tmp_path):
                 "`find`", "`ls -lR`", "random 1 KiB chunk reads", "fio sequential read",
                 "floor: write", "floor: read", "floor: one request round trip",
                 "(floor) the same zarr write", "(floor) `find`", "(floor) the same reads",
-                "(floor) direct read of big", "(floor) the direct write + commit while",
+                "(floor) both halves at once: direct read", "(reference) the direct write + commit",
                 "CPU-seconds per GiB"):
         assert any(row in line for line in table), row
     assert "fio not installed" not in result.stdout, "bootstrap installs fio"
