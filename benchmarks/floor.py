@@ -116,7 +116,8 @@ def serve(mountpoint: str, entries: int = 0) -> None:
         async def open(self, ino: int, flags: int, ctx: Any) -> Any:
             if flags & os.O_TRUNC:
                 self.nodes[ino][2] = 0
-            return pyfuse3.FileInfo(fh=ino, keep_cache=False)
+            # as icefs opens a tag's files: the kernel keeps their pages between opens
+            return pyfuse3.FileInfo(fh=ino, keep_cache=True)
 
         async def read(self, fh: int, off: int, size: int) -> Any:
             return zeros[: max(0, min(size, self.nodes[fh][2] - off))]
@@ -219,11 +220,12 @@ def write_files(root: Path, files: int) -> float:
     return _threads(work, files)
 
 
-def read_files(root: Path, files: int) -> float:
-    """Read the files `write_files` wrote; return MiB/s."""
+def read_files(root: Path, files: int, array: str = "data") -> float:
+    """Read the files `write_files` wrote (or the chunk files of a zarr *array* of
+    2 MiB chunks shaped like read.py's ``big``); return MiB/s."""
     def work(k: int) -> None:
         for i in range(k, files, THREADS):
-            with open(root / "data" / "c" / str(i) / "0" / "0", "rb", buffering=0) as f:
+            with open(root / array / "c" / str(i) / "0" / "0", "rb", buffering=0) as f:
                 while f.read(1 << 20):
                     pass
 

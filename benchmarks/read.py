@@ -92,17 +92,29 @@ def read_one(store: object, name: str) -> int:
     return int(out.as_numpy_array().nbytes)
 
 
-def floor_cold(base: Path, direct: Callable[[], int], nbytes: int, repeat: int) -> Timing:
-    """The cold-read floor of any pyfuse3 filesystem over Icechunk on this machine.
+def plain_reads(root: Path, files: int, array: str = "big") -> Callable[[], int]:
+    """A timed part: read *files* chunk files of *array* under *root* as plain files."""
+    def run() -> int:
+        floor.read_files(root, files, array)
+        return files * floor.FILE_SIZE
 
-    Both halves of its work run at once, each as cheaply as it can be had: this
-    process reads ``big`` directly from Icechunk (fetch and decode) while another
-    process reads as many bytes, in 2 MiB files, through floor.py's null
+    return run
+
+
+def floor_reads(base: Path, direct: Callable[[], int], nbytes: int,
+                repeat: int) -> tuple[Timing, Timing]:
+    """The read floors of any pyfuse3 filesystem over Icechunk on this machine.
+
+    Cold: both halves of its work at once, each as cheaply as it can be had:
+    this process reads ``big`` directly from Icechunk (fetch and decode) while
+    another process reads as many bytes, in 2 MiB files, through floor.py's null
     filesystem (FUSE transport, nothing fetched). Timed until both are done.
+    Warm: the same files read again through the null filesystem, from the page
+    cache (`plain_reads`).
     """
     timing = Timing("floor cold big")
+    files = max(1, nbytes // floor.FILE_SIZE)
     with floor.NullMount(base / "null") as null:
-        files = max(1, nbytes // floor.FILE_SIZE)
         floor.write_files(null.mountpoint, files)
         for _ in range(repeat):
             with subprocess.Popen(
@@ -122,7 +134,9 @@ def floor_cold(base: Path, direct: Callable[[], int], nbytes: int, repeat: int) 
                 timing.timed(both)
             if reader.returncode:
                 raise RuntimeError(f"the null filesystem reader exited with {reader.returncode}")
-    return timing
+        warm = plain_reads(null.mountpoint, files, "data")
+        warm()  # warm up
+        return timing, measure("null fs warm", warm, repeat)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +178,10 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
         results["native-warm", name] = measure(
             f"native warm {name}", lambda name=name: read_one(
                 LocalStore(base / "native", read_only=True), name), args.repeat)
+        files = results["direct", name].nbytes // floor.FILE_SIZE
+        if name == "big":
+            results["native-warm-plain", name] = measure(
+                "native warm plain", plain_reads(base / "native", files), args.repeat)
 
         cold_t = Timing(f"mount cold {name}")
         for _ in range(args.repeat):
@@ -173,7 +191,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
                     LocalStore(mnt / "tags" / "v1", read_only=True), name))
         results["mount-cold", name] = cold_t
         if name == "big":
-            results["floor-cold", name] = floor_cold(
+            results["floor-cold", name], results["floor-warm", name] = floor_reads(
                 base, direct, results["direct", name].nbytes, args.repeat)
         drop_caches()
         with BenchMount(repo_path, mnt):
@@ -181,6 +199,9 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
             results["mount-warm", name] = measure(
                 f"mount warm {name}", lambda name=name: read_one(
                     LocalStore(mnt / "tags" / "v1", read_only=True), name), args.repeat)
+            if name == "big":
+                results["mount-warm-plain", name] = measure(
+                    "mount warm plain", plain_reads(mnt / "tags" / "v1", files), args.repeat)
 
     rows: list[Row] = []
     for name in arrays:
@@ -191,6 +212,14 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
         rows.append((f"warm read {label}: min / median s",
                      f"{mw.best:.3f} / {mw.median:.3f}", f"native {nw.best:.3f} / {nw.median:.3f}",
                      f"{mw.best / nw.best:.2f}x time", "<= 1.2x" if name == "big" else "-"))
+        if name == "big":
+            wi, wn, wf = (results[k, name] for k in
+                          ("mount-warm-plain", "native-warm-plain", "floor-warm"))
+            rows.append((
+                f"  (floor) warm plain reads of the same {wi.nbytes // floor.FILE_SIZE} chunk "
+                f"files ({floor.THREADS} threads): s best", f"{wi.best:.3f}",
+                f"null pyfuse3 fs {wf.best:.3f}, native {wn.best:.3f}",
+                f"{wi.best / wn.best:.2f}x native; null fs {wf.best / wn.best:.2f}x", "-"))
         rows.append((f"cold read {label}: MiB/s best / median",
                      f"{mc.mib_s(mc.best):.0f} / {mc.mib_s(mc.median):.0f}",
                      f"direct {d.mib_s(d.best):.0f} / {d.mib_s(d.median):.0f}",

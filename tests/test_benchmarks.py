@@ -20,6 +20,7 @@ def test_benchmark_command_smoke(tmp_path):
                 "floor: write", "floor: read", "floor: one request round trip",
                 "(floor) the same zarr write", "(floor) `find`", "(floor) the same reads",
                 "(floor) both halves at once: direct read", "(reference) the direct write + commit",
+                "(floor) warm plain reads",
                 "CPU-seconds per GiB"):
         assert any(row in line for line in table), row
     assert "fio not installed" not in result.stdout, "bootstrap installs fio"
