@@ -14,9 +14,10 @@ LocalStore, cold (new daemon, page cache dropped) and warm, and (c) from the
 native directory, cold and warm.  Prints a Markdown table with min / median
 and the ratios mount-warm/native-warm and mount-cold/direct throughput.
 
-For ``big`` it also measures the cold-read floor (`floor_cold`): the direct
-read and a null pyfuse3 filesystem serving as many bytes, both at once, and
-the CPU-seconds per GiB the whole machine spends on each side.
+For ``big`` it also measures the read floors (`floor_reads`): cold, the direct
+read and a null pyfuse3 filesystem serving as many bytes, both at once, with
+the CPU-seconds per GiB the whole machine spends on each side; warm, plain
+reads of the chunk files through icefs, the null filesystem and natively.
 """
 
 from __future__ import annotations

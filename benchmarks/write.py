@@ -121,10 +121,15 @@ def _at_once(direct_write: Callable[[], int], null_dir: Path, size_mib: int) -> 
     settle()
 
     def both() -> int:
-        writer.stdin.write("go\n")
-        writer.stdin.flush()
-        nbytes = direct_write()
-        writer.communicate(timeout=600)
+        try:
+            writer.stdin.write("go\n")
+            writer.stdin.flush()
+            nbytes = direct_write()
+            writer.communicate(timeout=600)
+        finally:
+            if writer.poll() is None:
+                writer.kill()
+                writer.wait()
         if writer.returncode:
             raise RuntimeError(f"the null filesystem writer exited with {writer.returncode}")
         return nbytes
