@@ -109,6 +109,41 @@ def measure(name: str, fn: Callable[[], int], repeat: int,
     return timing
 
 
+def wait_for_cue() -> None:
+    """In a process started by `at_once`: say ``ready``, then wait for the go."""
+    print("ready", flush=True)
+    sys.stdin.readline()
+
+
+def at_once(argv: list[str], fn: Callable[[], int],
+            before: Callable[[], None]) -> Callable[[], int]:
+    """Start *argv*, a process that calls `wait_for_cue` and then does its half of the
+    work; once it is ready, call *before*. Return the timed part: it lets the process
+    go, runs *fn* meanwhile and returns *fn*'s result when both are done."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    stdin = proc.stdin
+    proc.stdout.readline()  # "ready"
+    before()
+
+    def both() -> int:
+        try:
+            stdin.write("go\n")
+            stdin.flush()
+            nbytes = fn()
+            proc.communicate(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(argv[1:3])} exited with {proc.returncode}")
+        return nbytes
+
+    return both
+
+
 class BenchMount:
     """An `icefs mount --foreground` for benchmarks."""
 

@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import BenchMount, Row, drop_caches, parse_args, report
+from benchmarks.common import BenchMount, Row, drop_caches, parse_args, report, wait_for_cue
 
 FILE_SIZE = 2 << 20
 THREADS = 6
@@ -330,10 +330,9 @@ def _make_array(root: Path) -> None:
 
 
 def read_on_cue(root: str, files: int) -> None:
-    """Say ``ready``, wait for a line on stdin, `read_files` under *root*; used by read.py
-    to read through the null filesystem from another process while it reads Icechunk."""
-    print("ready", flush=True)
-    sys.stdin.readline()
+    """`read_files` under *root* when read.py says go (`at_once`): it reads Icechunk
+    meanwhile."""
+    wait_for_cue()
     read_files(Path(root), files)
 
 

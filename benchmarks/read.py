@@ -23,7 +23,6 @@ reads of the chunk files through icefs, the null filesystem and natively.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,16 @@ from zarr.core.buffer import NDBuffer, default_buffer_prototype
 from zarr.storage import LocalStore
 
 from benchmarks import floor
-from benchmarks.common import BenchMount, Row, Timing, drop_caches, measure, parse_args, report
+from benchmarks.common import (
+    BenchMount,
+    Row,
+    Timing,
+    at_once,
+    drop_caches,
+    measure,
+    parse_args,
+    report,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -102,39 +110,23 @@ def plain_reads(root: Path, files: int, array: str = "big") -> Callable[[], int]
     return run
 
 
-def floor_reads(base: Path, direct: Callable[[], int], nbytes: int,
+def floor_reads(base: Path, direct: Callable[[], int], files: int,
                 repeat: int) -> tuple[Timing, Timing]:
     """The read floors of any pyfuse3 filesystem over Icechunk on this machine.
 
     Cold: both halves of its work at once, each as cheaply as it can be had:
     this process reads ``big`` directly from Icechunk (fetch and decode) while
-    another process reads as many bytes, in 2 MiB files, through floor.py's null
-    filesystem (FUSE transport, nothing fetched). Timed until both are done.
+    another process reads *files* 2 MiB files, as many bytes, through floor.py's
+    null filesystem (FUSE transport, nothing fetched). Timed until both are done.
     Warm: the same files read again through the null filesystem, from the page
     cache (`plain_reads`).
     """
     timing = Timing("floor cold big")
-    files = max(1, nbytes // floor.FILE_SIZE)
     with floor.NullMount(base / "null") as null:
         floor.write_files(null.mountpoint, files)
         for _ in range(repeat):
-            with subprocess.Popen(
-                    [sys.executable, floor.__file__, "--read-on-cue", str(null.mountpoint),
-                     str(files)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    text=True) as reader:
-                reader.stdout.readline()  # "ready": imports done
-                drop_caches()
-
-                def both() -> int:
-                    reader.stdin.write("go\n")
-                    reader.stdin.flush()
-                    nbytes = direct()
-                    reader.communicate(timeout=600)
-                    return nbytes
-
-                timing.timed(both)
-            if reader.returncode:
-                raise RuntimeError(f"the null filesystem reader exited with {reader.returncode}")
+            timing.timed(at_once([sys.executable, floor.__file__, "--read-on-cue",
+                                  str(null.mountpoint), str(files)], direct, drop_caches))
         warm = plain_reads(null.mountpoint, files, "data")
         warm()  # warm up
         return timing, measure("null fs warm", warm, repeat)
@@ -179,7 +171,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
         results["native-warm", name] = measure(
             f"native warm {name}", lambda name=name: read_one(
                 LocalStore(base / "native", read_only=True), name), args.repeat)
-        files = results["direct", name].nbytes // floor.FILE_SIZE
+        files = results["direct", name].nbytes // floor.FILE_SIZE  # of 2 MiB, in big
         if name == "big":
             results["native-warm-plain", name] = measure(
                 "native warm plain", plain_reads(base / "native", files), args.repeat)
@@ -193,7 +185,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
         results["mount-cold", name] = cold_t
         if name == "big":
             results["floor-cold", name], results["floor-warm", name] = floor_reads(
-                base, direct, results["direct", name].nbytes, args.repeat)
+                base, direct, files, args.repeat)
         drop_caches()
         with BenchMount(repo_path, mnt):
             read_one(LocalStore(mnt / "tags" / "v1", read_only=True), name)  # warm up

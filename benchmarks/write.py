@@ -30,7 +30,6 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -39,11 +38,17 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from benchmarks.common import BenchMount, Row, Timing, drop_caches, parse_args, report
+from benchmarks.common import (
+    BenchMount,
+    Row,
+    Timing,
+    at_once,
+    drop_caches,
+    parse_args,
+    report,
+    wait_for_cue,
+)
 from benchmarks.floor import NullMount
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 icechunk.set_logs_filter("error")
 
@@ -110,38 +115,10 @@ class RssSampler:
         self._thread.join()
 
 
-def _at_once(direct_write: Callable[[], int], null_dir: Path, size_mib: int) -> Callable[[], int]:
-    """Start a process that writes the same array into *null_dir* (a null filesystem)
-    and wait until it is ready; return the timed part: it starts that write, runs
-    *direct_write* meanwhile and returns when both are done."""
-    writer = subprocess.Popen([sys.executable, __file__, "--write-on-cue", str(null_dir),
-                               str(size_mib)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    writer.stdout.readline()  # "ready": imports done, data made
-    settle()
-
-    def both() -> int:
-        try:
-            writer.stdin.write("go\n")
-            writer.stdin.flush()
-            nbytes = direct_write()
-            writer.communicate(timeout=600)
-        finally:
-            if writer.poll() is None:
-                writer.kill()
-                writer.wait()
-        if writer.returncode:
-            raise RuntimeError(f"the null filesystem writer exited with {writer.returncode}")
-        return nbytes
-
-    return both
-
-
 def write_on_cue(null_dir: str, size_mib: int) -> None:
-    """Make the benchmark's data, say ``ready``, wait for a line on stdin, write it."""
+    """Make the benchmark's data, then write it into *null_dir* when told to (`at_once`)."""
     data = make_data(size_mib)
-    print("ready", flush=True)
-    sys.stdin.readline()
+    wait_for_cue()
     write_array(LocalStore(null_dir), data)
 
 
@@ -200,8 +177,9 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         repo = base / f"both-{i}"
         new_repo(repo)
         with NullMount(base / "null") as null:
-            both.timed(_at_once(partial(direct_write, repo), null.mountpoint / "data",
-                                args.size_mib))
+            both.timed(at_once([sys.executable, __file__, "--write-on-cue",
+                                str(null.mountpoint / "data"), str(args.size_mib)],
+                               partial(direct_write, repo), settle))
 
         target = base / f"native-{i}"
         shutil.rmtree(target, ignore_errors=True)
