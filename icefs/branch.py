@@ -78,6 +78,9 @@ class BranchState:
         self.last_commit: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.conflicts: list[str] = []
+        #: bumped whenever a directory of the branch may have changed what it is (a new
+        #: or dropped session, a stored zarr.json, a delete): nodes resolved before are stale
+        self.layout = 0
         self._lock = Gate()
         self._opening = trio.Lock()
 
@@ -103,6 +106,7 @@ class BranchState:
             if self.writer is None:
                 self.writer = await open_writer(self._repo, self.branch)
                 self.tree = SnapshotTree(self.writer.reader)
+                self.layout += 1
                 log.info("branch %s: writable session opened at %s", self.branch,
                          self.writer.base_snapshot_id)
             return self.writer
@@ -136,6 +140,8 @@ class BranchState:
                 self.error(f"storing {key} failed: {exc}")
                 raise
             self.tree.note_stored(what, size)
+            if what.kind == "metadata":
+                self.layout += 1
             self.journal_wanted = True
             self.changed_keys.add(key)
             log.debug("branch %s: stored %s (%d bytes)", self.branch, key, size)
@@ -172,6 +178,8 @@ class BranchState:
             except IcefsError as exc:
                 self.error(f"deleting {key} failed: {exc}")
                 raise
+            finally:
+                self.layout += 1
             self.tree.note_deleted(what)
             self.journal_wanted = True
             self.changed_keys.add(key)
@@ -225,6 +233,7 @@ class BranchState:
     def _forget_session(self) -> None:
         self.writer = None
         self.tree = None
+        self.layout += 1
         self.written_ns.clear()
         self.changed_keys.clear()
         self.conflicts = []
@@ -253,6 +262,7 @@ class BranchState:
         async with self._opening, self._lock.hold(ALONE):
             self.writer = await restore_writer(self._repo, self.branch, entry.data, entry.token)
             self.tree = SnapshotTree(self.writer.reader)
+            self.layout += 1
             self.recovered = time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                            time.gmtime(entry.saved_ns / 1e9))
         log.warning("branch %s: recovered the uncommitted session saved at %s (base %s); "

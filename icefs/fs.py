@@ -87,6 +87,8 @@ TREES_KEPT: Final = 32
 LISTED_ENTRIES_KEPT: Final = 150_000  # about 400 bytes each: 60 MB
 #: Resolved paths of tags and snapshots kept (see `_resolve`); all dropped when full.
 RESOLVED_KEPT: Final = 50_000
+#: Resolved directories of branches kept (see `_resolve_in_branch`); all dropped when full.
+BRANCH_DIRS_KEPT: Final = 50_000
 
 KINDS: Final = {"branches": "branch", "tags": "tag", "snapshots": "snapshot"}
 XATTR_SNAPSHOT: Final = "user.icefs.snapshot_id"
@@ -258,6 +260,9 @@ class IcefsCore:
         self._listings: OrderedDict[tuple[View, Path], list[Node]] = OrderedDict()
         self._listed_entries = 0
         self._resolved: dict[Path, Node] = {}
+        #: directories inside branches: node, the stamp it was resolved under (see
+        #: `_resolve_in_branch`), and whether it was an empty directory made by mkdir
+        self._branch_dirs: dict[Path, tuple[Node, tuple[object, ...], bool]] = {}
         self._handles: dict[int, _FileHandle | _DirHandle] = {}
         self._next_fh = 1
         self._opened_at: dict[int, str] = {}  # ino -> snapshot id of its last open (branches)
@@ -437,14 +442,56 @@ class IcefsCore:
         Paths in tags and snapshots resolve once: what they name never changes
         while the tag stands at the same snapshot.  Resolving walks every name
         from the root, which was most of the daemon's time in the lookup, open
-        and getattr of each small random read.
+        and getattr of each small random read.  Paths in branches start from a
+        directory resolved before (`_resolve_in_branch`).
         """
+        if len(path) >= 2 and path[0] == "branches":
+            return await self._resolve_in_branch(path)
         node = self._known(path)
-        if node is None:
-            node = Node((), NodeKind.ROOT)
-            for name in path:
-                node = await self._child(node, name)
-            self._remember(node)
+        if node is not None:
+            return node
+        node = Node((), NodeKind.ROOT)
+        for name in path:
+            node = await self._child(node, name)
+        return self._remember(node)
+
+    async def _resolve_in_branch(self, path: Path) -> Node:
+        """Resolve *path* inside a branch, from its directory or parent resolved before.
+
+        Every request of a write names a path in a branch; walking it from the root
+        was a sixth of the daemon's busy time while zarr wrote chunks. A directory
+        kept is used only while its stamp still holds and it is still (or still not)
+        an empty directory made by mkdir (the first store below such a directory
+        turns it into one of the tree's).
+        """
+        ref = name_to_ref(path[1])
+        state = self.branch_states.get(ref)
+        # what its directories resolve against: the tip, the state here and its layout
+        stamp = (self.branches.get(ref), state, state.layout if state is not None else 0)
+        node = self._branch_dir(path, stamp, state)
+        if node is not None:
+            return node
+        start = len(path) - 1
+        parent = self._branch_dir(path[:-1], stamp, state)
+        if parent is None:
+            parent, start = Node((), NodeKind.ROOT), 0
+        for name in path[start:]:
+            parent = await self._child(parent, name)
+            if parent.kind is NodeKind.TREE_DIR or parent.kind is NodeKind.REF_ROOT:
+                if len(self._branch_dirs) >= BRANCH_DIRS_KEPT:
+                    self._branch_dirs.clear()
+                made = state is not None and parent.key in state.dirs
+                self._branch_dirs[parent.path] = (parent, stamp, made)
+        return parent
+
+    def _branch_dir(self, path: Path, stamp: tuple[object, ...],
+                    state: BranchState | None) -> Node | None:
+        kept = self._branch_dirs.get(path)
+        if kept is None or kept[1] != stamp:
+            return None
+        node, _, made = kept
+        if state is not None and (node.key in state.dirs) != made:
+            return None
         return node
 
     def _known(self, path: Path) -> Node | None:

@@ -288,6 +288,70 @@ async def test_commit_moves_the_branch_view_to_the_new_tip_at_once(core):
     assert b"committed" in (await read_all(core, f.ino))[0]
 
 
+async def put(core, parent_ino, name, data):
+    """Create *name* in *parent_ino* with *data* and close it (storing it)."""
+    reply, attr = await core.create(parent_ino, name, os.O_WRONLY)
+    await core.write(reply.fh, 0, data)
+    await core.flush(reply.fh)
+    core.release(reply.fh)
+    return attr
+
+
+def array_doc(ndim):
+    """The zarr.json of a uint8 array of *ndim* dimensions of 4, one element per chunk."""
+    return json.dumps({
+        "zarr_format": 3, "node_type": "array", "shape": [4] * ndim, "data_type": "uint8",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1] * ndim}},
+        "chunk_key_encoding": {"name": "default"}, "fill_value": 0,
+        "codecs": [{"name": "bytes"}]}).encode()
+
+
+async def test_branch_directories_kept_follow_mkdir_stores_and_deletes(core):
+    """Branch paths resolve from directories resolved before (`_resolve_in_branch`);
+    each change that alters what a directory is shows at once."""
+    main = await walk(core, "branches", "main")
+    b = await core.mkdir(main.ino, "b")
+    await put(core, b.ino, "zarr.json", array_doc(2))
+    c = await core.mkdir(b.ino, "c")
+    row = await core.mkdir(c.ino, "2")  # empty directories made here
+    assert stat.S_ISDIR((await core.getattr(row.ino)).mode)
+    # The first chunk stored below makes them the tree's chunk directories.
+    await put(core, row.ino, "3", b"\x07")
+    assert (await core.lookup(row.ino, "3")).size == 1
+    assert await listing(core, row.ino) == ["3"]
+    assert await listing(core, c.ino) == ["2"]
+    # Deleting the last chunk below directories removes them.
+    await core.unlink(row.ino, "3")
+    for gone in (row, c):
+        with pytest.raises(NotFound):
+            await core.getattr(gone.ino)
+    # An array given one dimension less: a row is no longer a directory.
+    c = await core.mkdir(b.ino, "c")
+    one = await core.mkdir(c.ino, "1")
+    await put(core, one.ino, "0", b"\x01")
+    assert stat.S_ISDIR((await core.getattr(one.ino)).mode)
+    await put(core, b.ino, "zarr.json", array_doc(1))
+    with pytest.raises(NotFound):
+        await core.getattr(one.ino)
+    # A commit moves every directory to the new snapshot (its time is their mtime).
+    before = (await core.getattr(b.ino)).mtime_ns
+    sid = await core.branch_states["main"].commit("b")
+    assert sid is not None
+    after = (await core.getattr(b.ino)).mtime_ns
+    assert after == (await core.repo.snapshot(sid)).written_ns
+    assert after != before
+    # A discard leaves the tip where it was, and takes the session's directories away.
+    d = await core.mkdir(main.ino, "d")
+    await put(core, d.ino, "zarr.json", array_doc(2))
+    row = await core.mkdir((await core.mkdir(d.ino, "c")).ino, "3")
+    await put(core, row.ino, "0", b"\x02")
+    assert stat.S_ISDIR((await core.getattr(row.ino)).mode)
+    await core.branch_states["main"].discard()
+    assert core.branches["main"] == sid
+    with pytest.raises(NotFound):
+        await core.getattr(row.ino)
+
+
 async def test_writes_are_refused_on_read_only_views(core):
     tag = await walk(core, "tags", "v1.0")
     f = await walk(core, "tags", "v1.0", "zarr.json")
