@@ -99,6 +99,8 @@ class BranchState:
         self.last_error = message
 
     async def _ensure_writer(self) -> BranchWriter:
+        if self.writer is not None:
+            return self.writer
         # One lock: two first writes arriving together must share one session (opening
         # is an await; without the lock the second session replaced the first, and the
         # first write was lost).

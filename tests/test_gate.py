@@ -69,3 +69,25 @@ def test_cancelled_waiter_leaves_no_trace():
                 nursery.start_soon(_hold, gate, "write", [], "w2", 0)
 
     trio.run(main)
+
+
+def test_giving_up_lets_the_queued_mode_in():
+    """A waiter of another mode that is cancelled no longer holds newcomers back."""
+    async def main() -> list[str]:
+        gate, log = Gate(), []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_hold, gate, "read", log, "r1", 0.2)
+            await trio.sleep(0.01)
+
+            async def impatient() -> None:
+                with trio.move_on_after(0.02):
+                    await _hold(gate, "write", log, "w", 0)
+
+            nursery.start_soon(impatient)
+            await trio.sleep(0.01)
+            nursery.start_soon(_hold, gate, "read", log, "r2", 0)  # queues behind w
+        return log
+
+    log = trio.run(main)
+    assert "+w" not in log, log
+    assert log.index("+r2") < log.index("-r1"), log
