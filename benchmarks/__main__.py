@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import access, floor, read, write
-from benchmarks.common import Row, report
+from benchmarks.common import Row, report, steady_memory
 
 
 def main() -> int:
@@ -28,11 +28,12 @@ def main() -> int:
     common = ["--repeat", str(args.repeat), *(["--smoke"] if args.smoke else [])]
     started = time.perf_counter()
     rows: list[Row] = []
-    read_rows, _, cold = read.collect([*common, "--dir", f"{args.dir}/read"])
-    rows += read_rows
-    rows += write.collect([*common, "--dir", f"{args.dir}/write"])[0]
-    rows += access.collect([*common, "--dir", f"{args.dir}/access"])[0]
-    rows += floor.collect([*common, "--dir", f"{args.dir}/floor"])[0]
+    with steady_memory(0.25 if args.smoke else 8.0):
+        read_rows, _, cold = read.collect([*common, "--dir", f"{args.dir}/read"])
+        rows += read_rows
+        rows += write.collect([*common, "--dir", f"{args.dir}/write"])[0]
+        rows += access.collect([*common, "--dir", f"{args.dir}/access"])[0]
+        rows += floor.collect([*common, "--dir", f"{args.dir}/floor"])[0]
     repeats = 1 if args.smoke else args.repeat
     report(f"icefs benchmarks ({repeats} repeats, min and median; "
            f"{'cold = page cache dropped' if cold else 'page cache NOT dropped'}"

@@ -49,6 +49,7 @@ from benchmarks.common import (
     measure,
     parse_args,
     report,
+    steady_memory,
 )
 from benchmarks.floor import NullMount
 
@@ -251,7 +252,8 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    rows, repeat = collect(argv)
+    with steady_memory():
+        rows, repeat = collect(argv)
     report(f"icefs access benchmark ({repeat} repeats)", rows)
     return 0
 

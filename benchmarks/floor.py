@@ -35,7 +35,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import BenchMount, Row, drop_caches, parse_args, report, wait_for_cue
+from benchmarks.common import (
+    BenchMount,
+    Row,
+    drop_caches,
+    parse_args,
+    report,
+    steady_memory,
+    wait_for_cue,
+)
 
 FILE_SIZE = 2 << 20
 THREADS = 6
@@ -343,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--read-on-cue":
         read_on_cue(sys.argv[2], int(sys.argv[3]))
         return 0
-    rows, repeat = collect(argv)
+    with steady_memory():
+        rows, repeat = collect(argv)
     report(f"icefs FUSE floor ({repeat} repeats, best)", rows)
     return 0
 

@@ -46,6 +46,7 @@ from benchmarks.common import (
     measure,
     parse_args,
     report,
+    steady_memory,
 )
 
 if TYPE_CHECKING:
@@ -133,7 +134,8 @@ def floor_reads(base: Path, direct: Callable[[], int], files: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    rows, repeat, cold = collect(argv)
+    with steady_memory():
+        rows, repeat, cold = collect(argv)
     report(f"icefs read benchmark ({repeat} repeats"
            f"{'' if cold else ', page cache NOT dropped (not root)'})", rows)
     return 0

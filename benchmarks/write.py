@@ -46,6 +46,7 @@ from benchmarks.common import (
     drop_caches,
     parse_args,
     report,
+    steady_memory,
     wait_for_cue,
 )
 from benchmarks.floor import NullMount
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--write-on-cue":
         write_on_cue(sys.argv[2], int(sys.argv[3]))
         return 0
-    rows, repeat = collect(argv)
+    with steady_memory():
+        rows, repeat = collect(argv)
     report(f"icefs write benchmark ({repeat} repeats)", rows)
     return 0
 

@@ -25,3 +25,21 @@ def test_benchmark_command_smoke(tmp_path):
         assert any(row in line for line in table), row
     assert "fio not installed" not in result.stdout, "bootstrap installs fio"
     assert "icechunk" in result.stdout  # the environment block
+    assert "- free page reporting" in result.stdout  # whether the run held it off
+
+
+def test_steady_memory_restores_the_knobs(tmp_path, monkeypatch):
+    """`steady_memory` holds free page reporting off and puts every setting back."""
+    from benchmarks import common
+
+    knobs = tmp_path / "parameters"
+    knobs.mkdir()
+    (knobs / "min_free_ms").write_text("0\n")
+    (knobs / "max_waiting_mib").write_text("1024\n")
+    monkeypatch.setattr(common, "PAGE_REPORTING", str(knobs))
+    with common.steady_memory(0.001):
+        assert (knobs / "min_free_ms").read_text() == "300000"
+        assert (knobs / "max_waiting_mib").read_text() == "1000000"
+        assert "held off" in common.environment()[-1]
+    assert (knobs / "min_free_ms").read_text() == "0"
+    assert (knobs / "max_waiting_mib").read_text() == "1024"
