@@ -26,6 +26,13 @@ MAX_FILE_SIZE: Final = 1 << 40
 #: Appends are kept as they came while the file is at most this big (chunk files);
 #: past it they are joined into one buffer, so joining never holds a large file twice.
 KEEP_PARTS_UP_TO: Final = 8 << 20
+#: A file on disk up to this size is handed to storage as a copy, never as a map of
+#: the spool file. Icechunk keeps the buffer of a chunk it stores inline (up to the
+#: repository's inline threshold, 512 bytes by default) until the commit: a map would
+#: let a later write to the file change what was stored, and a truncate crash the
+#: daemon when the commit reads it (SIGBUS). Larger chunks are written out before
+#: the store returns.
+COPY_FROM_DISK_UP_TO: Final = 1 << 20
 
 
 def _remove_orphans(cache_dir: str) -> None:
@@ -160,8 +167,8 @@ class SpoolFile:
                 return self._parts[0] if self._parts else b""
             return bytes(self._joined())  # a copy: a live view would forbid resizing
         assert self._fd is not None
-        if self._size == 0:
-            return b""
+        if self._size <= COPY_FROM_DISK_UP_TO:
+            return os.pread(self._fd, self._size, 0)
         return mmap.mmap(self._fd, self._size, prot=mmap.PROT_READ)
 
     def close(self) -> None:

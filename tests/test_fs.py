@@ -352,6 +352,32 @@ async def test_branch_directories_kept_follow_mkdir_stores_and_deletes(core):
         await core.getattr(row.ino)
 
 
+async def test_stored_bytes_stay_when_a_file_on_disk_is_written_again(bridge, tmp_path):
+    """A file spooled on disk (no write-buffer RAM left) is stored as a copy: Icechunk
+    keeps a small chunk's buffer until the commit, and a map of the spool file let a
+    later write change the stored chunk, and a truncate crash the commit."""
+    repo = icechunk.Repository.create(icechunk.in_memory_storage())
+    core = IcefsCore(Repo(repo, bridge, "t"),
+                     MountOptions(write_buffer=0, cache_dir=str(tmp_path / "c")))
+    await core.refresh_refs()
+    main = await walk(core, "branches", "main")
+    b = await core.mkdir(main.ino, "b")
+    await put(core, b.ino, "zarr.json", array_doc(1))
+    c = await core.mkdir(b.ino, "c")
+    reply, attr = await core.create(c.ino, "0", os.O_RDWR)
+    await core.write(reply.fh, 0, b"\x07")
+    await core.flush(reply.fh, sync=True)  # stored, from a spool file on disk
+    assert core.spool.spilled_files > 0
+    state = core.branch_states["main"]
+    await core.write(reply.fh, 0, b"\x09")  # written again, not stored yet
+    assert bytes(await state.writer.reader.get("b/c/0")) == b"\x07"
+    await core.setattr(attr.ino, 0)  # cut short while open
+    sid = await state.commit("the first close")
+    core.release(reply.fh)
+    assert store_get(repo, sid, "b/c/0") == b"\x07"
+    core.close()
+
+
 async def test_writes_are_refused_on_read_only_views(core):
     tag = await walk(core, "tags", "v1.0")
     f = await walk(core, "tags", "v1.0", "zarr.json")
