@@ -13,6 +13,7 @@ import mmap
 import os
 import shutil
 import tempfile
+import weakref
 from typing import Final
 
 __all__ = ["DEFAULT_WRITE_BUFFER", "SpoolBudget", "SpoolFile"]
@@ -83,6 +84,8 @@ class SpoolFile:
         self._parts: list[bytes] = []
         self._fd: int | None = None
         self._size = 0
+        #: the map of the file on disk `contents` last handed out, while anyone holds it
+        self._map: weakref.ref[mmap.mmap] | None = None
         if data:
             self.write(0, data)
 
@@ -102,10 +105,14 @@ class SpoolFile:
         self._parts.clear()
         return self._mem
 
-    def _spill(self) -> None:
-        mem = self._joined()
+    def _new_file(self) -> int:
         fd, path = tempfile.mkstemp(dir=self._budget.directory)
         os.unlink(path)  # the descriptor keeps it; nothing is left behind on a crash
+        return fd
+
+    def _spill(self) -> None:
+        mem = self._joined()
+        fd = self._new_file()
         os.pwrite(fd, mem, 0)
         self._budget.in_memory -= len(mem)
         self._budget.spilled_files += 1
@@ -155,8 +162,29 @@ class SpoolFile:
                 self.write(len(mem), bytes(size - len(mem)))
         else:
             assert self._fd is not None
-            os.ftruncate(self._fd, size)
+            if size < self._size and self._map is not None and self._map() is not None:
+                self._fd = self._moved_to_new_file(self._fd, size)
+            else:
+                os.ftruncate(self._fd, size)
         self._size = size
+
+    def _moved_to_new_file(self, old: int, size: int) -> int:
+        """Copy the first *size* bytes of *old* into a new spool file and close *old*.
+
+        A map of the file that `contents` handed to storage may still be read (an
+        Icechunk store in flight); cutting the file under it would kill the daemon
+        with SIGBUS. The map keeps the old file alive until it is dropped.
+        """
+        fd = self._new_file()
+        done = 0
+        while done < size:
+            piece = os.pread(old, min(size - done, 1 << 20), done)
+            if not piece:
+                break
+            done += os.pwrite(fd, piece, done)
+        os.close(old)
+        self._map = None
+        return fd
 
     def contents(self) -> bytes | memoryview | mmap.mmap:
         """Return the whole contents without copying where possible (for handing to storage)."""
@@ -169,7 +197,9 @@ class SpoolFile:
         assert self._fd is not None
         if self._size <= COPY_FROM_DISK_UP_TO:
             return os.pread(self._fd, self._size, 0)
-        return mmap.mmap(self._fd, self._size, prot=mmap.PROT_READ)
+        mapped = mmap.mmap(self._fd, self._size, prot=mmap.PROT_READ)
+        self._map = weakref.ref(mapped)
+        return mapped
 
     def close(self) -> None:
         """Free the memory or the disk space held."""

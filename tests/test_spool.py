@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +106,31 @@ def test_a_large_file_is_never_held_twice(tmp_path):
     assert peak < (32 << 20) + KEEP_PARTS_UP_TO + (4 << 20), peak >> 20
     f.close()
     budget.cleanup()
+
+
+def test_cutting_a_file_whose_map_is_held_keeps_the_map_readable(tmp_path):
+    """A file on disk handed to storage as a map (an Icechunk store in flight) and then
+    cut short: the map still reads the old bytes instead of killing the process with
+    SIGBUS, and the file reads the new ones. Run in a child: a regression kills it."""
+    code = """
+import sys
+from icefs.spool import COPY_FROM_DISK_UP_TO, SpoolBudget, SpoolFile
+f = SpoolFile(SpoolBudget(0, sys.argv[1]), b"x" * (COPY_FROM_DISK_UP_TO + 4096))
+assert f.on_disk
+held = f.contents()
+f.truncate(10)
+assert held[-1] == ord("x") and len(held) == COPY_FROM_DISK_UP_TO + 4096
+f.write(10, b"y")
+assert f.size == 11 and f.read(0, 100) == b"x" * 10 + b"y"
+del held
+f.write(11, b"z" * (COPY_FROM_DISK_UP_TO + 10))
+dropped = f.contents()
+del dropped  # nobody holds the map: cut in place
+f.truncate(5)
+assert f.read(0, 100) == b"xxxxx"
+f.close()
+"""
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")],
+                            cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
