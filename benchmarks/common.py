@@ -65,18 +65,18 @@ def steady_memory(touch_gib: float = 8.0) -> Iterator[None]:
                 break
     except OSError:
         pass
-    if saved:
-        import numpy as np
-
-        with open("/proc/meminfo") as f:
-            avail = next(int(line.split()[1]) << 10 for line in f
-                         if line.startswith("MemAvailable:"))
-        size = int(min(touch_gib * 2**30, avail / 3))
-        np.ones(size, dtype=np.uint8)  # touched, then freed: backed by the host from now on
-        settings = ", ".join(f"{k} {v} -> {_current(k)}" for k, v in saved.items())
-        _memory_note = (f"free page reporting held off during the run ({settings}); "
-                        f"{size / 2**30:.1f} GiB of RAM touched first")
     try:
+        if saved:
+            import numpy as np
+
+            with open("/proc/meminfo") as f:
+                avail = next(int(line.split()[1]) << 10 for line in f
+                             if line.startswith("MemAvailable:"))
+            size = int(min(touch_gib * 2**30, avail / 3))
+            np.ones(size, dtype=np.uint8)  # touched, then freed: backed by the host now
+            settings = ", ".join(f"{k} {v} -> {_current(k)}" for k, v in saved.items())
+            _memory_note = (f"free page reporting held off during the run ({settings}); "
+                            f"{size / 2**30:.1f} GiB of RAM touched first")
         yield
     finally:
         for name, old in saved.items():
