@@ -36,18 +36,20 @@ class Gate:
         self._holders = 0
         self._queue: collections.deque[tuple[str, trio.Event]] = collections.deque()
 
+    def _may_join(self, mode: str) -> bool:
+        """Whether a holder of *mode* could enter now, the queue aside."""
+        return self._mode is None or (mode == self._mode and mode != ALONE)
+
+    def _enter(self, mode: str) -> None:
+        self._mode = mode
+        self._holders += 1
+
     def _admit(self) -> None:
         """Let in waiters from the head of the queue while their mode may enter."""
-        while self._queue:
-            mode, admitted = self._queue[0]
-            if self._mode is not None and (mode == ALONE or mode != self._mode):
-                return
-            self._queue.popleft()
-            self._mode = mode
-            self._holders += 1
+        while self._queue and self._may_join(self._queue[0][0]):
+            mode, admitted = self._queue.popleft()
+            self._enter(mode)
             admitted.set()
-            if mode == ALONE:
-                return
 
     def _leave(self) -> None:
         self._holders -= 1
@@ -57,9 +59,8 @@ class Gate:
 
     @contextlib.asynccontextmanager
     async def hold(self, mode: str) -> AsyncIterator[None]:
-        if not self._queue and (self._mode is None or (mode == self._mode and mode != ALONE)):
-            self._mode = mode
-            self._holders += 1
+        if not self._queue and self._may_join(mode):
+            self._enter(mode)
         else:
             waiter = (mode, trio.Event())
             self._queue.append(waiter)
