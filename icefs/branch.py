@@ -211,6 +211,10 @@ class BranchState:
                 raise
             except IcefsError as exc:
                 self.error(f"commit failed: {exc}")
+                if self.tree is not None and self.tree.reader is not writer.reader:
+                    # the writer went back to its changes in a restored session
+                    self.tree = SnapshotTree(writer.reader)
+                    self.layout += 1
                 raise
             self._forget_session()
             self._on_commit(self.branch, sid)

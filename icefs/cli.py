@@ -48,13 +48,18 @@ then: ls /mnt/ice/branches/main, cat /mnt/ice/tags/v1/.icefs/log, icefs umount /
 
 
 def _setup_logging(level: str, log_file: str | None) -> None:
+    """Log at *level* to *log_file* or stderr; Icechunk's own lines join the same log."""
     from icefs._systemd import JournalFormatter, under_journal
     from icefs.repo import configure_icechunk_logs
+    from icefs.rustlog import route_stderr
 
     numeric = getattr(logging, level.upper())
+    journal = not log_file and under_journal()
+    stream = route_stderr()
+    sys.stderr = stream  # Python's own messages skip the pipe: only Icechunk's go through it
     handler: logging.Handler
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    if not log_file and under_journal():
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(stream)
+    if journal:
         handler.setFormatter(JournalFormatter())  # journald adds time, unit and pid itself
     else:
         handler.setFormatter(logging.Formatter(
@@ -62,6 +67,7 @@ def _setup_logging(level: str, log_file: str | None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    # errors only until the repository is open (`run_daemon`): a failed start is one line
     configure_icechunk_logs(numeric)
 
 
@@ -534,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("init", "branch", "tag", "log", "demo"):
         from icefs.repo import configure_icechunk_logs
 
-        configure_icechunk_logs(logging.WARNING)  # Icechunk's own warnings are not for users
+        configure_icechunk_logs(logging.WARNING)  # errors only: the command reports failures
     try:
         return commands[args.command](args)
     except QuietError as err:

@@ -294,6 +294,15 @@ class IcefsCore:
                 break
         else:
             return
+        # A ref this mount knew that is missing from the listing is asked for by name
+        # before it goes: a branch that exists must never vanish from the view.
+        for known, found, lookup in ((self.branches, branches, self.repo.lookup_branch),
+                                     (self.tags, tags, self.repo.lookup_tag)):
+            for ref in [r for r in known if r not in found]:
+                with contextlib.suppress(NotFound, InvalidInput):
+                    found[ref] = await lookup(ref)
+        if generation != self._refs_generation:
+            return  # changed here while we asked: the next refresh reads again
         moved = [b for b, sid in branches.items() if self.branches.get(b, sid) != sid]
         if moved:
             log.info("branches moved: %s", ", ".join(sorted(moved)))
@@ -341,7 +350,19 @@ class IcefsCore:
         state = self.branch_states.get(ref) if kind == "branch" else None
         if state is not None and state.writer is not None:
             sid = state.writer.base_snapshot_id  # the session's base, not the moving tip
-        meta = await self.repo.snapshot(sid)
+        try:
+            meta = await self.repo.snapshot(sid)
+        except (NotFound, InvalidInput):
+            # The tip we knew is gone (moved by a reset, or dropped by a writer that
+            # raced on local disk): the ref stays, at where the repository has it now.
+            if state is not None and state.writer is not None:
+                raise
+            lookup = self.repo.lookup_branch if kind == "branch" else self.repo.lookup_tag
+            try:
+                sid = known[ref] = await lookup(ref)
+            except (NotFound, InvalidInput):
+                raise NotFound(f"no {kind} {ref}") from None
+            meta = await self.repo.snapshot(sid)
         read_only = kind != "branch" or self.options.read_only
         return View(kind, ref, sid, meta.written_ns, read_only)
 

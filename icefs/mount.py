@@ -260,7 +260,13 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
     from icefs.bridge import Bridge
     from icefs.fs import IcefsCore, MountOptions
     from icefs.fuse_ops import FuseOperations
-    from icefs.repo import Repo, open_repository
+    from icefs.repo import (
+        Repo,
+        configure_icechunk_logs,
+        make_storage,
+        open_repository,
+        ref_lock,
+    )
 
     try:
         check_fuse()
@@ -270,8 +276,13 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
         reporter.error(err)
         notify(f"STATUS=failed: {err.message}")
         raise
+    # Icechunk states what it warns about a storage (local disk: concurrent commits) when
+    # the storage is made: made again now that the start cannot fail on it, each warning
+    # reaches the log once, without adding to the one line a failed start prints.
+    configure_icechunk_logs(getattr(logging, config.log_level.upper()), routed=True)
+    make_storage(config.storage)
     bridge = Bridge()
-    repo = Repo(repository, bridge, config.storage.display())
+    repo = Repo(repository, bridge, config.storage.display(), ref_lock(config.storage))
     core = IcefsCore(repo, MountOptions(
         read_only=config.read_only, refresh=config.refresh, uid=config.uid, gid=config.gid,
         mountpoint=mountpoint, storage=config.storage.display(),
@@ -415,7 +426,7 @@ def _reload(core: IcefsCore, config: MountConfig) -> None:
         level = getattr(logging, str(fresh["log_level"]).upper(), None)
         if isinstance(level, int):
             logging.getLogger().setLevel(level)
-            configure_icechunk_logs(level)
+            configure_icechunk_logs(level, routed=True)
     if "refresh" in fresh and fresh["refresh"] > 0:
         core.options = dataclasses.replace(core.options, refresh=float(fresh["refresh"]))
     log.info("SIGHUP: reloaded log_level=%s refresh=%s from %s",

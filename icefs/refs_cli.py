@@ -147,12 +147,12 @@ class RepoRefs:
     """Ref operations straight on a repository (``--repo STORAGE``)."""
 
     def __init__(self, spec: StorageSpec, default_branch: str = "main") -> None:
-        from icefs.repo import RepoAdmin, open_repository
+        from icefs.repo import RepoAdmin, open_repository, ref_lock
 
         if spec.kind == "memory":
             raise QuietError("--repo memory:// would be a new, empty repository that vanishes",
                              ExitCode.USAGE)
-        self._admin = RepoAdmin(open_repository(spec, "open"))
+        self._admin = RepoAdmin(open_repository(spec, "open"), ref_lock(spec))
         self._default = default_branch
 
     def _run(self, what: str, fn: Any, *args: Any) -> Any:

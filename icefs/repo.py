@@ -22,6 +22,7 @@ import icechunk
 from icefs import errors
 from icefs.errors import ExitCode, QuietError
 from icefs.gate import ALONE, Gate
+from icefs.reflock import RefLock
 from icefs.storage import redact
 
 if TYPE_CHECKING:
@@ -51,20 +52,45 @@ log = logging.getLogger(__name__)
 ROOT_SNAPSHOT_ID: Final = "1CECHNKREP0F1RSTCMT0"
 #: How many read-only sessions (one per snapshot) are kept open.
 READERS_KEPT: Final = 64
+#: Commits tried again after another writer's ref update dropped them (see `BranchWriter`).
+COMMIT_ATTEMPTS: Final = 3
+#: Snapshots walked back from a branch's tip to find a commit that just landed.
+LANDED_WALK: Final = 1000
 
 
-def configure_icechunk_logs(level: int) -> None:
-    """Route Icechunk's Rust logs: only errors unless *level* is DEBUG.
+def ref_lock(spec: StorageSpec) -> RefLock:
+    """The `RefLock` ref changes of the repository at *spec* take (local disk only)."""
+    return RefLock(spec.path if spec.kind == "local" else "")
 
-    Icechunk logs straight to stderr; its local-storage warning repeats on every
-    commit and is never useful to a mount's user.
+
+def landed(repository: icechunk.Repository, branch: str, snapshot_id: str) -> bool:
+    """Whether *snapshot_id* is on the ancestry of *branch* (blocking: a worker thread)."""
+    if repository.lookup_branch(branch) == snapshot_id:
+        return True
+    for i, info in enumerate(repository.ancestry(branch=branch)):
+        if info.id == snapshot_id:
+            return True
+        if i >= LANDED_WALK:
+            break
+    return False
+
+
+def configure_icechunk_logs(level: int, *, routed: bool = False) -> None:
+    """Set what Icechunk's Rust side logs.
+
+    *routed*: its output reaches `logging` (`icefs.rustlog.route_stderr`, the
+    daemon), so its warnings are wanted (each is logged once); with *level* DEBUG
+    its info lines too.  Otherwise (command line, tests) only errors, which go to
+    stderr as Icechunk writes them.  ``ICECHUNK_LOG`` set by the user wins.
     """
     if os.environ.get("ICECHUNK_LOG"):
         return  # the user asked for something specific
-    if level <= logging.DEBUG:
-        icechunk.set_logs_filter("warn,icechunk_arrow_object_store=error")
-    else:
+    if not routed:
         icechunk.set_logs_filter("error")
+    elif level <= logging.DEBUG:
+        icechunk.set_logs_filter("info")
+    else:
+        icechunk.set_logs_filter("warn")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -399,10 +425,13 @@ class SnapshotReader:
 class Repo:
     """An open repository, used from trio: refs, snapshots and cached readers."""
 
-    def __init__(self, repository: icechunk.Repository, bridge: Bridge, display: str) -> None:
+    def __init__(self, repository: icechunk.Repository, bridge: Bridge, display: str,
+                 lock: RefLock | None = None) -> None:
         self.display = display
         self._repo = repository
         self._bridge = bridge
+        #: held around every change of the repository's refs (commits included)
+        self.lock = lock or RefLock()
         self._readers: OrderedDict[str, SnapshotReader] = OrderedDict()
         self._snapshots: dict[str, SnapshotMeta] = {}
 
@@ -456,19 +485,23 @@ class Repo:
         result: list[SnapshotMeta] = await self._call(self._ancestry_sync, snapshot_id)
         return result
 
+    def _locked(self, fn: Any, *args: Any) -> Any:
+        with self.lock.held():
+            return fn(*args)
+
     async def create_branch(self, branch: str, snapshot_id: str) -> None:
         """Create *branch* at *snapshot_id* (`Exists`, `NotFound`)."""
-        await self._call(self._repo.create_branch, branch, snapshot_id)
+        await self._call(self._locked, self._repo.create_branch, branch, snapshot_id)
 
     async def delete_branch(self, branch: str) -> None:
-        await self._call(self._repo.delete_branch, branch)
+        await self._call(self._locked, self._repo.delete_branch, branch)
 
     async def create_tag(self, tag: str, snapshot_id: str) -> None:
         """Create *tag* at *snapshot_id* (`Exists`, also for a deleted tag's name)."""
-        await self._call(self._repo.create_tag, tag, snapshot_id)
+        await self._call(self._locked, self._repo.create_tag, tag, snapshot_id)
 
     async def delete_tag(self, tag: str) -> None:
-        await self._call(self._repo.delete_tag, tag)
+        await self._call(self._locked, self._repo.delete_tag, tag)
 
     async def reader(self, snapshot_id: str) -> SnapshotReader:
         """Return a (cached) `SnapshotReader` for *snapshot_id*."""
@@ -582,9 +615,38 @@ class BranchWriter:
             data: bytes = await self._repo._call(lambda: bytes(self._session._session.as_bytes()))
         return data
 
+    def _adopt(self, session: icechunk.Session) -> None:
+        """Make *session* (a writable session of the branch) this writer's session."""
+        self._session = session
+        self.reader = SessionReader(session, self._repo.bridge)
+        self._raw = self.reader._raw
+
     def _commit_sync(self, message: str) -> str:
-        return self._session.commit(message, metadata={TOKEN_KEY: self.token},
-                                    rebase_with=icechunk.ConflictDetector())
+        """Commit, and return only once the branch has reached the new snapshot.
+
+        On local disk a ref update is not conditional: a writer that does not take
+        the `RefLock` can drop our snapshot from the branch moments after Icechunk
+        reported it committed.  The session as it was before each attempt is kept;
+        if the branch did not reach the snapshot, that session commits again (on
+        top of the other writer's work, rebasing).  After `COMMIT_ATTEMPTS` the
+        changes stay in the (restored) session and `StorageFailure` is raised.
+        """
+        repository = self._repo._repo
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            with self._repo.lock.held():
+                saved = bytes(self._session._session.as_bytes())
+                sid: str = self._session.commit(message, metadata={TOKEN_KEY: self.token},
+                                                rebase_with=icechunk.ConflictDetector())
+                if landed(repository, self.branch, sid):
+                    return sid
+            log.warning("branch %s: commit %s was dropped from the branch by another writer's "
+                        "ref update (a program other than icefs writing the repository?); "
+                        "committing again (attempt %d of %d)", self.branch, sid, attempt,
+                        COMMIT_ATTEMPTS)
+            self._adopt(_session_from_bytes(saved))
+        raise errors.StorageFailure(
+            f"commit to {self.branch} was dropped by other writers {COMMIT_ATTEMPTS} times; "
+            "the changes stay uncommitted")
 
     async def commit(self, message: str) -> str:
         """Commit with *message*, rebasing over changes made elsewhere when they do not overlap.
@@ -601,6 +663,8 @@ class BranchWriter:
             )
             raise errors.Busy(f"conflicts with another writer: {conflicts or _first_line(exc)}"
                               ) from exc
+        except errors.IcefsError:
+            raise
         except Exception as exc:
             raise translate(exc) from exc
         return sid
@@ -635,14 +699,20 @@ async def restore_writer(repo: Repo, branch: str, data: bytes, token: str) -> Br
 class RepoAdmin:
     """Synchronous ref management for the command line (``icefs branch/tag/log --repo``)."""
 
-    def __init__(self, repository: icechunk.Repository) -> None:
+    def __init__(self, repository: icechunk.Repository, lock: RefLock | None = None) -> None:
         self._repo = repository
+        self._lock = lock or RefLock()
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
             raise translate(exc) from exc
+
+    def _change(self, fn: Any, *args: Any) -> Any:
+        """Call *fn*, which changes refs, holding the repository's `RefLock`."""
+        with self._lock.held():
+            return self._call(fn, *args)
 
     def branches(self) -> dict[str, str]:
         """Return {branch: tip snapshot id}."""
@@ -665,16 +735,16 @@ class RepoAdmin:
             raise errors.NotFound(f"no branch, tag or snapshot {ref!r}") from None
 
     def create_branch(self, name: str, snapshot_id: str) -> None:
-        self._call(self._repo.create_branch, name, snapshot_id)
+        self._change(self._repo.create_branch, name, snapshot_id)
 
     def delete_branch(self, name: str) -> None:
-        self._call(self._repo.delete_branch, name)
+        self._change(self._repo.delete_branch, name)
 
     def create_tag(self, name: str, snapshot_id: str) -> None:
-        self._call(self._repo.create_tag, name, snapshot_id)
+        self._change(self._repo.create_tag, name, snapshot_id)
 
     def delete_tag(self, name: str) -> None:
-        self._call(self._repo.delete_tag, name)
+        self._change(self._repo.delete_tag, name)
 
     def log(self, snapshot_id: str) -> list[SnapshotMeta]:
         """Return the ancestry of *snapshot_id*, newest first."""
