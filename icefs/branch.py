@@ -25,6 +25,7 @@ from icefs.errors import Busy, FileTooLarge, IcefsError, InvalidInput, NotFound
 from icefs.gate import ALONE, Gate
 from icefs.repo import open_writer, restore_writer
 from icefs.tree import KeyClass, SnapshotTree
+from icefs.validate import check_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,8 +59,11 @@ class BranchState:
     """Everything this mount holds for one branch beyond its committed tip."""
 
     def __init__(self, branch: str, repo: Repo, journal: Journal, *,
-                 on_commit: Callable[[str, str], None] = lambda branch, sid: None) -> None:
+                 on_commit: Callable[[str, str], None] = lambda branch, sid: None,
+                 decode_chunks: bool = True) -> None:
         self.branch = branch
+        #: decode each compressed chunk with its array's codecs before storing it
+        self._decode_chunks = decode_chunks
         #: told (branch, new snapshot) synchronously as the committed session is dropped
         self._on_commit = on_commit
         self._repo = repo
@@ -137,6 +141,7 @@ class BranchState:
                 if what.kind == "metadata" and size > MAX_METADATA_SIZE:
                     raise FileTooLarge(f"{key}: {size} bytes of metadata; the limit is "
                                        f"{MAX_METADATA_SIZE} (every snapshot carries it)")
+                await self._check(what, data)
                 await writer.set(key, data)
             except IcefsError as exc:
                 self.error(f"storing {key} failed: {exc}")
@@ -151,6 +156,16 @@ class BranchState:
             self._drop_dirs_above(key)
         if what.kind == "metadata":
             await self._store_pending(what.node)
+
+    async def _check(self, what: KeyClass, data: Any) -> None:
+        """Refuse (`InvalidInput`) what zarr could not read back: bad metadata, bad chunks."""
+        assert self.tree is not None
+        if what.kind == "metadata":
+            await trio.to_thread.run_sync(check_metadata, data)
+        elif what.kind == "chunk":
+            check = await self.tree.chunk_check(what.node)
+            if check.exact or (check.decodes and self._decode_chunks):
+                await trio.to_thread.run_sync(check.check, data, what.coords)
 
     async def _store_pending(self, array: str) -> None:
         """Store the chunks that were waiting for the array at *array* to exist."""

@@ -14,7 +14,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from icefs import __version__
-from icefs.errors import ExitCode, QuietError
+from icefs.errors import ExitCode, InvalidInput, QuietError
+from icefs.settings import SETTINGS, add_arguments, defaults, from_options, to_argv
 from icefs.storage_cli import (
     add_storage_options,
     install_redaction,
@@ -77,39 +78,14 @@ def _default_log_file(mountpoint: str) -> str:
     return os.path.join(state, "icefs", f"{name}.log")
 
 
-def _not_negative(value: str) -> float:
-    number = _number(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value!r}")
-    return number
-
-
-def _number(value: str) -> float:
+def _positive(value: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-
-
-def _positive(value: str) -> float:
-    number = _number(value)
     if number <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
     return number
-
-
-def _size(value: str) -> int:
-    """Parse a size such as 512M, 2G or 1048576."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = value.strip().upper().removesuffix("B").removesuffix("I")
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "")
-    try:
-        size = int(float(number) * units[unit])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {value!r}") from None
-    if size <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
-    return size
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,50 +100,18 @@ def _parser() -> argparse.ArgumentParser:
     mount = sub.add_parser(
         "mount", help="mount a repository", epilog=MOUNT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Mount the Icechunk repository at STORAGE (a local path, file:// URL "
-                    "or memory://) on MOUNTPOINT. Returns once the mount is ready.")
+        description="Mount the Icechunk repository at STORAGE (s3://bucket/prefix, "
+                    "gs://bucket/prefix, az://account/container/prefix, a local path, a "
+                    "file:// URL or memory://) on MOUNTPOINT. Returns once the mount is ready.")
     mount.add_argument("storage", metavar="STORAGE", nargs="?",
                        help="the repository (or `storage` in --config)")
     mount.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?",
                        help="where to mount (or `mountpoint` in --config)")
-    mount.add_argument("--config", metavar="FILE",
-                       help="a TOML file with the mount's settings (README: Configuration "
-                            "files); options given here win over it")
-    mount.add_argument("--read-only", action="store_true",
-                       help="refuse every write, branches included (EROFS)")
-    mount.add_argument("--mode", choices=("open", "create", "open_or_create"),
-                       help="open an existing repository (default), create a new one, or either")
-    mount.add_argument("--foreground", "-f", action="store_true",
-                       help="stay in the foreground and log to stderr")
     mount.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT]",
-                       help="FUSE options: allow_other, allow_root, default_permissions, ro, "
-                            "uid=N, gid=N, noxattr, auto_unmount, nosuid, nodev, noexec, noatime")
-    mount.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
-    mount.add_argument("--log-file", metavar="FILE",
-                       help="log here (default in the background: "
-                            "~/.local/state/icefs/<mountpoint>.log)")
-    mount.add_argument("--refresh", type=_positive, metavar="SECONDS",
-                       help="how fast branch and tag listings follow the repository (default 1)")
-    mount.add_argument("--read-ahead", type=int, metavar="KiB",
-                       help="kernel read-ahead for the mount in KiB (default 1024; needs root, "
-                            "0 keeps the kernel's 128)")
-    mount.add_argument("--write-buffer", type=_size, metavar="SIZE",
-                       help="RAM for data being written, for the whole mount; past it, "
-                            "write buffers spool to --cache-dir (default 256M)")
-    mount.add_argument("--cache-dir", metavar="DIR",
-                       help="where write buffers spool (cleaned at unmount) and the crash "
-                            "journal lives (default ~/.cache/icefs)")
-    mount.add_argument("--journal-interval", type=_not_negative, metavar="SECONDS",
-                       help="save uncommitted sessions to the crash journal at most every "
-                            "SECONDS, and at every fsync (default 2; 0 turns the journal off)")
-    mount.add_argument("--on-unmount", choices=("commit", "discard"),
-                       help="what happens to uncommitted changes at unmount (default commit)")
-    mount.add_argument("--commit-interval", type=_positive, metavar="SECONDS",
-                       help="also commit branches with changes every SECONDS")
-    mount.add_argument("--default-branch", metavar="BRANCH",
-                       help="the branch `mkdir branches/<new>` starts from, and that rmdir "
-                            "never deletes (default main)")
-    mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+                       help="FUSE options (allow_other, allow_root, default_permissions, ro, "
+                            "noxattr, auto_unmount, nosuid, nodev, noexec, noatime) and any "
+                            "setting as name=value (refresh=5, uid=1000, config=FILE)")
+    add_arguments(mount, "mount")
     add_storage_options(mount)
     _MOUNT_PARSER[:] = [mount]
 
@@ -275,35 +219,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Built-in defaults of `icefs mount`, below the command line and the config file.
-MOUNT_DEFAULTS: dict[str, Any] = {
-    "mode": "open", "log_level": "info", "refresh": 1.0, "write_buffer": 256 << 20,
-    "on_unmount": "commit", "default_branch": "main", "read_ahead": 1024, "cache_dir": None,
-    "commit_interval": None, "log_file": None, "journal_interval": 2.0,
-}
+def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Return (settings, those given on the command line, the config file's) of *args*.
 
-
-def _merge_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Fill *args* from --config and the defaults: command line > file > built-in."""
+    Precedence: options and ``-o name=value`` on the command line, then the
+    ``--config`` file (its keys, then ``name=value`` items of its ``options``),
+    then the built-in defaults (`icefs.settings`).
+    """
     from icefs.config import load_config
 
-    config = load_config(args.config) if args.config else {}
-    if args.storage is None:
-        args.storage = config.get("storage")
-    if args.mountpoint is None:
-        args.mountpoint = config.get("mountpoint")
-    if args.storage is None or args.mountpoint is None:
+    try:
+        given, fuse = from_options(o.strip() for v in args.options for o in v.split(",")
+                                   if o.strip())
+    except InvalidInput as exc:
+        raise QuietError(f"-o: {exc}", ExitCode.USAGE) from None
+    cli = {name: value for name in SETTINGS
+           if (value := given.get(name, getattr(args, name, None))) is not None}
+    config_path = cli.get("config")
+    config = load_config(config_path) if config_path else {}
+    try:
+        from_file, fuse_from_file = from_options(config.get("options", []))
+    except InvalidInput as exc:
+        raise QuietError(f"config file {config_path}: options: {exc}", ExitCode.USAGE) from None
+    values = defaults()
+    values.update({k: v for k, v in {**from_file, **config}.items() if k in SETTINGS})
+    values.update(cli)
+    values["options"] = [*fuse_from_file, *fuse]
+    if values["storage"] is None or values["mountpoint"] is None:
         raise QuietError("STORAGE and MOUNTPOINT are needed (arguments or --config)",
                          ExitCode.USAGE)
-    args.read_only = args.read_only or bool(config.get("read_only", False))
-    args.options = [",".join(config.get("options", [])), *args.options]
-    for key, default in MOUNT_DEFAULTS.items():
-        if getattr(args, key) is None:
-            value = config.get(key, default)
-            if key == "write_buffer" and isinstance(value, str):
-                value = _size(value)
-            setattr(args, key, value)
-    return config
+    return values, cli, config
 
 
 def _mount(args: argparse.Namespace) -> int:
@@ -316,52 +261,45 @@ def _mount(args: argparse.Namespace) -> int:
         run_daemon,
         start_background,
     )
-    config_values = _merge_config(args)
-    storage = storage_from_args(args.storage, args, config_values)
-    fuse_options, own = parse_fuse_options(args.options)
-    try:
-        uid = int(own["uid"]) if "uid" in own else os.getuid()
-        gid = int(own["gid"]) if "gid" in own else os.getgid()
-    except ValueError:
-        raise QuietError("uid= and gid= take numbers", ExitCode.USAGE) from None
-    read_only = args.read_only or "ro" in own
-    if not args.foreground:
+    values, cli, config_values = _settings(args)
+    options = values["options"]
+    storage = storage_from_args(values["storage"], cli, config_values)
+    fuse_options, own = parse_fuse_options(options)
+    read_only = bool(values["read_only"]) or "ro" in own
+    uid = values["uid"] if values["uid"] is not None else os.getuid()
+    gid = values["gid"] if values["gid"] is not None else os.getgid()
+    if not values["foreground"]:
         check_fuse()
-        mountpoint = check_mountpoint(args.mountpoint)
-        if storage.kind == "local" and args.mode == "open" and not os.path.exists(storage.path):
+        mountpoint = check_mountpoint(values["mountpoint"])
+        if storage.kind == "local" and values["mode"] == "open" \
+                and not os.path.exists(storage.path):
             raise QuietError(f"no repository at {storage.path} (use --mode create or "
                              "open_or_create to make one)", ExitCode.REPOSITORY)
+        daemon = dict(values, read_only=read_only)
+        for key in ("config", "cache_dir"):  # the daemon runs elsewhere: absolute paths
+            if daemon[key]:
+                daemon[key] = os.path.abspath(daemon[key])
         argv = [storage.path if storage.kind == "local" else storage.display(), mountpoint,
-                "--mode", args.mode, "--log-level", args.log_level, "--refresh", str(args.refresh),
-                "--read-ahead", str(args.read_ahead), "--write-buffer", str(args.write_buffer),
-                "--on-unmount", args.on_unmount, "--default-branch", args.default_branch]
-        if args.config:
-            argv += ["--config", os.path.abspath(args.config)]  # for SIGHUP reloads
-        if args.cache_dir:
-            argv += ["--cache-dir", os.path.abspath(args.cache_dir)]
-        if args.commit_interval:
-            argv += ["--commit-interval", str(args.commit_interval)]
-        argv += ["--journal-interval", str(args.journal_interval)]
-        if read_only:
-            argv.append("--read-only")
-        for opt in args.options:
-            if opt:
-                argv += ["-o", opt]
-        start_background(argv, args.log_file or _default_log_file(mountpoint),
+                *to_argv(daemon)]
+        for opt in options:
+            argv += ["-o", opt]
+        start_background(argv, values["log_file"] or _default_log_file(mountpoint),
                          env=spec_to_env(storage))
         return ExitCode.OK
-    _setup_logging(args.log_level, args.log_file)
+    _setup_logging(values["log_level"], values["log_file"])
     install_redaction(storage.secrets)
     config = MountConfig(
-        storage=storage, mountpoint=args.mountpoint, mode=args.mode, read_only=read_only,
-        refresh=args.refresh, fuse_options=fuse_options, uid=uid, gid=gid,
-        log_level=args.log_level, read_ahead_kb=args.read_ahead, write_buffer=args.write_buffer,
-        default_branch=args.default_branch, xattrs="noxattr" not in own,
-        cache_dir=args.cache_dir or "", on_unmount=args.on_unmount,
-        commit_interval=args.commit_interval or 0.0, journal_interval=args.journal_interval,
-        config_file=os.path.abspath(args.config) if args.config else "",
+        storage=storage, mountpoint=values["mountpoint"], mode=values["mode"],
+        read_only=read_only, refresh=values["refresh"], fuse_options=fuse_options, uid=uid,
+        gid=gid, log_level=values["log_level"], read_ahead_kb=values["read_ahead"],
+        write_buffer=values["write_buffer"], default_branch=values["default_branch"],
+        xattrs="noxattr" not in own, cache_dir=values["cache_dir"] or "",
+        on_unmount=values["on_unmount"], commit_interval=values["commit_interval"] or 0.0,
+        journal_interval=values["journal_interval"],
+        verify_chunks=values["verify_chunks"],
+        config_file=os.path.abspath(values["config"]) if values["config"] else "",
     )
-    return run_daemon(config, Reporter(args.ready_fd))
+    return run_daemon(config, Reporter(values["ready_fd"]))
 
 
 def _umount(args: argparse.Namespace) -> int:

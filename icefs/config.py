@@ -26,50 +26,19 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
-from typing import Any, Final
+from typing import Any
 
-from icefs.errors import ExitCode, QuietError
-from icefs.storage import SECRET_KEYS
+from icefs.errors import ExitCode, InvalidInput, QuietError
+from icefs.settings import SECRET_NAMES, from_config
 
-__all__ = ["KEYS", "load_config"]
-
-#: Keys a config file may hold, with the type each takes.
-KEYS: Final[dict[str, tuple[type, ...]]] = {
-    "storage": (str,),
-    "mountpoint": (str,),
-    "mode": (str,),
-    "read_only": (bool,),
-    "options": (list,),
-    "refresh": (int, float),
-    "log_level": (str,),
-    "log_file": (str,),
-    "write_buffer": (str, int),
-    "cache_dir": (str,),
-    "on_unmount": (str,),
-    "commit_interval": (int, float),
-    "journal_interval": (int, float),
-    "default_branch": (str,),
-    "read_ahead": (int,),
-    # storage (README: Storage)
-    "region": (str,),
-    "endpoint_url": (str,),
-    "allow_http": (bool,),
-    "force_path_style": (bool,),
-    "anonymous": (bool,),
-    "credential_type": (str,),
-    "service_account_file": (str,),
-    "gcs_base_url": (str,),
-    "connect_timeout": (int, float),
-    "operation_timeout": (int, float),
-    "max_retries": (int,),
-    "max_concurrent_requests": (int,),
-    **{key: (str,) for key in SECRET_KEYS},
-    **{f"{key}_file": (str,) for key in SECRET_KEYS},
-}
+__all__ = ["load_config"]
 
 
 def load_config(path: str) -> dict[str, Any]:
-    """Read the mount configuration at *path*; raise `QuietError` (USAGE) saying what is wrong."""
+    """Read the mount configuration at *path*; raise `QuietError` (USAGE) saying what is wrong.
+
+    The keys and their types are those of `icefs.settings`.
+    """
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
@@ -83,16 +52,11 @@ def load_config(path: str) -> dict[str, Any]:
     table = doc.get("mount", doc)
     if not isinstance(table, dict):
         raise QuietError(f"config file {path}: [mount] must be a table", ExitCode.USAGE)
-    config: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in KEYS:
-            raise QuietError(f"config file {path}: unknown key {key!r}", ExitCode.USAGE)
-        if not isinstance(value, KEYS[key]) or (isinstance(value, bool)
-                                                 and bool not in KEYS[key]):
-            raise QuietError(f"config file {path}: {key} has the wrong type", ExitCode.USAGE)
-        config[key] = value
-    if "options" in config and not all(isinstance(o, str) for o in config["options"]):
-        raise QuietError(f"config file {path}: options must be strings", ExitCode.USAGE)
+    try:
+        config = from_config(table)
+    except InvalidInput as exc:
+        raise QuietError(f"config file {path}: {exc}", ExitCode.USAGE) from None
+    config["_path"] = path
     config["_world_readable"] = bool(st.st_mode & stat.S_IROTH)
-    config["_has_secrets"] = any(k in config for k in SECRET_KEYS)
+    config["_has_secrets"] = any(k in config for k in SECRET_NAMES)
     return config

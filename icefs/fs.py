@@ -60,6 +60,7 @@ from icefs.paths import (
     ref_to_name,
 )
 from icefs.prefetch import Prefetcher
+from icefs.settings import SETTINGS
 from icefs.spool import SpoolBudget, SpoolFile
 from icefs.stats import Stats
 from icefs.tree import DirPos, SnapshotTree, TreeEntry
@@ -138,16 +139,18 @@ class MountOptions:
     """What the core needs to know about how it is mounted."""
 
     read_only: bool = False
-    refresh: float = 1.0
+    refresh: float = SETTINGS["refresh"].default
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     mountpoint: str = ""
     storage: str = ""
-    write_buffer: int = 256 * 1024 * 1024
+    write_buffer: int = SETTINGS["write_buffer"].default
     cache_dir: str = ""
-    default_branch: str = "main"
+    default_branch: str = SETTINGS["default_branch"].default
     #: keep uncommitted sessions in the cache dir's crash journal
     journal: bool = True
+    #: "decode": compressed chunks are decoded with their array's codecs before storing
+    verify_chunks: str = SETTINGS["verify_chunks"].default
 
 
 @dataclass(slots=True)  # not frozen: 3x cheaper to build, and readdir builds one per entry
@@ -384,7 +387,8 @@ class IcefsCore:
         state = self.branch_states.get(branch)
         if state is None:
             state = self.branch_states[branch] = BranchState(
-                branch, self.repo, self.journal, on_commit=self._committed)
+                branch, self.repo, self.journal, on_commit=self._committed,
+                decode_chunks=self.options.verify_chunks == "decode")
         return state
 
     def _committed(self, branch: str, sid: str) -> None:
@@ -1164,7 +1168,9 @@ class IcefsCore:
         assert parent.view is not None
         path = (*parent.path, name)
         key = "/".join(path[2:])
-        what = await state.classify(key, await self._tree_for(parent.view))
+        tree = await self._tree_for(parent.view)
+        await tree.check_new_name(key)
+        what = await state.classify(key, tree)
         if key in state.files:  # created by a concurrent request while we awaited
             if flags & os.O_EXCL:
                 raise Exists("/".join(path))
@@ -1190,6 +1196,8 @@ class IcefsCore:
         if await self._lookup_optional(parent, name) is not None:
             raise Exists("/".join((*parent.path, name)))
         path = (*parent.path, name)
+        assert parent.view is not None
+        await (await self._tree_for(parent.view)).check_new_name("/".join(path[2:]))
         state.dirs["/".join(path[2:])] = time.time_ns()
         return self._attr(await self._child(parent, name), self.inodes.lookup(path))
 
@@ -1318,7 +1326,9 @@ class IcefsCore:
             data = await (await self._tree_for(src.view)).read_whole(src.entry)
             size = src.entry.size
         key = "/".join((*parent.path, name)[2:])
-        what = await state.classify(key, await self._tree_for(parent.view))
+        tree = await self._tree_for(parent.view)
+        await tree.check_new_name(key)
+        what = await state.classify(key, tree)
         copy: OverlayFile | None = None
         if what.kind == "scratch":
             copy = OverlayFile(self._spooled(data), scratch=True)

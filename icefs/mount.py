@@ -27,6 +27,7 @@ import trio
 
 from icefs._systemd import notify
 from icefs.errors import ExitCode, QuietError
+from icefs.settings import SETTINGS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -54,7 +55,7 @@ PASSED_OPTIONS: Final = frozenset({
     "nodev", "dev", "noexec", "exec", "noatime", "atime", "relatime",
 })
 #: FUSE options icefs reads itself.
-OWN_OPTIONS: Final = frozenset({"ro", "rw", "uid", "gid", "noxattr"})
+OWN_OPTIONS: Final = frozenset({"ro", "rw", "noxattr"})
 #: Options mount(8) and systemd pass that mean nothing to the daemon.
 IGNORED_OPTIONS: Final = frozenset({"_netdev", "nofail", "noauto", "auto", "user", "users",
                                      "nouser", "defaults"})
@@ -68,20 +69,22 @@ class MountConfig:
     mountpoint: str
     mode: str = "open"
     read_only: bool = False
-    refresh: float = 1.0
+    refresh: float = SETTINGS["refresh"].default
     fuse_options: tuple[str, ...] = ()
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
-    log_level: str = "info"
+    log_level: str = SETTINGS["log_level"].default
     max_tasks: int = 64
-    read_ahead_kb: int = 1024
-    write_buffer: int = 256 * 1024 * 1024
+    read_ahead_kb: int = SETTINGS["read_ahead"].default
+    write_buffer: int = SETTINGS["write_buffer"].default
     cache_dir: str = ""
-    on_unmount: str = "commit"
+    on_unmount: str = SETTINGS["on_unmount"].default
     commit_interval: float = 0.0
     #: how often uncommitted sessions go to the crash journal; 0 = no journal
-    journal_interval: float = 2.0
-    default_branch: str = "main"
+    journal_interval: float = SETTINGS["journal_interval"].default
+    default_branch: str = SETTINGS["default_branch"].default
+    #: "decode": each compressed chunk is decoded before it is stored
+    verify_chunks: str = SETTINGS["verify_chunks"].default
     #: False (``-o noxattr``): no extended attributes at all, for fast `ls -l` of huge trees
     xattrs: bool = True
     #: The --config file, re-read on SIGHUP for what can change while mounted.
@@ -289,6 +292,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
         write_buffer=config.write_buffer, cache_dir=config.cache_dir,
         default_branch=config.default_branch,
         journal=config.journal_interval > 0 and config.storage.kind != "memory",
+        verify_chunks=config.verify_chunks,
     ))
     options = {
         f"fsname=icefs#{config.storage.display()}"[:200],

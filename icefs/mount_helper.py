@@ -2,12 +2,11 @@
 
 mount(8) calls ``mount.fuse.icefs SOURCE MOUNTPOINT [-o OPTIONS] [-n] [-s] [-f] [-v]``.
 SOURCE is the storage URL; when ``config=FILE`` names the storage, SOURCE is
-ignored (write e.g. ``icefs``). Options are the FUSE options `icefs mount -o` takes, plus
-``config=FILE`` and icefs settings as ``key=value`` (``refresh=5``,
-``log_level=debug``, ``mode=open_or_create``, ``cache_dir=...``,
-``write_buffer=512M``, ``on_unmount=discard``, ``default_branch=dev``,
-``log_file=...``). ``_netdev``, ``nofail``, ``noauto``, ``auto``, ``user``,
-``users``, ``defaults`` and ``x-*`` (systemd's) are accepted and ignored.
+ignored (write e.g. ``icefs``). Options are those `icefs mount -o` takes: FUSE
+options, ``config=FILE`` and every setting as ``name=value`` (``refresh=5``,
+``journal_interval=0``, ...; secrets only as ``<name>_file=PATH``).
+``_netdev``, ``nofail``, ``noauto``, ``auto``, ``user``, ``users``, ``defaults``
+and ``x-*`` (systemd's) are accepted and ignored.
 It returns once the mount is ready, as mount(8) expects.
 
 Install: ``ln -s $(command -v mount.fuse.icefs) /sbin/mount.fuse.icefs``.
@@ -16,7 +15,7 @@ Install: ``ln -s $(command -v mount.fuse.icefs) /sbin/mount.fuse.icefs``.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from icefs.errors import ExitCode, QuietError
 
@@ -25,39 +24,27 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "translate_options"]
 
-#: key=value options that become `icefs mount --key value`.
-SETTINGS: Final = frozenset({"config", "refresh", "log_level", "log_file", "mode", "cache_dir",
-                             "write_buffer", "on_unmount", "default_branch", "commit_interval",
-                             "read_ahead"})
-
-
 def translate_options(source: str, mountpoint: str, options: str) -> list[str]:
-    """Return the ``icefs mount`` arguments for a mount(8) call."""
-    argv = ["mount", mountpoint]
-    fuse: list[str] = []
-    config_given = False
-    for item in filter(None, (o.strip() for o in options.split(","))):
-        name, sep, value = item.partition("=")
-        if sep and name in SETTINGS:
-            argv += [f"--{name.replace('_', '-')}", value]
-            config_given |= name == "config"
-        elif name == "rw":
-            continue
-        else:
-            fuse.append(item)  # validated (or ignored) by icefs mount -o
-    if fuse:
-        argv += ["-o", ",".join(fuse)]
+    """Return the ``icefs mount`` arguments for a mount(8) call.
+
+    Every option goes on as ``-o``: `icefs mount -o` takes FUSE options and every
+    setting as ``name=value`` (`icefs.settings`), and ignores what mount(8) and
+    systemd add for themselves.
+    """
+    items = [o.strip() for o in options.split(",") if o.strip() and o.strip() != "rw"]
+    config = next((i.partition("=")[2] for i in items if i.startswith("config=")), None)
     # With config=FILE naming the storage, SOURCE is only a placeholder such as "icefs"
     # (mount(8) may even have made it an absolute path).
-    named = _config_storage(argv) if config_given else None
-    argv.insert(1, named or source)
+    named = _config_storage(config) if config else None
+    argv = ["mount", named or source, mountpoint]
+    if items:
+        argv += ["-o", ",".join(items)]
     return argv
 
 
-def _config_storage(argv: list[str]) -> str | None:
+def _config_storage(path: str) -> str | None:
     from icefs.config import load_config
 
-    path = argv[argv.index("--config") + 1]
     try:
         storage = load_config(path).get("storage")
     except QuietError:

@@ -16,12 +16,10 @@ import tempfile
 import weakref
 from typing import Final
 
-__all__ = ["DEFAULT_WRITE_BUFFER", "SpoolBudget", "SpoolFile"]
+__all__ = ["SpoolBudget", "SpoolFile"]
 
 log = logging.getLogger(__name__)
 
-#: Default bound of write-buffer RAM for a whole mount.
-DEFAULT_WRITE_BUFFER: Final = 256 * 1024 * 1024
 #: Largest size any file may reach (sparse writes past this are refused with EFBIG).
 MAX_FILE_SIZE: Final = 1 << 40
 #: Appends are kept as they came while the file is at most this big (chunk files);

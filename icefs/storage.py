@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 from urllib.parse import unquote, urlsplit
 
 from icefs.errors import ExitCode, QuietError
+from icefs.settings import SECRET_NAMES, SETTINGS
 
 __all__ = [
     "CREDENTIAL_TYPES",
@@ -36,8 +37,7 @@ CREDENTIAL_TYPES: Final = {
     "azure": ("env", "access-key", "sas-token", "bearer-token", "anonymous"),
 }
 #: Secret settings (config keys); each may also be given as <key>_file.
-SECRET_KEYS: Final = ("access_key_id", "secret_access_key", "session_token",
-                      "service_account_key", "bearer_token", "access_key", "sas_token")
+SECRET_KEYS: Final = SECRET_NAMES
 _ENV: Final = {
     "access_key_id": ("AWS_ACCESS_KEY_ID",),
     "secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
@@ -83,9 +83,9 @@ class StorageSpec:
     credential_type: str = "env"
     service_account_file: str | None = None
     gcs_base_url: str | None = None
-    connect_timeout: float = 10.0
-    operation_timeout: float = 60.0
-    max_retries: int = 3
+    connect_timeout: float = SETTINGS["connect_timeout"].default
+    operation_timeout: float = SETTINGS["operation_timeout"].default
+    max_retries: int = SETTINGS["max_retries"].default
     max_concurrent_requests: int | None = None
     secrets: Secrets = field(default_factory=Secrets, repr=False)
 

@@ -9,24 +9,25 @@ in its argv.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import os
 import sys
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from icefs.errors import ExitCode, QuietError
+from icefs.settings import SETTINGS, add_arguments
 from icefs.storage import (
-    CREDENTIAL_TYPES,
-    SECRET_KEYS,
     Secrets,
     StorageSpec,
     parse_storage,
     redact,
     resolve_spec,
 )
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["SPEC_ENV", "add_storage_options", "install_redaction", "spec_to_env",
            "storage_from_args"]
@@ -39,53 +40,25 @@ _SECRETS_SEEN: list[str] = []
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
-    """Add the storage and credential options to *parser*."""
+    """Add the storage and credential options (`icefs.settings`, group storage) to *parser*."""
     group = parser.add_argument_group(
         "storage (s3://, gs://, az://; README: Storage)",
         "Secrets are best given in the config file, in the environment or as *-file paths: "
         "a secret on the command line shows in ps.")
-    kinds = sorted({t for types in CREDENTIAL_TYPES.values() for t in types})
-    group.add_argument("--credential-type", choices=kinds,
-                       help="how to authenticate (default: inferred from what is given, "
-                            "else the cloud's environment)")
-    group.add_argument("--anonymous", action="store_true", default=None,
-                       help="no credentials (public data)")
-    group.add_argument("--region", help="S3 region (or AWS_REGION)")
-    group.add_argument("--endpoint-url", metavar="URL",
-                       help="S3-compatible endpoint (MinIO, ...) or an Azure endpoint/emulator")
-    group.add_argument("--allow-http", action="store_true", default=None,
-                       help="allow plain http endpoints")
-    group.add_argument("--force-path-style", action="store_true", default=None,
-                       help="S3 path-style addressing (most S3-compatible servers)")
-    group.add_argument("--service-account-file", metavar="PATH",
-                       help="GCS service-account JSON file")
-    group.add_argument("--gcs-base-url", metavar="URL", help="GCS endpoint (emulators)")
-    for key in SECRET_KEYS:
-        flag = key.replace("_", "-")
-        group.add_argument(f"--{flag}-file", dest=f"{key}_file", metavar="PATH",
-                           help=f"read the {key.replace('_', ' ')} from PATH")
-        group.add_argument(f"--{flag}", dest=key, metavar="SECRET", help=argparse.SUPPRESS)
-    group.add_argument("--connect-timeout", type=float, metavar="SECONDS",
-                       help="storage connect timeout (default 10)")
-    group.add_argument("--operation-timeout", type=float, metavar="SECONDS",
-                       help="storage request timeout (default 60)")
-    group.add_argument("--max-retries", type=int, metavar="N",
-                       help="retries of a failed storage request (default 3)")
-    group.add_argument("--max-concurrent-requests", type=int, metavar="N",
-                       help="parallel requests per object to the storage")
+    add_arguments(group, "storage")
 
 
-def _cli_values(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ["credential_type", "anonymous", "region", "endpoint_url", "allow_http",
-            "force_path_style", "service_account_file", "gcs_base_url", "connect_timeout",
-            "operation_timeout", "max_retries", "max_concurrent_requests",
-            *SECRET_KEYS, *(f"{k}_file" for k in SECRET_KEYS)]
-    return {k: getattr(args, k, None) for k in keys}
+def _cli_values(args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
+    names = [s.name for s in SETTINGS.values() if s.group == "storage"]
+    if isinstance(args, dict):
+        return {k: args.get(k) for k in names}
+    return {k: getattr(args, k, None) for k in names}
 
 
-def storage_from_args(url: str, args: argparse.Namespace,
+def storage_from_args(url: str, args: argparse.Namespace | dict[str, Any],
                       config: dict[str, Any] | None = None) -> StorageSpec:
-    """Resolve the storage at *url* from *args*, *config* and the environment."""
+    """Resolve the storage at *url* from the command line *args* (a namespace, or the
+    settings given there), *config* and the environment."""
     inherited = os.environ.pop(SPEC_ENV, None)
     if inherited:
         spec = spec_from_env(inherited)
@@ -94,8 +67,8 @@ def storage_from_args(url: str, args: argparse.Namespace,
         for warning in warnings:
             print(f"icefs: warning: {warning}", file=sys.stderr)
         if config and config.get("_has_secrets") and config.get("_world_readable"):
-            print(f"icefs: warning: config file {args.config} holds secrets and every user "
-                  "can read it (chmod 600)", file=sys.stderr)
+            print(f"icefs: warning: config file {config.get('_path')} holds secrets and every "
+                  "user can read it (chmod 600)", file=sys.stderr)
     install_redaction(spec.secrets)
     return spec
 

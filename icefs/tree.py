@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Buffer
 
     from icefs.repo import ChunkIndex, SnapshotReader
+    from icefs.validate import ChunkCheck
 
 __all__ = ["DirPos", "KeyClass", "SnapshotTree", "TreeEntry"]
 
@@ -83,6 +85,10 @@ def _parse_node(metadata: bytes | None) -> _NodeInfo:
     return _NodeInfo(metadata, False, 0)
 
 
+#: A name that a user or tool meant as a chunk coordinate: a digit, maybe signed or suffixed.
+_COORDINATE_LIKE: Final = re.compile(r"[+-]?[0-9][0-9A-Za-z_]*")
+
+
 def _chunk_name(coord: str) -> int | None:
     """Return the integer a chunk path component names, or None ('01', '-1', 'x' name none)."""
     if not coord.isdigit() or not coord.isascii() or (len(coord) > 1 and coord[0] == "0"):
@@ -103,6 +109,8 @@ class SnapshotTree:
         self._orders: dict[str, tuple[list[tuple[int, ...]], list[tuple[int, ...]],
                                       ChunkIndex]] = {}
         self._node_paths: set[str] | None = None
+        #: per array: the check its chunks must pass (`chunk_check`)
+        self._checks: dict[str, ChunkCheck] = {}
         #: bumped by every store or delete noted: a fact fetched across one is stale
         self._version = 0
 
@@ -264,6 +272,25 @@ class SnapshotTree:
             return KeyClass("chunk", array, tuple(c for c in coords if c is not None))
         return KeyClass("scratch")
 
+    async def check_new_name(self, key: str) -> None:
+        """Refuse (`InvalidInput`) a new file or directory *key* that miswrites a chunk key.
+
+        Below an array's ``c/``, a name such as ``01``, ``-1``, ``+2`` or ``0x`` can
+        only be a mistaken coordinate: it would become a scratch file, never
+        stored, in silence.  Temporary names of real tools (zarr's
+        ``0.<hex>.partial``, rsync's ``.0.XXXXXX``, editors' ``.0.swp``) hold a dot
+        and stay scratch files.
+        """
+        parts = key.split("/")
+        for i, part in enumerate(parts):
+            if part != CHUNK_DIR:
+                continue
+            wrong = [p for p in parts[i + 1 :]
+                     if _COORDINATE_LIKE.fullmatch(p) and _chunk_name(p) is None]
+            if wrong and (await self._node("/".join(parts[:i]))).is_array:
+                raise InvalidInput(f"{key}: {wrong[0]!r} is not a chunk coordinate (chunk keys "
+                                   "use plain decimal integers: no sign, no leading zeros)")
+
     async def load_chunk_orders(self, array: str) -> None:
         """Sort the loaded chunk index of *array* for `chunk_position`, in a worker thread.
 
@@ -335,6 +362,7 @@ class SnapshotTree:
         """Update the caches after *what* was deleted."""
         self._version += 1
         if what.kind == "metadata":  # the whole node, and everything below it, is gone
+            self._checks.clear()
             self._nodes.clear()
             self._listings.clear()
             self._chunks.clear()
@@ -342,7 +370,21 @@ class SnapshotTree:
         elif what.kind == "chunk":
             self._chunks.pop(what.node, None)
 
+    async def chunk_check(self, array: str) -> ChunkCheck:
+        """Return the `ChunkCheck` for chunks of the array at *array* (built in a thread)."""
+        check = self._checks.get(array)
+        if check is None:
+            from icefs.validate import ChunkCheck
+
+            metadata = (await self._node(array)).metadata
+            if metadata is None:
+                raise NotFound(f"no array at /{array}")
+            check = await trio.to_thread.run_sync(ChunkCheck, metadata)
+            self._checks[array] = check
+        return check
+
     def _forget_node(self, path: str) -> None:
+        self._checks.pop(path, None)
         self._nodes.pop(path, None)
         self._chunks.pop(path, None)
         self._listings.pop(path, None)

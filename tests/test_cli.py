@@ -39,8 +39,8 @@ def test_storage_urls(tmp_path):
 
 
 def test_fuse_options():
-    passed, own = parse_fuse_options(["allow_other,ro", "uid=1000", "_netdev,x-systemd.auto"])
+    passed, own = parse_fuse_options(["allow_other,ro", "_netdev,x-systemd.auto"])
     assert passed == ("allow_other",)
-    assert own == {"ro": "", "uid": "1000"}
+    assert own == {"ro": ""}
     with pytest.raises(QuietError):
         parse_fuse_options(["max_read=abc"])

@@ -12,6 +12,7 @@ rows too (marked "deviation"), mirroring README "Semantics".
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import tempfile
@@ -44,8 +45,9 @@ def env():
     tmp = Path(tempfile.mkdtemp(prefix="icefs-conformance-"))
     repo = icechunk.Repository.create(sample_storage(str(tmp / "repo")))
     session = repo.writable_session("main")
-    zarr.group(store=session.store).create_array("a", shape=(4, 4), chunks=(2, 2),
-                                                 dtype="i4")[:] = 1
+    group = zarr.group(store=session.store)
+    group.create_array("a", shape=(4, 4), chunks=(2, 2), dtype="i4")[:] = 1
+    group.create_array("u", shape=(4, 4), chunks=(2, 2), dtype="i4", compressors=None)[:] = 1
     base = session.commit("base")
     repo.create_tag("v1", base)
     repo.create_branch("dev", base)
@@ -72,6 +74,27 @@ def _create(path: Path | bytes, flags: int = os.O_WRONLY | os.O_CREAT, data: byt
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+def _metadata(e: Env, **changes: object) -> None:
+    """Write array a's zarr.json with *changes* (None removes a key)."""
+    doc = json.loads((e.tag / "a" / "zarr.json").read_bytes())
+    for key, value in changes.items():
+        if value is None:
+            doc.pop(key)
+        else:
+            doc[key] = value
+    (e.main / "a" / "zarr.json").write_text(json.dumps(doc))
+
+
+def _unchanged(e: Env, key: str) -> bool:
+    """*key* in main still holds what the tag holds (a refused store changed nothing)."""
+    return (e.main / key).read_bytes() == (e.tag / key).read_bytes()
+
+
+def _append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
 
 
 @dataclass(frozen=True)
@@ -126,9 +149,9 @@ CASES = [
          check=lambda e: (e.main / "r2.tmp").read_bytes() == b"1"
          and not (e.main / "r1.tmp").exists()),
     Case("rename", "a scratch file onto a chunk key stores the chunk",
-         lambda e: (_create(e.main / "c.partial", data=b"chunk"),
+         lambda e: (_create(e.main / "c.partial", data=(e.tag / "a/c/0/0").read_bytes()),
                     os.rename(e.main / "c.partial", e.main / "a" / "c" / "1" / "1")),
-         check=lambda e: (e.main / "a" / "c" / "1" / "1").read_bytes() == b"chunk"),
+         check=lambda e: (e.main / "a/c/1/1").read_bytes() == (e.tag / "a/c/0/0").read_bytes()),
     Case("rename", "a missing source", lambda e: os.rename(e.main / "nope", e.main / "x"),
          errno.ENOENT),
     Case("rename", "a file onto a directory",
@@ -236,6 +259,58 @@ CASES = [
          lambda e: _write(e.main / "a" / "c" / "9" / "9", b"x"), errno.EINVAL),
     Case("bad input", "an empty chunk (no codec output is empty)",
          lambda e: _write(e.main / "a" / "c" / "0" / "1", b""), errno.EINVAL),
+    # -- bad metadata: zarr's own parser decides; the previous document stays ----------------
+    Case("bad metadata", "zarr_format 4", lambda e: _metadata(e, zarr_format=4), errno.EINVAL,
+         check=lambda e: _unchanged(e, "a/zarr.json")),
+    Case("bad metadata", "an unknown data_type", lambda e: _metadata(e, data_type="int33"),
+         errno.EINVAL, check=lambda e: _unchanged(e, "a/zarr.json")),
+    Case("bad metadata", "an unknown codec",
+         lambda e: _metadata(e, codecs=[{"name": "bytes", "configuration": {"endian": "little"}},
+                                        {"name": "no-such-codec"}]),
+         errno.EINVAL, check=lambda e: _unchanged(e, "a/zarr.json")),
+    Case("bad metadata", "shape and chunk grid of different rank",
+         lambda e: _metadata(e, chunk_grid={"name": "regular",
+                                            "configuration": {"chunk_shape": [2]}}),
+         errno.EINVAL, check=lambda e: _unchanged(e, "a/zarr.json")),
+    Case("bad metadata", "a fill_value of the wrong type", lambda e: _metadata(e, fill_value="x"),
+         errno.EINVAL, check=lambda e: _unchanged(e, "a/zarr.json")),
+    Case("bad metadata", "no chunk_key_encoding", lambda e: _metadata(e, chunk_key_encoding=None),
+         errno.EINVAL, check=lambda e: _unchanged(e, "a/zarr.json")),
+    Case("bad metadata", "chunk_key_encoding v2 with '.' (readers would get the fill value)",
+         lambda e: _metadata(e, chunk_key_encoding={"name": "v2",
+                                                    "configuration": {"separator": "."}}),
+         errno.EINVAL, check=lambda e: _unchanged(e, "a/zarr.json")),
+    Case("bad metadata", "storage transformers", lambda e: _metadata(
+        e, storage_transformers=[{"name": "x", "configuration": {}}]), errno.EINVAL,
+         check=lambda e: _unchanged(e, "a/zarr.json")),
+    Case("bad metadata", "an extra field zarr does not allow", lambda e: _metadata(e, extra=1),
+         errno.EINVAL, check=lambda e: _unchanged(e, "a/zarr.json")),
+    # -- bad chunks: checked against the array's codecs; the previous chunk stays -------------
+    Case("bad chunk", "append to an uncompressed chunk (its size is exact)",
+         lambda e: _append(e.main / "u/c/0/0", b"xyz"), errno.EINVAL,
+         check=lambda e: _unchanged(e, "u/c/0/0")),
+    Case("bad chunk", "append to a compressed chunk (it no longer decodes)",
+         lambda e: _append(e.main / "a/c/0/0", b"xyz"), errno.EINVAL,
+         check=lambda e: _unchanged(e, "a/c/0/0")),
+    Case("bad chunk", "garbage of a valid size in a compressed array",
+         lambda e: (e.main / "a/c/0/1").write_bytes(b"\0" * 16), errno.EINVAL,
+         check=lambda e: _unchanged(e, "a/c/0/1")),
+    Case("bad chunk", "a valid uncompressed chunk is stored",
+         lambda e: (e.main / "u/c/1/1").write_bytes(bytes(16)),
+         check=lambda e: (e.main / "u/c/1/1").read_bytes() == bytes(16)),
+    # -- names under an array's c/: miswritten coordinates are refused, temp names are not -----
+    Case("chunk names", "a leading zero (c/0/01)", lambda e: _create(e.main / "a/c/0/01"),
+         errno.EINVAL),
+    Case("chunk names", "a sign (mkdir c/-1)", lambda e: os.mkdir(e.main / "a/c/-1"),
+         errno.EINVAL),
+    Case("chunk names", "a suffix (mkdir c/1/0x)", lambda e: os.mkdir(e.main / "a/c/1/0x"),
+         errno.EINVAL),
+    Case("chunk names", "zarr's temporary name (c/0/0.<hex>.partial) is a scratch file",
+         lambda e: _create(e.main / "a/c/0/0.3f2a.partial", data=b"x"),
+         check=lambda e: (e.main / "a/c/0/0.3f2a.partial").read_bytes() == b"x"),
+    Case("chunk names", "rsync's temporary name (c/0/.0.XXXXXX) is a scratch file",
+         lambda e: _create(e.main / "a/c/0/.0.Ab12Cd", data=b"x"),
+         check=lambda e: (e.main / "a/c/0/.0.Ab12Cd").read_bytes() == b"x"),
     Case("bad input", "a branch name with white space at the ends",
          lambda e: os.mkdir(e.root / "branches" / " x"), errno.EINVAL),
     Case("bad input", "a branch name with a control character",
@@ -260,8 +335,11 @@ def test_case(env, case):
 def test_failures_are_logged_and_nothing_is_lost(env):
     """After the whole matrix: the committed data is intact and the refusals were logged."""
     log = env.log()
-    for reason in ("bad metadata", "the limit is 16777216", "not valid for array",
-                   "has 1 coordinates", "zero-length chunk", "empty commit message"):
+    for reason in ("g1/zarr.json failed: not JSON", "zarr_format is 2", "the limit is 16777216",
+                   "lies outside the array's grid", "has 1 coordinates", "an empty chunk",
+                   "empty commit message", "invalid array metadata", "without chunk_key_encoding",
+                   "Icechunk keeps chunks at c/i/j", "an uncompressed chunk of this array has 16",
+                   "does not decode with the array's codecs", "is not a chunk coordinate"):
         assert reason.lower() in log.lower(), f"{reason}:\n{log[-4000:]}"
     assert (env.tag / "a" / "c" / "0" / "0").read_bytes()
     assert os.listdir(env.root / "branches") == ["dev", "main"]

@@ -140,7 +140,8 @@ def test_mount_t_fuse_icefs(repo, tmp_path, helper_installed):
     mnt.mkdir()
     result = subprocess.run(
         ["mount", "-t", "fuse.icefs", str(repo), str(mnt), "-o",
-         f"ro,allow_other,refresh=2,_netdev,log_file={tmp_path / 'log'}"],
+         f"ro,allow_other,refresh=2,_netdev,log_file={tmp_path / 'log'},journal_interval=0,"
+         f"verify_chunks=size,write_buffer=64M,cache_dir={tmp_path / 'cache'}"],
         capture_output=True, text=True, timeout=120, check=False)
     try:
         assert result.returncode == 0, result.stderr
@@ -174,9 +175,9 @@ def test_fstab_line_with_config(repo, tmp_path, helper_installed):
 
 def test_mount_helper_translates_options():
     assert translate_options("/r", "/m", "rw,ro,allow_other,refresh=5,_netdev") == [
-        "mount", "/r", "/m", "--refresh", "5", "-o", "ro,allow_other,_netdev"]
+        "mount", "/r", "/m", "-o", "ro,allow_other,refresh=5,_netdev"]
     assert translate_options("/srv/r", "/m", "config=/nonexistent.toml") == [
-        "mount", "/srv/r", "/m", "--config", "/nonexistent.toml"]
+        "mount", "/srv/r", "/m", "-o", "config=/nonexistent.toml"]
 
 
 def test_config_file_and_sighup_reload(repo, tmp_path, mount_factory):

@@ -1,0 +1,103 @@
+"""Every setting is declared once and accepted wherever settings are taken.
+
+The places: command-line options, ``-o name=value`` (``icefs mount -o``,
+mount(8), fstab), ``--config`` files, and the command line of the background
+daemon. Each declared setting is tried in each place it may appear, with a value
+that is not its default, and must come out as the same value.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from icefs.cli import _MOUNT_PARSER, _parser, _settings
+from icefs.errors import InvalidInput
+from icefs.mount_helper import translate_options
+from icefs.settings import SETTINGS, Setting, from_config, from_options, parse_size, to_argv
+
+SAMPLE = {"str": "x1", "path": "/tmp/x1", "int": 7, "float": 2.5, "bool": True,
+          "size": 64 << 20, "list": ["allow_other"]}
+
+
+def sample(s: Setting):
+    if s.kind == "choice":
+        return next(c for c in s.choices if c != s.default)
+    return SAMPLE[s.kind]
+
+
+def parse_mount(argv: list[str]) -> argparse.Namespace:
+    _parser()
+    return _MOUNT_PARSER[0].parse_intermixed_args(argv)
+
+
+@pytest.mark.parametrize("s", [s for s in SETTINGS.values() if s.cli], ids=lambda s: s.name)
+def test_every_option_on_the_command_line(s):
+    value = sample(s)
+    args = parse_mount(["r", "m", s.flag] if s.kind == "bool" else
+                       ["r", "m", s.flag, str(value)])
+    assert getattr(args, s.name) == value
+
+
+@pytest.mark.parametrize("s", [s for s in SETTINGS.values() if s.option], ids=lambda s: s.name)
+def test_every_option_as_name_value(s, tmp_path):
+    value = sample(s)
+    text = ",".join(value) if s.kind == "list" else str(value).lower()
+    if s.name == "config":
+        (tmp_path / "c.toml").write_text("")
+        text = value = str(tmp_path / "c.toml")
+    settings, rest = from_options([f"{s.name}={text}"])
+    assert (settings, rest) == ({s.name: value}, [])
+    # the same through mount(8)'s helper and icefs mount -o
+    argv = translate_options("/r", "/m", f"{s.name}={text}")
+    values, _, _ = _settings(parse_mount(argv[1:]))
+    assert values[s.name] == value
+
+
+@pytest.mark.parametrize("s", [s for s in SETTINGS.values() if s.config], ids=lambda s: s.name)
+def test_every_key_in_a_config_file(s, tmp_path):
+    value = sample(s)
+    assert from_config({s.name: value}) == {s.name: value}
+    with pytest.raises(InvalidInput):
+        from_config({s.name: {"a": 1}})
+
+
+def test_the_daemon_gets_every_mount_setting_back():
+    """`to_argv` of values that are not defaults parses back to the same values."""
+    given = {s.name: sample(s) for s in SETTINGS.values()
+             if s.group == "mount" and s.name not in ("storage", "mountpoint", "options",
+                                                      "foreground", "ready_fd", "config")}
+    argv = to_argv(given)
+    values, _, _ = _settings(parse_mount(["r", "m", *argv]))
+    for name, value in given.items():
+        assert values[name] == value, name
+
+
+def test_secrets_are_never_options_nor_daemon_arguments():
+    for s in SETTINGS.values():
+        if s.secret:
+            with pytest.raises(InvalidInput, match="_file"):
+                from_options([f"{s.name}=x"])
+            assert s.flag not in to_argv({s.name: "x"})
+
+
+def test_unknown_names_are_left_to_fuse_and_bad_values_are_refused():
+    assert from_options(["allow_other", "max_read=4096"]) == ({}, ["allow_other",
+                                                                  "max_read=4096"])
+    for bad in ("refresh=0", "refresh=abc", "journal_interval=-1", "mode=bogus",
+                "write_buffer=0", "read_ahead=1.5"):
+        with pytest.raises(InvalidInput):
+            from_options([bad])
+    with pytest.raises(InvalidInput, match="unknown key"):
+        from_config({"no_such_key": 1})
+
+
+def test_sizes():
+    assert parse_size("256M") == 256 << 20
+    assert parse_size("2G") == 2 << 30
+    assert parse_size("1048576") == 1 << 20
+    assert parse_size(4096) == 4096
+    for bad in ("0", "-1M", "lots"):
+        with pytest.raises(InvalidInput):
+            parse_size(bad)
