@@ -164,8 +164,11 @@ class BranchState:
             await trio.to_thread.run_sync(check_metadata, data)
         elif what.kind == "chunk":
             check = await self.tree.chunk_check(what.node)
-            if check.exact or (check.decodes and self._decode_chunks):
+            decode = check.decodes and self._decode_chunks
+            if decode:
                 await trio.to_thread.run_sync(check.check, data, what.coords)
+            elif check.cheap:  # headers and sizes: microseconds, not worth a thread
+                check.check(data, what.coords, decode=False)
 
     async def _store_pending(self, array: str) -> None:
         """Store the chunks that were waiting for the array at *array* to exist."""

@@ -181,9 +181,10 @@ _DECLARED: Final = (
            minimum=0, above_minimum=True, metavar="SECONDS"),
     _mount("default_branch", "str", "main", "the branch `mkdir branches/<new>` starts from, "
            "and that rmdir never deletes", metavar="BRANCH"),
-    _mount("verify_chunks", "choice", "decode", "how chunks are checked before they are "
-           "stored: 'decode' decodes each with its array's codecs; 'size' checks only the "
-           "exact size of uncompressed chunks", choices=("decode", "size")),
+    _mount("verify_chunks", "choice", "frame", "how chunks are checked before they are "
+           "stored: 'frame' checks the exact size of uncompressed chunks and the framing of "
+           "zstd, blosc and gzip ones without decompressing; 'decode' also decodes each "
+           "compressed chunk with its array's codecs", choices=("frame", "decode")),
     # -- FUSE ------------------------------------------------------------------------------------
     _mount("options", "list", [], "FUSE options, as for -o (a list in the config file)",
            cli=False, option=False),

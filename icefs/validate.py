@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from icefs.errors import InvalidInput
 
@@ -89,14 +89,15 @@ class _ArrayCheck:
 
 
 class ChunkCheck:
-    """Checks that bytes decode as a chunk of one array (its codecs, its chunk shape).
+    """Checks that bytes are a chunk of one array (its codecs, its chunk shape).
 
     An array without a bytes-to-bytes codec (no compressor, no checksum) and with a
     fixed-size data type has one exact chunk size: a chunk of any other size is
-    refused with both sizes named, without decoding.  Otherwise the chunk is decoded
-    with the array's codec pipeline (zarr's own codecs); a decoding failure is a
-    refusal.  Codecs that zarr can only run under asyncio (none of zarr's own) are
-    not decoded: such arrays get the size check only, where it applies.
+    refused with both sizes named, without decoding.  A chunk compressed by zstd,
+    blosc or gzip alone is checked by the compressor's framing (cheap: headers
+    only).  With decoding asked for, the chunk is also decoded with the array's
+    codec pipeline (zarr's own codecs); a decoding failure is a refusal.  Codecs
+    that zarr can only run under asyncio (none of zarr's own) are not decoded.
     """
 
     def __init__(self, raw: Buffer) -> None:
@@ -117,14 +118,24 @@ class ChunkCheck:
         self.itemsize: int | None = None if native.hasobject or native.itemsize == 0 \
             else int(native.itemsize)
         self.exact = not bytes_to_bytes and self.itemsize is not None
+        #: a header-only check of the one compressor the array has (zstd, blosc, gzip)
+        self._frame = _frame_check(bytes_to_bytes[0]) if (
+            len(bytes_to_bytes) == 1 and self.itemsize is not None) else None
+        #: only checksums to undo: decoding costs about as little as reading the bytes
+        self._light = bool(bytes_to_bytes) and all(_is_checksum(c) for c in bytes_to_bytes)
         try:
             self._transform: ChunkTransform | None = ChunkTransform(codecs=tuple(meta.codecs))
         except TypeError:
             self._transform = None
 
     @property
+    def cheap(self) -> bool:
+        """Whether `check` without decoding looks at anything (an exact size or a frame)."""
+        return self.exact or self._frame is not None or (self._light and self.decodes)
+
+    @property
     def decodes(self) -> bool:
-        """Whether `check` decodes (False: the size check only, or nothing)."""
+        """Whether `check` with *decode* decodes."""
         return self._transform is not None and not self.exact
 
     def _spec(self, coords: tuple[int, ...]) -> Any:
@@ -138,8 +149,12 @@ class ChunkCheck:
     def check(self, data: Buffer, coords: tuple[int, ...], *, decode: bool = True) -> None:
         """Raise `InvalidInput` unless *data* is a valid chunk at *coords*.
 
-        *decode* False skips decoding compressed chunks (the exact-size check of
-        uncompressed ones always runs).
+        Always: the exact size of an uncompressed chunk; for a chunk compressed with
+        zstd, blosc or gzip alone, the compressor's own framing read without
+        decompressing (the frame spans the whole chunk and announces the decoded
+        size); a chunk protected by checksums alone (crc32c) is decoded, which
+        costs about what reading it does.  With *decode*, compressed chunks are
+        also decoded.
         """
         spec = self._spec(coords)
         size = memoryview(data).nbytes
@@ -154,7 +169,13 @@ class ChunkCheck:
                                    f"{expected} ({'x'.join(map(str, spec.shape))} elements of "
                                    f"{self.itemsize} bytes)")
             return
-        if not decode or self._transform is None:
+        if self._frame is not None:
+            assert self.itemsize is not None
+            problem = self._frame(memoryview(data).cast("B"),
+                                  math.prod(spec.shape) * self.itemsize)
+            if problem:
+                raise InvalidInput(f"not a chunk of this array: {problem}")
+        if not (decode or self._light) or self._transform is None:
             return
         from zarr.core.buffer.cpu import Buffer as ZarrBuffer
 
@@ -163,6 +184,78 @@ class ChunkCheck:
         except Exception as exc:  # a codec's own error type: the bytes are not a chunk
             raise InvalidInput(f"does not decode with the array's codecs: {_reason(exc)}"
                                ) from None
+
+
+_ZSTD_MAGIC: Final = 0xFD2FB528
+
+
+def _zstd_frame(data: memoryview, expected: int) -> str | None:
+    """Walk the one zstd frame *data* must be (headers only): None, or what is wrong."""
+    if len(data) < 6 or int.from_bytes(data[:4], "little") != _ZSTD_MAGIC:
+        return "not a zstd frame"
+    descriptor = data[4]
+    fcs_flag, single, checksum, dict_flag = (descriptor >> 6, (descriptor >> 5) & 1,
+                                             (descriptor >> 2) & 1, descriptor & 3)
+    pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
+    fcs_size = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if fcs_size and pos + fcs_size <= len(data):
+        size = int.from_bytes(data[pos : pos + fcs_size], "little") + (256 if fcs_size == 2
+                                                                        else 0)
+        if size != expected:
+            return f"its zstd frame holds {size} bytes; a chunk of this array decodes to {expected}"
+    pos += fcs_size
+    while True:
+        if pos + 3 > len(data):
+            return "its zstd frame is cut short"
+        header = int.from_bytes(data[pos : pos + 3], "little")
+        last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+        if kind == 3:
+            return "its zstd frame holds a reserved block type"
+        pos += 3 + (1 if kind == 1 else size)
+        if last:
+            break
+    pos += 4 if checksum else 0
+    if pos != len(data):
+        return (f"{len(data) - pos} bytes follow its zstd frame" if pos < len(data)
+                else "its zstd frame is cut short")
+    return None
+
+
+def _blosc_frame(data: memoryview, expected: int) -> str | None:
+    if len(data) < 16:
+        return "shorter than a blosc header"
+    nbytes, cbytes = (int.from_bytes(data[4:8], "little"), int.from_bytes(data[12:16], "little"))
+    if cbytes != len(data):
+        return f"its blosc header says {cbytes} bytes, the chunk has {len(data)}"
+    if nbytes != expected:
+        return f"its blosc header holds {nbytes} bytes; a chunk of this array decodes to {expected}"
+    return None
+
+
+def _gzip_frame(data: memoryview, expected: int) -> str | None:
+    if len(data) < 18 or data[0] != 0x1F or data[1] != 0x8B:
+        return "not a gzip stream"
+    size = int.from_bytes(data[-4:], "little")
+    if size != expected % (1 << 32):
+        return f"its gzip trailer says {size} bytes; a chunk of this array decodes to {expected}"
+    return None
+
+
+def _frame_check(codec: object) -> Any:
+    """The header-only check for the compressor *codec*, or None if there is none."""
+    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+    for kind, check in ((ZstdCodec, _zstd_frame), (BloscCodec, _blosc_frame),
+                        (GzipCodec, _gzip_frame)):
+        if isinstance(codec, kind):
+            return check
+    return None
+
+
+def _is_checksum(codec: object) -> bool:
+    from zarr.codecs import Crc32cCodec
+
+    return isinstance(codec, Crc32cCodec)
 
 
 def _is_bytes_to_bytes(codec: object) -> bool:

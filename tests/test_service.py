@@ -141,7 +141,7 @@ def test_mount_t_fuse_icefs(repo, tmp_path, helper_installed):
     result = subprocess.run(
         ["mount", "-t", "fuse.icefs", str(repo), str(mnt), "-o",
          f"ro,allow_other,refresh=2,_netdev,log_file={tmp_path / 'log'},journal_interval=0,"
-         f"verify_chunks=size,write_buffer=64M,cache_dir={tmp_path / 'cache'}"],
+         f"verify_chunks=decode,write_buffer=64M,cache_dir={tmp_path / 'cache'}"],
         capture_output=True, text=True, timeout=120, check=False)
     try:
         assert result.returncode == 0, result.stderr
