@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from icefs.errors import Busy, FileTooLarge, IcefsError, InvalidInput, NotFound
+from icefs.errors import (
+    Busy,
+    FileTooLarge,
+    IcefsError,
+    InvalidInput,
+    NotADirectory,
+    NotFound,
+)
 from icefs.gate import ALONE, Gate
 from icefs.repo import open_writer, restore_writer
 from icefs.tree import KeyClass, SnapshotTree
@@ -34,12 +41,45 @@ if TYPE_CHECKING:
     from icefs.repo import BranchWriter, Repo
     from icefs.spool import SpoolFile
 
-__all__ = ["MAX_METADATA_SIZE", "BranchState", "OverlayFile"]
+__all__ = ["MAX_METADATA_SIZE", "BranchState", "OverlayFile", "Stamp", "describe_leftovers"]
 
 #: The largest zarr.json icefs stores (Icechunk keeps metadata inside every snapshot).
 MAX_METADATA_SIZE: Final = 16 << 20
 
 log = logging.getLogger(__name__)
+
+
+def describe_leftovers(files: dict[str, list[str]]) -> str:
+    """Say in one line which scratch files and pending chunks *files* (`leftovers`) holds."""
+    parts = []
+    for field_name, what in (("scratch_files", "scratch file"), ("pending_chunks",
+                                                                 "pending chunk")):
+        names = files.get(field_name, [])
+        if names:
+            shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)"
+                                             if len(names) > 10 else "")
+            parts.append(f"{len(names)} {what}{'s' if len(names) > 1 else ''} ({shown})")
+    return "; ".join(parts)
+
+
+@dataclass(slots=True)
+class Stamp:
+    """Attributes set in this mount by chmod, chown and utime: kept while the mount lives.
+
+    None (or 0 for times) means "as the view shows it".  A write supersedes a time
+    set before it (`BranchState.modified`).
+    """
+
+    mode: int | None = None  # permission bits only
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+
+    def mode_of(self, mode: int) -> int:
+        """*mode* (type and default permissions) with the permissions set here."""
+        return mode if self.mode is None else (mode & ~0o7777) | self.mode
 
 
 @dataclass(slots=True)
@@ -53,6 +93,9 @@ class OverlayFile:
     pending: bool = False
     handles: int = 0
     mtime_ns: int = field(default_factory=time.time_ns)
+    #: no longer in the branch (unlinked or renamed away while open): its open handles
+    #: alone hold it, and the last one to close frees it
+    detached: bool = False
 
 
 class BranchState:
@@ -76,11 +119,16 @@ class BranchState:
         self.tree: SnapshotTree | None = None
         self.files: dict[str, OverlayFile] = {}
         self.dirs: dict[str, int] = {}
+        #: when the session last changed a key or a directory's entries (until committed)
         self.written_ns: dict[str, int] = {}
+        #: attributes set by chmod, chown and utime, by path: kept while the mount lives
+        self.stamps: dict[str, Stamp] = {}
         #: every key stored or deleted in the session: what a discard changes back
         self.changed_keys: set[str] = set()
         self.last_commit: dict[str, Any] | None = None
         self.last_error: str | None = None
+        self.last_error_path: str | None = None
+        self.last_error_at: str | None = None
         self.conflicts: list[str] = []
         #: bumped whenever a directory of the branch may have changed what it is (a new
         #: or dropped session, a stored zarr.json, a delete): nodes resolved before are stale
@@ -97,10 +145,50 @@ class BranchState:
     def dirty(self) -> bool:
         return self.writer is not None and self.writer.touched
 
-    def error(self, message: str) -> None:
-        """Record *message* as the branch's last error (shown in status) and log it."""
+    def modified(self, key: str, now: int | None = None) -> int:
+        """Note that the file or directory *key* changed at *now*; return the time.
+
+        A time set by utime before the change no longer holds (as for a write).
+        """
+        now = now or time.time_ns()
+        stamp = self.stamps.get(key)
+        if stamp is not None:
+            stamp.atime_ns = stamp.mtime_ns = 0
+        return now
+
+    def entries_changed(self, key: str) -> None:
+        """Note that the directory *key* gained or lost an entry now (its mtime and ctime)."""
+        self.written_ns[key] = self.modified(key)
+
+    def stamp(self, key: str) -> Stamp:
+        """The `Stamp` of *key*, made if needed (chmod, chown, utime)."""
+        stamp = self.stamps.get(key)
+        if stamp is None:
+            stamp = self.stamps[key] = Stamp()
+        return stamp
+
+    def moved(self, old: str, new: str) -> None:
+        """Carry what was set on *old* to *new* (rename); drop what was set on *new*."""
+        stamp = self.stamps.pop(old, None)
+        self.stamps.pop(new, None)
+        if stamp is not None:
+            self.stamps[new] = stamp
+
+    def error(self, message: str, path: str | None = None) -> None:
+        """Record *message* as the branch's last error (shown in status) and log it.
+
+        *path* names the file it is about: storing that file successfully later
+        clears the error, so status never sends anyone after a problem that is gone.
+        """
         log.warning("branch %s: %s", self.branch, message)
         self.last_error = message
+        self.last_error_path = path
+        self.last_error_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def _clear_error(self, path: str | None = None) -> None:
+        """Forget the last error (about *path*, or whatever it was about if None)."""
+        if path is None or self.last_error_path == path:
+            self.last_error = self.last_error_path = self.last_error_at = None
 
     async def _ensure_writer(self) -> BranchWriter:
         if self.writer is not None:
@@ -142,10 +230,15 @@ class BranchState:
                     raise FileTooLarge(f"{key}: {size} bytes of metadata; the limit is "
                                        f"{MAX_METADATA_SIZE} (every snapshot carries it)")
                 await self._check(what, data)
+                if key not in self.changed_keys and await self._holds(key, data, size):
+                    # the same bytes as the branch holds (rsync or cp run again): no change
+                    self._clear_error(key)
+                    return
                 await writer.set(key, data)
             except IcefsError as exc:
-                self.error(f"storing {key} failed: {exc}")
+                self.error(f"storing {key} failed: {exc}", key)
                 raise
+            self._clear_error(key)
             self.tree.note_stored(what, size)
             if what.kind == "metadata":
                 self.layout += 1
@@ -156,6 +249,22 @@ class BranchState:
             self._drop_dirs_above(key)
         if what.kind == "metadata":
             await self._store_pending(what.node)
+
+    async def _holds(self, key: str, data: Any, size: int) -> bool:
+        """Whether the branch already holds exactly *data* (*size* bytes) at *key*.
+
+        Asked only for a key unchanged in the session: reads it once when the sizes
+        match (metadata and inline chunks are in memory already).
+        """
+        assert self.tree is not None
+        try:
+            entry = await self.tree.resolve(tuple(key.split("/")))
+        except (NotFound, InvalidInput, NotADirectory):
+            return False
+        if entry.is_dir or entry.size != size:
+            return False
+        held = await self.tree.read_whole(entry)
+        return memoryview(held).cast("B") == memoryview(data).cast("B")
 
     async def _check(self, what: KeyClass, data: Any) -> None:
         """Refuse (`InvalidInput`) what zarr could not read back: bad metadata, bad chunks."""
@@ -196,7 +305,7 @@ class BranchState:
             try:
                 await writer.delete(key)
             except IcefsError as exc:
-                self.error(f"deleting {key} failed: {exc}")
+                self.error(f"deleting {key} failed: {exc}", key)
                 raise
             finally:
                 self.layout += 1
@@ -236,7 +345,7 @@ class BranchState:
                 raise
             self._forget_session()
             self._on_commit(self.branch, sid)
-            self.last_error = None
+            self._clear_error()
             self.last_commit = {
                 "snapshot_id": sid,
                 "message": message,
@@ -252,6 +361,7 @@ class BranchState:
             self._forget_session()
             for key in [k for k, f in self.files.items() if not f.scratch]:
                 self.files.pop(key).spool.close()
+            self._clear_error()
             log.info("branch %s: uncommitted changes discarded", self.branch)
 
     def _forget_session(self) -> None:
@@ -293,6 +403,35 @@ class BranchState:
                     "commit or discard it", self.branch, self.recovered,
                     self.writer.base_snapshot_id)
 
+    def kept_because(self) -> str:
+        """Say what in this mount keeps the branch from being deleted, in status's words."""
+        def listed(kind: str) -> list[str]:
+            return sorted(k for k, f in self.files.items() if (
+                f.scratch if kind == "scratch" else f.pending if kind == "pending"
+                else not (f.scratch or f.pending)))
+
+        reasons = []
+        if self.dirty:
+            reasons.append("it has uncommitted changes (commit or discard them)")
+        for kind, field_name, what in (
+                ("open", "files_being_written", "files being written"),
+                ("pending", "pending_chunks", "chunks waiting for their array's zarr.json"),
+                ("scratch", "scratch_files", "scratch files, which live only in this mount "
+                 "and are never committed (delete them)")):
+            names = listed(kind)
+            if names:
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more"
+                                                if len(names) > 5 else "")
+                reasons.append(f"it holds {what}: {shown} (status: {field_name})")
+        return "; ".join(reasons) or "nothing"
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """What unmounting drops without committing: scratch files and pending chunks."""
+        return {
+            "scratch_files": sorted(k for k, f in self.files.items() if f.scratch),
+            "pending_chunks": sorted(k for k, f in self.files.items() if f.pending),
+        }
+
     async def status(self) -> dict[str, Any]:
         """Return the write-related part of the branch's status document."""
         counts = await self.writer.counts() if self.writer is not None else None
@@ -309,5 +448,7 @@ class BranchState:
             "recovered_from_journal": self.recovered,
             "last_commit": self.last_commit,
             "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "last_error_path": self.last_error_path,
             "conflicts": self.conflicts,
         }

@@ -305,7 +305,10 @@ def _mount(args: argparse.Namespace) -> int:
 def _umount(args: argparse.Namespace) -> int:
     from icefs.mount import unmount
 
-    print(unmount(args.mountpoint, timeout=args.timeout))
+    done, warnings = unmount(args.mountpoint, timeout=args.timeout)
+    for warning in warnings:
+        print(f"icefs umount: {warning}", file=sys.stderr)
+    print(done)
     return ExitCode.OK
 
 

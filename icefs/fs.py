@@ -17,6 +17,7 @@ Namespace (see README.md)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import itertools
 import logging
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import trio
 
 from icefs import __version__, control
-from icefs.branch import BranchState, OverlayFile
+from icefs.branch import BranchState, OverlayFile, describe_leftovers
 from icefs.errors import (
     BadHandle,
     CrossDevice,
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
 
     from icefs.repo import Repo
 
-__all__ = ["Attr", "IcefsCore", "MountOptions", "NodeKind", "OpenReply", "StatFs"]
+__all__ = ["Attr", "AttrChange", "IcefsCore", "MountOptions", "NodeKind", "OpenReply", "StatFs"]
 
 #: rename(2) flags (linux/fs.h).
 RENAME_NOREPLACE: Final = 1
@@ -98,6 +99,8 @@ XATTR_REF: Final = "user.icefs.ref"
 XATTR_KIND: Final = "user.icefs.kind"
 XATTR_PREFIX: Final = "user.icefs."
 _ROOT_POS: Final = DirPos("")
+#: First name of the path an unlinked open file is shown under (no name can hold NUL).
+_GONE: Final = "\0unlinked"
 
 
 def _default_cache_dir() -> str:
@@ -166,6 +169,26 @@ class Attr:
     gid: int
     entry_timeout: float
     attr_timeout: float
+    #: 0: the same as mtime_ns (what is never changed through the mount)
+    atime_ns: int = 0
+    ctime_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AttrChange:
+    """What a setattr asks for; None leaves that attribute alone."""
+
+    size: int | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+
+    @property
+    def touches_stamp(self) -> bool:
+        return any(v is not None for v in (self.mode, self.uid, self.gid, self.atime_ns,
+                                           self.mtime_ns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +234,8 @@ class Node:
     ctrl: str = ""
     #: For a file that lives in the mount (being written, or scratch).
     overlay: OverlayFile | None = None
+    #: An unlinked file still open: no name, link count 0 (see `IcefsCore._orphans`)
+    orphan: bool = False
 
     @property
     def key(self) -> str:
@@ -225,6 +250,8 @@ class Node:
 @dataclass(slots=True)
 class _FileHandle:
     node: Node
+    #: the inode the kernel opened (an unlinked file lives on under it: `_orphans`)
+    ino: int
     tree: SnapshotTree | None = None
     #: the whole file: a tree file fetched whole (Icechunk's buffer), or rendered control text
     data: Buffer | None = None
@@ -255,6 +282,8 @@ class IcefsCore:
         self.tags: dict[str, str] = {}
         self.last_refresh = 0.0
         self.last_error: str | None = None
+        self.last_error_at: str | None = None
+        self._refresh_failed = False
         self._started_ns = time.time_ns()
         self._trees: dict[str, SnapshotTree] = {}
         #: read-ahead across the chunk files of tags and snapshots (runs once `run` does)
@@ -267,6 +296,9 @@ class IcefsCore:
         #: `_resolve_in_branch`), and whether it was an empty directory made by mkdir
         self._branch_dirs: dict[Path, tuple[Node, tuple[object, ...], bool]] = {}
         self._handles: dict[int, _FileHandle | _DirHandle] = {}
+        #: files unlinked (or replaced by a rename) while open, by inode: fstat, read and
+        #: write through their descriptors go on until the last one is closed
+        self._orphans: dict[int, Node] = {}
         self._next_fh = 1
         self._opened_at: dict[int, str] = {}  # ino -> snapshot id of its last open (branches)
         self._refresh_wanted = trio.Event()
@@ -311,6 +343,9 @@ class IcefsCore:
             log.info("branches moved: %s", ", ".join(sorted(moved)))
         self.branches, self.tags = branches, tags
         self.last_refresh = time.time()
+        if self._refresh_failed:
+            self.last_error = self.last_error_at = None
+            self._refresh_failed = False
 
     async def run_refresher(self) -> None:
         """Refresh refs every `MountOptions.refresh` seconds (or when asked), forever."""
@@ -321,12 +356,17 @@ class IcefsCore:
             try:
                 await self.refresh_refs()
             except IcefsError as exc:
-                self.note_error(f"refreshing refs failed: {exc}")
+                self.note_error(f"refreshing refs failed: {exc}", refreshing=True)
 
-    def note_error(self, message: str) -> None:
-        """Log *message* as a warning and show it as the root status's `last_error`."""
+    def note_error(self, message: str, *, refreshing: bool = False) -> None:
+        """Log *message* as a warning and show it as the root status's `last_error`.
+
+        An error *refreshing* the refs is cleared by the next refresh that works.
+        """
         log.warning("%s", message)
         self.last_error = message
+        self.last_error_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._refresh_failed = refreshing
 
     async def _view(self, kind: str, name: str) -> View:
         """Resolve the ref directory *name* under the list of *kind*; `NotFound` if none."""
@@ -537,6 +577,9 @@ class IcefsCore:
         return node
 
     async def _node(self, ino: int) -> Node:
+        orphan = self._orphans.get(ino)
+        if orphan is not None:
+            return orphan
         path = self.inodes.path(ino)
         try:
             return await self._resolve(path)
@@ -594,10 +637,16 @@ class IcefsCore:
                 mtime = state.written_ns.get(node.key, state.dirs.get(node.key, mtime))
             if kind is NodeKind.REF_ROOT:
                 ttl = opts.refresh  # the ref itself can move or vanish
+            stamp = state.stamps.get(node.key) if state is not None else None
+            if stamp is not None:  # chmod, chown, utime made in this mount
+                return Attr(ino, stamp.mode_of(mode), 2 if node.entry.is_dir else 1, size,
+                            stamp.mtime_ns or mtime, opts.uid if stamp.uid is None else stamp.uid,
+                            opts.gid if stamp.gid is None else stamp.gid, ttl, ttl,
+                            stamp.atime_ns or stamp.mtime_ns or mtime, max(mtime, stamp.ctime_ns))
         return Attr(
             ino=ino,
             mode=mode,
-            nlink=2 if stat.S_ISDIR(mode) else 1,
+            nlink=0 if node.orphan else 2 if stat.S_ISDIR(mode) else 1,
             size=size,
             mtime_ns=mtime,
             uid=opts.uid,
@@ -805,7 +854,7 @@ class IcefsCore:
         if node.kind is NodeKind.TREE_FILE:
             assert node.view is not None
             if writing or node.overlay is not None:
-                return await self._open_overlay(node, flags, writing)
+                return await self._open_overlay(node, ino, flags, writing)
             tree = await self._tree_for(node.view)
             version = f"{node.view.snapshot_id}:{id(tree)}"
             first = ino not in self._opened_at  # so the kernel holds none of its pages
@@ -817,7 +866,7 @@ class IcefsCore:
                 # open goes back and the read comes in (random 1 KiB reads: 775-814
                 # -> 746-784 us each). Reopening a cached file fetches nothing.
                 self.prefetcher.fetch_soon(tree, node.entry)
-            return OpenReply(self._new_handle(_FileHandle(node, tree)), keep_cache=keep)
+            return OpenReply(self._new_handle(_FileHandle(node, ino, tree)), keep_cache=keep)
         is_root_file = node.kind is NodeKind.ROOT_CTRL_FILE
         if writing and node.ctrl not in control.writable_files(is_root_file):
             raise PermissionDenied(f"{'/'.join(node.path)} is read-only")
@@ -826,12 +875,12 @@ class IcefsCore:
                 self._branch(node.view)  # commit and discard exist on writable branches only
             elif self.options.read_only:
                 raise ReadOnly("the mount is read-only: no new branches or tags")
-        handle = _FileHandle(node, command=writing)
+        handle = _FileHandle(node, ino, command=writing)
         if not writing:
             handle.data = await self._render(node)
         return OpenReply(self._new_handle(handle), direct_io=True)
 
-    async def _open_overlay(self, node: Node, flags: int, writing: bool) -> OpenReply:
+    async def _open_overlay(self, node: Node, ino: int, flags: int, writing: bool) -> OpenReply:
         """Open a branch file through the overlay: its bytes in a write buffer."""
         assert node.view is not None
         assert node.entry is not None
@@ -850,11 +899,14 @@ class IcefsCore:
                                       scratch=what.kind == "scratch",
                                       dirty=bool(flags & os.O_TRUNC and node.entry.size))
                 state.files[node.key] = overlay
-        if flags & os.O_TRUNC and overlay.spool.size:
-            overlay.spool.truncate(0)
-            overlay.dirty = True
+        if flags & os.O_TRUNC:
+            if overlay.spool.size:
+                overlay.spool.truncate(0)
+                overlay.dirty = True
+            # POSIX: O_TRUNC of an existing file changes its mtime and ctime, empty or not
+            overlay.mtime_ns = state.modified(node.key)
         overlay.handles += 1
-        handle = _FileHandle(node, overlay=overlay, branch=state)
+        handle = _FileHandle(node, ino, overlay=overlay, branch=state)
         return OpenReply(self._new_handle(handle))
 
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
@@ -906,7 +958,8 @@ class IcefsCore:
             except OverflowError:
                 raise FileTooLarge(f"{node.key}: past the largest file size") from None
             handle.overlay.dirty = True
-            handle.overlay.mtime_ns = time.time_ns()
+            handle.overlay.mtime_ns = (handle.branch.modified(node.key) if handle.branch
+                                       else time.time_ns())
             self.stats.bytes_written += written
             return written
         if node.kind is NodeKind.ROOT_CTRL_FILE and node.ctrl == "refresh":
@@ -1016,10 +1069,9 @@ class IcefsCore:
         fsync of such a chunk answers ENOENT.
         """
         handle = self._file_handle(fh)
-        if handle.command and not handle.wrote and handle.node.ctrl == "commit":
-            handle.wrote = True  # report once, not again at a second close of a dup'ed fd
-            self._branch(handle.node.view).error("commit refused: empty commit message")
-            raise InvalidInput("empty commit message")
+        # A command file closed before anything was written is no error here: the shell's
+        # `echo msg > .icefs/commit` closes a duplicate of the descriptor before it writes.
+        # Only the last close (`release`) can tell that nothing was ever written.
         await self._store_handle(handle, sync)
         view = handle.node.view
         state = self.branch_states.get(view.ref) if sync and view and view.kind == "branch" \
@@ -1054,10 +1106,21 @@ class IcefsCore:
     def release(self, fh: int) -> None:
         """Forget the file or directory handle *fh*.  Never raises."""
         handle = self._handles.pop(fh, None)
+        if isinstance(handle, _FileHandle) and handle.command and not handle.wrote \
+                and handle.node.ctrl == "commit" and handle.node.view is not None:
+            # no errno can reach anyone now: status and log say it
+            self._branch_state(handle.node.view.ref).error(
+                "nothing was written to .icefs/commit before it was closed: nothing "
+                "committed (write a message)")
         if not isinstance(handle, _FileHandle) or handle.overlay is None:
             return
         overlay, state = handle.overlay, handle.branch
         overlay.handles -= 1
+        if overlay.detached:
+            if overlay.handles <= 0:  # the last descriptor of an unlinked file: it goes
+                overlay.spool.close()
+                self._orphans.pop(handle.ino, None)
+            return
         keep = overlay.scratch or overlay.pending
         if overlay.handles <= 0 and not keep and state is not None:
             if overlay.dirty:
@@ -1135,8 +1198,7 @@ class IcefsCore:
         if view.ref == self.options.default_branch:
             raise self._ref_error(NotPermitted(f"{view.ref} is the default branch"))
         if state is not None and (state.dirty or state.files):
-            raise self._ref_error(NotPermitted(
-                f"branch {view.ref} has uncommitted changes in this mount (commit or discard)"))
+            raise self._ref_error(NotPermitted(f"branch {view.ref}: {state.kept_because()}"))
         try:
             await self.repo.delete_branch(view.ref)
         except IcefsError as exc:
@@ -1181,8 +1243,21 @@ class IcefsCore:
         node = Node(path, NodeKind.TREE_FILE, parent.view, TreeEntry(False, key, 0),
                     overlay=overlay)
         overlay.handles += 1
-        fh = self._new_handle(_FileHandle(node, overlay=overlay, branch=state))
-        return OpenReply(fh), self._attr(node, self.inodes.lookup(path))
+        state.entries_changed(parent.key)
+        ino = self.inodes.lookup(path)
+        fh = self._new_handle(_FileHandle(node, ino, overlay=overlay, branch=state))
+        return OpenReply(fh), self._attr(node, ino)
+
+    async def mknod(self, parent_ino: int, name: str, mode: int) -> Attr:
+        """Make a regular file *name*, as creat(2) and close would; EPERM for special files."""
+        if not stat.S_ISREG(mode):
+            await self.refuse_write(parent_ino, "mknod of a special file")
+        reply, attr = await self.create(parent_ino, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            await self.flush(reply.fh)
+        finally:
+            self.release(reply.fh)
+        return attr
 
     async def mkdir(self, parent_ino: int, name: str) -> Attr:
         """Make the directory *name*: it lives in the mount until something is stored below.
@@ -1199,6 +1274,7 @@ class IcefsCore:
         assert parent.view is not None
         await (await self._tree_for(parent.view)).check_new_name("/".join(path[2:]))
         state.dirs["/".join(path[2:])] = time.time_ns()
+        state.entries_changed(parent.key)
         return self._attr(await self._child(parent, name), self.inodes.lookup(path))
 
     async def unlink(self, parent_ino: int, name: str) -> None:
@@ -1209,8 +1285,54 @@ class IcefsCore:
             raise NotFound("/".join((*parent.path, name)))
         if node.is_dir:
             raise IsADirectory("/".join(node.path))
+        await self._unlinked(node, await self._detach_open(node))
         await self._remove_file(state, node)
         self.inodes.forget_path(node.path)
+        state.stamps.pop(node.key, None)
+        state.entries_changed(parent.key)
+
+    def _handles_of(self, ino: int | None) -> list[_FileHandle]:
+        """The open file handles of the inode *ino*."""
+        if ino is None:
+            return []
+        return [h for h in self._handles.values() if isinstance(h, _FileHandle) and h.ino == ino]
+
+    async def _detach_open(self, node: Node) -> OverlayFile | None:
+        """Give the open handles of the file *node* its bytes to keep, whatever happens to
+        its name next (unlink, rename, replaced by a rename); return them, None if no
+        handle is open.
+
+        POSIX: an open file stays usable after its name is removed or replaced (temp
+        files, editors, SQLite rely on it).  Handles that read the tree get a copy of
+        the bytes (one read); handles of a file being written already share its buffer.
+        """
+        handles = self._handles_of(self.inodes.find(node.path))
+        if not handles:
+            return None
+        if node.overlay is not None:
+            return node.overlay
+        assert node.entry is not None
+        assert node.view is not None
+        held = next((h.data for h in handles if h.data is not None), None)
+        if held is None:
+            held = await (await self._tree_for(node.view)).read_whole(node.entry)
+        overlay = OverlayFile(self._spooled(held), scratch=True, detached=True,
+                              mtime_ns=self._attr(node, 0).mtime_ns)
+        for handle in handles:
+            handle.overlay, handle.branch = overlay, None
+            overlay.handles += 1
+        return overlay
+
+    async def _unlinked(self, node: Node, overlay: OverlayFile | None) -> None:
+        """Keep the inode of *node*, unlinked while *overlay* (its bytes) is open, alive."""
+        ino = self.inodes.find(node.path)
+        if overlay is None or ino is None:
+            return
+        overlay.detached = True
+        self._orphans[ino] = dataclasses.replace(node, path=(_GONE, str(ino)), overlay=overlay,
+                                                 orphan=True)
+        for handle in self._handles_of(ino):
+            handle.branch = None  # nothing an unlinked file holds is ever stored
 
     async def _remove_file(self, state: BranchState, node: Node) -> None:
         assert node.view is not None
@@ -1220,6 +1342,8 @@ class IcefsCore:
             overlay.dirty = False
             if overlay.handles <= 0:
                 overlay.spool.close()
+            else:
+                overlay.detached = True  # its open handles free it (`release`)
             if overlay.scratch:
                 return
         tree = await self._tree_for(node.view)
@@ -1261,6 +1385,8 @@ class IcefsCore:
         if await self._list(node):
             raise NotEmpty("/".join(path))
         state.dirs.pop(node.key, None)
+        state.stamps.pop(node.key, None)
+        state.entries_changed(parent.key)
         self.inodes.forget_path(path)
 
     async def rename(self, old_ino: int, old_name: str, new_ino: int, new_name: str,
@@ -1293,9 +1419,48 @@ class IcefsCore:
         log.debug("rename %s -> %s", "/".join(src.path), "/".join(dst_path))
         if dst_path == src.path:
             return
-        await self._copy_file(state, src, new_parent, new_name)
-        await self._remove_file(state, src)
+        if dst is not None:  # a replaced file still open lives on, unlinked
+            await self._unlinked(dst, await self._detach_open(dst))
+        if src.overlay is not None and self._handles_of(self.inodes.find(src.path)):
+            await self._move_open(state, src, dst_path)
+        else:
+            await self._detach_open(src)  # open readers keep the bytes they opened
+            await self._copy_file(state, src, new_parent, new_name)
+            await self._remove_file(state, src)
         self.inodes.rename(src.path, dst_path)
+        assert new_parent.view is not None
+        state.moved(src.key, "/".join(dst_path[2:]))
+        state.entries_changed(old_parent.key)
+        state.entries_changed(new_parent.key)
+
+    async def _move_open(self, state: BranchState, src: Node, dst_path: Path) -> None:
+        """Rename *src*, a file still open for writing: its buffer and handles move along.
+
+        What is written through the open descriptors after the rename lands at the
+        new name (a log renamed while its program writes, as on any file system);
+        a key there is stored when the file is closed.
+        """
+        overlay = src.overlay
+        assert overlay is not None
+        assert src.view is not None
+        key = "/".join(dst_path[2:])
+        tree = await self._tree_for(src.view)
+        await tree.check_new_name(key)
+        what = await state.classify(key, tree)
+        await self._remove_file(state, src)  # the old name goes (and its stored key)
+        overlay.detached = False
+        old = state.files.pop(key, None)
+        if old is not None and old is not overlay:
+            if old.handles <= 0:
+                old.spool.close()
+            else:
+                old.detached = True
+        overlay.scratch = what.kind == "scratch"
+        overlay.dirty = not overlay.scratch
+        state.files[key] = overlay
+        for handle in self._handles_of(self.inodes.find(src.path)):
+            handle.node = dataclasses.replace(handle.node, path=dst_path)
+            handle.branch = state
 
     async def link(self, ino: int, new_parent_ino: int, new_name: str) -> Attr:
         """Make *new_name* a copy of the file *ino* (zarr's exclusive create: link + unlink).
@@ -1311,6 +1476,7 @@ class IcefsCore:
         if await self._lookup_optional(new_parent, new_name) is not None:
             raise Exists("/".join((*new_parent.path, new_name)))
         await self._copy_file(state, src, new_parent, new_name)
+        state.entries_changed(new_parent.key)
         path = (*new_parent.path, new_name)
         return self._attr(await self._resolve(path), self.inodes.lookup(path))
 
@@ -1348,8 +1514,12 @@ class IcefsCore:
         spool.write(0, bytes(data))  # type: ignore[call-overload]
         return spool
 
-    async def setattr(self, ino: int, size: int | None) -> Attr:
-        """Change the size (truncate) of *ino*; mode, owner and times are not stored."""
+    async def setattr(self, ino: int, change: AttrChange) -> Attr:
+        """Apply *change* to *ino*: truncate; chmod, chown and utime (kept while mounted).
+
+        Mode, owner and times set here live in the branch's `Stamp`s, not in
+        Icechunk: committed data shows its commit time after a remount.
+        """
         node = await self._node(ino)
         if node.kind is NodeKind.ROOT_CTRL_FILE and node.ctrl in control.WRITABLE_ROOT_FILES:
             return self._attr(node, ino)
@@ -1360,27 +1530,55 @@ class IcefsCore:
         if node.kind not in (NodeKind.TREE_FILE, NodeKind.TREE_DIR, NodeKind.REF_ROOT):
             raise ReadOnly(f"{'/'.join(node.path) or '/'} is read-only")
         state = self._branch(node.view)
-        if size is None or node.is_dir:
+        if node.orphan:  # unlinked, still open: only its bytes matter now
+            if change.size is not None and node.overlay is not None:
+                self._truncate(node, node.overlay, change.size)
             return self._attr(node, ino)
+        if change.size is not None and not node.is_dir:
+            await self._truncate_file(node, ino, state, change.size)
+            node = await self._resolve(node.path)
+        if change.touches_stamp:
+            stamp = state.stamp(node.key)
+            if change.mode is not None:
+                stamp.mode = change.mode & 0o7777
+            if change.uid is not None:
+                stamp.uid = change.uid
+            if change.gid is not None:
+                stamp.gid = change.gid
+            if change.atime_ns is not None:
+                stamp.atime_ns = change.atime_ns
+            if change.mtime_ns is not None:
+                stamp.mtime_ns = change.mtime_ns
+            stamp.ctime_ns = time.time_ns()
+        return self._attr(node, ino)
+
+    def _truncate(self, node: Node, overlay: OverlayFile, size: int) -> None:
+        try:
+            overlay.spool.truncate(size)
+        except OverflowError:
+            raise FileTooLarge(f"{node.key}: {size} bytes is past the largest file size "
+                               "icefs holds") from None
+        overlay.dirty = True
+        overlay.mtime_ns = time.time_ns()
+
+    async def _truncate_file(self, node: Node, ino: int, state: BranchState, size: int) -> None:
+        """Cut or extend the branch file *node* to *size* bytes (stored if it is a key)."""
         overlay = node.overlay
         if overlay is None:
-            reply = await self._open_overlay(node, os.O_RDWR, True)
+            reply = await self._open_overlay(node, ino, os.O_RDWR, True)
             try:
                 handle = self._file_handle(reply.fh)
                 assert handle.overlay is not None
-                handle.overlay.spool.truncate(size)
-                handle.overlay.dirty = True
+                self._truncate(node, handle.overlay, size)
                 await self.flush(reply.fh)
             finally:
                 self.release(reply.fh)
         else:
-            overlay.spool.truncate(size)
-            overlay.dirty = True
-            overlay.mtime_ns = time.time_ns()
+            self._truncate(node, overlay, size)
+            overlay.mtime_ns = state.modified(node.key)
             if overlay.handles <= 0 and not overlay.scratch:
                 await state.store(node.key, overlay.spool.contents(), overlay.spool.size)
                 overlay.dirty = False
-        return self._attr(await self._resolve(node.path), ino)
 
     async def refuse_write(self, ino: int, op: str) -> None:
         """Answer *op* on or below *ino*, which icefs never supports.
@@ -1422,6 +1620,9 @@ class IcefsCore:
             if isinstance(handle, _FileHandle) and handle.overlay is not None:
                 with contextlib.suppress(IcefsError):
                     await self.flush(fh)
+        for name, files in self.leftovers().items():
+            log.warning("branch %s: dropped at unmount, never committed: %s", name,
+                        describe_leftovers(files))
         for name, state in sorted(self.branch_states.items()):
             if not state.dirty:
                 continue
@@ -1557,6 +1758,15 @@ class IcefsCore:
             return b""
         raise NotFound(name)
 
+    def leftovers(self) -> dict[str, dict[str, list[str]]]:
+        """Per branch, what lives only in this mount and goes at unmount (scratch, pending)."""
+        out = {}
+        for name, state in sorted(self.branch_states.items()):
+            files = state.leftovers()
+            if any(files.values()):
+                out[name] = files
+        return out
+
     def mount_status(self) -> dict[str, object]:
         """Return the mount-wide status document."""
         return {
@@ -1572,6 +1782,9 @@ class IcefsCore:
             "last_refresh": (control.render_time(int(self.last_refresh * 1e9))
                              if self.last_refresh else None),
             "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            # what an unmount now would drop, by branch: scratch files, pending chunks
+            "dropped_at_unmount": self.leftovers(),
             # how Icechunk's calls reach trio (see `Bridge.run`)
             "icechunk_calls": "direct" if self.repo.bridge.direct else "loop thread",
         }
@@ -1592,6 +1805,8 @@ class IcefsCore:
             "empty_directories": [],
             "last_commit": None,
             "last_error": None,
+            "last_error_at": None,
+            "last_error_path": None,
             "conflicts": [],
         }
         state = self.branch_states.get(view.ref) if view.kind == "branch" else None

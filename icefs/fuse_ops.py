@@ -20,6 +20,7 @@ import pyfuse3
 import trio
 
 from icefs.errors import IcefsError, NotFound
+from icefs.fs import AttrChange
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -116,9 +117,9 @@ def _entry(attr: Attr, into: EntryAttributes | None = None) -> EntryAttributes:
     entry.st_gid = attr.gid
     entry.st_size = attr.size
     entry.st_blocks = (attr.size + 511) // 512
-    entry.st_atime_ns = attr.mtime_ns
+    entry.st_atime_ns = attr.atime_ns or attr.mtime_ns
     entry.st_mtime_ns = attr.mtime_ns
-    entry.st_ctime_ns = attr.mtime_ns
+    entry.st_ctime_ns = attr.ctime_ns or attr.mtime_ns
     return entry
 
 
@@ -197,8 +198,14 @@ class FuseOperations(pyfuse3.Operations):
     @_serve("setattr")
     async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: SetattrFields,
                       fh: FileHandleT | None, ctx: RequestContext) -> EntryAttributes:
-        size = attr.st_size if fields.update_size else None
-        return _entry(await self.core.setattr(int(inode), size))
+        change = AttrChange(
+            size=attr.st_size if fields.update_size else None,
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None)
+        return _entry(await self.core.setattr(int(inode), change))
 
     @_serve("readlink")
     async def readlink(self, inode: InodeT, ctx: RequestContext) -> FileNameT:
@@ -294,8 +301,7 @@ class FuseOperations(pyfuse3.Operations):
     @_serve("mknod")
     async def mknod(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, rdev: int,
                     ctx: RequestContext) -> EntryAttributes:
-        await self.core.refuse_write(int(parent_inode), "mknod")
-        raise AssertionError("unreachable")
+        return _entry(await self.core.mknod(int(parent_inode), os.fsdecode(name), int(mode)))
 
     @_serve("symlink")
     async def symlink(self, parent_inode: InodeT, name: FileNameT, target: FileNameT,

@@ -45,6 +45,10 @@ class InodeTable:
             self._by_ino[ino] = path
         return ino
 
+    def find(self, path: Path) -> int | None:
+        """Return the inode of *path* if it has one (nothing is allocated)."""
+        return self._by_path.get(path)
+
     def lookup(self, path: Path) -> int:
         """Return the inode of *path* and count one kernel lookup on it."""
         ino = self.ino(path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import json
 import logging
 import os
 import shutil
@@ -486,14 +487,15 @@ def _process_gone(pid: int) -> bool:
 
 
 def unmount(mountpoint: str, timeout: float = 60.0, wait: Callable[[float], None] = time.sleep,
-            ) -> str:
+            ) -> tuple[str, list[str]]:
     """Unmount the icefs mount at *mountpoint* and wait for its daemon to exit.
 
-    Cleans up a dead mount.  Returns what was done; raises `QuietError`.
+    Cleans up a dead mount.  Returns what was done and warnings about what the
+    unmount dropped (scratch files, pending chunks); raises `QuietError`.
     """
     path = os.path.abspath(mountpoint)
     if _probe_or_clean(path, QuietError(f"{path} does not exist", ExitCode.NOT_MOUNTED)):
-        return f"cleaned up the dead mount at {path}"
+        return f"cleaned up the dead mount at {path}", []
     if not os.path.ismount(path):
         raise QuietError(f"{path} is not mounted", ExitCode.NOT_MOUNTED)
     pid: int | None = None
@@ -502,6 +504,7 @@ def unmount(mountpoint: str, timeout: float = 60.0, wait: Callable[[float], None
             pid = int(f.read().strip())
     except (OSError, ValueError):
         raise QuietError(f"{path} is not an icefs mount", ExitCode.NOT_MOUNTED) from None
+    dropped = _dropped_at_unmount(path)
     result = subprocess.run(["fusermount3", "-u", path], capture_output=True, text=True,
                             check=False)
     if result.returncode != 0:
@@ -513,4 +516,17 @@ def unmount(mountpoint: str, timeout: float = 60.0, wait: Callable[[float], None
             raise QuietError(f"unmounted {path}, but daemon {pid} is still running",
                              ExitCode.TIMEOUT)
         wait(0.05)
-    return f"unmounted {path}"
+    return f"unmounted {path}", dropped
+
+
+def _dropped_at_unmount(path: str) -> list[str]:
+    """Warnings naming the scratch files and pending chunks the unmount of *path* drops."""
+    from icefs.branch import describe_leftovers
+
+    try:
+        with open(os.path.join(path, ".icefs", "status")) as f:
+            leftovers = json.load(f).get("dropped_at_unmount") or {}
+    except (OSError, ValueError):
+        return []
+    return [f"warning: branches/{branch}: dropped, never committed: "
+            f"{describe_leftovers(files)}" for branch, files in sorted(leftovers.items())]

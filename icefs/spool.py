@@ -20,8 +20,11 @@ __all__ = ["SpoolBudget", "SpoolFile"]
 
 log = logging.getLogger(__name__)
 
-#: Largest size any file may reach (sparse writes past this are refused with EFBIG).
+#: Largest size any file may reach: writes and truncates past it get EFBIG.
 MAX_FILE_SIZE: Final = 1 << 40
+#: The largest hole (a truncate up, a write past the end) filled with zeros in RAM;
+#: a larger one sends the file to disk, where it stays sparse.
+HOLE_IN_MEMORY: Final = 1 << 20
 #: Appends are kept as they came while the file is at most this big (chunk files);
 #: past it they are joined into one buffer, so joining never holds a large file twice.
 KEEP_PARTS_UP_TO: Final = 8 << 20
@@ -34,18 +37,33 @@ KEEP_PARTS_UP_TO: Final = 8 << 20
 COPY_FROM_DISK_UP_TO: Final = 1 << 20
 
 
+def _start_time(pid: int) -> str | None:
+    """The start time of process *pid* (clock ticks since boot), None if it is gone or a zombie.
+
+    A zombie is a dead daemon whose parent has not reaped it: its spool is an orphan too.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
 def _remove_orphans(cache_dir: str) -> None:
-    """Remove spool directories of daemons that died without cleaning up (SIGKILL)."""
+    """Remove spool directories of daemons that died without cleaning up (SIGKILL).
+
+    A directory is ``spool-<pid>-<start time>-<random>``: the pid alone could name a
+    new process that took the dead daemon's number.
+    """
     for name in os.listdir(cache_dir):
         parts = name.split("-")
         if len(parts) < 3 or parts[0] != "spool" or not parts[1].isdigit():
             continue
-        try:
-            os.kill(int(parts[1]), 0)
-        except ProcessLookupError:
+        started = _start_time(int(parts[1]))
+        if started is None or (len(parts) >= 4 and parts[2].isdigit() and parts[2] != started):
+            log.info("removing the spool of daemon %s, which is gone: %s", parts[1], name)
             shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
-        except PermissionError:
-            pass  # alive, another user's
 
 
 class SpoolBudget:
@@ -57,7 +75,8 @@ class SpoolBudget:
         self.spilled_files = 0
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
         _remove_orphans(cache_dir)
-        self.directory = tempfile.mkdtemp(prefix=f"spool-{os.getpid()}-", dir=cache_dir)
+        self.directory = tempfile.mkdtemp(
+            prefix=f"spool-{os.getpid()}-{_start_time(os.getpid())}-", dir=cache_dir)
 
     def cleanup(self) -> None:
         """Remove the spool directory and everything in it."""
@@ -118,13 +137,26 @@ class SpoolFile:
         self._fd = fd
         log.debug("write buffer of %d bytes moved to disk", self._size)
 
+    def _room_in_memory(self, grow: int, hole: int) -> bool:
+        """Whether the file may grow by *grow* bytes, *hole* of them zeros, in RAM.
+
+        Not past the budget, and no hole (a truncate up, a write past the end) over
+        `HOLE_IN_MEMORY`: that goes to disk, where the file system keeps it sparse
+        (no RAM and no disk for the hole).
+        """
+        return hole <= HOLE_IN_MEMORY and self._budget.in_memory + grow <= self._budget.limit
+
     def write(self, offset: int, data: bytes) -> int:
-        """Write *data* at *offset* (a gap is zero-filled); return the count written."""
+        """Write *data* at *offset* (a gap is zero-filled); return the count written.
+
+        Raises `OverflowError` past `MAX_FILE_SIZE`.
+        """
         end = offset + len(data)
         if end > MAX_FILE_SIZE:
             raise OverflowError("file too large")
         grow = max(0, end - self._size)
-        if self._mem is not None and grow and self._budget.in_memory + grow > self._budget.limit:
+        if self._mem is not None and grow and not self._room_in_memory(
+                grow, hole=max(0, offset - self._size)):
             self._spill()
         if self._mem is not None:
             if offset == self._size and end <= KEEP_PARTS_UP_TO and data \
@@ -150,7 +182,15 @@ class SpoolFile:
         return os.pread(self._fd, max(0, min(size, self._size - offset)), offset)
 
     def truncate(self, size: int) -> None:
-        """Cut or zero-extend the file to *size* bytes."""
+        """Cut or zero-extend the file to *size* bytes (a large extension stays sparse).
+
+        Raises `OverflowError` past `MAX_FILE_SIZE`, before anything changes.
+        """
+        if size > MAX_FILE_SIZE:
+            raise OverflowError("file too large")
+        if self._mem is not None and size > self._size and not self._room_in_memory(
+                size - self._size, hole=size - self._size):
+            self._spill()
         if self._mem is not None:
             mem = self._joined()
             if size < len(mem):

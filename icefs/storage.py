@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 StorageKind = Literal["local", "memory", "s3", "gcs", "azure"]
+#: URL schemes icefs knows: "s3:/x" is a mistyped URL, not a local path named "s3:".
+_SCHEMES: Final = frozenset({"s3", "gs", "gcs", "az", "azure", "file", "memory"})
 
 #: Credential choices, by backend ("env" = the cloud's usual environment/defaults).
 CREDENTIAL_TYPES: Final = {
@@ -113,6 +115,11 @@ def parse_storage(url: str) -> StorageSpec:
         raise QuietError("empty storage URL", ExitCode.USAGE)
     if url.startswith("memory://"):
         return StorageSpec("memory")
+    scheme_like = url.partition(":")[0].lower() if ":" in url else ""
+    if "://" not in url and scheme_like in _SCHEMES:
+        raise QuietError(f"malformed storage URL {url!r}: write {scheme_like}://"
+                         f"{'bucket/prefix' if scheme_like not in ('file', 'memory') else ''}"
+                         f"{'/path' if scheme_like == 'file' else ''}", ExitCode.USAGE)
     if "://" not in url:
         return StorageSpec("local", os.path.abspath(os.path.expanduser(url)))
     parts = urlsplit(url)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,22 @@ def _create(path: Path | bytes, flags: int = os.O_WRONLY | os.O_CREAT, data: byt
         os.close(fd)
 
 
+def _ftruncate(path: Path, size: int) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _pwrite(path: Path, data: bytes, offset: int) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -95,6 +113,115 @@ def _unchanged(e: Env, key: str) -> bool:
 def _append(path: Path, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
+
+
+def _huge_sparse(e: Env) -> bool:
+    """truncate -s 64G of a new file: instant, no RAM, no disk for the hole; reads zeros."""
+    path = e.main / "huge.tmp"
+    _create(path)
+    os.truncate(path, 64 << 30)
+    with open(path, "rb") as f:
+        f.seek((64 << 30) - 4)
+        tail = f.read()
+    return os.stat(path).st_size == 64 << 30 and tail == b"\0" * 4
+
+
+def _unlinked_open(e: Env) -> bool:
+    """open, write, unlink: fstat says nlink 0 and the size, pread gives the bytes, writes go on."""
+    path = e.main / "gone.tmp"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"still here")
+        os.unlink(path)
+        st = os.fstat(fd)
+        ok = (st.st_nlink, st.st_size) == (0, 10) and os.pread(fd, 100, 0) == b"still here"
+        os.pwrite(fd, b"!", 10)
+        ok = ok and os.pread(fd, 100, 0) == b"still here!" and os.fstat(fd).st_size == 11
+        os.ftruncate(fd, 5)
+        ok = ok and os.pread(fd, 100, 0) == b"still"
+    finally:
+        os.close(fd)
+    return ok and not path.exists()
+
+
+def _unlinked_committed_chunk(e: Env) -> bool:
+    """A committed chunk opened for reading, then unlinked: the descriptor reads its bytes."""
+    path = e.main / "u" / "c" / "0" / "1"
+    before = (e.tag / "u" / "c" / "0" / "1").read_bytes()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.unlink(path)
+        ok = os.pread(fd, 1 << 20, 0) == before and os.fstat(fd).st_nlink == 0
+    finally:
+        os.close(fd)
+    return ok and not path.exists()
+
+
+def _replaced_while_open(e: Env) -> bool:
+    """rename over an open file: the descriptor keeps the old bytes; the name has the new."""
+    old, new = e.main / "rep.tmp", e.main / "rep.new.tmp"
+    _create(old, data=b"old bytes")
+    _create(new, data=b"new")
+    fd = os.open(old, os.O_RDONLY)
+    try:
+        os.rename(new, old)
+        ok = os.pread(fd, 100, 0) == b"old bytes" and os.fstat(fd).st_nlink == 0
+    finally:
+        os.close(fd)
+    return ok and old.read_bytes() == b"new"
+
+
+def _renamed_while_writing(e: Env) -> bool:
+    """A file renamed while open for writing: later writes land at the new name (a log)."""
+    first, second = e.main / "app.log", e.main / "app.log.1"
+    fd = os.open(first, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"one ")
+        os.rename(first, second)
+        os.write(fd, b"two")
+    finally:
+        os.close(fd)
+    return second.read_bytes() == b"one two" and not first.exists()
+
+
+def _later(path: Path, action: Callable[[], object], fields: tuple[str, ...]) -> bool:
+    """*action* moves each of *fields* (st_mtime_ns, st_ctime_ns) of *path* forward."""
+    before = os.stat(path)
+    time.sleep(0.01)
+    action()
+    after = os.stat(path)
+    return all(getattr(after, f) > getattr(before, f) for f in fields)
+
+
+def _parent_times(e: Env) -> bool:
+    """create, mkdir, unlink, rmdir and rename move the parent directory's mtime and ctime."""
+    d = e.main / "times"
+    os.mkdir(d)
+    both = ("st_mtime_ns", "st_ctime_ns")
+    return all([
+        _later(d, lambda: _create(d / "f.tmp"), both),
+        _later(d, lambda: os.mkdir(d / "sub"), both),
+        _later(d, lambda: os.rename(d / "f.tmp", d / "g.tmp"), both),
+        _later(d, lambda: os.unlink(d / "g.tmp"), both),
+        _later(d, lambda: os.rmdir(d / "sub"), both),
+        _later(e.main, lambda: _create(e.main / "in-root.tmp"), both),
+    ])
+
+
+def _kept_attributes(e: Env) -> bool:
+    """chmod, chown and utime on files and directories hold for as long as the mount lives."""
+    f, d = e.main / "attrs.tmp", e.main / "attrs-dir"
+    _create(f, data=b"x")
+    os.mkdir(d)
+    for path in (f, d, e.main / "zarr.json"):
+        os.chmod(path, 0o640)
+        os.chown(path, 1234, 5678)
+        os.utime(path, ns=(1_000_000_000, 2_000_000_000))
+    return all(
+        (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns)
+        == (0o640, 1234, 5678, 1_000_000_000, 2_000_000_000)
+        and st.st_ctime_ns > 2_000_000_000
+        for st in (os.stat(f), os.stat(d), os.stat(e.main / "zarr.json")))
 
 
 @dataclass(frozen=True)
@@ -139,6 +266,35 @@ CASES = [
                                           os.truncate(e.main / "t2.tmp", 1)),
          check=lambda e: (e.main / "t2.tmp").read_bytes() == b"a"),
     Case("truncate", "a directory", lambda e: os.truncate(e.main / "a", 0), errno.EISDIR),
+    Case("truncate", "to 64 GiB: sparse and cheap (no RAM, no disk for the hole)",
+         lambda e: None, check=_huge_sparse),
+    Case("truncate", "beyond what icefs holds (1 TiB)",
+         lambda e: (_create(e.main / "big.tmp"), os.truncate(e.main / "big.tmp", 999999999999999)),
+         errno.EFBIG),
+    Case("truncate", "ftruncate beyond what icefs holds",
+         lambda e: _ftruncate(e.main / "big2.tmp", 2 << 40), errno.EFBIG),
+    Case("truncate", "a write far past the end stays sparse",
+         lambda e: _pwrite(e.main / "far.tmp", b"end", 8 << 30),
+         check=lambda e: os.stat(e.main / "far.tmp").st_size == (8 << 30) + 3),
+    Case("open files", "unlinked while open: fstat, pread, pwrite, ftruncate go on",
+         lambda e: None, check=_unlinked_open),
+    Case("open files", "a committed chunk unlinked while open for reading",
+         lambda e: None, check=_unlinked_committed_chunk),
+    Case("open files", "replaced by a rename while open", lambda e: None,
+         check=_replaced_while_open),
+    Case("open files", "renamed while open for writing", lambda e: None,
+         check=_renamed_while_writing),
+    Case("times", "O_TRUNC of an existing file moves its mtime and ctime",
+         lambda e: _create(e.main / "otrunc.tmp", data=b"abc"),
+         check=lambda e: _later(e.main / "otrunc.tmp",
+                                lambda: _create(e.main / "otrunc.tmp", os.O_WRONLY | os.O_TRUNC),
+                                ("st_mtime_ns", "st_ctime_ns"))),
+    Case("times", "create, mkdir, unlink, rmdir, rename move the parent's mtime and ctime",
+         lambda e: None, check=_parent_times),
+    Case("times", "a write moves mtime past a time set by utime",
+         lambda e: (_create(e.main / "wt.tmp", data=b"a"), os.utime(e.main / "wt.tmp", (1, 1)),
+                    _create(e.main / "wt.tmp", os.O_WRONLY | os.O_APPEND, b"b")),
+         check=lambda e: os.stat(e.main / "wt.tmp").st_mtime > 1000),
     Case("truncate", "a missing file", lambda e: os.truncate(e.main / "nope", 0), errno.ENOENT),
     Case("truncate", "a negative length", lambda e: os.truncate(e.main / "zarr.json", -1),
          errno.EINVAL),
@@ -194,14 +350,16 @@ CASES = [
     Case("link", "across branches", lambda e: os.link(e.main / "zarr.json", e.dev / "x.tmp"),
          errno.EXDEV),
     # -- attributes --------------------------------------------------------------------------
-    Case("chmod", "succeeds, not stored (deviation)",
-         lambda e: os.chmod(e.main / "zarr.json", 0o600)),
-    Case("chown", "succeeds, not stored (deviation)",
-         lambda e: os.chown(e.main / "zarr.json", 1, 1)),
-    Case("utimens", "succeeds, not stored (deviation)",
-         lambda e: os.utime(e.main / "zarr.json", (1, 1))),
+    Case("attributes", "chmod, chown and utime are kept while mounted (not in Icechunk)",
+         lambda e: None, check=_kept_attributes),
+    Case("attributes", "chmod in a tag", lambda e: os.chmod(e.tag / "zarr.json", 0o600),
+         errno.EROFS),
     Case("special", "symlink", lambda e: os.symlink("x", e.main / "sl"), errno.EPERM),
-    Case("special", "mknod", lambda e: os.mknod(e.main / "nod"), errno.EPERM),
+    Case("special", "mknod of a regular file makes an empty file",
+         lambda e: os.mknod(e.main / "nod.tmp", 0o644 | stat.S_IFREG),
+         check=lambda e: (e.main / "nod.tmp").read_bytes() == b""),
+    Case("special", "mknod of a device", lambda e: os.mknod(e.main / "dev", 0o644 | stat.S_IFCHR,
+                                                             os.makedev(1, 3)), errno.EPERM),
     Case("special", "mkfifo", lambda e: os.mkfifo(e.main / "fifo"), errno.EPERM),
     Case("special", "readlink of a file", lambda e: os.readlink(e.main / "zarr.json"),
          errno.EINVAL),

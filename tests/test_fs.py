@@ -28,7 +28,7 @@ from icefs.errors import (
     ReadOnly,
     Stale,
 )
-from icefs.fs import IMMUTABLE_TTL, IcefsCore, MountOptions
+from icefs.fs import IMMUTABLE_TTL, AttrChange, IcefsCore, MountOptions
 from icefs.inodes import ROOT_INODE
 from icefs.repo import Repo
 from icefs.sample import build_sample, sample_storage
@@ -371,7 +371,7 @@ async def test_stored_bytes_stay_when_a_file_on_disk_is_written_again(bridge, tm
     state = core.branch_states["main"]
     await core.write(reply.fh, 0, b"\x09")  # written again, not stored yet
     assert bytes(await state.writer.reader.get("b/c/0")) == b"\x07"
-    await core.setattr(attr.ino, 0)  # cut short while open
+    await core.setattr(attr.ino, AttrChange(size=0))  # cut short while open
     sid = await state.commit("the first close")
     core.release(reply.fh)
     assert store_get(repo, sid, "b/c/0") == b"\x07"
@@ -391,7 +391,7 @@ async def test_writes_are_refused_on_read_only_views(core):
     with pytest.raises(ReadOnly):
         await core.unlink(tag.ino, "zarr.json")
     with pytest.raises(ReadOnly):
-        await core.setattr(f.ino, 0)
+        await core.setattr(f.ino, AttrChange(size=0))
     with pytest.raises(ReadOnly):
         await core.access(f.ino, os.W_OK)
     with pytest.raises(ReadOnly):
