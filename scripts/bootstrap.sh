@@ -71,6 +71,7 @@ make_venv() {
 }
 
 # Azurite (the Azure Blob emulator the tests start on 127.0.0.1) comes from the npm registry.
+AZURITE_VERSION=3.35.0
 install_test_servers() {
     if [ -x "$here/.tools/node_modules/.bin/azurite-blob" ]; then
         return 0
@@ -80,9 +81,10 @@ install_test_servers() {
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
     fi
-    say "installing azurite (npm) into .tools/"
+    say "installing azurite (npm) into .tools/ (not tracked by git)"
     mkdir -p "$here/.tools"
-    npm install --prefix "$here/.tools" --no-audit --no-fund --silent azurite@3 >/dev/null
+    npm install --prefix "$here/.tools" --no-audit --no-fund --silent --no-save \
+        "azurite@$AZURITE_VERSION" >/dev/null
 }
 
 install_debian_packages
