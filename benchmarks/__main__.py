@@ -35,9 +35,12 @@ def main() -> int:
         rows += access.collect([*common, "--dir", f"{args.dir}/access"])[0]
         rows += floor.collect([*common, "--dir", f"{args.dir}/floor"])[0]
     repeats = 1 if args.smoke else args.repeat
-    report(f"icefs benchmarks ({repeats} repeats, min and median; "
-           f"{'cold = page cache dropped' if cold else 'page cache NOT dropped'}"
-           f"; {time.perf_counter() - started:.0f} s)", rows)
+    report(
+        f"icefs benchmarks ({repeats} repeats, min and median; "
+        f"{'cold = page cache dropped' if cold else 'page cache NOT dropped'}"
+        f"; {time.perf_counter() - started:.0f} s)",
+        rows,
+    )
     return 0
 
 

@@ -70,10 +70,14 @@ def build(base: Path, big_mib: int, many: int, small: int) -> None:
     session = repo.writable_session("main")
     for store in (session.store, LocalStore(base / "native")):
         root = zarr.group(store=store)
-        for name, data, chunks in (("big", big, (1, 512, 1024)), ("many", many_data, (16,)),
-                                   ("small", small_data, (1024,))):
-            root.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype,
-                              compressors=None)[:] = data
+        for name, data, chunks in (
+            ("big", big, (1, 512, 1024)),
+            ("many", many_data, (16,)),
+            ("small", small_data, (1024,)),
+        ):
+            root.create_array(
+                name, shape=data.shape, chunks=chunks, dtype=data.dtype, compressors=None
+            )[:] = data
     repo.create_tag("v1", session.commit("benchmark data"))
     marker.touch()
 
@@ -114,16 +118,36 @@ def fio_row(directory: Path) -> float | None:
     if fio is None:
         return None
     result = subprocess.run(
-        [fio, "--name=seqread", "--rw=read", "--bs=1M", "--ioengine=psync", "--readonly",
-         f"--opendir={directory}", "--output-format=json", "--invalidate=1"],
-        capture_output=True, text=True, check=True)
-    report = result.stdout[result.stdout.index("{"):]  # fio may print a line before it
+        [
+            fio,
+            "--name=seqread",
+            "--rw=read",
+            "--bs=1M",
+            "--ioengine=psync",
+            "--readonly",
+            f"--opendir={directory}",
+            "--output-format=json",
+            "--invalidate=1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = result.stdout[result.stdout.index("{") :]  # fio may print a line before it
     return float(json.loads(report)["jobs"][0]["read"]["bw"]) / 1024
 
 
 def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
-    args = parse_args(__doc__, "access", argv, big_mib=(512, 16), many=(100_000, 500),
-                      small=(20_000, 200), reads=(10_000, 200), readers=(8, 8))
+    args = parse_args(
+        __doc__,
+        "access",
+        argv,
+        big_mib=(512, 16),
+        many=(100_000, 500),
+        small=(20_000, 200),
+        reads=(10_000, 200),
+        readers=(8, 8),
+    )
     if args.smoke:
         args.dir = f"{args.dir}-smoke"
     base = Path(args.dir).resolve()
@@ -144,20 +168,27 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                 nbytes = read_files(files, readers)
                 per[readers].append((time.perf_counter() - started, meter.busy()))
     (one, one_cpus), (many_r, many_cpus) = min(per[1]), min(per[args.readers])
-    rows.append((f"{args.readers} concurrent readers vs 1, cold ({nbytes >> 20} MiB of 2 MiB "
-                 f"chunk files): MiB/s (CPUs busy of {os.cpu_count()})",
-                 f"{nbytes / 2**20 / many_r:.0f} ({many_cpus:.1f})",
-                 f"1 reader {nbytes / 2**20 / one:.0f} ({one_cpus:.1f})",
-                 f"{one / many_r:.2f}x throughput", ">= 3x"))
+    rows.append(
+        (
+            f"{args.readers} concurrent readers vs 1, cold ({nbytes >> 20} MiB of 2 MiB "
+            f"chunk files): MiB/s (CPUs busy of {os.cpu_count()})",
+            f"{nbytes / 2**20 / many_r:.0f} ({many_cpus:.1f})",
+            f"1 reader {nbytes / 2**20 / one:.0f} ({one_cpus:.1f})",
+            f"{one / many_r:.2f}x throughput",
+            ">= 3x",
+        )
+    )
 
     # -- the floor: the same walk and reads on a null pyfuse3 filesystem (floor.py) ----------
     # It answers from ready-made entries, so what it takes is FUSE's and pyfuse3's own cost.
     with NullMount(base / "null", entries=args.many) as null:
         listing = null.mountpoint / "listing"
-        null_find = measure("null find", lambda: int(timed(["find", str(listing)])),
-                            args.repeat, drop_caches)
-        null_files = [listing / str(random.Random(i).randrange(args.many))
-                      for i in range(args.reads)]
+        null_find = measure(
+            "null find", lambda: int(timed(["find", str(listing)])), args.repeat, drop_caches
+        )
+        null_files = [
+            listing / str(random.Random(i).randrange(args.many)) for i in range(args.reads)
+        ]
         null_reads: list[float] = []
         for _ in range(args.repeat):
             drop_caches()
@@ -170,24 +201,53 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
     with BenchMount(repo_path, mnt):
         tree = mnt / "tags" / "v1" / "many"
         for tool, argv in (("find", ["find"]), ("ls -lR", ["ls", "-lR"])):
-            walk = measure(f"mount {tool}", lambda argv=argv: int(timed([*argv, str(tree)])),
-                           args.repeat, drop_caches)
-            nat = measure(f"native {tool}", lambda argv=argv: int(
-                timed([*argv, str(native / "many")])), args.repeat, drop_caches)
-            rows.append((f"`{tool}` over {args.many} chunks, cold: s min / median",
-                         f"{walk.best:.3f} / {walk.median:.3f}",
-                         f"native {nat.best:.3f} / {nat.median:.3f}",
-                         f"{walk.best / nat.best:.2f}x time", "<= 2x"))
+            walk = measure(
+                f"mount {tool}",
+                lambda argv=argv: int(timed([*argv, str(tree)])),
+                args.repeat,
+                drop_caches,
+            )
+            nat = measure(
+                f"native {tool}",
+                lambda argv=argv: int(timed([*argv, str(native / "many")])),
+                args.repeat,
+                drop_caches,
+            )
+            rows.append(
+                (
+                    f"`{tool}` over {args.many} chunks, cold: s min / median",
+                    f"{walk.best:.3f} / {walk.median:.3f}",
+                    f"native {nat.best:.3f} / {nat.median:.3f}",
+                    f"{walk.best / nat.best:.2f}x time",
+                    "<= 2x",
+                )
+            )
             if tool == "find":
-                rows.append((f"  (floor) `find` over {args.many} files of a null pyfuse3 fs, "
-                             "cold: s", f"{null_find.best:.3f}", f"native {nat.best:.3f}",
-                             f"{null_find.best / nat.best:.2f}x time", "-"))
+                rows.append(
+                    (
+                        f"  (floor) `find` over {args.many} files of a null pyfuse3 fs, cold: s",
+                        f"{null_find.best:.3f}",
+                        f"native {nat.best:.3f}",
+                        f"{null_find.best / nat.best:.2f}x time",
+                        "-",
+                    )
+                )
     with BenchMount(repo_path, mnt, "-o", "noxattr"):
-        walk = measure("mount ls -lR noxattr", lambda: int(timed(["ls", "-lR", str(tree)])),
-                       args.repeat, drop_caches)
-        rows.append((f"`ls -lR` over {args.many} chunks with `-o noxattr`, cold: s min / median",
-                     f"{walk.best:.3f} / {walk.median:.3f}", f"native {nat.best:.3f}",
-                     f"{walk.best / nat.best:.2f}x time", "<= 2x"))
+        walk = measure(
+            "mount ls -lR noxattr",
+            lambda: int(timed(["ls", "-lR", str(tree)])),
+            args.repeat,
+            drop_caches,
+        )
+        rows.append(
+            (
+                f"`ls -lR` over {args.many} chunks with `-o noxattr`, cold: s min / median",
+                f"{walk.best:.3f} / {walk.median:.3f}",
+                f"native {nat.best:.3f}",
+                f"{walk.best / nat.best:.2f}x time",
+                "<= 2x",
+            )
+        )
 
     def direct_list() -> int:
         repo = icechunk.Repository.open(icechunk.local_filesystem_storage(repo_path))
@@ -195,8 +255,15 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         return sum(1 for k in store.list_prefix("many/"))  # type: ignore[arg-type,attr-defined]
 
     listing = measure("direct list", direct_list, args.repeat)
-    rows.append((f"  (reference) direct store.list_prefix of {args.many} chunks: s", "",
-                 f"direct {listing.best:.3f}", "-", "-"))
+    rows.append(
+        (
+            f"  (reference) direct store.list_prefix of {args.many} chunks: s",
+            "",
+            f"direct {listing.best:.3f}",
+            "-",
+            "-",
+        )
+    )
 
     # -- small random reads ---------------------------------------------------------------------
     keys = [f"small/c/{random.Random(i).randrange(args.small)}" for i in range(args.reads)]
@@ -226,14 +293,26 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                 (root / key).read_bytes()
             mount_reads.append(time.perf_counter() - started)
     per_read, per_get = min(mount_reads) / args.reads, gets.best / args.reads
-    rows.append((f"{args.reads} random 1 KiB chunk reads, cold: us per read",
-                 f"{per_read * 1e6:.0f}", f"direct get {per_get * 1e6:.0f}",
-                 f"{per_read / per_get:.2f}x time", "<= 1.5x"))
+    rows.append(
+        (
+            f"{args.reads} random 1 KiB chunk reads, cold: us per read",
+            f"{per_read * 1e6:.0f}",
+            f"direct get {per_get * 1e6:.0f}",
+            f"{per_read / per_get:.2f}x time",
+            "<= 1.5x",
+        )
+    )
     per_null = min(null_reads) / args.reads
-    rows.append(("  (floor) the same reads of a null pyfuse3 fs's files, plus the direct get: "
-                 "us per read", f"{(per_null + per_get) * 1e6:.0f} (null fs {per_null * 1e6:.0f})",
-                 f"direct get {per_get * 1e6:.0f}",
-                 f"{(per_null + per_get) / per_get:.2f}x time", "-"))
+    rows.append(
+        (
+            "  (floor) the same reads of a null pyfuse3 fs's files, plus the direct get: "
+            "us per read",
+            f"{(per_null + per_get) * 1e6:.0f} (null fs {per_null * 1e6:.0f})",
+            f"direct get {per_get * 1e6:.0f}",
+            f"{(per_null + per_get) / per_get:.2f}x time",
+            "-",
+        )
+    )
 
     # -- fio -------------------------------------------------------------------------------------
     with BenchMount(repo_path, mnt):
@@ -242,12 +321,25 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
     drop_caches()
     natively = fio_row(native / "big" / "c")
     if through is None or natively is None:
-        rows.append(("fio sequential read (1 MiB blocks) of the big chunk files", "fio not "
-                     "installed", "", "-", "-"))
+        rows.append(
+            (
+                "fio sequential read (1 MiB blocks) of the big chunk files",
+                "fio not installed",
+                "",
+                "-",
+                "-",
+            )
+        )
     else:
-        rows.append(("fio sequential read (1 MiB blocks, psync) of the big chunk files, "
-                     "cold: MiB/s", f"{through:.0f}", f"native {natively:.0f}",
-                     f"{through / natively:.2f}x throughput", "-"))
+        rows.append(
+            (
+                "fio sequential read (1 MiB blocks, psync) of the big chunk files, cold: MiB/s",
+                f"{through:.0f}",
+                f"native {natively:.0f}",
+                f"{through / natively:.2f}x throughput",
+                "-",
+            )
+        )
     return rows, args.repeat
 
 

@@ -70,18 +70,20 @@ def steady_memory(touch_gib: float = 8.0) -> Iterator[None]:
             import numpy as np
 
             with open("/proc/meminfo") as f:
-                avail = next(int(line.split()[1]) << 10 for line in f
-                             if line.startswith("MemAvailable:"))
+                avail = next(
+                    int(line.split()[1]) << 10 for line in f if line.startswith("MemAvailable:")
+                )
             size = int(min(touch_gib * 2**30, avail / 3))
             np.ones(size, dtype=np.uint8)  # touched, then freed: backed by the host now
             settings = ", ".join(f"{k} {v} -> {_current(k)}" for k, v in saved.items())
-            _memory_note = (f"free page reporting held off during the run ({settings}); "
-                            f"{size / 2**30:.1f} GiB of RAM touched first")
+            _memory_note = (
+                f"free page reporting held off during the run ({settings}); "
+                f"{size / 2**30:.1f} GiB of RAM touched first"
+            )
         yield
     finally:
         for name, old in saved.items():
-            with contextlib.suppress(OSError), \
-                    open(os.path.join(PAGE_REPORTING, name), "w") as f:
+            with contextlib.suppress(OSError), open(os.path.join(PAGE_REPORTING, name), "w") as f:
                 f.write(old)
 
 
@@ -90,8 +92,9 @@ def _current(name: str) -> str:
         return f.read().strip()
 
 
-def parse_args(doc: str, name: str, argv: list[str] | None,
-               **sizes: tuple[Any, ...]) -> argparse.Namespace:
+def parse_args(
+    doc: str, name: str, argv: list[str] | None, **sizes: tuple[Any, ...]
+) -> argparse.Namespace:
     """Parse a benchmark's options: ``--dir`` (default ``bench-data/<name>``),
     ``--repeat``, ``--smoke``, and one ``--<size>`` per *sizes* entry given as
     (default, value under --smoke[, help]); --smoke also means one repeat."""
@@ -100,8 +103,12 @@ def parse_args(doc: str, name: str, argv: list[str] | None,
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat")
     for key, (default, _, *text) in sizes.items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(default), default=default,
-                            help=text[0] if text else None)
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=type(default),
+            default=default,
+            help=text[0] if text else None,
+        )
     args = parser.parse_args(argv)
     if args.smoke:
         args.repeat = 1
@@ -161,8 +168,9 @@ class Timing:
         return self.nbytes / (1 << 20) / seconds if seconds else float("inf")
 
 
-def measure(name: str, fn: Callable[[], int], repeat: int,
-            before: Callable[[], None] = lambda: None) -> Timing:
+def measure(
+    name: str, fn: Callable[[], int], repeat: int, before: Callable[[], None] = lambda: None
+) -> Timing:
     """Run *fn* (returns bytes handled) *repeat* times, calling *before* untimed each time."""
     timing = Timing(name)
     for _ in range(repeat):
@@ -177,8 +185,9 @@ def wait_for_cue() -> None:
     sys.stdin.readline()
 
 
-def at_once(argv: list[str], fn: Callable[[], int],
-            before: Callable[[], None]) -> Callable[[], int]:
+def at_once(
+    argv: list[str], fn: Callable[[], int], before: Callable[[], None]
+) -> Callable[[], int]:
     """Start *argv*, a process that calls `wait_for_cue` and then does its half of the
     work; once it is ready, call *before*. Return the timed part: it lets the process
     go, runs *fn* meanwhile and returns *fn*'s result when both are done."""
@@ -214,8 +223,20 @@ class BenchMount:
         self.mountpoint = mountpoint
         self.log = open(mountpoint.parent / f"{mountpoint.name}.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "icefs", "mount", "--foreground", storage, str(mountpoint),
-             *args], stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "icefs",
+                "mount",
+                "--foreground",
+                storage,
+                str(mountpoint),
+                *args,
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:

@@ -51,6 +51,7 @@ THREADS = 6
 
 # -- the null filesystem (runs in its own process) -------------------------------------------
 
+
 def serve(mountpoint: str, entries: int = 0) -> None:
     """Serve the null filesystem; with *entries*, also ``listing/`` of that many 1 KiB files."""
     import pyfuse3
@@ -116,8 +117,7 @@ def serve(mountpoint: str, entries: int = 0) -> None:
         async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Any) -> Any:
             return self._attr(self._add(parent, name, True))
 
-        async def create(self, parent: int, name: bytes, mode: int, flags: int,
-                         ctx: Any) -> Any:
+        async def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Any) -> Any:
             ino = self._add(parent, name, False)
             return pyfuse3.FileInfo(fh=ino), self._attr(ino)
 
@@ -140,8 +140,9 @@ def serve(mountpoint: str, entries: int = 0) -> None:
         async def release(self, fh: int) -> None:
             return None
 
-        async def rename(self, p_old: int, n_old: bytes, p_new: int, n_new: bytes, flags: int,
-                         ctx: Any) -> None:
+        async def rename(
+            self, p_old: int, n_old: bytes, p_new: int, n_new: bytes, flags: int, ctx: Any
+        ) -> None:
             old = (*self.nodes[p_old][0], n_old.decode())
             new = (*self.nodes[p_new][0], n_new.decode())
             ino = self.paths.pop(old)
@@ -188,8 +189,9 @@ class NullMount:
     def __init__(self, mountpoint: Path, entries: int = 0) -> None:
         mountpoint.mkdir(parents=True, exist_ok=True)
         self.mountpoint = mountpoint
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(mountpoint),
-                                      str(entries)])
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(mountpoint), str(entries)]
+        )
         deadline = time.monotonic() + 60
         while not os.path.ismount(mountpoint):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -212,6 +214,7 @@ class NullMount:
 
 # -- the measurements ------------------------------------------------------------------------
 
+
 def write_files(root: Path, files: int) -> float:
     """Write *files* 2 MiB chunk files as LocalStore does; return MiB/s."""
     blob = os.urandom(FILE_SIZE)
@@ -231,6 +234,7 @@ def write_files(root: Path, files: int) -> float:
 def read_files(root: Path, files: int, array: str = "data") -> float:
     """Read the files `write_files` wrote (or the chunk files of a zarr *array* of
     2 MiB chunks shaped like read.py's ``big``); return MiB/s."""
+
     def work(k: int) -> None:
         for i in range(k, files, THREADS):
             with open(root / array / "c" / str(i) / "0" / "0", "rb", buffering=0) as f:
@@ -289,15 +293,30 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         shutil.rmtree(native, ignore_errors=True)
     mib = args.files * FILE_SIZE >> 20
     rows: list[Row] = []
-    for what, label in (("write", f"write {mib} MiB as 2 MiB chunk files ({THREADS} threads)"),
-                        ("read", f"read them back, cold ({THREADS} threads)")):
+    for what, label in (
+        ("write", f"write {mib} MiB as 2 MiB chunk files ({THREADS} threads)"),
+        ("read", f"read them back, cold ({THREADS} threads)"),
+    ):
         null, ice, nat = best["null", what], best["icefs", what], best["native", what]
-        rows.append((f"floor: {label}: MiB/s", f"{ice:.0f}",
-                     f"null pyfuse3 fs {null:.0f} (tmpfs {nat:.0f})",
-                     f"{ice / null:.2f}x of the floor", "-"))
+        rows.append(
+            (
+                f"floor: {label}: MiB/s",
+                f"{ice:.0f}",
+                f"null pyfuse3 fs {null:.0f} (tmpfs {nat:.0f})",
+                f"{ice / null:.2f}x of the floor",
+                "-",
+            )
+        )
     null, ice, nat = best["null", "trip"], best["icefs", "trip"], best["native", "trip"]
-    rows.append(("floor: one request round trip (getxattr, never cached): us", f"{ice:.0f}",
-                 f"null pyfuse3 fs {null:.0f} (tmpfs {nat:.1f})", f"{ice / null:.2f}x", "-"))
+    rows.append(
+        (
+            "floor: one request round trip (getxattr, never cached): us",
+            f"{ice:.0f}",
+            f"null pyfuse3 fs {null:.0f} (tmpfs {nat:.1f})",
+            f"{ice / null:.2f}x",
+            "-",
+        )
+    )
     return rows, args.repeat
 
 
@@ -318,8 +337,9 @@ class _Target:
         import icechunk
 
         icechunk.Repository.create(icechunk.local_filesystem_storage(str(self.base / "repo")))
-        self.mount = BenchMount(str(self.base / "repo"), self.base / "mnt",
-                                "--cache-dir", str(self.base / "cache"))
+        self.mount = BenchMount(
+            str(self.base / "repo"), self.base / "mnt", "--cache-dir", str(self.base / "cache")
+        )
         root = self.mount.mountpoint / "branches" / "main"
         _make_array(root)
         return Path(root)

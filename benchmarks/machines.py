@@ -58,14 +58,18 @@ class Result:
         lat = sorted(self.latencies) or [float("nan")]
         rows = [
             ("daemons writing / seconds", f"{self.daemons} / {self.seconds:g}"),
-            ("commits acknowledged", f"{len(self.acknowledged)} "
-             f"({len(self.acknowledged) / self.seconds:.1f}/s)"),
+            (
+                "commits acknowledged",
+                f"{len(self.acknowledged)} ({len(self.acknowledged) / self.seconds:.1f}/s)",
+            ),
             ("acknowledged commits lost", str(len(self.lost))),
             ("chunks written but missing", str(len(self.missing))),
             ("failed writes or commits", str(len(self.failures))),
-            ("reader: seconds to see a new tip, median / p95 / max",
-             f"{statistics.median(lat):.2f} / {lat[int(0.95 * (len(lat) - 1))]:.2f} / "
-             f"{lat[-1]:.2f}"),
+            (
+                "reader: seconds to see a new tip, median / p95 / max",
+                f"{statistics.median(lat):.2f} / {lat[int(0.95 * (len(lat) - 1))]:.2f} / "
+                f"{lat[-1]:.2f}",
+            ),
             ("commits the reader never saw", str(self.unseen)),
             ("overlapping chunks", self.conflict or "no conflict reported"),
         ]
@@ -76,10 +80,17 @@ def _seed(storage: icechunk.Storage, daemons: int, ticks: int) -> icechunk.Repos
     repo = icechunk.Repository.create(storage)
     session = repo.writable_session("main")
     group = zarr.group(store=session.store)
-    group.create_array("grid", shape=(daemons, ticks * CHUNK), chunks=(1, CHUNK), dtype="<i4",
-                       compressors=None, fill_value=0)
-    group.create_array("shared", shape=(CHUNK,), chunks=(CHUNK,), dtype="<i4",
-                       compressors=None, fill_value=0)
+    group.create_array(
+        "grid",
+        shape=(daemons, ticks * CHUNK),
+        chunks=(1, CHUNK),
+        dtype="<i4",
+        compressors=None,
+        fill_value=0,
+    )
+    group.create_array(
+        "shared", shape=(CHUNK,), chunks=(CHUNK,), dtype="<i4", compressors=None, fill_value=0
+    )
     session.commit("machines: seed")
     return repo
 
@@ -91,26 +102,46 @@ def _commit(branch: Path, message: str) -> str:
     return str(status["last_commit"]["snapshot_id"])
 
 
-def run(s3: object, base: Path, seconds: float, daemons: int = 4,
-        refresh: float = 1.0) -> Result:
+def run(s3: object, base: Path, seconds: float, daemons: int = 4, refresh: float = 1.0) -> Result:
     """Run the scenario against the S3 server *s3* (tests/servers.py) in *base*."""
     ticks = int(seconds)
     bucket = s3.create_bucket(f"machines-{uuid.uuid4().hex[:8]}")  # type: ignore[attr-defined]
     repo = _seed(s3.storage(bucket, "repo"), daemons, ticks)  # type: ignore[attr-defined]
     conf = base / "s3.toml"
-    conf.write_text(f'region = "us-east-1"\nendpoint_url = "{s3.endpoint}"\n'  # type: ignore[attr-defined]
-                    'allow_http = true\nforce_path_style = true\n'
-                    f'access_key_id = "{s3.key_id}"\nsecret_access_key = "{s3.secret}"\n')  # type: ignore[attr-defined]
+    conf.write_text(
+        f'region = "us-east-1"\nendpoint_url = "{s3.endpoint}"\n'  # type: ignore[attr-defined]
+        "allow_http = true\nforce_path_style = true\n"
+        f'access_key_id = "{s3.key_id}"\nsecret_access_key = "{s3.secret}"\n'
+    )  # type: ignore[attr-defined]
     conf.chmod(0o600)
     url = f"s3://{bucket}/repo"
     result = Result(daemons, float(ticks))
     mounts: list[BenchMount] = []
     try:
         for d in range(daemons):
-            mounts.append(BenchMount(url, base / f"m{d}", "--config", str(conf), "--cache-dir",
-                                     str(base / f"cache{d}"), "--refresh", str(refresh)))
-        reader = BenchMount(url, base / "reader", "--config", str(conf), "--cache-dir",
-                            str(base / "cache-reader"), "--refresh", str(refresh), "--read-only")
+            mounts.append(
+                BenchMount(
+                    url,
+                    base / f"m{d}",
+                    "--config",
+                    str(conf),
+                    "--cache-dir",
+                    str(base / f"cache{d}"),
+                    "--refresh",
+                    str(refresh),
+                )
+            )
+        reader = BenchMount(
+            url,
+            base / "reader",
+            "--config",
+            str(conf),
+            "--cache-dir",
+            str(base / "cache-reader"),
+            "--refresh",
+            str(refresh),
+            "--read-only",
+        )
         mounts.append(reader)
         seen, done = _write_and_watch(result, mounts[:daemons], reader, ticks)
         result.conflict = _overlap(mounts[0], mounts[1])
@@ -121,8 +152,9 @@ def run(s3: object, base: Path, seconds: float, daemons: int = 4,
     return result
 
 
-def _write_and_watch(result: Result, writers: list[BenchMount], reader: BenchMount,
-                     ticks: int) -> tuple[list[tuple[float, str]], list[int]]:
+def _write_and_watch(
+    result: Result, writers: list[BenchMount], reader: BenchMount, ticks: int
+) -> tuple[list[tuple[float, str]], list[int]]:
     """Run the writers and the watching reader; return what the reader saw (time, tip)
     and how many ticks each writer wrote."""
     seen: list[tuple[float, str]] = []
@@ -185,8 +217,10 @@ def _overlap(one: BenchMount, two: BenchMount) -> str:
             outcome[i] = "committed"
         except OSError as exc:
             status = json.loads((main / ".icefs" / "status").read_text())
-            outcome[i] = (f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: "
-                          f"{'; '.join(status['conflicts'])}")
+            outcome[i] = (
+                f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: "
+                f"{'; '.join(status['conflicts'])}"
+            )
             (main / ".icefs" / "discard").write_text("x")
 
     threads = [threading.Thread(target=go, args=(i, m)) for i, m in enumerate((one, two))]
@@ -197,15 +231,16 @@ def _overlap(one: BenchMount, two: BenchMount) -> str:
     return " / ".join(outcome[i] for i in sorted(outcome))
 
 
-def _check(result: Result, repo: icechunk.Repository, seen: list[tuple[float, str]],
-           done: list[int]) -> None:
+def _check(
+    result: Result, repo: icechunk.Repository, seen: list[tuple[float, str]], done: list[int]
+) -> None:
     history = [info.id for info in repo.ancestry(branch="main")]
     position = {sid: i for i, sid in enumerate(history)}  # 0 = the tip
     result.lost = [sid for sid, _ in result.acknowledged if sid not in position]
     grid = zarr.open_array(repo.readonly_session(branch="main").store, path="grid")[:]
     for d, ticks in enumerate(done):
         for t in range(ticks):
-            if not (grid[d, t * CHUNK:(t + 1) * CHUNK] == t + 1).all():
+            if not (grid[d, t * CHUNK : (t + 1) * CHUNK] == t + 1).all():
                 result.missing.append((d, t))
     for sid, acked in result.acknowledged:
         if sid not in position:
@@ -234,8 +269,10 @@ def main() -> int:
         result = run(s3, base, args.seconds, args.daemons, args.refresh)
     finally:
         stop(s3.proc)
-    print(f"icefs many machines on one S3 repository (moto on 127.0.0.1; refresh "
-          f"{args.refresh:g} s)\n")
+    print(
+        f"icefs many machines on one S3 repository (moto on 127.0.0.1; refresh "
+        f"{args.refresh:g} s)\n"
+    )
     print(result.table())
     return 1 if result.lost or result.missing or result.failures else 0
 

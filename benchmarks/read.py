@@ -71,11 +71,13 @@ def build(base: Path, size_mib: int, small_chunks: int) -> None:
     session = repo.writable_session("main")
     for store in (session.store, LocalStore(base / "native")):
         root = zarr.group(store=store)
-        a = root.create_array("big", shape=big.shape, chunks=BIG_CHUNK, dtype="f4",
-                              compressors=None)
+        a = root.create_array(
+            "big", shape=big.shape, chunks=BIG_CHUNK, dtype="f4", compressors=None
+        )
         a[:] = big
-        s = root.create_array("small", shape=small.shape, chunks=(1024,), dtype="u1",
-                              compressors=None)
+        s = root.create_array(
+            "small", shape=small.shape, chunks=(1024,), dtype="u1", compressors=None
+        )
         s[:] = small
     repo.create_tag("v1", session.commit("benchmark data"))
     marker.touch()
@@ -97,13 +99,15 @@ def read_one(store: object, name: str) -> int:
     out = _OUT.get(name)
     if out is None or out.shape != array.shape:
         out = _OUT[name] = default_buffer_prototype().nd_buffer.from_numpy_array(
-            np.empty(array.shape, array.dtype))
+            np.empty(array.shape, array.dtype)
+        )
     array.get_basic_selection(..., out=out)
     return int(out.as_numpy_array().nbytes)
 
 
 def plain_reads(root: Path, files: int, array: str = "big") -> Callable[[], int]:
     """A timed part: read *files* chunk files of *array* under *root* as plain files."""
+
     def run() -> int:
         floor.read_files(root, files, array)
         return files * floor.FILE_SIZE
@@ -111,8 +115,9 @@ def plain_reads(root: Path, files: int, array: str = "big") -> Callable[[], int]
     return run
 
 
-def floor_reads(base: Path, direct: Callable[[], int], files: int,
-                repeat: int) -> tuple[Timing, Timing]:
+def floor_reads(
+    base: Path, direct: Callable[[], int], files: int, repeat: int
+) -> tuple[Timing, Timing]:
     """The read floors of any pyfuse3 filesystem over Icechunk on this machine.
 
     Cold: both halves of its work at once, each as cheaply as it can be had:
@@ -126,8 +131,19 @@ def floor_reads(base: Path, direct: Callable[[], int], files: int,
     with floor.NullMount(base / "null") as null:
         floor.write_files(null.mountpoint, files)
         for _ in range(repeat):
-            timing.timed(at_once([sys.executable, floor.__file__, "--read-on-cue",
-                                  str(null.mountpoint), str(files)], direct, drop_caches))
+            timing.timed(
+                at_once(
+                    [
+                        sys.executable,
+                        floor.__file__,
+                        "--read-on-cue",
+                        str(null.mountpoint),
+                        str(files),
+                    ],
+                    direct,
+                    drop_caches,
+                )
+            )
         warm = plain_reads(null.mountpoint, files, "data")
         warm()  # warm up
         return timing, measure("null fs warm", warm, repeat)
@@ -136,15 +152,24 @@ def floor_reads(base: Path, direct: Callable[[], int], files: int,
 def main(argv: list[str] | None = None) -> int:
     with steady_memory():
         rows, repeat, cold = collect(argv)
-    report(f"icefs read benchmark ({repeat} repeats"
-           f"{'' if cold else ', page cache NOT dropped (not root)'})", rows)
+    report(
+        f"icefs read benchmark ({repeat} repeats"
+        f"{'' if cold else ', page cache NOT dropped (not root)'})",
+        rows,
+    )
     return 0
 
 
 def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
     """Run the read rows; return them, the number of repeats and whether caches dropped."""
-    args = parse_args(__doc__, "read", argv, size_mib=(1024, 8), small_chunks=(50_000, 300),
-                      arrays=("big,small", "big,small", "which arrays to read"))
+    args = parse_args(
+        __doc__,
+        "read",
+        argv,
+        size_mib=(1024, 8),
+        small_chunks=(50_000, 300),
+        arrays=("big,small", "big,small", "which arrays to read"),
+    )
     if args.smoke:
         args.dir = f"{args.dir}-smoke"
     base = Path(args.dir).resolve()
@@ -158,80 +183,133 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
 
     arrays = [a for a in ("big", "small") if a in args.arrays.split(",")]
     for name in arrays:
+
         def direct(name: str = name) -> int:
             repo = icechunk.Repository.open(icechunk.local_filesystem_storage(repo_path))
             return read_one(repo.readonly_session(tag="v1").store, name)
 
         results["direct", name] = measure(f"direct {name}", direct, args.repeat, drop_caches)
         results["native-cold", name] = measure(
-            f"native cold {name}", lambda name=name: read_one(
-                LocalStore(base / "native", read_only=True), name), args.repeat, drop_caches)
+            f"native cold {name}",
+            lambda name=name: read_one(LocalStore(base / "native", read_only=True), name),
+            args.repeat,
+            drop_caches,
+        )
         # Warm rows start with free RAM: a page cache that fills it makes every new
         # page cost reclaim (see write.py's settle), whichever side is measured.
         drop_caches()
         read_one(LocalStore(base / "native", read_only=True), name)  # warm up
         results["native-warm", name] = measure(
-            f"native warm {name}", lambda name=name: read_one(
-                LocalStore(base / "native", read_only=True), name), args.repeat)
+            f"native warm {name}",
+            lambda name=name: read_one(LocalStore(base / "native", read_only=True), name),
+            args.repeat,
+        )
         files = results["direct", name].nbytes // floor.FILE_SIZE  # of 2 MiB, in big
         if name == "big":
             results["native-warm-plain", name] = measure(
-                "native warm plain", plain_reads(base / "native", files), args.repeat)
+                "native warm plain", plain_reads(base / "native", files), args.repeat
+            )
 
         cold_t = Timing(f"mount cold {name}")
         for _ in range(args.repeat):
             drop_caches()
             with BenchMount(repo_path, mnt):
-                cold_t.timed(lambda name=name: read_one(
-                    LocalStore(mnt / "tags" / "v1", read_only=True), name))
+                cold_t.timed(
+                    lambda name=name: read_one(
+                        LocalStore(mnt / "tags" / "v1", read_only=True), name
+                    )
+                )
         results["mount-cold", name] = cold_t
         if name == "big":
             results["floor-cold", name], results["floor-warm", name] = floor_reads(
-                base, direct, files, args.repeat)
+                base, direct, files, args.repeat
+            )
         drop_caches()
         with BenchMount(repo_path, mnt):
             read_one(LocalStore(mnt / "tags" / "v1", read_only=True), name)  # warm up
             results["mount-warm", name] = measure(
-                f"mount warm {name}", lambda name=name: read_one(
-                    LocalStore(mnt / "tags" / "v1", read_only=True), name), args.repeat)
+                f"mount warm {name}",
+                lambda name=name: read_one(LocalStore(mnt / "tags" / "v1", read_only=True), name),
+                args.repeat,
+            )
             if name == "big":
                 results["mount-warm-plain", name] = measure(
-                    "mount warm plain", plain_reads(mnt / "tags" / "v1", files), args.repeat)
+                    "mount warm plain", plain_reads(mnt / "tags" / "v1", files), args.repeat
+                )
 
     rows: list[Row] = []
     for name in arrays:
-        d, nc, nw, mc, mw = (results[k, name] for k in
-                             ("direct", "native-cold", "native-warm", "mount-cold", "mount-warm"))
-        label = (f"{name} ({d.nbytes >> 20} MiB, 2 MiB chunks)" if name == "big"
-                 else f"{name} ({args.small_chunks} x 1 KiB chunks)")
-        rows.append((f"warm read {label}: min / median s",
-                     f"{mw.best:.3f} / {mw.median:.3f}", f"native {nw.best:.3f} / {nw.median:.3f}",
-                     f"{mw.best / nw.best:.2f}x time", "<= 1.2x" if name == "big" else "-"))
+        d, nc, nw, mc, mw = (
+            results[k, name]
+            for k in ("direct", "native-cold", "native-warm", "mount-cold", "mount-warm")
+        )
+        label = (
+            f"{name} ({d.nbytes >> 20} MiB, 2 MiB chunks)"
+            if name == "big"
+            else f"{name} ({args.small_chunks} x 1 KiB chunks)"
+        )
+        rows.append(
+            (
+                f"warm read {label}: min / median s",
+                f"{mw.best:.3f} / {mw.median:.3f}",
+                f"native {nw.best:.3f} / {nw.median:.3f}",
+                f"{mw.best / nw.best:.2f}x time",
+                "<= 1.2x" if name == "big" else "-",
+            )
+        )
         if name == "big":
-            wi, wn, wf = (results[k, name] for k in
-                          ("mount-warm-plain", "native-warm-plain", "floor-warm"))
-            rows.append((
-                f"  (floor) warm plain reads of the same {wi.nbytes // floor.FILE_SIZE} chunk "
-                f"files ({floor.THREADS} threads): s best", f"{wi.best:.3f}",
-                f"null pyfuse3 fs {wf.best:.3f}, native {wn.best:.3f}",
-                f"{wi.best / wn.best:.2f}x native; null fs {wf.best / wn.best:.2f}x", "-"))
-        rows.append((f"cold read {label}: MiB/s best / median",
-                     f"{mc.mib_s(mc.best):.0f} / {mc.mib_s(mc.median):.0f}",
-                     f"direct {d.mib_s(d.best):.0f} / {d.mib_s(d.median):.0f}",
-                     f"{d.best / mc.best:.2f}x throughput", ">= 0.8x" if name == "big" else "-"))
-        rows.append((f"cold read {label}: native", "", f"native {nc.mib_s(nc.best):.0f} MiB/s",
-                     f"{nc.best / mc.best:.2f}x", "-"))
+            wi, wn, wf = (
+                results[k, name] for k in ("mount-warm-plain", "native-warm-plain", "floor-warm")
+            )
+            rows.append(
+                (
+                    f"  (floor) warm plain reads of the same {wi.nbytes // floor.FILE_SIZE} chunk "
+                    f"files ({floor.THREADS} threads): s best",
+                    f"{wi.best:.3f}",
+                    f"null pyfuse3 fs {wf.best:.3f}, native {wn.best:.3f}",
+                    f"{wi.best / wn.best:.2f}x native; null fs {wf.best / wn.best:.2f}x",
+                    "-",
+                )
+            )
+        rows.append(
+            (
+                f"cold read {label}: MiB/s best / median",
+                f"{mc.mib_s(mc.best):.0f} / {mc.mib_s(mc.median):.0f}",
+                f"direct {d.mib_s(d.best):.0f} / {d.mib_s(d.median):.0f}",
+                f"{d.best / mc.best:.2f}x throughput",
+                ">= 0.8x" if name == "big" else "-",
+            )
+        )
+        rows.append(
+            (
+                f"cold read {label}: native",
+                "",
+                f"native {nc.mib_s(nc.best):.0f} MiB/s",
+                f"{nc.best / mc.best:.2f}x",
+                "-",
+            )
+        )
         fl = results.get(("floor-cold", name))
         if isinstance(fl, Timing):
-            rows.append((
-                "  (floor) both halves at once: direct read of big while a null pyfuse3 fs "
-                "serves as many bytes to another process, cold: MiB/s best", "",
-                f"both done at {fl.mib_s(fl.best):.0f}",
-                f"{d.best / fl.best:.2f}x of direct; icefs {fl.best / mc.best:.2f}x of it", "-"))
-            rows.append((
-                "  CPU-seconds per GiB, whole machine, median: icefs cold read / both at once",
-                f"{mc.cpu_per_gib():.2f}", f"both {fl.cpu_per_gib():.2f} (direct alone "
-                f"{d.cpu_per_gib():.2f})", f"{mc.cpu_per_gib() / fl.cpu_per_gib():.2f}x", "-"))
+            rows.append(
+                (
+                    "  (floor) both halves at once: direct read of big while a null pyfuse3 fs "
+                    "serves as many bytes to another process, cold: MiB/s best",
+                    "",
+                    f"both done at {fl.mib_s(fl.best):.0f}",
+                    f"{d.best / fl.best:.2f}x of direct; icefs {fl.best / mc.best:.2f}x of it",
+                    "-",
+                )
+            )
+            rows.append(
+                (
+                    "  CPU-seconds per GiB, whole machine, median: icefs cold read / both at once",
+                    f"{mc.cpu_per_gib():.2f}",
+                    f"both {fl.cpu_per_gib():.2f} (direct alone {d.cpu_per_gib():.2f})",
+                    f"{mc.cpu_per_gib() / fl.cpu_per_gib():.2f}x",
+                    "-",
+                )
+            )
     return rows, args.repeat, cold
 
 

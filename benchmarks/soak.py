@@ -62,8 +62,9 @@ def write_file(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def writer_loop(branch: Path, array: str, name: str, owned: list[int], stop_at: float,
-                out: dict[str, object]) -> None:
+def writer_loop(
+    branch: Path, array: str, name: str, owned: list[int], stop_at: float, out: dict[str, object]
+) -> None:
     ops = errors = 0
     last: dict[int, bytes] = {}
     seq = 0
@@ -83,11 +84,18 @@ def writer_loop(branch: Path, array: str, name: str, owned: list[int], stop_at: 
     out.update(ops=ops, errors=errors, last={str(k): v.hex() for k, v in last.items()})
 
 
-def _proc_main(branch: str, array: str, name: str, owned: list[int], stop_at_wall: float,
-               queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _proc_main(
+    branch: str,
+    array: str,
+    name: str,
+    owned: list[int],
+    stop_at_wall: float,
+    queue: multiprocessing.Queue,
+) -> None:  # type: ignore[type-arg]
     out: dict[str, object] = {}
-    writer_loop(Path(branch), array, name, owned, time.monotonic() + stop_at_wall - time.time(),
-                out)
+    writer_loop(
+        Path(branch), array, name, owned, time.monotonic() + stop_at_wall - time.time(), out
+    )
     queue.put((name, out))
 
 
@@ -127,8 +135,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8, help="writer threads (mount A)")
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--procs", type=int, default=2, help="writer processes (mount A)")
-    parser.add_argument("--commit-every", type=float, default=1.0,
-                        help="seconds between commits on each mount (0: only at unmount)")
+    parser.add_argument(
+        "--commit-every",
+        type=float,
+        default=1.0,
+        help="seconds between commits on each mount (0: only at unmount)",
+    )
     parser.add_argument("--dir", default=None)
     args = parser.parse_args()
     base = Path(args.dir or tempfile.mkdtemp(prefix="icefs-soak-"))
@@ -140,43 +152,73 @@ def main() -> int:
     import numpy as np
 
     for name in ("a", "b"):  # every chunk starts as a whole record
-        array = group.create_array(name, shape=(CHUNKS * 64,), chunks=(64,), dtype="u1",
-                                   fill_value=0, compressors=None)
+        array = group.create_array(
+            name, shape=(CHUNKS * 64,), chunks=(64,), dtype="u1", fill_value=0, compressors=None
+        )
         array[:] = np.frombuffer(b"".join(record("init", i) for i in range(CHUNKS)), "u1")
     session.commit("soak base")
 
     writers = args.threads + args.procs
-    owned = {w: [i for i in range(len(SHARED), CHUNKS) if i % writers == w]
-             for w in range(writers)}
+    owned = {w: [i for i in range(len(SHARED), CHUNKS) if i % writers == w] for w in range(writers)}
     results: dict[str, dict[str, object]] = {}
     started = time.monotonic()
-    with BenchMount(str(repo_path), base / "mnt-a") as mount_a, \
-            BenchMount(str(repo_path), base / "mnt-b") as mount_b:
+    with (
+        BenchMount(str(repo_path), base / "mnt-a") as mount_a,
+        BenchMount(str(repo_path), base / "mnt-b") as mount_b,
+    ):
         branch_a = mount_a.mountpoint / "branches" / "main"
         branch_b = mount_b.mountpoint / "branches" / "main"
         stop_at = time.monotonic() + args.seconds
         threads = []
         for w in range(args.threads):
             results[f"t{w}"] = {}
-            threads.append(threading.Thread(target=writer_loop, args=(
-                branch_a, "a", f"t{w}", owned[w], stop_at, results[f"t{w}"])))
+            threads.append(
+                threading.Thread(
+                    target=writer_loop,
+                    args=(branch_a, "a", f"t{w}", owned[w], stop_at, results[f"t{w}"]),
+                )
+            )
         for r in range(args.readers):
             results[f"r{r}"] = {}
-            threads.append(threading.Thread(target=reader_loop, args=(
-                branch_a, stop_at, results[f"r{r}"])))
+            threads.append(
+                threading.Thread(target=reader_loop, args=(branch_a, stop_at, results[f"r{r}"]))
+            )
         results["b"] = {}
-        threads.append(threading.Thread(target=writer_loop, args=(
-            branch_b, "b", "b", list(range(CHUNKS)), stop_at, results["b"])))
+        threads.append(
+            threading.Thread(
+                target=writer_loop,
+                args=(branch_b, "b", "b", list(range(CHUNKS)), stop_at, results["b"]),
+            )
+        )
         results["commit-a"] = {}
-        threads.append(threading.Thread(target=committer_loop, args=(
-            branch_a, stop_at, args.commit_every, results["commit-a"])))
+        threads.append(
+            threading.Thread(
+                target=committer_loop,
+                args=(branch_a, stop_at, args.commit_every, results["commit-a"]),
+            )
+        )
         results["commit-b"] = {}
-        threads.append(threading.Thread(target=committer_loop, args=(
-            branch_b, stop_at, args.commit_every, results["commit-b"])))
+        threads.append(
+            threading.Thread(
+                target=committer_loop,
+                args=(branch_b, stop_at, args.commit_every, results["commit-b"]),
+            )
+        )
         queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-        procs = [multiprocessing.Process(target=_proc_main, args=(
-            str(branch_a), "a", f"p{p}", owned[args.threads + p], time.time() + args.seconds,
-            queue)) for p in range(args.procs)]
+        procs = [
+            multiprocessing.Process(
+                target=_proc_main,
+                args=(
+                    str(branch_a),
+                    "a",
+                    f"p{p}",
+                    owned[args.threads + p],
+                    time.time() + args.seconds,
+                    queue,
+                ),
+            )
+            for p in range(args.procs)
+        ]
         for t in threads:
             t.start()
         for p in procs:
@@ -194,19 +236,27 @@ def main() -> int:
     lost = check_repository(repo_path, results)
     ops = sum(int(r.get("ops", 0)) for r in results.values())  # type: ignore[call-overload]
     errors = sum(int(r.get("errors", 0)) for r in results.values())  # type: ignore[call-overload]
-    commits = len(list(icechunk.Repository.open(sample_storage(str(repo_path)))
-                       .ancestry(branch="main")))
-    print(f"soak: {args.seconds:g} s, {args.threads} writer threads + {args.procs} writer "
-          f"processes + {args.readers} readers on mount A, 1 writer on mount B")
-    print(f"operations: {ops} ({ops / args.seconds:.0f}/s), errors: {errors}, "
-          f"lost or torn chunks: {lost}, hung workers: {len(hung)}, commits: {commits}, "
-          f"wall {elapsed:.0f} s")
+    commits = len(
+        list(icechunk.Repository.open(sample_storage(str(repo_path))).ancestry(branch="main"))
+    )
+    print(
+        f"soak: {args.seconds:g} s, {args.threads} writer threads + {args.procs} writer "
+        f"processes + {args.readers} readers on mount A, 1 writer on mount B"
+    )
+    print(
+        f"operations: {ops} ({ops / args.seconds:.0f}/s), errors: {errors}, "
+        f"lost or torn chunks: {lost}, hung workers: {len(hung)}, commits: {commits}, "
+        f"wall {elapsed:.0f} s"
+    )
     return 1 if errors or lost or hung else 0
 
 
 def check_repository(repo_path: Path, results: dict[str, dict[str, object]]) -> int:
-    store = icechunk.Repository.open(sample_storage(str(repo_path))).readonly_session(
-        branch="main").store
+    store = (
+        icechunk.Repository.open(sample_storage(str(repo_path)))
+        .readonly_session(branch="main")
+        .store
+    )
     import asyncio
 
     from zarr.core.buffer import default_buffer_prototype
@@ -222,8 +272,10 @@ def check_repository(repo_path: Path, results: dict[str, dict[str, object]]) -> 
             got = asyncio.run(get(f"{array}/c/{i}"))
             if got != bytes.fromhex(data):
                 lost += 1
-                print(f"{array}/c/{i}: last write of {name} lost (found {got[:40]!r})",
-                      file=sys.stderr)
+                print(
+                    f"{array}/c/{i}: last write of {name} lost (found {got[:40]!r})",
+                    file=sys.stderr,
+                )
     for i in SHARED:
         got = asyncio.run(get(f"a/c/{i}"))
         if got and not is_record(got):

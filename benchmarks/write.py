@@ -58,8 +58,9 @@ CHUNK = (1, 512, 1024)  # 2 MiB of float32
 
 def write_array(store: object, data: np.ndarray, compressors: object = None) -> None:
     root = zarr.open_group(store=store, mode="w")  # type: ignore[arg-type]
-    arr = root.create_array("data", shape=data.shape, chunks=CHUNK, dtype="f4",
-                            compressors=compressors)  # type: ignore[arg-type]
+    arr = root.create_array(
+        "data", shape=data.shape, chunks=CHUNK, dtype="f4", compressors=compressors
+    )  # type: ignore[arg-type]
     arr[:] = data
 
 
@@ -144,7 +145,8 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
 
     def direct_write(repo: Path) -> int:
         session = icechunk.Repository.open(
-            icechunk.local_filesystem_storage(str(repo))).writable_session("main")
+            icechunk.local_filesystem_storage(str(repo))
+        ).writable_session("main")
         write_array(session.store, data)
         session.commit("direct")
         return int(data.nbytes)
@@ -179,9 +181,19 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         repo = base / f"both-{i}"
         new_repo(repo)
         with NullMount(base / "null") as null:
-            both.timed(at_once([sys.executable, __file__, "--write-on-cue",
-                                str(null.mountpoint / "data"), str(args.size_mib)],
-                               partial(direct_write, repo), settle))
+            both.timed(
+                at_once(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--write-on-cue",
+                        str(null.mountpoint / "data"),
+                        str(args.size_mib),
+                    ],
+                    partial(direct_write, repo),
+                    settle,
+                )
+            )
 
         target = base / f"native-{i}"
         shutil.rmtree(target, ignore_errors=True)
@@ -189,23 +201,44 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         native.timed(partial(local_write, target))
 
     rows = [
-        (f"write {data.nbytes >> 20} MiB (2 MiB chunks) + commit: MiB/s best / median",
-         f"{mounted.mib_s(mounted.best):.0f} / {mounted.mib_s(mounted.median):.0f}",
-         f"direct {direct.mib_s(direct.best):.0f} / {direct.mib_s(direct.median):.0f}",
-         f"{direct.best / mounted.best:.2f}x throughput", ">= 0.7x"),
-        ("  (floor) the same zarr write into floor.py's null pyfuse3 fs: MiB/s best", "",
-         f"null fs {floor.mib_s(floor.best):.0f}",
-         f"{direct.best / floor.best:.2f}x of direct", "-"),
-        ("  (reference) the direct write + commit while another process writes the same "
-         "into the null fs: MiB/s best", "", f"both done at {both.mib_s(both.best):.0f}",
-         f"{direct.best / both.best:.2f}x of direct; icefs {both.best / mounted.best:.2f}x "
-         "of it", "-"),
-        ("  CPU-seconds per GiB, whole machine, median: icefs / both at once",
-         f"{mounted.cpu_per_gib():.2f}", f"both {both.cpu_per_gib():.2f} (direct alone "
-         f"{direct.cpu_per_gib():.2f}, null fs alone {floor.cpu_per_gib():.2f})",
-         f"{mounted.cpu_per_gib() / both.cpu_per_gib():.2f}x", "-"),
-        ("  (reference) native LocalStore MiB/s best", "",
-         f"native {native.mib_s(native.best):.0f}", f"{native.best / mounted.best:.2f}x", "-"),
+        (
+            f"write {data.nbytes >> 20} MiB (2 MiB chunks) + commit: MiB/s best / median",
+            f"{mounted.mib_s(mounted.best):.0f} / {mounted.mib_s(mounted.median):.0f}",
+            f"direct {direct.mib_s(direct.best):.0f} / {direct.mib_s(direct.median):.0f}",
+            f"{direct.best / mounted.best:.2f}x throughput",
+            ">= 0.7x",
+        ),
+        (
+            "  (floor) the same zarr write into floor.py's null pyfuse3 fs: MiB/s best",
+            "",
+            f"null fs {floor.mib_s(floor.best):.0f}",
+            f"{direct.best / floor.best:.2f}x of direct",
+            "-",
+        ),
+        (
+            "  (reference) the direct write + commit while another process writes the same "
+            "into the null fs: MiB/s best",
+            "",
+            f"both done at {both.mib_s(both.best):.0f}",
+            f"{direct.best / both.best:.2f}x of direct; icefs {both.best / mounted.best:.2f}x "
+            "of it",
+            "-",
+        ),
+        (
+            "  CPU-seconds per GiB, whole machine, median: icefs / both at once",
+            f"{mounted.cpu_per_gib():.2f}",
+            f"both {both.cpu_per_gib():.2f} (direct alone "
+            f"{direct.cpu_per_gib():.2f}, null fs alone {floor.cpu_per_gib():.2f})",
+            f"{mounted.cpu_per_gib() / both.cpu_per_gib():.2f}x",
+            "-",
+        ),
+        (
+            "  (reference) native LocalStore MiB/s best",
+            "",
+            f"native {native.mib_s(native.best):.0f}",
+            f"{native.best / mounted.best:.2f}x",
+            "-",
+        ),
     ]
     rows += verify_rows(base, data, args.repeat)
     if args.rss_gib > 0:
@@ -223,8 +256,9 @@ def verify_rows(base: Path, data: np.ndarray, repeat: int) -> list[Row]:
         for mode in ("decode", "frame") if i % 2 == 0 else ("frame", "decode"):
             repo = base / f"verify-{mode}-{i}"
             new_repo(repo)
-            with BenchMount(str(repo), base / "mnt", "--cache-dir", str(base / "cache"),
-                            "--verify-chunks", mode) as m:
+            with BenchMount(
+                str(repo), base / "mnt", "--cache-dir", str(base / "cache"), "--verify-chunks", mode
+            ) as m:
                 main_dir = m.mountpoint / "branches" / "main"
 
                 def write(target: Path = main_dir) -> int:
@@ -236,10 +270,16 @@ def verify_rows(base: Path, data: np.ndarray, repeat: int) -> list[Row]:
                 settle()
                 timings[mode].timed(write)
     on, off = timings["decode"], timings["frame"]
-    return [("write zstd chunks: each decoded before it is stored (verify_chunks=decode) "
-             "vs its frame checked (frame, the default): MiB/s median",
-             f"{on.mib_s(on.median):.0f}", f"frame {off.mib_s(off.median):.0f}",
-             f"costs {100 * (1 - off.median / on.median):.0f}% of throughput", "<= 15%")]
+    return [
+        (
+            "write zstd chunks: each decoded before it is stored (verify_chunks=decode) "
+            "vs its frame checked (frame, the default): MiB/s median",
+            f"{on.mib_s(on.median):.0f}",
+            f"frame {off.mib_s(off.median):.0f}",
+            f"costs {100 * (1 - off.median / on.median):.0f}% of throughput",
+            "<= 15%",
+        )
+    ]
 
 
 def rss_rows(base: Path, gib: float) -> list[Row]:
@@ -248,27 +288,50 @@ def rss_rows(base: Path, gib: float) -> list[Row]:
     rows = []
     repo = base / "rss"
     new_repo(repo)
-    with BenchMount(str(repo), base / "mnt", "--write-buffer", str(bound),
-                    "--cache-dir", str(base / "cache")) as m:
+    with BenchMount(
+        str(repo), base / "mnt", "--write-buffer", str(bound), "--cache-dir", str(base / "cache")
+    ) as m:
         main_dir = m.mountpoint / "branches" / "main"
         with RssSampler(m.proc.pid) as rss:
-            subprocess.run(["dd", "if=/dev/zero", f"of={main_dir / 'big.bin'}", "bs=1M",
-                            f"count={total >> 20}", "status=none"], check=True)
-        rows.append((f"daemon RSS writing one {gib:g} GiB file (--write-buffer 256M)",
-                     f"peak {rss.peak >> 20} MiB", f"start {rss.start >> 20} MiB",
-                     f"+{(rss.peak - rss.start) >> 20} MiB", "<= bound + 200 MiB"))
+            subprocess.run(
+                [
+                    "dd",
+                    "if=/dev/zero",
+                    f"of={main_dir / 'big.bin'}",
+                    "bs=1M",
+                    f"count={total >> 20}",
+                    "status=none",
+                ],
+                check=True,
+            )
+        rows.append(
+            (
+                f"daemon RSS writing one {gib:g} GiB file (--write-buffer 256M)",
+                f"peak {rss.peak >> 20} MiB",
+                f"start {rss.start >> 20} MiB",
+                f"+{(rss.peak - rss.start) >> 20} MiB",
+                "<= bound + 200 MiB",
+            )
+        )
         os.unlink(main_dir / "big.bin")
         chunks = max(1, total // (2 << 20))
         block = np.zeros(CHUNK, dtype="f4")
         root = zarr.open_group(LocalStore(main_dir), mode="w")
-        arr = root.create_array("big", shape=(chunks, 512, 1024), chunks=CHUNK, dtype="f4",
-                                compressors=None)
+        arr = root.create_array(
+            "big", shape=(chunks, 512, 1024), chunks=CHUNK, dtype="f4", compressors=None
+        )
         with RssSampler(m.proc.pid) as rss:
             for i in range(chunks):
                 arr[i] = block + i
-        rows.append((f"daemon RSS writing {gib:g} GiB as 2 MiB zarr chunks",
-                     f"peak {rss.peak >> 20} MiB", f"start {rss.start >> 20} MiB",
-                     f"+{(rss.peak - rss.start) >> 20} MiB", "<= bound + 200 MiB"))
+        rows.append(
+            (
+                f"daemon RSS writing {gib:g} GiB as 2 MiB zarr chunks",
+                f"peak {rss.peak >> 20} MiB",
+                f"start {rss.start >> 20} MiB",
+                f"+{(rss.peak - rss.start) >> 20} MiB",
+                "<= bound + 200 MiB",
+            )
+        )
     return rows
 
 

@@ -17,8 +17,13 @@ __all__ = ["JournalFormatter", "notify", "under_journal"]
 log = logging.getLogger(__name__)
 
 # syslog priorities (journald reads a "<N>" prefix on each stderr line)
-_PRIORITY: Final = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-                    logging.CRITICAL: 2}
+_PRIORITY: Final = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
 
 
 def notify(message: str) -> bool:

@@ -52,12 +52,15 @@ log = logging.getLogger(__name__)
 def describe_leftovers(files: dict[str, list[str]]) -> str:
     """Say in one line which scratch files and pending chunks *files* (`leftovers`) holds."""
     parts = []
-    for field_name, what in (("scratch_files", "scratch file"), ("pending_chunks",
-                                                                 "pending chunk")):
+    for field_name, what in (
+        ("scratch_files", "scratch file"),
+        ("pending_chunks", "pending chunk"),
+    ):
         names = files.get(field_name, [])
         if names:
-            shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)"
-                                             if len(names) > 10 else "")
+            shown = ", ".join(names[:10]) + (
+                f", ... ({len(names) - 10} more)" if len(names) > 10 else ""
+            )
             parts.append(f"{len(names)} {what}{'s' if len(names) > 1 else ''} ({shown})")
     return "; ".join(parts)
 
@@ -101,9 +104,15 @@ class OverlayFile:
 class BranchState:
     """Everything this mount holds for one branch beyond its committed tip."""
 
-    def __init__(self, branch: str, repo: Repo, journal: Journal, *,
-                 on_commit: Callable[[str, str], None] = lambda branch, sid: None,
-                 decode_chunks: bool = True) -> None:
+    def __init__(
+        self,
+        branch: str,
+        repo: Repo,
+        journal: Journal,
+        *,
+        on_commit: Callable[[str, str], None] = lambda branch, sid: None,
+        decode_chunks: bool = True,
+    ) -> None:
         self.branch = branch
         #: decode each compressed chunk with its array's codecs before storing it
         self._decode_chunks = decode_chunks
@@ -201,8 +210,11 @@ class BranchState:
                 self.writer = await open_writer(self._repo, self.branch)
                 self.tree = SnapshotTree(self.writer.reader)
                 self.layout += 1
-                log.info("branch %s: writable session opened at %s", self.branch,
-                         self.writer.base_snapshot_id)
+                log.info(
+                    "branch %s: writable session opened at %s",
+                    self.branch,
+                    self.writer.base_snapshot_id,
+                )
             return self.writer
 
     async def classify(self, key: str, tree: SnapshotTree) -> KeyClass:
@@ -227,8 +239,10 @@ class BranchState:
                 if what.kind == "scratch":
                     raise InvalidInput(f"{key} is not a Zarr key")
                 if what.kind == "metadata" and size > MAX_METADATA_SIZE:
-                    raise FileTooLarge(f"{key}: {size} bytes of metadata; the limit is "
-                                       f"{MAX_METADATA_SIZE} (every snapshot carries it)")
+                    raise FileTooLarge(
+                        f"{key}: {size} bytes of metadata; the limit is "
+                        f"{MAX_METADATA_SIZE} (every snapshot carries it)"
+                    )
                 await self._check(what, data)
                 if key not in self.changed_keys and await self._holds(key, data, size):
                     # the same bytes as the branch holds (rsync or cp run again): no change
@@ -282,8 +296,11 @@ class BranchState:
     async def _store_pending(self, array: str) -> None:
         """Store the chunks that were waiting for the array at *array* to exist."""
         prefix = f"{array}/c/" if array else "c/"
-        waiting = [(k, f) for k, f in self.files.items()
-                   if f.pending and (k.startswith(prefix) or k == prefix[:-1])]
+        waiting = [
+            (k, f)
+            for k, f in self.files.items()
+            if f.pending and (k.startswith(prefix) or k == prefix[:-1])
+        ]
         for key, overlay in waiting:
             try:
                 await self.store(key, overlay.spool.contents(), overlay.spool.size)
@@ -385,8 +402,9 @@ class BranchState:
             self.journal_wanted = False
             try:
                 data = await self.writer.serialized()
-                await trio.to_thread.run_sync(self._journal.save, self.branch,
-                                              self.writer.token, data)
+                await trio.to_thread.run_sync(
+                    self._journal.save, self.branch, self.writer.token, data
+                )
             except (OSError, IcefsError) as exc:
                 self.journal_wanted = True
                 self.error(f"saving the session to the journal failed: {exc}")
@@ -397,31 +415,49 @@ class BranchState:
             self.writer = await restore_writer(self._repo, self.branch, entry.data, entry.token)
             self.tree = SnapshotTree(self.writer.reader)
             self.layout += 1
-            self.recovered = time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                           time.gmtime(entry.saved_ns / 1e9))
-        log.warning("branch %s: recovered the uncommitted session saved at %s (base %s); "
-                    "commit or discard it", self.branch, self.recovered,
-                    self.writer.base_snapshot_id)
+            self.recovered = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.saved_ns / 1e9))
+        log.warning(
+            "branch %s: recovered the uncommitted session saved at %s (base %s); "
+            "commit or discard it",
+            self.branch,
+            self.recovered,
+            self.writer.base_snapshot_id,
+        )
 
     def kept_because(self) -> str:
         """Say what in this mount keeps the branch from being deleted, in status's words."""
+
         def listed(kind: str) -> list[str]:
-            return sorted(k for k, f in self.files.items() if (
-                f.scratch if kind == "scratch" else f.pending if kind == "pending"
-                else not (f.scratch or f.pending)))
+            return sorted(
+                k
+                for k, f in self.files.items()
+                if (
+                    f.scratch
+                    if kind == "scratch"
+                    else f.pending
+                    if kind == "pending"
+                    else not (f.scratch or f.pending)
+                )
+            )
 
         reasons = []
         if self.dirty:
             reasons.append("it has uncommitted changes (commit or discard them)")
         for kind, field_name, what in (
-                ("open", "files_being_written", "files being written"),
-                ("pending", "pending_chunks", "chunks waiting for their array's zarr.json"),
-                ("scratch", "scratch_files", "scratch files, which live only in this mount "
-                 "and are never committed (delete them)")):
+            ("open", "files_being_written", "files being written"),
+            ("pending", "pending_chunks", "chunks waiting for their array's zarr.json"),
+            (
+                "scratch",
+                "scratch_files",
+                "scratch files, which live only in this mount "
+                "and are never committed (delete them)",
+            ),
+        ):
             names = listed(kind)
             if names:
-                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more"
-                                                if len(names) > 5 else "")
+                shown = ", ".join(names[:5]) + (
+                    f" and {len(names) - 5} more" if len(names) > 5 else ""
+                )
                 reasons.append(f"it holds {what}: {shown} (status: {field_name})")
         return "; ".join(reasons) or "nothing"
 
@@ -442,8 +478,9 @@ class BranchState:
             "changed_paths": list(counts.paths) if counts else [],
             "scratch_files": sorted(k for k, f in self.files.items() if f.scratch),
             "pending_chunks": sorted(k for k, f in self.files.items() if f.pending),
-            "files_being_written": sorted(k for k, f in self.files.items()
-                                          if not f.scratch and not f.pending),
+            "files_being_written": sorted(
+                k for k, f in self.files.items() if not f.scratch and not f.pending
+            ),
             "empty_directories": sorted(self.dirs),
             "recovered_from_journal": self.recovered,
             "last_commit": self.last_commit,

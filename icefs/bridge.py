@@ -70,8 +70,9 @@ class _DirectFuture:
         self._error: BaseException | None = None
         self._task: trio.lowlevel.Task | None = None
 
-    def add_done_callback(self, fn: Callable[[_DirectFuture], object], *,
-                          context: object = None) -> None:
+    def add_done_callback(
+        self, fn: Callable[[_DirectFuture], object], *, context: object = None
+    ) -> None:
         if self._done:
             fn(self)
         else:
@@ -137,8 +138,9 @@ class _TrioLoop:
     def create_future(self) -> _DirectFuture:
         return _DirectFuture()
 
-    def call_soon_threadsafe(self, callback: Callable[..., object], *args: object,
-                             context: object = None) -> None:
+    def call_soon_threadsafe(
+        self, callback: Callable[..., object], *args: object, context: object = None
+    ) -> None:
         with contextlib.suppress(trio.RunFinishedError):  # the mount is going away
             self.token.run_sync_soon(callback, *args)
 
@@ -186,8 +188,11 @@ class Bridge:
         async_limit, _ = self._trio_limiters()
         async with async_limit:
             loop = self._trio_loop
-            if (not self.direct or loop is None
-                    or loop.token is not trio.lowlevel.current_trio_token()):
+            if (
+                not self.direct
+                or loop is None
+                or loop.token is not trio.lowlevel.current_trio_token()
+            ):
                 return await self._await_on_loop(fn, args)
             previous = asyncio.events._get_running_loop()
             asyncio.events._set_running_loop(loop)  # type: ignore[arg-type]

@@ -63,8 +63,11 @@ def _setup_logging(level: str, log_file: str | None) -> None:
     if journal:
         handler.setFormatter(JournalFormatter())  # journald adds time, unit and pid itself
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"
+            )
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
@@ -92,130 +95,186 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="icefs",
         description="Mount Icechunk repositories as a filesystem: "
-                    "branches/, tags/ and snapshots/ as directories.",
+        "branches/, tags/ and snapshots/ as directories.",
     )
     parser.add_argument("--version", action="version", version=f"icefs {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     mount = sub.add_parser(
-        "mount", help="mount a repository", epilog=MOUNT_EPILOG,
+        "mount",
+        help="mount a repository",
+        epilog=MOUNT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Mount the Icechunk repository at STORAGE (s3://bucket/prefix, "
-                    "gs://bucket/prefix, az://account/container/prefix, a local path, a "
-                    "file:// URL or memory://) on MOUNTPOINT. Returns once the mount is ready.")
-    mount.add_argument("storage", metavar="STORAGE", nargs="?",
-                       help="the repository (or `storage` in --config)")
-    mount.add_argument("mountpoint", metavar="MOUNTPOINT", nargs="?",
-                       help="where to mount (or `mountpoint` in --config)")
-    mount.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT]",
-                       help="FUSE options (allow_other, allow_root, default_permissions, ro, "
-                            "noxattr, auto_unmount, nosuid, nodev, noexec, noatime) and any "
-                            "setting as name=value (refresh=5, uid=1000, config=FILE)")
+        "gs://bucket/prefix, az://account/container/prefix, a local path, a "
+        "file:// URL or memory://) on MOUNTPOINT. Returns once the mount is ready.",
+    )
+    mount.add_argument(
+        "storage", metavar="STORAGE", nargs="?", help="the repository (or `storage` in --config)"
+    )
+    mount.add_argument(
+        "mountpoint",
+        metavar="MOUNTPOINT",
+        nargs="?",
+        help="where to mount (or `mountpoint` in --config)",
+    )
+    mount.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPT[,OPT]",
+        help="FUSE options (allow_other, allow_root, default_permissions, ro, "
+        "noxattr, auto_unmount, nosuid, nodev, noexec, noatime) and any "
+        "setting as name=value (refresh=5, uid=1000, config=FILE)",
+    )
     add_arguments(mount, "mount")
     add_storage_options(mount)
     _MOUNT_PARSER[:] = [mount]
 
     umount = sub.add_parser(
-        "umount", help="unmount and wait for the daemon to exit",
+        "umount",
+        help="unmount and wait for the daemon to exit",
         description="Unmount MOUNTPOINT and wait until its daemon has exited. Also cleans up "
-                    "a mount whose daemon died ('Transport endpoint is not connected').",
+        "a mount whose daemon died ('Transport endpoint is not connected').",
         epilog="example:\n  icefs umount /mnt/ice",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     umount.add_argument("mountpoint", metavar="MOUNTPOINT")
-    umount.add_argument("--timeout", type=_positive, default=60.0, metavar="SECONDS",
-                        help="how long to wait for the daemon to exit (default 60)")
+    umount.add_argument(
+        "--timeout",
+        type=_positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the daemon to exit (default 60)",
+    )
 
     commit = sub.add_parser(
-        "commit", help="commit a branch of a mount",
+        "commit",
+        help="commit a branch of a mount",
         description="Commit the uncommitted changes of the branch holding PATH (a path inside "
-                    "<mnt>/branches/<b>). Prints the new snapshot id. Exit code 9 means a "
-                    "conflict with another writer that could not be rebased; the changes stay.",
+        "<mnt>/branches/<b>). Prints the new snapshot id. Exit code 9 means a "
+        "conflict with another writer that could not be rebased; the changes stay.",
         epilog="example:\n  icefs commit /mnt/ice/branches/main -m 'add 2026 data'",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commit.add_argument("path", metavar="PATH")
     commit.add_argument("-m", "--message", required=True, help="the commit message")
     status = sub.add_parser(
-        "status", help="show a ref's status",
+        "status",
+        help="show a ref's status",
         description="Show the status of the branch, tag or snapshot holding PATH.",
         epilog="example:\n  icefs status /mnt/ice/branches/main --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("path", metavar="PATH")
     status.add_argument("--json", action="store_true", help="print the JSON document")
     discard = sub.add_parser(
-        "discard", help="drop a branch's uncommitted changes",
+        "discard",
+        help="drop a branch's uncommitted changes",
         description="Drop every uncommitted change of the branch holding PATH "
-                    "(scratch files stay).",
+        "(scratch files stay).",
         epilog="example:\n  icefs discard /mnt/ice/branches/main",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     discard.add_argument("path", metavar="PATH")
 
     stats = sub.add_parser(
-        "stats", help="show a mount's request statistics",
+        "stats",
+        help="show a mount's request statistics",
         description="Print .icefs/stats of the mount holding PATH as a table: requests, "
-                    "latency and errors by operation, bytes, cache, commits.",
+        "latency and errors by operation, bytes, cache, commits.",
         epilog="example:\n  icefs stats /mnt/ice\n  icefs stats /mnt/ice --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     stats.add_argument("path", metavar="PATH", nargs="?", default=".")
     stats.add_argument("--json", action="store_true", help="print the JSON document")
 
     target = argparse.ArgumentParser(add_help=False)
     where = target.add_mutually_exclusive_group()
-    where.add_argument("--repo", metavar="STORAGE",
-                       help="work on this repository directly (a path or file:// URL)")
-    where.add_argument("-C", "--mount", metavar="PATH", default=".",
-                       help="work through the icefs mount holding PATH (default: the current "
-                            "directory)")
-    target.add_argument("--default-branch", default="main", metavar="BRANCH",
-                        help="with --repo: the branch used when no --from/REF is given")
+    where.add_argument(
+        "--repo", metavar="STORAGE", help="work on this repository directly (a path or file:// URL)"
+    )
+    where.add_argument(
+        "-C",
+        "--mount",
+        metavar="PATH",
+        default=".",
+        help="work through the icefs mount holding PATH (default: the current directory)",
+    )
+    target.add_argument(
+        "--default-branch",
+        default="main",
+        metavar="BRANCH",
+        help="with --repo: the branch used when no --from/REF is given",
+    )
     target.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_storage_options(target)
 
     init = sub.add_parser(
-        "init", help="create a repository",
+        "init",
+        help="create a repository",
         description="Create an Icechunk repository at STORAGE (a local path or file:// URL).",
         epilog="examples:\n  icefs init ./repo\n  icefs init ./repo --mode open_or_create",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     init.add_argument("storage", metavar="STORAGE")
-    init.add_argument("--mode", choices=("create", "open_or_create"), default="create",
-                      help="create (default: refuse if one exists) or open_or_create")
+    init.add_argument(
+        "--mode",
+        choices=("create", "open_or_create"),
+        default="create",
+        help="create (default: refuse if one exists) or open_or_create",
+    )
     add_storage_options(init)
 
     for kind, plural in (("branch", "branches"), ("tag", "tags")):
         example = "dev" if kind == "branch" else "v2"
         cmd = sub.add_parser(
-            kind, help=f"list, create or delete {plural}",
+            kind,
+            help=f"list, create or delete {plural}",
             description=f"Manage {plural} through a mount (default) or with --repo directly.",
             epilog=f"examples:\n  icefs {kind} list -C /mnt/ice\n"
-                   f"  icefs {kind} create {example} --from main -C /mnt/ice\n"
-                   f"  icefs {kind} delete {example} --repo ./repo",
-            formatter_class=argparse.RawDescriptionHelpFormatter)
+            f"  icefs {kind} create {example} --from main -C /mnt/ice\n"
+            f"  icefs {kind} delete {example} --repo ./repo",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         actions = cmd.add_subparsers(dest="action", metavar="ACTION", required=True)
         actions.add_parser("list", parents=[target], help=f"list {plural} with their snapshots")
         create = actions.add_parser("create", parents=[target], help=f"create a {kind}")
         create.add_argument("name", metavar="NAME")
-        create.add_argument("--from", dest="source", metavar="REF|SNAPSHOT",
-                            help="a branch, tag or snapshot id (default: the default branch)")
+        create.add_argument(
+            "--from",
+            dest="source",
+            metavar="REF|SNAPSHOT",
+            help="a branch, tag or snapshot id (default: the default branch)",
+        )
         delete = actions.add_parser("delete", parents=[target], help=f"delete a {kind}")
         delete.add_argument("name", metavar="NAME")
 
     log_cmd = sub.add_parser(
-        "log", parents=[target], help="show a ref's history",
+        "log",
+        parents=[target],
+        help="show a ref's history",
         description="Show the history of REF (a branch, tag or snapshot id; default: the "
-                    "default branch), newest first: id, time, message.",
+        "default branch), newest first: id, time, message.",
         epilog="examples:\n  icefs log main -C /mnt/ice\n  icefs log v1.0 --repo ./repo --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     log_cmd.add_argument("ref", nargs="?", metavar="REF")
 
     demo = sub.add_parser(
-        "demo", help="build a sample repository and mount it",
+        "demo",
+        help="build a sample repository and mount it",
         description="Build a small sample repository (temperature(time, lat, lon), two "
-                    "commits, tag v1.0, branch 'experiment') under DIR and mount it at "
-                    "DIR/mnt until 'icefs umount DIR/mnt'.",
+        "commits, tag v1.0, branch 'experiment') under DIR and mount it at "
+        "DIR/mnt until 'icefs umount DIR/mnt'.",
         epilog="example:\n  icefs demo /tmp/icefs-demo",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     demo.add_argument("directory", nargs="?", default="icefs-demo", metavar="DIR")
-    demo.add_argument("--foreground", "-f", action="store_true",
-                      help="serve in the foreground until Ctrl-C")
+    demo.add_argument(
+        "--foreground", "-f", action="store_true", help="serve in the foreground until Ctrl-C"
+    )
     return parser
 
 
@@ -229,12 +288,16 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any],
     from icefs.config import load_config
 
     try:
-        given, fuse = from_options(o.strip() for v in args.options for o in v.split(",")
-                                   if o.strip())
+        given, fuse = from_options(
+            o.strip() for v in args.options for o in v.split(",") if o.strip()
+        )
     except InvalidInput as exc:
         raise QuietError(f"-o: {exc}", ExitCode.USAGE) from None
-    cli = {name: value for name in SETTINGS
-           if (value := given.get(name, getattr(args, name, None))) is not None}
+    cli = {
+        name: value
+        for name in SETTINGS
+        if (value := given.get(name, getattr(args, name, None))) is not None
+    }
     config_path = cli.get("config")
     config = load_config(config_path) if config_path else {}
     try:
@@ -246,8 +309,9 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any],
     values.update(cli)
     values["options"] = [*fuse_from_file, *fuse]
     if values["storage"] is None or values["mountpoint"] is None:
-        raise QuietError("STORAGE and MOUNTPOINT are needed (arguments or --config)",
-                         ExitCode.USAGE)
+        raise QuietError(
+            "STORAGE and MOUNTPOINT are needed (arguments or --config)", ExitCode.USAGE
+        )
     return values, cli, config
 
 
@@ -261,6 +325,7 @@ def _mount(args: argparse.Namespace) -> int:
         run_daemon,
         start_background,
     )
+
     values, cli, config_values = _settings(args)
     options = values["options"]
     storage = storage_from_args(values["storage"], cli, config_values)
@@ -271,30 +336,50 @@ def _mount(args: argparse.Namespace) -> int:
     if not values["foreground"]:
         check_fuse()
         mountpoint = check_mountpoint(values["mountpoint"])
-        if storage.kind == "local" and values["mode"] == "open" \
-                and not os.path.exists(storage.path):
-            raise QuietError(f"no repository at {storage.path} (use --mode create or "
-                             "open_or_create to make one)", ExitCode.REPOSITORY)
+        if (
+            storage.kind == "local"
+            and values["mode"] == "open"
+            and not os.path.exists(storage.path)
+        ):
+            raise QuietError(
+                f"no repository at {storage.path} (use --mode create or "
+                "open_or_create to make one)",
+                ExitCode.REPOSITORY,
+            )
         daemon = dict(values, read_only=read_only)
         for key in ("config", "cache_dir"):  # the daemon runs elsewhere: absolute paths
             if daemon[key]:
                 daemon[key] = os.path.abspath(daemon[key])
-        argv = [storage.path if storage.kind == "local" else storage.display(), mountpoint,
-                *to_argv(daemon)]
+        argv = [
+            storage.path if storage.kind == "local" else storage.display(),
+            mountpoint,
+            *to_argv(daemon),
+        ]
         for opt in options:
             argv += ["-o", opt]
-        start_background(argv, values["log_file"] or _default_log_file(mountpoint),
-                         env=spec_to_env(storage))
+        start_background(
+            argv, values["log_file"] or _default_log_file(mountpoint), env=spec_to_env(storage)
+        )
         return ExitCode.OK
     _setup_logging(values["log_level"], values["log_file"])
     install_redaction(storage.secrets)
     config = MountConfig(
-        storage=storage, mountpoint=values["mountpoint"], mode=values["mode"],
-        read_only=read_only, refresh=values["refresh"], fuse_options=fuse_options, uid=uid,
-        gid=gid, log_level=values["log_level"], read_ahead_kb=values["read_ahead"],
-        write_buffer=values["write_buffer"], default_branch=values["default_branch"],
-        xattrs="noxattr" not in own, cache_dir=values["cache_dir"] or "",
-        on_unmount=values["on_unmount"], commit_interval=values["commit_interval"] or 0.0,
+        storage=storage,
+        mountpoint=values["mountpoint"],
+        mode=values["mode"],
+        read_only=read_only,
+        refresh=values["refresh"],
+        fuse_options=fuse_options,
+        uid=uid,
+        gid=gid,
+        log_level=values["log_level"],
+        read_ahead_kb=values["read_ahead"],
+        write_buffer=values["write_buffer"],
+        default_branch=values["default_branch"],
+        xattrs="noxattr" not in own,
+        cache_dir=values["cache_dir"] or "",
+        on_unmount=values["on_unmount"],
+        commit_interval=values["commit_interval"] or 0.0,
         journal_interval=values["journal_interval"],
         verify_chunks=values["verify_chunks"],
         config_file=os.path.abspath(values["config"]) if values["config"] else "",
@@ -334,8 +419,10 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return ExitCode.OK
-    print(f"{doc['kind']} {doc['ref']} at {doc['snapshot_id']}"
-          + (" (read-only)" if doc.get("read_only") else ""))
+    print(
+        f"{doc['kind']} {doc['ref']} at {doc['snapshot_id']}"
+        + (" (read-only)" if doc.get("read_only") else "")
+    )
     if doc.get("has_uncommitted_changes"):
         print(f"uncommitted: {doc['changed_nodes']} nodes, {doc['changed_chunks']} chunks")
         for path in doc.get("changed_paths", []):
@@ -343,11 +430,15 @@ def _status(args: argparse.Namespace) -> int:
     else:
         print("no uncommitted changes")
     if doc.get("recovered_from_journal"):
-        print(f"recovered after a crash (saved at {doc['recovered_from_journal']}): "
-              "commit or discard it")
-    for label, key in (("scratch files (never committed)", "scratch_files"),
-                       ("files being written", "files_being_written"),
-                       ("empty directories", "empty_directories")):
+        print(
+            f"recovered after a crash (saved at {doc['recovered_from_journal']}): "
+            "commit or discard it"
+        )
+    for label, key in (
+        ("scratch files (never committed)", "scratch_files"),
+        ("files being written", "files_being_written"),
+        ("empty directories", "empty_directories"),
+    ):
         if doc.get(key):
             print(f"{label}: " + ", ".join(doc[key]))
     if doc.get("last_commit"):
@@ -439,20 +530,30 @@ def _stats(args: argparse.Namespace) -> int:
         return ExitCode.OK
     print(f"{'operation':<12} {'count':>9} {'errors':>7} {'mean ms':>9} {'max ms':>9}")
     for op, row in doc["requests"].items():
-        print(f"{op:<12} {row['count']:>9} {row['errors']:>7} {row['mean_ms']:>9.3f} "
-              f"{row['max_ms']:>9.3f}")
+        print(
+            f"{op:<12} {row['count']:>9} {row['errors']:>7} {row['mean_ms']:>9.3f} "
+            f"{row['max_ms']:>9.3f}"
+        )
     commits = doc["commits"]
-    print(f"\nrequests {doc['requests_total']}, errors {doc['errors']} "
-          f"{doc['errors_by_errno'] or ''}".rstrip())
-    print(f"bytes read {doc['bytes_read']}, written {doc['bytes_written']}, "
-          f"pending (not yet stored) {doc['pending_bytes']}")
+    print(
+        f"\nrequests {doc['requests_total']}, errors {doc['errors']} "
+        f"{doc['errors_by_errno'] or ''}".rstrip()
+    )
+    print(
+        f"bytes read {doc['bytes_read']}, written {doc['bytes_written']}, "
+        f"pending (not yet stored) {doc['pending_bytes']}"
+    )
     print(f"tree cache hits {doc['cache']['hits']}, misses {doc['cache']['misses']}")
     ahead = doc["prefetch"]
-    print(f"prefetched chunks read {ahead['hits']}, fetched at open "
-          f"{ahead['started_at_open']}, dropped unread {ahead['unused']}, "
-          f"shared by readers {ahead['joined']}, held {ahead['held_bytes']} bytes")
-    print(f"commits {commits['count']} (failed {commits['failed']}), mean "
-          f"{commits['mean_ms']} ms, max {commits['max_ms']} ms; up {doc['uptime_seconds']} s")
+    print(
+        f"prefetched chunks read {ahead['hits']}, fetched at open "
+        f"{ahead['started_at_open']}, dropped unread {ahead['unused']}, "
+        f"shared by readers {ahead['joined']}, held {ahead['held_bytes']} bytes"
+    )
+    print(
+        f"commits {commits['count']} (failed {commits['failed']}), mean "
+        f"{commits['mean_ms']} ms, max {commits['max_ms']} ms; up {doc['uptime_seconds']} s"
+    )
     return ExitCode.OK
 
 
@@ -475,9 +576,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return ExitCode.USAGE
-    commands = {"mount": _mount, "umount": _umount, "demo": _demo, "commit": _commit,
-                "status": _status, "discard": _discard, "init": _init, "branch": _ref_command,
-                "tag": _ref_command, "log": _log, "stats": _stats}
+    commands = {
+        "mount": _mount,
+        "umount": _umount,
+        "demo": _demo,
+        "commit": _commit,
+        "status": _status,
+        "discard": _discard,
+        "init": _init,
+        "branch": _ref_command,
+        "tag": _ref_command,
+        "log": _log,
+        "stats": _stats,
+    }
     if args.command in ("init", "branch", "tag", "log", "demo"):
         from icefs.repo import configure_icechunk_logs
 

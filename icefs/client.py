@@ -37,8 +37,10 @@ def find_ref_root(path: str) -> str:
             return current
         parent = os.path.dirname(current)
         if parent == current:
-            raise QuietError(f"{path} is not inside a branch, tag or snapshot of an icefs mount",
-                             ExitCode.NOT_MOUNTED)
+            raise QuietError(
+                f"{path} is not inside a branch, tag or snapshot of an icefs mount",
+                ExitCode.NOT_MOUNTED,
+            )
         current = parent
 
 
@@ -61,8 +63,9 @@ def _command(path: str, name: str, text: str) -> dict[str, Any]:
         reason = ""
         with contextlib.suppress(OSError, ValueError):
             reason = read_status(root).get("last_error") or ""
-        raise QuietError(f"{name} failed: {reason or exc.strerror}",
-                         exit_code_for(exc.errno or 0)) from None
+        raise QuietError(
+            f"{name} failed: {reason or exc.strerror}", exit_code_for(exc.errno or 0)
+        ) from None
     return read_status(root)
 
 

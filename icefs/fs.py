@@ -122,8 +122,16 @@ class NodeKind(enum.Enum):
 
 _IMMUTABLE_DIR: Final = stat.S_IFDIR | 0o555
 _IMMUTABLE_FILE: Final = stat.S_IFREG | 0o444
-_DIRS: Final = frozenset({NodeKind.ROOT, NodeKind.ROOT_CTRL_DIR, NodeKind.REF_LIST,
-                          NodeKind.REF_ROOT, NodeKind.REF_CTRL_DIR, NodeKind.TREE_DIR})
+_DIRS: Final = frozenset(
+    {
+        NodeKind.ROOT,
+        NodeKind.ROOT_CTRL_DIR,
+        NodeKind.REF_LIST,
+        NodeKind.REF_ROOT,
+        NodeKind.REF_CTRL_DIR,
+        NodeKind.TREE_DIR,
+    }
+)
 
 
 class Invalidator(Protocol):
@@ -187,8 +195,9 @@ class AttrChange:
 
     @property
     def touches_stamp(self) -> bool:
-        return any(v is not None for v in (self.mode, self.uid, self.gid, self.atime_ns,
-                                           self.mtime_ns))
+        return any(
+            v is not None for v in (self.mode, self.uid, self.gid, self.atime_ns, self.mtime_ns)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +321,9 @@ class IcefsCore:
         self.spool = SpoolBudget(options.write_buffer, cache_dir)
         # one journal per repository *and* mountpoint: two live mounts of a repository
         # must not overwrite (or later restore) each other's sessions
-        self.journal = Journal(cache_dir if options.journal else "",
-                               f"{options.storage} at {options.mountpoint}")
+        self.journal = Journal(
+            cache_dir if options.journal else "", f"{options.storage} at {options.mountpoint}"
+        )
 
     # -- refs ---------------------------------------------------------------------------------
 
@@ -331,8 +341,10 @@ class IcefsCore:
             return
         # A ref this mount knew that is missing from the listing is asked for by name
         # before it goes: a branch that exists must never vanish from the view.
-        for known, found, lookup in ((self.branches, branches, self.repo.lookup_branch),
-                                     (self.tags, tags, self.repo.lookup_tag)):
+        for known, found, lookup in (
+            (self.branches, branches, self.repo.lookup_branch),
+            (self.tags, tags, self.repo.lookup_tag),
+        ):
             for ref in [r for r in known if r not in found]:
                 with contextlib.suppress(NotFound, InvalidInput):
                     found[ref] = await lookup(ref)
@@ -427,8 +439,12 @@ class IcefsCore:
         state = self.branch_states.get(branch)
         if state is None:
             state = self.branch_states[branch] = BranchState(
-                branch, self.repo, self.journal, on_commit=self._committed,
-                decode_chunks=self.options.verify_chunks == "decode")
+                branch,
+                self.repo,
+                self.journal,
+                on_commit=self._committed,
+                decode_chunks=self.options.verify_chunks == "decode",
+            )
         return state
 
     def _committed(self, branch: str, sid: str) -> None:
@@ -481,8 +497,9 @@ class IcefsCore:
             assert parent.entry.pos is not None
             tree = await self._tree_for(parent.view)
             entry = await tree.child(parent.entry.pos, name)
-            return Node(path, NodeKind.TREE_DIR if entry.is_dir else NodeKind.TREE_FILE,
-                        parent.view, entry)
+            return Node(
+                path, NodeKind.TREE_DIR if entry.is_dir else NodeKind.TREE_FILE, parent.view, entry
+            )
         else:
             raise NotADirectory("/".join(parent.path))
         raise NotFound("/".join(path))
@@ -495,8 +512,13 @@ class IcefsCore:
         key = "/".join(path[2:])
         overlay = state.files.get(key)
         if overlay is not None:
-            return Node(path, NodeKind.TREE_FILE, view, TreeEntry(False, key, overlay.spool.size),
-                        overlay=overlay)
+            return Node(
+                path,
+                NodeKind.TREE_FILE,
+                view,
+                TreeEntry(False, key, overlay.spool.size),
+                overlay=overlay,
+            )
         if key in state.dirs:
             return Node(path, NodeKind.TREE_DIR, view, TreeEntry(True, pos=DirPos(key)))
         return None
@@ -549,8 +571,9 @@ class IcefsCore:
                 self._branch_dirs[parent.path] = (parent, stamp, made)
         return parent
 
-    def _branch_dir(self, path: Path, stamp: tuple[object, ...],
-                    state: BranchState | None) -> Node | None:
+    def _branch_dir(
+        self, path: Path, stamp: tuple[object, ...], state: BranchState | None
+    ) -> Node | None:
         kept = self._branch_dirs.get(path)
         if kept is None or kept[1] != stamp:
             return None
@@ -562,9 +585,11 @@ class IcefsCore:
     def _known(self, path: Path) -> Node | None:
         """The node `_remember` kept for *path*, unless its tag has gone or moved since."""
         node = self._resolved.get(path)
-        if node is None or node.view is None or (
-                node.view.kind == "tag"
-                and self.tags.get(node.view.ref) != node.view.snapshot_id):
+        if (
+            node is None
+            or node.view is None
+            or (node.view.kind == "tag" and self.tags.get(node.view.ref) != node.view.snapshot_id)
+        ):
             return None
         return node
 
@@ -598,15 +623,37 @@ class IcefsCore:
         opts = self.options
         view = node.view
         kind = node.kind
-        if (kind is NodeKind.TREE_FILE or kind is NodeKind.TREE_DIR) and view is not None \
-                and view.immutable and node.entry is not None:
+        if (
+            (kind is NodeKind.TREE_FILE or kind is NodeKind.TREE_DIR)
+            and view is not None
+            and view.immutable
+            and node.entry is not None
+        ):
             # The common case, first and with positional arguments: a readdir of a
             # tag builds one per entry (a third of `find`'s time in the daemon).
             if node.entry.is_dir:
-                return Attr(ino, _IMMUTABLE_DIR, 2, 0, view.mtime_ns, opts.uid, opts.gid,
-                            IMMUTABLE_TTL, IMMUTABLE_TTL)
-            return Attr(ino, _IMMUTABLE_FILE, 1, node.entry.size, view.mtime_ns, opts.uid,
-                        opts.gid, IMMUTABLE_TTL, IMMUTABLE_TTL)
+                return Attr(
+                    ino,
+                    _IMMUTABLE_DIR,
+                    2,
+                    0,
+                    view.mtime_ns,
+                    opts.uid,
+                    opts.gid,
+                    IMMUTABLE_TTL,
+                    IMMUTABLE_TTL,
+                )
+            return Attr(
+                ino,
+                _IMMUTABLE_FILE,
+                1,
+                node.entry.size,
+                view.mtime_ns,
+                opts.uid,
+                opts.gid,
+                IMMUTABLE_TTL,
+                IMMUTABLE_TTL,
+            )
         ttl = IMMUTABLE_TTL if view is not None and view.immutable else opts.refresh
         size = 0
         mtime = self._started_ns
@@ -639,10 +686,19 @@ class IcefsCore:
                 ttl = opts.refresh  # the ref itself can move or vanish
             stamp = state.stamps.get(node.key) if state is not None else None
             if stamp is not None:  # chmod, chown, utime made in this mount
-                return Attr(ino, stamp.mode_of(mode), 2 if node.entry.is_dir else 1, size,
-                            stamp.mtime_ns or mtime, opts.uid if stamp.uid is None else stamp.uid,
-                            opts.gid if stamp.gid is None else stamp.gid, ttl, ttl,
-                            stamp.atime_ns or stamp.mtime_ns or mtime, max(mtime, stamp.ctime_ns))
+                return Attr(
+                    ino,
+                    stamp.mode_of(mode),
+                    2 if node.entry.is_dir else 1,
+                    size,
+                    stamp.mtime_ns or mtime,
+                    opts.uid if stamp.uid is None else stamp.uid,
+                    opts.gid if stamp.gid is None else stamp.gid,
+                    ttl,
+                    ttl,
+                    stamp.atime_ns or stamp.mtime_ns or mtime,
+                    max(mtime, stamp.ctime_ns),
+                )
         return Attr(
             ino=ino,
             mode=mode,
@@ -657,8 +713,10 @@ class IcefsCore:
 
     def negative_timeout(self, parent: Node) -> float:
         """How long the kernel may remember that a name is absent below *parent*."""
-        if parent.view is not None and parent.view.immutable and parent.kind in (
-            NodeKind.TREE_DIR, NodeKind.REF_ROOT, NodeKind.REF_CTRL_DIR
+        if (
+            parent.view is not None
+            and parent.view.immutable
+            and parent.kind in (NodeKind.TREE_DIR, NodeKind.REF_ROOT, NodeKind.REF_CTRL_DIR)
         ):
             return IMMUTABLE_TTL
         return 0.0 if parent.kind is NodeKind.REF_LIST else self.options.refresh
@@ -682,7 +740,8 @@ class IcefsCore:
             raise NotADirectory("/".join(parent.path))
         try:
             node = self._known((*parent.path, name)) or self._remember(
-                await self._child(parent, name))
+                await self._child(parent, name)
+            )
         except NotFound as exc:
             exc.cache_for = self.negative_timeout(parent)
             raise
@@ -713,12 +772,15 @@ class IcefsCore:
         if kind is NodeKind.ROOT:
             return [Node((name,), NodeKind.REF_LIST) for name in KINDS]
         if kind is NodeKind.ROOT_CTRL_DIR:
-            return [Node((*node.path, f), NodeKind.ROOT_CTRL_FILE, ctrl=f)
-                    for f in control.ROOT_FILES]
+            return [
+                Node((*node.path, f), NodeKind.ROOT_CTRL_FILE, ctrl=f) for f in control.ROOT_FILES
+            ]
         if kind is NodeKind.REF_CTRL_DIR:
             assert node.view is not None
-            return [Node((*node.path, f), NodeKind.REF_CTRL_FILE, node.view, ctrl=f)
-                    for f in control.ref_files(node.view.read_only)]
+            return [
+                Node((*node.path, f), NodeKind.REF_CTRL_FILE, node.view, ctrl=f)
+                for f in control.ref_files(node.view.read_only)
+            ]
         if kind is NodeKind.REF_LIST:
             return await self._list_refs(node)
         assert node.view is not None
@@ -742,17 +804,24 @@ class IcefsCore:
         assert node.entry.pos is not None
         tree = await self._tree_for(node.view)
         entries = {
-            name: Node((*node.path, name), NodeKind.TREE_DIR if e.is_dir else NodeKind.TREE_FILE,
-                       node.view, e)
+            name: Node(
+                (*node.path, name),
+                NodeKind.TREE_DIR if e.is_dir else NodeKind.TREE_FILE,
+                node.view,
+                e,
+            )
             for name, e in await tree.listdir(node.entry.pos)
         }
         state = self.branch_states.get(node.view.ref) if node.view.kind == "branch" else None
         if state is not None:
             prefix = f"{node.key}/" if node.key else ""
-            below = [k for k in (*state.files, *state.dirs)
-                     if k.startswith(prefix) and k != node.key and "/" not in k[len(prefix):]]
+            below = [
+                k
+                for k in (*state.files, *state.dirs)
+                if k.startswith(prefix) and k != node.key and "/" not in k[len(prefix) :]
+            ]
             for key in below:
-                child = self._overlay_child(node.view, (*node.path, key[len(prefix):]))
+                child = self._overlay_child(node.view, (*node.path, key[len(prefix) :]))
                 if child is not None:
                     entries[child.path[-1]] = child
         # zarr.json last: `rm -r` then deletes a node's contents before the node itself.
@@ -774,8 +843,9 @@ class IcefsCore:
                 view = await self._view(kind, name)
             except NotFound:
                 continue  # deleted since the refresh
-            out.append(Node((*node.path, name), NodeKind.REF_ROOT, view,
-                            TreeEntry(True, pos=_ROOT_POS)))
+            out.append(
+                Node((*node.path, name), NodeKind.REF_ROOT, view, TreeEntry(True, pos=_ROOT_POS))
+            )
         return out
 
     async def snapshot_ids(self) -> list[str]:
@@ -860,8 +930,12 @@ class IcefsCore:
             first = ino not in self._opened_at  # so the kernel holds none of its pages
             keep = node.view.immutable or self._opened_at.get(ino) == version
             self._opened_at[ino] = version
-            if first and node.view.immutable and node.entry is not None \
-                    and node.entry.array is not None:
+            if (
+                first
+                and node.view.immutable
+                and node.entry is not None
+                and node.entry.array is not None
+            ):
                 # A read follows at once: start its get now, while the reply to the
                 # open goes back and the read comes in (random 1 KiB reads: 775-814
                 # -> 746-784 us each). Reopening a cached file fetches nothing.
@@ -895,9 +969,11 @@ class IcefsCore:
             overlay = state.files.get(node.key)
             if overlay is None:
                 # O_TRUNC of a non-empty file is a change even if nothing is written
-                overlay = OverlayFile(SpoolFile(self.spool, data),
-                                      scratch=what.kind == "scratch",
-                                      dirty=bool(flags & os.O_TRUNC and node.entry.size))
+                overlay = OverlayFile(
+                    SpoolFile(self.spool, data),
+                    scratch=what.kind == "scratch",
+                    dirty=bool(flags & os.O_TRUNC and node.entry.size),
+                )
                 state.files[node.key] = overlay
         if flags & os.O_TRUNC:
             if overlay.spool.size:
@@ -916,9 +992,13 @@ class IcefsCore:
         """
         handle = self._file_handle(fh)
         view = handle.node.view
-        if view is not None and handle.node.kind is NodeKind.TREE_FILE and (
-            (view.kind == "branch" and view.ref not in self.branches)
-            or (view.kind == "tag" and view.ref not in self.tags)
+        if (
+            view is not None
+            and handle.node.kind is NodeKind.TREE_FILE
+            and (
+                (view.kind == "branch" and view.ref not in self.branches)
+                or (view.kind == "tag" and view.ref not in self.tags)
+            )
         ):
             raise Stale(f"{view.kind} {view.ref} was deleted")
         data: bytes | memoryview
@@ -958,8 +1038,9 @@ class IcefsCore:
             except OverflowError:
                 raise FileTooLarge(f"{node.key}: past the largest file size") from None
             handle.overlay.dirty = True
-            handle.overlay.mtime_ns = (handle.branch.modified(node.key) if handle.branch
-                                       else time.time_ns())
+            handle.overlay.mtime_ns = (
+                handle.branch.modified(node.key) if handle.branch else time.time_ns()
+            )
             self.stats.bytes_written += written
             return written
         if node.kind is NodeKind.ROOT_CTRL_FILE and node.ctrl == "refresh":
@@ -989,8 +1070,9 @@ class IcefsCore:
         for ino in names.values():
             if ino:
                 self.invalidator.inode(ino)
-        await self.invalidator.entries([(self.inodes.ino(p[:-1]), p[-1]) for p in names
-                                        if self.inodes.known(p[:-1])])
+        await self.invalidator.entries(
+            [(self.inodes.ino(p[:-1]), p[-1]) for p in names if self.inodes.known(p[:-1])]
+        )
 
     def _invalidate(self, path: Path, ino: int | None = None) -> None:
         if self.invalidator is not None and self.inodes.known(path):
@@ -1041,8 +1123,9 @@ class IcefsCore:
                 self._refs_generation += 1
         except IcefsError as exc:
             raise self._ref_error(exc) from None
-        log.info("%s %s created at %s (from %s %s)", node.ctrl, name, sid, node.view.kind,
-                 node.view.ref)
+        log.info(
+            "%s %s created at %s (from %s %s)", node.ctrl, name, sid, node.view.kind, node.view.ref
+        )
 
     def _ref_error(self, exc: IcefsError) -> IcefsError:
         """Record a failed ref operation in the mount's status and return *exc* to raise."""
@@ -1074,8 +1157,9 @@ class IcefsCore:
         # Only the last close (`release`) can tell that nothing was ever written.
         await self._store_handle(handle, sync)
         view = handle.node.view
-        state = self.branch_states.get(view.ref) if sync and view and view.kind == "branch" \
-            else None
+        state = (
+            self.branch_states.get(view.ref) if sync and view and view.kind == "branch" else None
+        )
         if state is not None:
             await state.save_journal()  # fsync: what is stored survives a crash
 
@@ -1106,12 +1190,18 @@ class IcefsCore:
     def release(self, fh: int) -> None:
         """Forget the file or directory handle *fh*.  Never raises."""
         handle = self._handles.pop(fh, None)
-        if isinstance(handle, _FileHandle) and handle.command and not handle.wrote \
-                and handle.node.ctrl == "commit" and handle.node.view is not None:
+        if (
+            isinstance(handle, _FileHandle)
+            and handle.command
+            and not handle.wrote
+            and handle.node.ctrl == "commit"
+            and handle.node.view is not None
+        ):
             # no errno can reach anyone now: status and log say it
             self._branch_state(handle.node.view.ref).error(
                 "nothing was written to .icefs/commit before it was closed: nothing "
-                "committed (write a message)")
+                "committed (write a message)"
+            )
         if not isinstance(handle, _FileHandle) or handle.overlay is None:
             return
         overlay, state = handle.overlay, handle.branch
@@ -1166,8 +1256,7 @@ class IcefsCore:
             raise self._ref_error(exc) from None
         self.branches[ref] = sid
         self._refs_generation += 1
-        log.info("branch %s created at %s (the tip of %s)", ref, sid,
-                 self.options.default_branch)
+        log.info("branch %s created at %s (the tip of %s)", ref, sid, self.options.default_branch)
         path = ("branches", name)
         return self._attr(await self._resolve(path), self.inodes.lookup(path))
 
@@ -1240,8 +1329,9 @@ class IcefsCore:
             return reply, self._attr(await self._resolve(path), self.inodes.lookup(path))
         overlay = OverlayFile(SpoolFile(self.spool), scratch=what.kind == "scratch", dirty=True)
         state.files[key] = overlay
-        node = Node(path, NodeKind.TREE_FILE, parent.view, TreeEntry(False, key, 0),
-                    overlay=overlay)
+        node = Node(
+            path, NodeKind.TREE_FILE, parent.view, TreeEntry(False, key, 0), overlay=overlay
+        )
         overlay.handles += 1
         state.entries_changed(parent.key)
         ino = self.inodes.lookup(path)
@@ -1316,8 +1406,9 @@ class IcefsCore:
         held = next((h.data for h in handles if h.data is not None), None)
         if held is None:
             held = await (await self._tree_for(node.view)).read_whole(node.entry)
-        overlay = OverlayFile(self._spooled(held), scratch=True, detached=True,
-                              mtime_ns=self._attr(node, 0).mtime_ns)
+        overlay = OverlayFile(
+            self._spooled(held), scratch=True, detached=True, mtime_ns=self._attr(node, 0).mtime_ns
+        )
         for handle in handles:
             handle.overlay, handle.branch = overlay, None
             overlay.handles += 1
@@ -1329,8 +1420,9 @@ class IcefsCore:
         if overlay is None or ino is None:
             return
         overlay.detached = True
-        self._orphans[ino] = dataclasses.replace(node, path=(_GONE, str(ino)), overlay=overlay,
-                                                 orphan=True)
+        self._orphans[ino] = dataclasses.replace(
+            node, path=(_GONE, str(ino)), overlay=overlay, orphan=True
+        )
         for handle in self._handles_of(ino):
             handle.branch = None  # nothing an unlinked file holds is ever stored
 
@@ -1389,14 +1481,18 @@ class IcefsCore:
         state.entries_changed(parent.key)
         self.inodes.forget_path(path)
 
-    async def rename(self, old_ino: int, old_name: str, new_ino: int, new_name: str,
-                     flags: int = 0) -> None:
+    async def rename(
+        self, old_ino: int, old_name: str, new_ino: int, new_name: str, flags: int = 0
+    ) -> None:
         """Rename a file inside one branch; the target, if any, is replaced atomically."""
         old_parent = await self._node(old_ino)
         new_parent = old_parent if new_ino == old_ino else await self._node(new_ino)
-        if (old_parent.view is None or new_parent.view is None
-                or old_parent.view.ref != new_parent.view.ref
-                or old_parent.view.kind != new_parent.view.kind):
+        if (
+            old_parent.view is None
+            or new_parent.view is None
+            or old_parent.view.ref != new_parent.view.ref
+            or old_parent.view.kind != new_parent.view.kind
+        ):
             if old_parent.view is not None and old_parent.view.read_only:
                 raise ReadOnly(f"{old_parent.view.kind} {old_parent.view.ref} is read-only")
             raise CrossDevice("rename across refs")
@@ -1556,8 +1652,9 @@ class IcefsCore:
         try:
             overlay.spool.truncate(size)
         except OverflowError:
-            raise FileTooLarge(f"{node.key}: {size} bytes is past the largest file size "
-                               "icefs holds") from None
+            raise FileTooLarge(
+                f"{node.key}: {size} bytes is past the largest file size icefs holds"
+            ) from None
         overlay.dirty = True
         overlay.mtime_ns = time.time_ns()
 
@@ -1621,8 +1718,11 @@ class IcefsCore:
                 with contextlib.suppress(IcefsError):
                     await self.flush(fh)
         for name, files in self.leftovers().items():
-            log.warning("branch %s: dropped at unmount, never committed: %s", name,
-                        describe_leftovers(files))
+            log.warning(
+                "branch %s: dropped at unmount, never committed: %s",
+                name,
+                describe_leftovers(files),
+            )
         for name, state in sorted(self.branch_states.items()):
             if not state.dirty:
                 continue
@@ -1635,10 +1735,13 @@ class IcefsCore:
                 sid = await self.commit_branch(state, message)
             except IcefsError as exc:
                 await state.save_journal()
-                where = ("kept in the journal for the next mount" if self.journal.enabled
-                         else "lost")
-                log.error("branch %s: commit at unmount failed, its uncommitted changes are "
-                          "%s: %s", name, where, exc)
+                where = "kept in the journal for the next mount" if self.journal.enabled else "lost"
+                log.error(
+                    "branch %s: commit at unmount failed, its uncommitted changes are %s: %s",
+                    name,
+                    where,
+                    exc,
+                )
                 self.unmount_failures.append(name)
                 continue
             if sid is not None:
@@ -1655,8 +1758,11 @@ class IcefsCore:
                 continue
             if any(meta.token == entry.token for meta in await self.repo.ancestry(tip)):
                 # killed after the commit landed but before the journal was dropped
-                log.info("journal: branch %s: the saved session was committed before the "
-                         "crash; nothing to recover", entry.branch)
+                log.info(
+                    "journal: branch %s: the saved session was committed before the "
+                    "crash; nothing to recover",
+                    entry.branch,
+                )
                 self.journal.drop(entry.branch)
                 continue
             try:
@@ -1689,8 +1795,14 @@ class IcefsCore:
     def statfs(self) -> StatFs:
         """Return filesystem-wide numbers (capacity is that of the object store: unbounded)."""
         blocks = 1 << 40
-        return StatFs(bsize=4096, blocks=blocks, bfree=0 if self.options.read_only else blocks,
-                      files=1 << 32, ffree=1 << 31, namemax=255)
+        return StatFs(
+            bsize=4096,
+            blocks=blocks,
+            bfree=0 if self.options.read_only else blocks,
+            files=1 << 32,
+            ffree=1 << 31,
+            namemax=255,
+        )
 
     async def getxattr(self, ino: int, name: str) -> bytes:
         """Return the extended attribute *name* of *ino*; `NoAttribute` if it has none."""
@@ -1734,8 +1846,11 @@ class IcefsCore:
                 return f"{os.getpid()}\n".encode()
             if name == "stats":
                 self.stats.pending_bytes = sum(
-                    f.spool.size for st in self.branch_states.values() for f in st.files.values()
-                    if not f.scratch)
+                    f.spool.size
+                    for st in self.branch_states.values()
+                    for f in st.files.values()
+                    if not f.scratch
+                )
                 self.stats.prefetch_hits = self.prefetcher.hits
                 self.stats.prefetch_at_open = self.prefetcher.at_open
                 self.stats.prefetch_unused = self.prefetcher.unused
@@ -1779,8 +1894,9 @@ class IcefsCore:
             "default_branch": self.options.default_branch,
             "branches": len(self.branches),
             "tags": len(self.tags),
-            "last_refresh": (control.render_time(int(self.last_refresh * 1e9))
-                             if self.last_refresh else None),
+            "last_refresh": (
+                control.render_time(int(self.last_refresh * 1e9)) if self.last_refresh else None
+            ),
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             # what an unmount now would drop, by branch: scratch files, pending chunks

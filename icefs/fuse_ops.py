@@ -60,8 +60,9 @@ _QUIET_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
 _QUIET_OPS = frozenset({"getxattr"})  # `ls -l` probes every file's security.selinux
 
 
-def _serve(op: str) -> Callable[[Callable[P, Coroutine[Any, Any, R]]],
-                              Callable[P, Coroutine[Any, Any, R]]]:
+def _serve(
+    op: str,
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
     """Wrap the handler *op*: count it, time it, and turn errors into `FUSEError`."""
 
     def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -80,8 +81,9 @@ def _serve(op: str) -> Callable[[Callable[P, Coroutine[Any, Any, R]]],
                 if err == errno.EIO:  # storage trouble: the log and root status say so
                     self.core.note_error(f"{op}: {exc}")
                 else:
-                    level = (logging.DEBUG if err in _QUIET_ERRNOS or op in _QUIET_OPS
-                             else logging.INFO)
+                    level = (
+                        logging.DEBUG if err in _QUIET_ERRNOS or op in _QUIET_OPS else logging.INFO
+                    )
                     log.log(level, "%s: %s (%s)", op, exc, errno.errorcode.get(err, err))
                 raise pyfuse3.FUSEError(err) from None
             except Exception:
@@ -124,8 +126,7 @@ def _entry(attr: Attr, into: EntryAttributes | None = None) -> EntryAttributes:
 
 
 def _file_info(reply: OpenReply) -> FileInfo:
-    return pyfuse3.FileInfo(fh=reply.fh, keep_cache=reply.keep_cache,
-                            direct_io=reply.direct_io)
+    return pyfuse3.FileInfo(fh=reply.fh, keep_cache=reply.keep_cache, direct_io=reply.direct_io)
 
 
 class _KernelCaches:
@@ -148,8 +149,7 @@ class _KernelCaches:
         await trio.to_thread.run_sync(drop)
 
     def entry(self, parent_ino: int, name: str) -> None:
-        pyfuse3.invalidate_entry_async(parent_ino, os.fsencode(name),
-                                       ignore_enoent=True)
+        pyfuse3.invalidate_entry_async(parent_ino, os.fsencode(name), ignore_enoent=True)
 
 
 class FuseOperations(pyfuse3.Operations):
@@ -179,8 +179,9 @@ class FuseOperations(pyfuse3.Operations):
             log.exception("forget failed")
 
     @_serve("lookup")
-    async def lookup(self, parent_inode: InodeT, name: FileNameT,
-                     ctx: RequestContext) -> EntryAttributes:
+    async def lookup(
+        self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext
+    ) -> EntryAttributes:
         try:
             return _entry(await self.core.lookup(int(parent_inode), os.fsdecode(name)))
         except NotFound as exc:
@@ -196,15 +197,22 @@ class FuseOperations(pyfuse3.Operations):
         return _entry(await self.core.getattr(int(inode)))
 
     @_serve("setattr")
-    async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: SetattrFields,
-                      fh: FileHandleT | None, ctx: RequestContext) -> EntryAttributes:
+    async def setattr(
+        self,
+        inode: InodeT,
+        attr: EntryAttributes,
+        fields: SetattrFields,
+        fh: FileHandleT | None,
+        ctx: RequestContext,
+    ) -> EntryAttributes:
         change = AttrChange(
             size=attr.st_size if fields.update_size else None,
             mode=attr.st_mode if fields.update_mode else None,
             uid=attr.st_uid if fields.update_uid else None,
             gid=attr.st_gid if fields.update_gid else None,
             atime_ns=attr.st_atime_ns if fields.update_atime else None,
-            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None)
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+        )
         return _entry(await self.core.setattr(int(inode), change))
 
     @_serve("readlink")
@@ -239,8 +247,10 @@ class FuseOperations(pyfuse3.Operations):
         # Keyed by identity: each kept reply holds its list, so no other list has that id.
         replies = self._replies.get(id(nodes))
         if replies is None:
-            replies = (nodes, [(os.fsencode(n.path[-1]), _entry(self.core.listed_attr(n)))
-                               for n in nodes])
+            replies = (
+                nodes,
+                [(os.fsencode(n.path[-1]), _entry(self.core.listed_attr(n))) for n in nodes],
+            )
             self._replies[id(nodes)] = replies
             self._replies_kept += len(nodes)
             while self._replies_kept > _REPLIES_KEPT and len(self._replies) > 1:
@@ -268,7 +278,8 @@ class FuseOperations(pyfuse3.Operations):
 
     @_serve("read")
     async def read(  # type: ignore[override]  # pyfuse3 takes any buffer: no copy
-            self, fh: FileHandleT, off: int, size: int) -> bytes | memoryview:
+        self, fh: FileHandleT, off: int, size: int
+    ) -> bytes | memoryview:
         return await self.core.read(int(fh), off, size)
 
     @_serve("write")
@@ -288,32 +299,38 @@ class FuseOperations(pyfuse3.Operations):
         self.core.release(int(fh))
 
     @_serve("create")
-    async def create(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, flags: FlagT,
-                     ctx: RequestContext) -> tuple[FileInfo, EntryAttributes]:
+    async def create(
+        self, parent_inode: InodeT, name: FileNameT, mode: ModeT, flags: FlagT, ctx: RequestContext
+    ) -> tuple[FileInfo, EntryAttributes]:
         reply, attr = await self.core.create(int(parent_inode), os.fsdecode(name), int(flags))
         return _file_info(reply), _entry(attr)
 
     @_serve("mkdir")
-    async def mkdir(self, parent_inode: InodeT, name: FileNameT, mode: ModeT,
-                    ctx: RequestContext) -> EntryAttributes:
+    async def mkdir(
+        self, parent_inode: InodeT, name: FileNameT, mode: ModeT, ctx: RequestContext
+    ) -> EntryAttributes:
         return _entry(await self.core.mkdir(int(parent_inode), os.fsdecode(name)))
 
     @_serve("mknod")
-    async def mknod(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, rdev: int,
-                    ctx: RequestContext) -> EntryAttributes:
+    async def mknod(
+        self, parent_inode: InodeT, name: FileNameT, mode: ModeT, rdev: int, ctx: RequestContext
+    ) -> EntryAttributes:
         return _entry(await self.core.mknod(int(parent_inode), os.fsdecode(name), int(mode)))
 
     @_serve("symlink")
-    async def symlink(self, parent_inode: InodeT, name: FileNameT, target: FileNameT,
-                      ctx: RequestContext) -> EntryAttributes:
+    async def symlink(
+        self, parent_inode: InodeT, name: FileNameT, target: FileNameT, ctx: RequestContext
+    ) -> EntryAttributes:
         await self.core.refuse_write(int(parent_inode), "symlink")
         raise AssertionError("unreachable")
 
     @_serve("link")
-    async def link(self, inode: InodeT, new_parent_inode: InodeT, new_name: FileNameT,
-                   ctx: RequestContext) -> EntryAttributes:
-        return _entry(await self.core.link(int(inode), int(new_parent_inode),
-                                           os.fsdecode(new_name)))
+    async def link(
+        self, inode: InodeT, new_parent_inode: InodeT, new_name: FileNameT, ctx: RequestContext
+    ) -> EntryAttributes:
+        return _entry(
+            await self.core.link(int(inode), int(new_parent_inode), os.fsdecode(new_name))
+        )
 
     @_serve("unlink")
     async def unlink(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
@@ -324,11 +341,22 @@ class FuseOperations(pyfuse3.Operations):
         await self.core.rmdir(int(parent_inode), os.fsdecode(name))
 
     @_serve("rename")
-    async def rename(self, parent_inode_old: InodeT, name_old: FileNameT,
-                     parent_inode_new: InodeT, name_new: FileNameT, flags: FlagT,
-                     ctx: RequestContext) -> None:
-        await self.core.rename(int(parent_inode_old), os.fsdecode(name_old),
-                               int(parent_inode_new), os.fsdecode(name_new), int(flags))
+    async def rename(
+        self,
+        parent_inode_old: InodeT,
+        name_old: FileNameT,
+        parent_inode_new: InodeT,
+        name_new: FileNameT,
+        flags: FlagT,
+        ctx: RequestContext,
+    ) -> None:
+        await self.core.rename(
+            int(parent_inode_old),
+            os.fsdecode(name_old),
+            int(parent_inode_new),
+            os.fsdecode(name_new),
+            int(flags),
+        )
 
     @_serve("statfs")
     async def statfs(self, ctx: RequestContext) -> StatvfsData:
@@ -359,8 +387,9 @@ class FuseOperations(pyfuse3.Operations):
         return [os.fsencode(n) for n in names]
 
     @_serve("setxattr")
-    async def setxattr(self, inode: InodeT, name: XAttrNameT, value: bytes,
-                       ctx: RequestContext) -> None:
+    async def setxattr(
+        self, inode: InodeT, name: XAttrNameT, value: bytes, ctx: RequestContext
+    ) -> None:
         await self.core.refuse_write(int(inode), "setxattr")
 
     @_serve("removexattr")

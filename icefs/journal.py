@@ -70,7 +70,7 @@ class Journal:
             header = json.dumps({"format": 1, "branch": branch, "token": token}).encode()
             view = memoryview(header + b"\n" + data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -115,6 +115,10 @@ class Journal:
         path = self._path(branch)
         kept = f"{path}.failed-{time.strftime('%Y%m%dT%H%M%S')}"
         os.replace(path, kept)
-        log.error("journal: branch %s cannot be recovered (%s); its session is kept in %s",
-                  branch, reason, kept)
+        log.error(
+            "journal: branch %s cannot be recovered (%s); its session is kept in %s",
+            branch,
+            reason,
+            kept,
+        )
         return kept

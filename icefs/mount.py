@@ -51,15 +51,29 @@ log = logging.getLogger(__name__)
 #: Seconds `icefs mount` waits for the daemon to report that the mount is ready.
 READY_TIMEOUT: Final = 120.0
 #: FUSE options passed to the kernel as given.
-PASSED_OPTIONS: Final = frozenset({
-    "allow_other", "allow_root", "auto_unmount", "default_permissions", "nosuid", "suid",
-    "nodev", "dev", "noexec", "exec", "noatime", "atime", "relatime",
-})
+PASSED_OPTIONS: Final = frozenset(
+    {
+        "allow_other",
+        "allow_root",
+        "auto_unmount",
+        "default_permissions",
+        "nosuid",
+        "suid",
+        "nodev",
+        "dev",
+        "noexec",
+        "exec",
+        "noatime",
+        "atime",
+        "relatime",
+    }
+)
 #: FUSE options icefs reads itself.
 OWN_OPTIONS: Final = frozenset({"ro", "rw", "noxattr"})
 #: Options mount(8) and systemd pass that mean nothing to the daemon.
-IGNORED_OPTIONS: Final = frozenset({"_netdev", "nofail", "noauto", "auto", "user", "users",
-                                     "nouser", "defaults"})
+IGNORED_OPTIONS: Final = frozenset(
+    {"_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "defaults"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +130,19 @@ def parse_fuse_options(values: list[str]) -> tuple[tuple[str, ...], dict[str, st
 def check_fuse() -> None:
     """Raise `QuietError` (FUSE) when this machine cannot mount FUSE filesystems."""
     if not os.path.exists("/dev/fuse"):
-        raise QuietError("FUSE is not available: /dev/fuse is missing (modprobe fuse?)",
-                         ExitCode.FUSE)
+        raise QuietError(
+            "FUSE is not available: /dev/fuse is missing (modprobe fuse?)", ExitCode.FUSE
+        )
     if shutil.which("fusermount3") is None:
-        raise QuietError("FUSE is not available: fusermount3 not found (install fuse3)",
-                         ExitCode.FUSE)
+        raise QuietError(
+            "FUSE is not available: fusermount3 not found (install fuse3)", ExitCode.FUSE
+        )
 
 
 def _lazy_unmount(path: str) -> bool:
-    result = subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        ["fusermount3", "-u", "-z", path], capture_output=True, text=True, check=False
+    )
     return result.returncode == 0
 
 
@@ -160,8 +177,9 @@ def _probe_or_clean(path: str, missing: QuietError) -> bool:
             raise QuietError(f"{path}: {exc.strerror}", ExitCode.MOUNTPOINT) from None
         log.warning("cleaning up the dead mount at %s", path)
         if not _lazy_unmount(path):
-            raise QuietError(f"{path} holds a dead mount that cannot be removed",
-                             ExitCode.MOUNTPOINT) from None
+            raise QuietError(
+                f"{path} holds a dead mount that cannot be removed", ExitCode.MOUNTPOINT
+            ) from None
         return True
     return False
 
@@ -179,8 +197,12 @@ def _probe(path: str) -> None:
 # -- background start ---------------------------------------------------------------------------
 
 
-def start_background(argv: list[str], log_file: str, timeout: float = READY_TIMEOUT,
-                     env: dict[str, str] | None = None) -> None:
+def start_background(
+    argv: list[str],
+    log_file: str,
+    timeout: float = READY_TIMEOUT,
+    env: dict[str, str] | None = None,
+) -> None:
     """Start ``icefs mount --foreground`` with *argv* detached; return once the mount is ready.
 
     Raises `QuietError` with the daemon's own message and exit code if it fails.
@@ -189,10 +211,24 @@ def start_background(argv: list[str], log_file: str, timeout: float = READY_TIME
     os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
     with open(log_file, "ab") as log_out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "icefs", "mount", "--foreground",
-             "--ready-fd", str(write_fd), "--log-file", log_file, *argv],
-            stdin=subprocess.DEVNULL, stdout=log_out, stderr=log_out,
-            pass_fds=(write_fd,), start_new_session=True, close_fds=True,
+            [
+                sys.executable,
+                "-m",
+                "icefs",
+                "mount",
+                "--foreground",
+                "--ready-fd",
+                str(write_fd),
+                "--log-file",
+                log_file,
+                *argv,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log_out,
+            stderr=log_out,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+            close_fds=True,
             env={**os.environ, **(env or {})},
         )
     os.close(write_fd)
@@ -208,8 +244,10 @@ def start_background(argv: list[str], log_file: str, timeout: float = READY_TIME
     if not line:
         if proc.poll() is None:
             proc.terminate()
-            raise QuietError(f"the daemon did not report ready within {timeout:g} s "
-                             f"(see {log_file})", ExitCode.TIMEOUT)
+            raise QuietError(
+                f"the daemon did not report ready within {timeout:g} s (see {log_file})",
+                ExitCode.TIMEOUT,
+            )
         raise QuietError(f"the daemon exited during start-up (see {log_file})", ExitCode.ERROR)
     raise QuietError(f"unexpected start-up report {line!r}", ExitCode.ERROR)
 
@@ -287,14 +325,22 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
     make_storage(config.storage)
     bridge = Bridge()
     repo = Repo(repository, bridge, config.storage.display(), ref_lock(config.storage))
-    core = IcefsCore(repo, MountOptions(
-        read_only=config.read_only, refresh=config.refresh, uid=config.uid, gid=config.gid,
-        mountpoint=mountpoint, storage=config.storage.display(),
-        write_buffer=config.write_buffer, cache_dir=config.cache_dir,
-        default_branch=config.default_branch,
-        journal=config.journal_interval > 0 and config.storage.kind != "memory",
-        verify_chunks=config.verify_chunks,
-    ))
+    core = IcefsCore(
+        repo,
+        MountOptions(
+            read_only=config.read_only,
+            refresh=config.refresh,
+            uid=config.uid,
+            gid=config.gid,
+            mountpoint=mountpoint,
+            storage=config.storage.display(),
+            write_buffer=config.write_buffer,
+            cache_dir=config.cache_dir,
+            default_branch=config.default_branch,
+            journal=config.journal_interval > 0 and config.storage.kind != "memory",
+            verify_chunks=config.verify_chunks,
+        ),
+    )
     options = {
         f"fsname=icefs#{config.storage.display()}"[:200],
         "subtype=icefs",
@@ -342,8 +388,15 @@ class _State:
     clean: bool = False
 
 
-async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str],
-                 config: MountConfig, reporter: Reporter, state: _State) -> None:
+async def _serve(
+    core: IcefsCore,
+    ops: object,
+    mountpoint: str,
+    options: set[str],
+    config: MountConfig,
+    reporter: Reporter,
+    state: _State,
+) -> None:
     import pyfuse3
 
     from icefs.repo import direct_probe
@@ -354,8 +407,9 @@ async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str
     try:
         await core.refresh_refs()
     except Exception as exc:
-        raise QuietError(f"cannot read refs of {config.storage.display()}: {exc}",
-                         ExitCode.STORAGE) from None
+        raise QuietError(
+            f"cannot read refs of {config.storage.display()}: {exc}", ExitCode.STORAGE
+        ) from None
     try:
         pyfuse3.init(ops, mountpoint, options)  # type: ignore[arg-type]
     except RuntimeError as exc:
@@ -364,8 +418,13 @@ async def _serve(core: IcefsCore, ops: object, mountpoint: str, options: set[str
         await core.recover_journal()
     state.initialized = True
     _tune_gc()
-    log.info("mounted %s at %s (%d branches, %d tags)", config.storage.display(), mountpoint,
-             len(core.branches), len(core.tags))
+    log.info(
+        "mounted %s at %s (%d branches, %d tags)",
+        config.storage.display(),
+        mountpoint,
+        len(core.branches),
+        len(core.tags),
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(core.run_refresher)
         nursery.start_soon(core.prefetcher.run)
@@ -434,9 +493,12 @@ def _reload(core: IcefsCore, config: MountConfig) -> None:
             configure_icechunk_logs(level, routed=True)
     if "refresh" in fresh and fresh["refresh"] > 0:
         core.options = dataclasses.replace(core.options, refresh=float(fresh["refresh"]))
-    log.info("SIGHUP: reloaded log_level=%s refresh=%s from %s",
-             logging.getLevelName(logging.getLogger().level), core.options.refresh,
-             config.config_file)
+    log.info(
+        "SIGHUP: reloaded log_level=%s refresh=%s from %s",
+        logging.getLevelName(logging.getLogger().level),
+        core.options.refresh,
+        config.config_file,
+    )
 
 
 async def _announce_ready(mountpoint: str, reporter: Reporter, config: MountConfig) -> None:
@@ -447,8 +509,9 @@ async def _announce_ready(mountpoint: str, reporter: Reporter, config: MountConf
         await trio.to_thread.run_sync(os.stat, os.path.join(mountpoint, "branches"))
     except OSError as exc:
         log.error("the mount does not answer: %s", exc)
-        reporter.error(QuietError(f"the mount at {mountpoint} does not answer: {exc.strerror}",
-                                  ExitCode.FUSE))
+        reporter.error(
+            QuietError(f"the mount at {mountpoint} does not answer: {exc.strerror}", ExitCode.FUSE)
+        )
         pyfuse3.terminate()
         return
     _tune_read_ahead(mountpoint, config.read_ahead_kb)
@@ -486,8 +549,11 @@ def _process_gone(pid: int) -> bool:
         return True
 
 
-def unmount(mountpoint: str, timeout: float = 60.0, wait: Callable[[float], None] = time.sleep,
-            ) -> tuple[str, list[str]]:
+def unmount(
+    mountpoint: str,
+    timeout: float = 60.0,
+    wait: Callable[[float], None] = time.sleep,
+) -> tuple[str, list[str]]:
     """Unmount the icefs mount at *mountpoint* and wait for its daemon to exit.
 
     Cleans up a dead mount.  Returns what was done and warnings about what the
@@ -505,16 +571,18 @@ def unmount(mountpoint: str, timeout: float = 60.0, wait: Callable[[float], None
     except (OSError, ValueError):
         raise QuietError(f"{path} is not an icefs mount", ExitCode.NOT_MOUNTED) from None
     dropped = _dropped_at_unmount(path)
-    result = subprocess.run(["fusermount3", "-u", path], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        ["fusermount3", "-u", path], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
         raise QuietError(f"cannot unmount {path}: {reason}", ExitCode.MOUNTPOINT)
     deadline = time.monotonic() + timeout
     while not _process_gone(pid):
         if time.monotonic() > deadline:
-            raise QuietError(f"unmounted {path}, but daemon {pid} is still running",
-                             ExitCode.TIMEOUT)
+            raise QuietError(
+                f"unmounted {path}, but daemon {pid} is still running", ExitCode.TIMEOUT
+            )
         wait(0.05)
     return f"unmounted {path}", dropped
 
@@ -528,5 +596,7 @@ def _dropped_at_unmount(path: str) -> list[str]:
             leftovers = json.load(f).get("dropped_at_unmount") or {}
     except (OSError, ValueError):
         return []
-    return [f"warning: branches/{branch}: dropped, never committed: "
-            f"{describe_leftovers(files)}" for branch, files in sorted(leftovers.items())]
+    return [
+        f"warning: branches/{branch}: dropped, never committed: {describe_leftovers(files)}"
+        for branch, files in sorted(leftovers.items())
+    ]

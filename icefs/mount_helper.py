@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "translate_options"]
 
+
 def translate_options(source: str, mountpoint: str, options: str) -> list[str]:
     """Return the ``icefs mount`` arguments for a mount(8) call.
 

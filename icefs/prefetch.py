@@ -82,7 +82,8 @@ class Prefetcher:
         #: per scan (snapshot, array, order): the position last read and the streak
         self._last: dict[tuple[str, str, bool], tuple[int, int]] = {}
         self._send, self._receive = trio.open_memory_channel[
-            "tuple[SnapshotTree, TreeEntry, _Fetch]"](depth * 8)
+            "tuple[SnapshotTree, TreeEntry, _Fetch]"
+        ](depth * 8)
         self._running = False
 
     @property
@@ -101,8 +102,9 @@ class Prefetcher:
         finally:
             self._running = False
 
-    async def _fetch(self, tree: SnapshotTree, entry: TreeEntry, fetch: _Fetch,
-                     slots: trio.Semaphore) -> None:
+    async def _fetch(
+        self, tree: SnapshotTree, entry: TreeEntry, fetch: _Fetch, slots: trio.Semaphore
+    ) -> None:
         try:
             fetch.data = await tree.read_whole(entry)
         except IcefsError as exc:  # the reader's own get will report it
@@ -182,8 +184,12 @@ class Prefetcher:
 
     def _hold(self, tree: SnapshotTree, entry: TreeEntry, *, at_open: bool = False) -> None:
         key = (tree.snapshot_id, entry.key)
-        if (key in self._held or key in self._reading or key in self._recent
-                or entry.size > self.largest):
+        if (
+            key in self._held
+            or key in self._reading
+            or key in self._recent
+            or entry.size > self.largest
+        ):
             return
         self._seq += 1
         while self._held_bytes + entry.size > self.budget:

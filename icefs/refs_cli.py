@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MountRefs", "RefBackend", "RepoRefs"]
 
+
 class RefBackend(Protocol):
     def branches(self) -> dict[str, str]: ...
     def tags(self) -> dict[str, str]: ...
@@ -44,20 +45,25 @@ class MountRefs:
 
     def __init__(self, path: str) -> None:
         current = os.path.abspath(path)
-        while not (os.path.isfile(os.path.join(current, CONTROL_DIR, "pid"))
-                   and os.path.isdir(os.path.join(current, "branches"))):
+        while not (
+            os.path.isfile(os.path.join(current, CONTROL_DIR, "pid"))
+            and os.path.isdir(os.path.join(current, "branches"))
+        ):
             parent = os.path.dirname(current)
             if parent == current:
-                raise QuietError(f"{path} is not inside an icefs mount (use --repo STORAGE)",
-                                 ExitCode.NOT_MOUNTED)
+                raise QuietError(
+                    f"{path} is not inside an icefs mount (use --repo STORAGE)",
+                    ExitCode.NOT_MOUNTED,
+                )
             current = parent
         self.root = current
 
     def _fail(self, what: str, exc: OSError) -> QuietError:
         reason = exc.strerror or str(exc)
-        with contextlib.suppress(OSError, ValueError), open(
-            os.path.join(self.root, CONTROL_DIR, "status")
-        ) as f:
+        with (
+            contextlib.suppress(OSError, ValueError),
+            open(os.path.join(self.root, CONTROL_DIR, "status")) as f,
+        ):
             reason = json.load(f).get("last_error") or reason
         return QuietError(f"{what}: {reason}", exit_code_for(exc.errno or 0))
 
@@ -106,8 +112,9 @@ class MountRefs:
                 raise self._fail(f"cannot create branch {name!r}", exc) from None
         else:
             view = self._view_dir(source)
-            self._write(os.path.join(view, CONTROL_DIR, "branch"), name,
-                        f"cannot create branch {name!r}")
+            self._write(
+                os.path.join(view, CONTROL_DIR, "branch"), name, f"cannot create branch {name!r}"
+            )
         return self.branches()[name]
 
     def delete_branch(self, name: str) -> None:
@@ -117,8 +124,11 @@ class MountRefs:
         except OSError as exc:
             raise self._fail(f"cannot delete branch {name!r}", exc) from None
         if os.path.isdir(path):
-            raise QuietError(f"branch {name!r} is empty and has uncommitted changes, or is the "
-                             "default branch: it stays", ExitCode.NOT_PERMITTED)
+            raise QuietError(
+                f"branch {name!r} is empty and has uncommitted changes, or is the "
+                "default branch: it stays",
+                ExitCode.NOT_PERMITTED,
+            )
 
     def create_tag(self, name: str, source: str | None) -> str:
         _escaped(name)
@@ -150,8 +160,9 @@ class RepoRefs:
         from icefs.repo import RepoAdmin, open_repository, ref_lock
 
         if spec.kind == "memory":
-            raise QuietError("--repo memory:// would be a new, empty repository that vanishes",
-                             ExitCode.USAGE)
+            raise QuietError(
+                "--repo memory:// would be a new, empty repository that vanishes", ExitCode.USAGE
+            )
         self._admin = RepoAdmin(open_repository(spec, "open"), ref_lock(spec))
         self._default = default_branch
 
@@ -184,8 +195,9 @@ class RepoRefs:
 
     def delete_branch(self, name: str) -> None:
         if name == self._default:
-            raise QuietError(f"cannot delete branch {name!r}: the default branch",
-                             ExitCode.NOT_PERMITTED)
+            raise QuietError(
+                f"cannot delete branch {name!r}: the default branch", ExitCode.NOT_PERMITTED
+            )
         self._run(f"cannot delete branch {name!r}", self._admin.delete_branch, name)
 
     def create_tag(self, name: str, source: str | None) -> str:
@@ -203,5 +215,7 @@ class RepoRefs:
 
         what = f"cannot read the history of {ref or self._default!r}"
         sid = self._run(what, self._admin.resolve, ref or self._default)
-        return [{"id": m.id, "time": render_time(m.written_ns), "message": m.message}
-                for m in self._run(what, self._admin.log, sid)]
+        return [
+            {"id": m.id, "time": render_time(m.written_ns), "message": m.message}
+            for m in self._run(what, self._admin.log, sid)
+        ]

@@ -127,18 +127,23 @@ TOKEN_KEY: Final = "icefs_session"
 
 
 #: Credential types that hand one secret to Icechunk, and the argument that takes it.
-_SECRET_ARGUMENT: Final = {"service-account-key": "service_account_key",
-                           "bearer-token": "bearer_token", "access-key": "access_key",
-                           "sas-token": "sas_token"}
+_SECRET_ARGUMENT: Final = {
+    "service-account-key": "service_account_key",
+    "bearer-token": "bearer_token",
+    "access-key": "access_key",
+    "sas-token": "sas_token",
+}
 
 
 def _credentials(spec: StorageSpec) -> dict[str, Any]:
     """Return the credential arguments of Icechunk's storage factory for *spec*."""
     kind = spec.credential_type
     if kind == "static":
-        return {"access_key_id": spec.secrets.access_key_id,
-                "secret_access_key": spec.secrets.secret_access_key,
-                "session_token": spec.secrets.session_token}
+        return {
+            "access_key_id": spec.secrets.access_key_id,
+            "secret_access_key": spec.secrets.secret_access_key,
+            "session_token": spec.secrets.session_token,
+        }
     if kind == "anonymous":
         return {"anonymous": True}
     if kind == "service-account-file":
@@ -158,25 +163,36 @@ def make_storage(spec: StorageSpec) -> icechunk.Storage:
     credentials = _credentials(spec)
     if spec.kind == "s3":
         return icechunk.s3_storage(
-            bucket=spec.bucket, prefix=spec.prefix or None, region=spec.region,
-            endpoint_url=spec.endpoint_url, allow_http=spec.allow_http,
+            bucket=spec.bucket,
+            prefix=spec.prefix or None,
+            region=spec.region,
+            endpoint_url=spec.endpoint_url,
+            allow_http=spec.allow_http,
             force_path_style=spec.force_path_style,
-            network_stream_timeout_seconds=max(1, int(spec.operation_timeout)), **credentials)
+            network_stream_timeout_seconds=max(1, int(spec.operation_timeout)),
+            **credentials,
+        )
     config = {}
     if spec.kind == "gcs":
         if spec.gcs_base_url:
             config["base_url"] = spec.gcs_base_url
         if spec.allow_http:
             config["allow_http"] = "true"
-        return icechunk.gcs_storage(bucket=spec.bucket, prefix=spec.prefix or None,
-                                    config=config or None, **credentials)
+        return icechunk.gcs_storage(
+            bucket=spec.bucket, prefix=spec.prefix or None, config=config or None, **credentials
+        )
     if spec.endpoint_url:
         # An emulator's address, e.g. Azurite's http://127.0.0.1:10000 (the account is
         # appended by the client); Icechunk reads it from this variable in emulator mode.
         os.environ["AZURITE_BLOB_STORAGE_URL"] = spec.endpoint_url
         config["azure_storage_use_emulator"] = "true"
-    return icechunk.azure_storage(account=spec.account, container=spec.bucket,
-                                  prefix=spec.prefix, config=config or None, **credentials)
+    return icechunk.azure_storage(
+        account=spec.account,
+        container=spec.bucket,
+        prefix=spec.prefix,
+        config=config or None,
+        **credentials,
+    )
 
 
 def storage_settings(spec: StorageSpec) -> icechunk.StorageSettings:
@@ -184,14 +200,17 @@ def storage_settings(spec: StorageSpec) -> icechunk.StorageSettings:
     concurrency = None
     if spec.max_concurrent_requests:
         concurrency = icechunk.StorageConcurrencySettings(
-            max_concurrent_requests_for_object=spec.max_concurrent_requests)
+            max_concurrent_requests_for_object=spec.max_concurrent_requests
+        )
     return icechunk.StorageSettings(
-        retries=icechunk.StorageRetriesSettings(max_tries=spec.max_retries + 1,
-                                                initial_backoff_ms=100, max_backoff_ms=2000),
+        retries=icechunk.StorageRetriesSettings(
+            max_tries=spec.max_retries + 1, initial_backoff_ms=100, max_backoff_ms=2000
+        ),
         timeouts=icechunk.StorageTimeoutSettings(
             connect_timeout_ms=int(spec.connect_timeout * 1000),
             read_timeout_ms=int(spec.operation_timeout * 1000),
-            operation_attempt_timeout_ms=int(spec.operation_timeout * 1000)),
+            operation_attempt_timeout_ms=int(spec.operation_timeout * 1000),
+        ),
         concurrency=concurrency,
     )
 
@@ -228,40 +247,49 @@ def open_repository(spec: StorageSpec, mode: str) -> icechunk.Repository:
     config = icechunk.RepositoryConfig(storage=settings) if settings else None
     deadline = (spec.connect_timeout + spec.operation_timeout) * (spec.max_retries + 1) + 5
     try:
-        exists = _within(deadline, f"cannot reach {where}", icechunk.Repository.exists,
-                         storage, settings)
+        exists = _within(
+            deadline, f"cannot reach {where}", icechunk.Repository.exists, storage, settings
+        )
         if mode == "open" and not exists:
             hint = " (or its bucket/container does not exist)" if spec.remote else ""
             raise QuietError(f"not an Icechunk repository{hint}: {where}", ExitCode.REPOSITORY)
         if mode == "create" and exists:
             raise QuietError(f"a repository already exists at {where}", ExitCode.REPOSITORY)
         if mode == "create" and spec.kind == "local" and os.listdir(spec.path):
-            raise QuietError(f"cannot create a repository in non-empty directory {where}",
-                             ExitCode.REPOSITORY)
-        if mode == "open_or_create" and not exists and spec.kind == "local" and os.listdir(
-                spec.path):
+            raise QuietError(
+                f"cannot create a repository in non-empty directory {where}", ExitCode.REPOSITORY
+            )
+        if (
+            mode == "open_or_create"
+            and not exists
+            and spec.kind == "local"
+            and os.listdir(spec.path)
+        ):
             raise QuietError(f"not an Icechunk repository: {where}", ExitCode.REPOSITORY)
         if mode not in ("open", "create", "open_or_create"):
             raise QuietError(f"unknown mode {mode!r}", ExitCode.USAGE)
         action = icechunk.Repository.open if exists else icechunk.Repository.create
-        result: icechunk.Repository = _within(deadline, f"cannot open {where}", action,
-                                              storage, config)
+        result: icechunk.Repository = _within(
+            deadline, f"cannot open {where}", action, storage, config
+        )
         return result
     except icechunk.IcechunkError as exc:
-        code = ExitCode.STORAGE if isinstance(exc, icechunk.StorageError) else (
-            ExitCode.REPOSITORY)
-        raise QuietError(redact(f"cannot open repository {where}: {_first_line(exc)}",
-                                spec.secrets), code) from None
+        code = ExitCode.STORAGE if isinstance(exc, icechunk.StorageError) else (ExitCode.REPOSITORY)
+        raise QuietError(
+            redact(f"cannot open repository {where}: {_first_line(exc)}", spec.secrets), code
+        ) from None
 
 
 def _check_local(path: str, mode: str) -> None:
     if mode == "open" and not os.path.exists(path):
         raise QuietError(
             f"no repository at {path} (use --mode create or open_or_create to make one)",
-            ExitCode.REPOSITORY)
+            ExitCode.REPOSITORY,
+        )
     if os.path.exists(path) and not os.path.isdir(path):
-        raise QuietError(f"not an Icechunk repository (not a directory): {path}",
-                         ExitCode.REPOSITORY)
+        raise QuietError(
+            f"not an Icechunk repository (not a directory): {path}", ExitCode.REPOSITORY
+        )
     os.makedirs(path, exist_ok=True)
 
 
@@ -359,8 +387,11 @@ class SnapshotReader:
     def _node_paths_sync(self) -> set[str]:
         keys = cast("Iterable[str]", self._store.list())
         suffix = "/zarr.json"
-        return {k[: -len(suffix)] if k != "zarr.json" else "" for k in keys
-                if k == "zarr.json" or k.endswith(suffix)}
+        return {
+            k[: -len(suffix)] if k != "zarr.json" else ""
+            for k in keys
+            if k == "zarr.json" or k.endswith(suffix)
+        }
 
     async def node_paths(self) -> set[str]:
         """Return the path of every group and array ('' for the root group).
@@ -377,8 +408,10 @@ class SnapshotReader:
     def _chunk_index_sync(self, array_path: str, ndim: int) -> ChunkIndex:
         lengths: dict[tuple[int, ...], int] = {}
         inline: dict[tuple[int, ...], bytes] = {}
-        batches = cast("Iterable[tuple[Any, Any, Any, Any, Any, dict[int, bytes]]]",
-                       self._store.array_chunk_iterator(array_path))
+        batches = cast(
+            "Iterable[tuple[Any, Any, Any, Any, Any, dict[int, bytes]]]",
+            self._store.array_chunk_iterator(array_path),
+        )
         for coords, _kinds, _paths, _offsets, lens, inlined in batches:
             keys = [tuple(int(c) for c in row) for row in coords.tolist()]
             for i, key in enumerate(keys):
@@ -425,8 +458,13 @@ class SnapshotReader:
 class Repo:
     """An open repository, used from trio: refs, snapshots and cached readers."""
 
-    def __init__(self, repository: icechunk.Repository, bridge: Bridge, display: str,
-                 lock: RefLock | None = None) -> None:
+    def __init__(
+        self,
+        repository: icechunk.Repository,
+        bridge: Bridge,
+        display: str,
+        lock: RefLock | None = None,
+    ) -> None:
         self.display = display
         self._repo = repository
         self._bridge = bridge
@@ -588,8 +626,14 @@ class BranchWriter:
     def _counts_sync(self) -> ChangeCounts:
         diff = self._session.status()
         nodes: set[str] = set()
-        for name in ("new_groups", "new_arrays", "updated_arrays", "updated_groups",
-                     "deleted_arrays", "deleted_groups"):
+        for name in (
+            "new_groups",
+            "new_arrays",
+            "updated_arrays",
+            "updated_groups",
+            "deleted_arrays",
+            "deleted_groups",
+        ):
             nodes.update(getattr(diff, name))
         chunks = sum(len(coords) for coords in diff.updated_chunks.values())
         return ChangeCounts(len(nodes), chunks, tuple(sorted(nodes | set(diff.updated_chunks))))
@@ -604,7 +648,8 @@ class BranchWriter:
         """Ask Icechunk whether the session holds changes (a store may have undone one)."""
         async with self.reader.gate.hold(ALONE):
             result: bool = await self._repo._call(
-                lambda: bool(self._session.has_uncommitted_changes))
+                lambda: bool(self._session.has_uncommitted_changes)
+            )
         return result
 
     async def serialized(self) -> bytes:
@@ -635,18 +680,27 @@ class BranchWriter:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             with self._repo.lock.held():
                 saved = bytes(self._session._session.as_bytes())
-                sid: str = self._session.commit(message, metadata={TOKEN_KEY: self.token},
-                                                rebase_with=icechunk.ConflictDetector())
+                sid: str = self._session.commit(
+                    message,
+                    metadata={TOKEN_KEY: self.token},
+                    rebase_with=icechunk.ConflictDetector(),
+                )
                 if landed(repository, self.branch, sid):
                     return sid
-            log.warning("branch %s: commit %s was dropped from the branch by another writer's "
-                        "ref update (a program other than icefs writing the repository?); "
-                        "committing again (attempt %d of %d)", self.branch, sid, attempt,
-                        COMMIT_ATTEMPTS)
+            log.warning(
+                "branch %s: commit %s was dropped from the branch by another writer's "
+                "ref update (a program other than icefs writing the repository?); "
+                "committing again (attempt %d of %d)",
+                self.branch,
+                sid,
+                attempt,
+                COMMIT_ATTEMPTS,
+            )
             self._adopt(_session_from_bytes(saved))
         raise errors.StorageFailure(
             f"commit to {self.branch} was dropped by other writers {COMMIT_ATTEMPTS} times; "
-            "the changes stay uncommitted")
+            "the changes stay uncommitted"
+        )
 
     async def commit(self, message: str) -> str:
         """Commit with *message*, rebasing over changes made elsewhere when they do not overlap.
@@ -661,8 +715,9 @@ class BranchWriter:
                 f"{getattr(c, 'conflict_type', c)} at {getattr(c, 'path', '?')}"
                 for c in getattr(exc, "conflicts", ()) or ()
             )
-            raise errors.Busy(f"conflicts with another writer: {conflicts or _first_line(exc)}"
-                              ) from exc
+            raise errors.Busy(
+                f"conflicts with another writer: {conflicts or _first_line(exc)}"
+            ) from exc
         except errors.IcefsError:
             raise
         except Exception as exc:
@@ -716,8 +771,9 @@ class RepoAdmin:
 
     def branches(self) -> dict[str, str]:
         """Return {branch: tip snapshot id}."""
-        return {b: self._call(self._repo.lookup_branch, b)
-                for b in self._call(self._repo.list_branches)}
+        return {
+            b: self._call(self._repo.lookup_branch, b) for b in self._call(self._repo.list_branches)
+        }
 
     def tags(self) -> dict[str, str]:
         """Return {tag: snapshot id}."""

@@ -25,10 +25,16 @@ log = logging.getLogger(__name__)
 
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
 _EVENT: Final = re.compile(
-    r"^\s*\d{4}-\d\d-\d\dT[0-9:.]+Z\s+(ERROR|WARN|INFO|DEBUG|TRACE)\s+([\w:]+):\s?(.*)$")
+    r"^\s*\d{4}-\d\d-\d\dT[0-9:.]+Z\s+(ERROR|WARN|INFO|DEBUG|TRACE)\s+([\w:]+):\s?(.*)$"
+)
 _SOURCE: Final = re.compile(r"^\s+at \S+:\d+\s*$")
-_LEVELS: Final = {"ERROR": logging.ERROR, "WARN": logging.WARNING, "INFO": logging.INFO,
-                  "DEBUG": logging.DEBUG, "TRACE": logging.DEBUG}
+_LEVELS: Final = {
+    "ERROR": logging.ERROR,
+    "WARN": logging.WARNING,
+    "INFO": logging.INFO,
+    "DEBUG": logging.DEBUG,
+    "TRACE": logging.DEBUG,
+}
 
 
 @dataclass(slots=True)

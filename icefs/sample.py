@@ -28,36 +28,62 @@ def _temperature(times: int, lat: int, lon: int, offset: float) -> np.ndarray:
     t = np.arange(times, dtype="f4")[:, None, None]
     y = np.linspace(-60, 60, lat, dtype="f4")[None, :, None]
     x = np.linspace(0, 357.5, lon, dtype="f4")[None, None, :]
-    return (15 + offset + 10 * np.cos(np.radians(y)) + np.sin(np.radians(x)) + 0.1 * t).astype(
-        "f4")
+    return (15 + offset + 10 * np.cos(np.radians(y)) + np.sin(np.radians(x)) + 0.1 * t).astype("f4")
 
 
-def build_sample(repository: icechunk.Repository, *, times: int = 8, lat: int = 45,
-                 lon: int = 90, progress: Callable[[str], None] = lambda _: None) -> dict[str, str]:
+def build_sample(
+    repository: icechunk.Repository,
+    *,
+    times: int = 8,
+    lat: int = 45,
+    lon: int = 90,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, str]:
     """Fill *repository* with the sample dataset; return the snapshot ids by role.
 
     History: on ``main``, "initial data" (tagged ``v1.0``) then "warmer second half";
     branch ``experiment`` from ``v1.0`` with "experiment: add humidity".
     """
     session = repository.writable_session("main")
-    root = zarr.group(store=session.store, attributes={
-        "title": "icefs sample dataset", "source": "synthetic"})
-    time_arr = root.create_array("time", shape=(times,), chunks=(times,), dtype="i8",
-                                 dimension_names=["time"],
-                                 attributes={"units": "days since 2026-01-01",
-                                             "calendar": "standard"})
+    root = zarr.group(
+        store=session.store, attributes={"title": "icefs sample dataset", "source": "synthetic"}
+    )
+    time_arr = root.create_array(
+        "time",
+        shape=(times,),
+        chunks=(times,),
+        dtype="i8",
+        dimension_names=["time"],
+        attributes={"units": "days since 2026-01-01", "calendar": "standard"},
+    )
     time_arr[:] = np.arange(times)
-    lat_arr = root.create_array("lat", shape=(lat,), chunks=(lat,), dtype="f4",
-                                dimension_names=["lat"], attributes={"units": "degrees_north"})
+    lat_arr = root.create_array(
+        "lat",
+        shape=(lat,),
+        chunks=(lat,),
+        dtype="f4",
+        dimension_names=["lat"],
+        attributes={"units": "degrees_north"},
+    )
     lat_arr[:] = np.linspace(-60, 60, lat, dtype="f4")
-    lon_arr = root.create_array("lon", shape=(lon,), chunks=(lon,), dtype="f4",
-                                dimension_names=["lon"], attributes={"units": "degrees_east"})
+    lon_arr = root.create_array(
+        "lon",
+        shape=(lon,),
+        chunks=(lon,),
+        dtype="f4",
+        dimension_names=["lon"],
+        attributes={"units": "degrees_east"},
+    )
     lon_arr[:] = np.linspace(0, 357.5, lon, dtype="f4")
-    temp = root.create_array("temperature", shape=(times, lat, lon),
-                             chunks=(2, lat, max(1, lon // 2)), dtype="f4",
-                             dimension_names=["time", "lat", "lon"],
-                             attributes={"units": "degC", "long_name": "air temperature"},
-                             fill_value=float("nan"))
+    temp = root.create_array(
+        "temperature",
+        shape=(times, lat, lon),
+        chunks=(2, lat, max(1, lon // 2)),
+        dtype="f4",
+        dimension_names=["time", "lat", "lon"],
+        attributes={"units": "degC", "long_name": "air temperature"},
+        fill_value=float("nan"),
+    )
     temp[:] = _temperature(times, lat, lon, 0.0)
     first = session.commit("initial data")
     progress(f"committed {first}: initial data")
@@ -74,10 +100,14 @@ def build_sample(repository: icechunk.Repository, *, times: int = 8, lat: int = 
     repository.create_branch("experiment", first)
     session = repository.writable_session("experiment")
     root = zarr.open_group(session.store, mode="r+")
-    hum = root.create_array("humidity", shape=(times, lat, lon),
-                            chunks=(2, lat, max(1, lon // 2)), dtype="f4",
-                            dimension_names=["time", "lat", "lon"],
-                            attributes={"units": "%"})
+    hum = root.create_array(
+        "humidity",
+        shape=(times, lat, lon),
+        chunks=(2, lat, max(1, lon // 2)),
+        dtype="f4",
+        dimension_names=["time", "lat", "lon"],
+        attributes={"units": "%"},
+    )
     hum[:] = np.full((times, lat, lon), 60.0, dtype="f4")
     third = session.commit("experiment: add humidity")
     progress(f"committed {third} on branch experiment")

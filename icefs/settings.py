@@ -25,8 +25,16 @@ from icefs.errors import InvalidInput
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["SETTINGS", "Setting", "add_arguments", "defaults", "from_config", "from_options",
-           "parse_size", "to_argv"]
+__all__ = [
+    "SETTINGS",
+    "Setting",
+    "add_arguments",
+    "defaults",
+    "from_config",
+    "from_options",
+    "parse_size",
+    "to_argv",
+]
 
 _UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -116,8 +124,9 @@ class Setting:
             raise InvalidInput(f"{self.name}: not {what}: {value!r}") from None
         if isinstance(number, float) and not math.isfinite(number):
             raise InvalidInput(f"{self.name}: not a finite number: {value!r}")
-        if self.minimum is not None and (number < self.minimum or (
-                self.above_minimum and number == self.minimum)):
+        if self.minimum is not None and (
+            number < self.minimum or (self.above_minimum and number == self.minimum)
+        ):
             relation = "greater than" if self.above_minimum else "at least"
             raise InvalidInput(f"{self.name}: must be {relation} {self.minimum:g}: {value!r}")
         return number
@@ -138,89 +147,278 @@ def _storage(name: str, kind: str, default: Any, help: str, **more: Any) -> Sett
 
 
 #: Credentials: each may also be given as <name>_file, a path to a file holding it.
-SECRET_NAMES: Final = ("access_key_id", "secret_access_key", "session_token",
-                       "service_account_key", "bearer_token", "access_key", "sas_token")
-_CREDENTIAL_TYPES: Final = ("env", "static", "anonymous", "service-account-file",
-                            "service-account-key", "bearer-token", "access-key", "sas-token")
+SECRET_NAMES: Final = (
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "service_account_key",
+    "bearer_token",
+    "access_key",
+    "sas_token",
+)
+_CREDENTIAL_TYPES: Final = (
+    "env",
+    "static",
+    "anonymous",
+    "service-account-file",
+    "service-account-key",
+    "bearer-token",
+    "access-key",
+    "sas-token",
+)
 
 _DECLARED: Final = (
     # -- where -------------------------------------------------------------------------------
-    _mount("storage", "str", None, "the repository (a positional argument on the command line)",
-           cli=False, option=False),
-    _mount("mountpoint", "path", None, "where to mount (a positional argument)", cli=False,
-           option=False),
-    _mount("config", "path", None, "read the mount's settings from this TOML file; options "
-           "given on the command line win over it", metavar="FILE", config=False),
-    _mount("mode", "choice", "open", "open an existing repository, create a new one, or either",
-           choices=("open", "create", "open_or_create")),
-    _mount("read_only", "bool", False, "refuse every write, branches included (EROFS); -o ro "
-           "says the same"),
+    _mount(
+        "storage",
+        "str",
+        None,
+        "the repository (a positional argument on the command line)",
+        cli=False,
+        option=False,
+    ),
+    _mount(
+        "mountpoint",
+        "path",
+        None,
+        "where to mount (a positional argument)",
+        cli=False,
+        option=False,
+    ),
+    _mount(
+        "config",
+        "path",
+        None,
+        "read the mount's settings from this TOML file; options "
+        "given on the command line win over it",
+        metavar="FILE",
+        config=False,
+    ),
+    _mount(
+        "mode",
+        "choice",
+        "open",
+        "open an existing repository, create a new one, or either",
+        choices=("open", "create", "open_or_create"),
+    ),
+    _mount(
+        "read_only",
+        "bool",
+        False,
+        "refuse every write, branches included (EROFS); -o ro says the same",
+    ),
     # -- the daemon ----------------------------------------------------------------------------
-    _mount("foreground", "bool", False, "stay in the foreground and log to stderr", short="-f",
-           config=False, option=False),
-    _mount("log_level", "choice", "info", "how much the daemon logs",
-           choices=("debug", "info", "warning", "error"), reload=True),
-    _mount("log_file", "path", None, "where the daemon logs (default in the background: "
-           "~/.local/state/icefs/<mountpoint>.log)", metavar="FILE"),
-    _mount("refresh", "float", 1.0, "seconds within which branch and tag listings and branch "
-           "tips follow the repository", minimum=0, above_minimum=True, metavar="SECONDS",
-           reload=True),
-    _mount("read_ahead", "int", 1024, "the kernel's read-ahead for the mount in KiB (needs "
-           "root; 0 leaves the kernel's 128)", minimum=0, metavar="KiB"),
+    _mount(
+        "foreground",
+        "bool",
+        False,
+        "stay in the foreground and log to stderr",
+        short="-f",
+        config=False,
+        option=False,
+    ),
+    _mount(
+        "log_level",
+        "choice",
+        "info",
+        "how much the daemon logs",
+        choices=("debug", "info", "warning", "error"),
+        reload=True,
+    ),
+    _mount(
+        "log_file",
+        "path",
+        None,
+        "where the daemon logs (default in the background: ~/.local/state/icefs/<mountpoint>.log)",
+        metavar="FILE",
+    ),
+    _mount(
+        "refresh",
+        "float",
+        1.0,
+        "seconds within which branch and tag listings and branch tips follow the repository",
+        minimum=0,
+        above_minimum=True,
+        metavar="SECONDS",
+        reload=True,
+    ),
+    _mount(
+        "read_ahead",
+        "int",
+        1024,
+        "the kernel's read-ahead for the mount in KiB (needs root; 0 leaves the kernel's 128)",
+        minimum=0,
+        metavar="KiB",
+    ),
     # -- writes --------------------------------------------------------------------------------
-    _mount("write_buffer", "size", 256 << 20, "RAM for data being written, for the whole "
-           "mount; past it, write buffers spool to the cache directory", metavar="SIZE"),
-    _mount("cache_dir", "path", None, "where write buffers spool (cleaned at unmount) and the "
-           "crash journal lives (default ~/.cache/icefs)", metavar="DIR"),
-    _mount("journal_interval", "float", 2.0, "save uncommitted sessions to the crash journal "
-           "at most every SECONDS, and at every fsync (0 turns the journal off)", minimum=0,
-           metavar="SECONDS"),
-    _mount("on_unmount", "choice", "commit", "what happens to uncommitted changes at unmount",
-           choices=("commit", "discard")),
-    _mount("commit_interval", "float", None, "also commit branches with changes every SECONDS",
-           minimum=0, above_minimum=True, metavar="SECONDS"),
-    _mount("default_branch", "str", "main", "the branch `mkdir branches/<new>` starts from, "
-           "and that rmdir never deletes", metavar="BRANCH"),
-    _mount("verify_chunks", "choice", "frame", "how chunks are checked before they are "
-           "stored: 'frame' checks the exact size of uncompressed chunks and the framing of "
-           "zstd, blosc and gzip ones without decompressing; 'decode' also decodes each "
-           "compressed chunk with its array's codecs", choices=("frame", "decode")),
+    _mount(
+        "write_buffer",
+        "size",
+        256 << 20,
+        "RAM for data being written, for the whole "
+        "mount; past it, write buffers spool to the cache directory",
+        metavar="SIZE",
+    ),
+    _mount(
+        "cache_dir",
+        "path",
+        None,
+        "where write buffers spool (cleaned at unmount) and the "
+        "crash journal lives (default ~/.cache/icefs)",
+        metavar="DIR",
+    ),
+    _mount(
+        "journal_interval",
+        "float",
+        2.0,
+        "save uncommitted sessions to the crash journal "
+        "at most every SECONDS, and at every fsync (0 turns the journal off)",
+        minimum=0,
+        metavar="SECONDS",
+    ),
+    _mount(
+        "on_unmount",
+        "choice",
+        "commit",
+        "what happens to uncommitted changes at unmount",
+        choices=("commit", "discard"),
+    ),
+    _mount(
+        "commit_interval",
+        "float",
+        None,
+        "also commit branches with changes every SECONDS",
+        minimum=0,
+        above_minimum=True,
+        metavar="SECONDS",
+    ),
+    _mount(
+        "default_branch",
+        "str",
+        "main",
+        "the branch `mkdir branches/<new>` starts from, and that rmdir never deletes",
+        metavar="BRANCH",
+    ),
+    _mount(
+        "verify_chunks",
+        "choice",
+        "frame",
+        "how chunks are checked before they are "
+        "stored: 'frame' checks the exact size of uncompressed chunks and the framing of "
+        "zstd, blosc and gzip ones without decompressing; 'decode' also decodes each "
+        "compressed chunk with its array's codecs",
+        choices=("frame", "decode"),
+    ),
     # -- FUSE ------------------------------------------------------------------------------------
-    _mount("options", "list", [], "FUSE options, as for -o (a list in the config file)",
-           cli=False, option=False),
-    _mount("uid", "int", None, "the owner shown on every file (default: the mounting user)",
-           minimum=0, cli=False),
-    _mount("gid", "int", None, "the group shown on every file (default: the mounting user's)",
-           minimum=0, cli=False),
-    _mount("ready_fd", "int", None, "(internal) report readiness on this descriptor",
-           config=False, option=False, hidden=True),
+    _mount(
+        "options",
+        "list",
+        [],
+        "FUSE options, as for -o (a list in the config file)",
+        cli=False,
+        option=False,
+    ),
+    _mount(
+        "uid",
+        "int",
+        None,
+        "the owner shown on every file (default: the mounting user)",
+        minimum=0,
+        cli=False,
+    ),
+    _mount(
+        "gid",
+        "int",
+        None,
+        "the group shown on every file (default: the mounting user's)",
+        minimum=0,
+        cli=False,
+    ),
+    _mount(
+        "ready_fd",
+        "int",
+        None,
+        "(internal) report readiness on this descriptor",
+        config=False,
+        option=False,
+        hidden=True,
+    ),
     # -- storage (README: Storage) ----------------------------------------------------------------
-    _storage("credential_type", "choice", None, "how to authenticate (default: inferred from "
-             "what is given, else the cloud's environment)", choices=_CREDENTIAL_TYPES),
+    _storage(
+        "credential_type",
+        "choice",
+        None,
+        "how to authenticate (default: inferred from what is given, else the cloud's environment)",
+        choices=_CREDENTIAL_TYPES,
+    ),
     _storage("anonymous", "bool", None, "no credentials (public data)"),
     _storage("region", "str", None, "S3 region (or AWS_REGION)"),
-    _storage("endpoint_url", "str", None, "an S3-compatible endpoint (MinIO, ...) or an Azure "
-             "endpoint or emulator", metavar="URL"),
+    _storage(
+        "endpoint_url",
+        "str",
+        None,
+        "an S3-compatible endpoint (MinIO, ...) or an Azure endpoint or emulator",
+        metavar="URL",
+    ),
     _storage("allow_http", "bool", None, "allow plain http endpoints"),
-    _storage("force_path_style", "bool", None, "S3 path-style addressing (most S3-compatible "
-             "servers)"),
-    _storage("service_account_file", "path", None, "GCS service-account JSON file",
-             metavar="PATH"),
+    _storage(
+        "force_path_style", "bool", None, "S3 path-style addressing (most S3-compatible servers)"
+    ),
+    _storage("service_account_file", "path", None, "GCS service-account JSON file", metavar="PATH"),
     _storage("gcs_base_url", "str", None, "GCS endpoint (emulators)", metavar="URL"),
-    *(_storage(name, "str", None, f"the {name.replace('_', ' ')} (shows in ps: prefer "
-               f"--{name.replace('_', '-')}-file, the config file or the environment)",
-               secret=True, option=False, hidden=True, metavar="SECRET")
-      for name in SECRET_NAMES),
-    *(_storage(f"{name}_file", "path", None, f"read the {name.replace('_', ' ')} from PATH",
-               metavar="PATH") for name in SECRET_NAMES),
-    _storage("connect_timeout", "float", 10.0, "storage connect timeout", minimum=0,
-             above_minimum=True, metavar="SECONDS"),
-    _storage("operation_timeout", "float", 60.0, "storage request timeout", minimum=0,
-             above_minimum=True, metavar="SECONDS"),
-    _storage("max_retries", "int", 3, "retries of a failed storage request", minimum=0,
-             metavar="N"),
-    _storage("max_concurrent_requests", "int", None, "parallel requests per object to the "
-             "storage", minimum=1, metavar="N"),
+    *(
+        _storage(
+            name,
+            "str",
+            None,
+            f"the {name.replace('_', ' ')} (shows in ps: prefer "
+            f"--{name.replace('_', '-')}-file, the config file or the environment)",
+            secret=True,
+            option=False,
+            hidden=True,
+            metavar="SECRET",
+        )
+        for name in SECRET_NAMES
+    ),
+    *(
+        _storage(
+            f"{name}_file",
+            "path",
+            None,
+            f"read the {name.replace('_', ' ')} from PATH",
+            metavar="PATH",
+        )
+        for name in SECRET_NAMES
+    ),
+    _storage(
+        "connect_timeout",
+        "float",
+        10.0,
+        "storage connect timeout",
+        minimum=0,
+        above_minimum=True,
+        metavar="SECONDS",
+    ),
+    _storage(
+        "operation_timeout",
+        "float",
+        60.0,
+        "storage request timeout",
+        minimum=0,
+        above_minimum=True,
+        metavar="SECONDS",
+    ),
+    _storage(
+        "max_retries", "int", 3, "retries of a failed storage request", minimum=0, metavar="N"
+    ),
+    _storage(
+        "max_concurrent_requests",
+        "int",
+        None,
+        "parallel requests per object to the storage",
+        minimum=1,
+        metavar="N",
+    ),
 )
 
 #: Every setting by name.
@@ -243,12 +441,19 @@ def add_arguments(parser: argparse.ArgumentParser | Any, group: str) -> None:
         names = [s.flag, *([s.short] if s.short else [])]
         helptext = argparse.SUPPRESS if s.hidden else _help(s)
         if s.kind == "bool":
-            parser.add_argument(*names, dest=s.name, action="store_true", default=None,
-                                help=helptext)
+            parser.add_argument(
+                *names, dest=s.name, action="store_true", default=None, help=helptext
+            )
             continue
-        parser.add_argument(*names, dest=s.name, type=_argparse_type(s), default=None,
-                            metavar=s.metavar or None, help=helptext,
-                            choices=s.choices or None)
+        parser.add_argument(
+            *names,
+            dest=s.name,
+            type=_argparse_type(s),
+            default=None,
+            metavar=s.metavar or None,
+            help=helptext,
+            choices=s.choices or None,
+        )
 
 
 def _help(s: Setting) -> str:
@@ -257,8 +462,11 @@ def _help(s: Setting) -> str:
     shown = s.default
     if s.kind == "size":
         shown = f"{s.default >> 20}M"
-    return f"{s.help} (default {shown:g})" if isinstance(shown, float) else (
-        f"{s.help} (default {shown})")
+    return (
+        f"{s.help} (default {shown:g})"
+        if isinstance(shown, float)
+        else (f"{s.help} (default {shown})")
+    )
 
 
 def _argparse_type(s: Setting) -> Any:
@@ -283,17 +491,26 @@ def from_config(table: dict[str, Any]) -> dict[str, Any]:
         if s is None or not s.config:
             raise InvalidInput(f"unknown key {key!r}")
         if not isinstance(value, _TOML_TYPES[s.kind]) or (
-                isinstance(value, bool) and s.kind != "bool"):
-            raise InvalidInput(f"{key} has the wrong type ({type(value).__name__}; "
-                               f"a {s.kind} is needed)")
+            isinstance(value, bool) and s.kind != "bool"
+        ):
+            raise InvalidInput(
+                f"{key} has the wrong type ({type(value).__name__}; a {s.kind} is needed)"
+            )
         out[key] = s.parse(value)
     return out
 
 
 #: The TOML value types each kind of setting takes in a config file.
 _TOML_TYPES: Final[dict[str, tuple[type, ...]]] = {
-    "str": (str,), "path": (str,), "choice": (str,), "int": (int,), "float": (int, float),
-    "bool": (bool,), "size": (str, int), "list": (list,)}
+    "str": (str,),
+    "path": (str,),
+    "choice": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "size": (str, int),
+    "list": (list,),
+}
 
 
 def from_options(items: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
@@ -310,8 +527,10 @@ def from_options(items: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
             rest.append(item)
             continue
         if s.secret:
-            raise InvalidInput(f"{name} cannot be a mount option (it would show in ps and "
-                               f"mtab): use {name}_file=PATH, the config file or the environment")
+            raise InvalidInput(
+                f"{name} cannot be a mount option (it would show in ps and "
+                f"mtab): use {name}_file=PATH, the config file or the environment"
+            )
         if not s.option:
             raise InvalidInput(f"{name} cannot be a mount option")
         settings[s.name] = s.parse(value)
@@ -326,8 +545,13 @@ def to_argv(values: dict[str, Any]) -> list[str]:
     argv: list[str] = []
     for s in _DECLARED:
         value = values.get(s.name)
-        if s.secret or s.group != "mount" or value is None or value == s.default or (
-                s.name in ("storage", "mountpoint", "options", "foreground", "ready_fd")):
+        if (
+            s.secret
+            or s.group != "mount"
+            or value is None
+            or value == s.default
+            or (s.name in ("storage", "mountpoint", "options", "foreground", "ready_fd"))
+        ):
             continue
         if s.kind == "bool":
             argv.append(s.flag)

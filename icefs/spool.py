@@ -76,7 +76,8 @@ class SpoolBudget:
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
         _remove_orphans(cache_dir)
         self.directory = tempfile.mkdtemp(
-            prefix=f"spool-{os.getpid()}-{_start_time(os.getpid())}-", dir=cache_dir)
+            prefix=f"spool-{os.getpid()}-{_start_time(os.getpid())}-", dir=cache_dir
+        )
 
     def cleanup(self) -> None:
         """Remove the spool directory and everything in it."""
@@ -155,12 +156,14 @@ class SpoolFile:
         if end > MAX_FILE_SIZE:
             raise OverflowError("file too large")
         grow = max(0, end - self._size)
-        if self._mem is not None and grow and not self._room_in_memory(
-                grow, hole=max(0, offset - self._size)):
+        if (
+            self._mem is not None
+            and grow
+            and not self._room_in_memory(grow, hole=max(0, offset - self._size))
+        ):
             self._spill()
         if self._mem is not None:
-            if offset == self._size and end <= KEEP_PARTS_UP_TO and data \
-                    and type(data) is bytes:
+            if offset == self._size and end <= KEEP_PARTS_UP_TO and data and type(data) is bytes:
                 self._parts.append(data)  # bytes never change: keeping it is safe
             else:
                 mem = self._joined()
@@ -188,8 +191,11 @@ class SpoolFile:
         """
         if size > MAX_FILE_SIZE:
             raise OverflowError("file too large")
-        if self._mem is not None and size > self._size and not self._room_in_memory(
-                size - self._size, hole=size - self._size):
+        if (
+            self._mem is not None
+            and size > self._size
+            and not self._room_in_memory(size - self._size, hole=size - self._size)
+        ):
             self._spill()
         if self._mem is not None:
             mem = self._joined()

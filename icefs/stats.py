@@ -82,14 +82,19 @@ class Stats:
             "bytes_written": self.bytes_written,
             "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
             "pending_bytes": self.pending_bytes,
-            "prefetch": {"hits": self.prefetch_hits, "started_at_open": self.prefetch_at_open,
-                         "unused": self.prefetch_unused,
-                         "joined": self.prefetch_joined, "held_bytes": self.prefetch_held_bytes},
+            "prefetch": {
+                "hits": self.prefetch_hits,
+                "started_at_open": self.prefetch_at_open,
+                "unused": self.prefetch_unused,
+                "joined": self.prefetch_joined,
+                "held_bytes": self.prefetch_held_bytes,
+            },
             "commits": {
                 "count": self.commits,
                 "failed": self.commit_failures,
                 "mean_ms": round(1000 * self.commit_seconds / self.commits, 3)
-                if self.commits else 0.0,
+                if self.commits
+                else 0.0,
                 "max_ms": round(1000 * self.commit_max_seconds, 3),
             },
             "errors": sum(self.errors_by_errno.values()),

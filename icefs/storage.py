@@ -117,9 +117,12 @@ def parse_storage(url: str) -> StorageSpec:
         return StorageSpec("memory")
     scheme_like = url.partition(":")[0].lower() if ":" in url else ""
     if "://" not in url and scheme_like in _SCHEMES:
-        raise QuietError(f"malformed storage URL {url!r}: write {scheme_like}://"
-                         f"{'bucket/prefix' if scheme_like not in ('file', 'memory') else ''}"
-                         f"{'/path' if scheme_like == 'file' else ''}", ExitCode.USAGE)
+        raise QuietError(
+            f"malformed storage URL {url!r}: write {scheme_like}://"
+            f"{'bucket/prefix' if scheme_like not in ('file', 'memory') else ''}"
+            f"{'/path' if scheme_like == 'file' else ''}",
+            ExitCode.USAGE,
+        )
     if "://" not in url:
         return StorageSpec("local", os.path.abspath(os.path.expanduser(url)))
     parts = urlsplit(url)
@@ -131,8 +134,9 @@ def parse_storage(url: str) -> StorageSpec:
         return StorageSpec("local", os.path.abspath(unquote(parts.path)))
     if scheme in ("s3", "gs", "gcs"):
         if not parts.netloc:
-            raise QuietError(f"{url}: a bucket is needed ({scheme}://bucket/prefix)",
-                             ExitCode.USAGE)
+            raise QuietError(
+                f"{url}: a bucket is needed ({scheme}://bucket/prefix)", ExitCode.USAGE
+            )
         return StorageSpec("s3" if scheme == "s3" else "gcs", bucket=parts.netloc, prefix=path)
     if scheme in ("az", "azure"):
         container, _, prefix = path.partition("/")
@@ -147,12 +151,15 @@ def _read_secret_file(path: str, key: str) -> str:
         with open(os.path.expanduser(path)) as f:
             return f.read().strip()
     except OSError as exc:
-        raise QuietError(f"cannot read {key} from {path}: {exc.strerror}",
-                         ExitCode.USAGE) from None
+        raise QuietError(f"cannot read {key} from {path}: {exc.strerror}", ExitCode.USAGE) from None
 
 
-def resolve_spec(spec: StorageSpec, cli: dict[str, Any], config: dict[str, Any],
-                 env: dict[str, str] | None = None) -> tuple[StorageSpec, list[str]]:
+def resolve_spec(
+    spec: StorageSpec,
+    cli: dict[str, Any],
+    config: dict[str, Any],
+    env: dict[str, str] | None = None,
+) -> tuple[StorageSpec, list[str]]:
     """Merge storage options: *cli* > *config* > the environment; return (spec, warnings).
 
     Each secret comes from ``<key>`` or ``<key>_file`` (a path), first on the
@@ -172,8 +179,10 @@ def resolve_spec(spec: StorageSpec, cli: dict[str, Any], config: dict[str, Any],
         value = None
         if cli.get(key):
             value = cli[key]
-            warnings.append(f"--{key.replace('_', '-')} on the command line shows in ps; use "
-                            f"--{key.replace('_', '-')}-file, the config file or the environment")
+            warnings.append(
+                f"--{key.replace('_', '-')} on the command line shows in ps; use "
+                f"--{key.replace('_', '-')}-file, the config file or the environment"
+            )
         elif cli.get(f"{key}_file"):
             value = _read_secret_file(cli[f"{key}_file"], key)
         elif config.get(key):
@@ -185,28 +194,40 @@ def resolve_spec(spec: StorageSpec, cli: dict[str, Any], config: dict[str, Any],
         if value:
             secrets[key] = value
     updates: dict[str, Any] = {"secrets": Secrets(**secrets)}
-    for key in ("region", "endpoint_url", "service_account_file", "gcs_base_url",
-                "max_concurrent_requests"):
+    for key in (
+        "region",
+        "endpoint_url",
+        "service_account_file",
+        "gcs_base_url",
+        "max_concurrent_requests",
+    ):
         value = pick(key)
         if value is not None:
             updates[key] = value
     for key in ("allow_http", "force_path_style"):
         if pick(key):
             updates[key] = True
-    for key, kind in (("connect_timeout", float), ("operation_timeout", float),
-                      ("max_retries", int)):
+    for key, kind in (
+        ("connect_timeout", float),
+        ("operation_timeout", float),
+        ("max_retries", int),
+    ):
         if pick(key) is not None:
             updates[key] = kind(pick(key))
     if spec.kind == "s3":
         updates.setdefault("region", env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"))
-        updates.setdefault("endpoint_url", env.get("AWS_ENDPOINT_URL_S3")
-                           or env.get("AWS_ENDPOINT_URL"))
+        updates.setdefault(
+            "endpoint_url", env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        )
     credential_type = pick("credential_type") or ("anonymous" if pick("anonymous") else None)
     if credential_type is None:
         credential_type = _infer_credential_type(spec.kind, secrets, updates)
     if spec.remote and credential_type not in CREDENTIAL_TYPES[spec.kind]:
-        raise QuietError(f"credential type {credential_type!r} does not apply to {spec.kind}; "
-                         f"use one of {', '.join(CREDENTIAL_TYPES[spec.kind])}", ExitCode.USAGE)
+        raise QuietError(
+            f"credential type {credential_type!r} does not apply to {spec.kind}; "
+            f"use one of {', '.join(CREDENTIAL_TYPES[spec.kind])}",
+            ExitCode.USAGE,
+        )
     updates["credential_type"] = credential_type
     resolved = replace(spec, **updates)
     _check_complete(resolved)
@@ -241,11 +262,15 @@ def _check_complete(spec: StorageSpec) -> None:
     }.get(spec.credential_type, ())
     missing = [k for k in needed if not getattr(s, k)]
     if missing and spec.remote:
-        raise QuietError(f"credential type {spec.credential_type} needs "
-                         + ", ".join(f"{k} (or {k}_file)" for k in missing), ExitCode.USAGE)
+        raise QuietError(
+            f"credential type {spec.credential_type} needs "
+            + ", ".join(f"{k} (or {k}_file)" for k in missing),
+            ExitCode.USAGE,
+        )
     if spec.credential_type == "service-account-file" and not spec.service_account_file:
-        raise QuietError("credential type service-account-file needs service_account_file",
-                         ExitCode.USAGE)
+        raise QuietError(
+            "credential type service-account-file needs service_account_file", ExitCode.USAGE
+        )
 
 
 def redact(text: str, secrets: Secrets | list[str]) -> str:

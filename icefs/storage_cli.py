@@ -29,8 +29,13 @@ from icefs.storage import (
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["SPEC_ENV", "add_storage_options", "install_redaction", "spec_to_env",
-           "storage_from_args"]
+__all__ = [
+    "SPEC_ENV",
+    "add_storage_options",
+    "install_redaction",
+    "spec_to_env",
+    "storage_from_args",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,8 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "storage (s3://, gs://, az://; README: Storage)",
         "Secrets are best given in the config file, in the environment or as *-file paths: "
-        "a secret on the command line shows in ps.")
+        "a secret on the command line shows in ps.",
+    )
     add_arguments(group, "storage")
 
 
@@ -55,8 +61,9 @@ def _cli_values(args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
     return {k: getattr(args, k, None) for k in names}
 
 
-def storage_from_args(url: str, args: argparse.Namespace | dict[str, Any],
-                      config: dict[str, Any] | None = None) -> StorageSpec:
+def storage_from_args(
+    url: str, args: argparse.Namespace | dict[str, Any], config: dict[str, Any] | None = None
+) -> StorageSpec:
     """Resolve the storage at *url* from the command line *args* (a namespace, or the
     settings given there), *config* and the environment."""
     inherited = os.environ.pop(SPEC_ENV, None)
@@ -67,8 +74,11 @@ def storage_from_args(url: str, args: argparse.Namespace | dict[str, Any],
         for warning in warnings:
             print(f"icefs: warning: {warning}", file=sys.stderr)
         if config and config.get("_has_secrets") and config.get("_world_readable"):
-            print(f"icefs: warning: config file {config.get('_path')} holds secrets and every "
-                  "user can read it (chmod 600)", file=sys.stderr)
+            print(
+                f"icefs: warning: config file {config.get('_path')} holds secrets and every "
+                "user can read it (chmod 600)",
+                file=sys.stderr,
+            )
     install_redaction(spec.secrets)
     return spec
 

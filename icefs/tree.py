@@ -106,8 +106,9 @@ class SnapshotTree:
         self._listings: dict[str, list[str]] = {}
         self._chunks: dict[str, ChunkIndex] = {}
         #: per array: its chunks in C order, in walk (name) order, and the index they came from
-        self._orders: dict[str, tuple[list[tuple[int, ...]], list[tuple[int, ...]],
-                                      ChunkIndex]] = {}
+        self._orders: dict[
+            str, tuple[list[tuple[int, ...]], list[tuple[int, ...]], ChunkIndex]
+        ] = {}
         self._node_paths: set[str] | None = None
         #: per array: the check its chunks must pass (`chunk_check`)
         self._checks: dict[str, ChunkCheck] = {}
@@ -151,8 +152,9 @@ class SnapshotTree:
             version = self._version
             nodes = await self._known_nodes()
             prefix = f"{path}/" if path else ""
-            found = {n[len(prefix):].partition("/")[0] for n in nodes
-                     if n and n.startswith(prefix)}
+            found = {
+                n[len(prefix) :].partition("/")[0] for n in nodes if n and n.startswith(prefix)
+            }
             if path in nodes:  # its own zarr.json and, for an array, "c"
                 found.update(await self.reader.list_dir(path))
             names = sorted(found)
@@ -185,8 +187,7 @@ class SnapshotTree:
             if node.ndim == 0:
                 if () not in index.lengths:
                     raise NotFound(join_key(pos.node, name))
-                return TreeEntry(False, join_key(pos.node, name), index.lengths[()],
-                                 array=pos.node)
+                return TreeEntry(False, join_key(pos.node, name), index.lengths[()], array=pos.node)
             if not index.children.get(()):
                 raise NotFound(join_key(pos.node, name))
             return TreeEntry(True, pos=DirPos(pos.node, pos.node, ()))
@@ -267,8 +268,10 @@ class SnapshotTree:
             if not node.is_array:
                 raise NotFound(f"chunk {key}: no array at /{array}")
             if len(coords) != node.ndim:
-                raise InvalidInput(f"chunk {key} has {len(coords)} coordinates; "
-                                   f"array /{array} has {node.ndim} dimensions")
+                raise InvalidInput(
+                    f"chunk {key} has {len(coords)} coordinates; "
+                    f"array /{array} has {node.ndim} dimensions"
+                )
             return KeyClass("chunk", array, tuple(c for c in coords if c is not None))
         return KeyClass("scratch")
 
@@ -285,11 +288,16 @@ class SnapshotTree:
         for i, part in enumerate(parts):
             if part != CHUNK_DIR:
                 continue
-            wrong = [p for p in parts[i + 1 :]
-                     if _COORDINATE_LIKE.fullmatch(p) and _chunk_name(p) is None]
+            wrong = [
+                p
+                for p in parts[i + 1 :]
+                if _COORDINATE_LIKE.fullmatch(p) and _chunk_name(p) is None
+            ]
             if wrong and (await self._node("/".join(parts[:i]))).is_array:
-                raise InvalidInput(f"{key}: {wrong[0]!r} is not a chunk coordinate (chunk keys "
-                                   "use plain decimal integers: no sign, no leading zeros)")
+                raise InvalidInput(
+                    f"{key}: {wrong[0]!r} is not a chunk coordinate (chunk keys "
+                    "use plain decimal integers: no sign, no leading zeros)"
+                )
 
     async def load_chunk_orders(self, array: str) -> None:
         """Sort the loaded chunk index of *array* for `chunk_position`, in a worker thread.
@@ -317,8 +325,7 @@ class SnapshotTree:
             return bisect.bisect_left(order, _walk_key(entry.coords), key=_walk_key)
         return bisect.bisect_left(order, entry.coords)
 
-    def chunks_from(self, entry: TreeEntry, by_name: bool, pos: int,
-                    count: int) -> list[TreeEntry]:
+    def chunks_from(self, entry: TreeEntry, by_name: bool, pos: int, count: int) -> list[TreeEntry]:
         """Return the *count* chunks after position *pos* (`chunk_position` of *entry*)."""
         order = self._order(entry, by_name)
         array = entry.array
@@ -331,8 +338,12 @@ class SnapshotTree:
         array = entry.array
         index = self._chunks.get(array) if array is not None else None
         orders = self._orders.get(array) if array is not None else None
-        if (index is None or orders is None or orders[2] is not index
-                or entry.coords not in index.lengths):
+        if (
+            index is None
+            or orders is None
+            or orders[2] is not index
+            or entry.coords not in index.lengths
+        ):
             return None
         return orders[1] if by_name else orders[0]
 
@@ -429,13 +440,17 @@ def _walk_key(coords: tuple[int, ...]) -> tuple[str, ...]:
     return tuple(map(str, coords))
 
 
-def _sorted_coords(coords: list[tuple[int, ...]]) -> tuple[list[tuple[int, ...]],
-                                                             list[tuple[int, ...]]]:
+def _sorted_coords(
+    coords: list[tuple[int, ...]],
+) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
     by_int = sorted(coords)
     return by_int, sorted(by_int, key=_walk_key)
 
 
 def _chunk_entry(array: str, coords: tuple[int, ...], length: int) -> TreeEntry:
-    key = "/".join((array, CHUNK_DIR, *map(str, coords))) if array else "/".join(
-        (CHUNK_DIR, *map(str, coords)))
+    key = (
+        "/".join((array, CHUNK_DIR, *map(str, coords)))
+        if array
+        else "/".join((CHUNK_DIR, *map(str, coords)))
+    )
     return TreeEntry(False, key, length, array=array, coords=coords)

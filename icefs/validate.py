@@ -49,8 +49,10 @@ def check_metadata(raw: Buffer) -> None:
     """
     doc = _load(raw)
     if doc.get("zarr_format") != 3:
-        raise InvalidInput(f"zarr_format is {doc.get('zarr_format')!r}; icefs stores Zarr v3 "
-                           "metadata (zarr_format 3)")
+        raise InvalidInput(
+            f"zarr_format is {doc.get('zarr_format')!r}; icefs stores Zarr v3 "
+            "metadata (zarr_format 3)"
+        )
     node_type = doc.get("node_type")
     if node_type == "group":
         from zarr.core.group import GroupMetadata
@@ -82,7 +84,8 @@ class _ArrayCheck:
         if not isinstance(encoding, DefaultChunkKeyEncoding) or encoding.separator != "/":
             raise InvalidInput(
                 f"chunk_key_encoding {encoding.to_dict()}: Icechunk keeps chunks at c/i/j "
-                "keys only, so use {'name': 'default', 'configuration': {'separator': '/'}}")
+                "keys only, so use {'name': 'default', 'configuration': {'separator': '/'}}"
+            )
         if meta.storage_transformers:
             raise InvalidInput("storage_transformers are not supported by Icechunk")
         self.meta = meta
@@ -115,12 +118,16 @@ class ChunkCheck:
         bytes_to_bytes = [c for c in meta.codecs if _is_bytes_to_bytes(c)]
         native = meta.data_type.to_native_dtype()
         #: bytes per element where every element has the same size, else None
-        self.itemsize: int | None = None if native.hasobject or native.itemsize == 0 \
-            else int(native.itemsize)
+        self.itemsize: int | None = (
+            None if native.hasobject or native.itemsize == 0 else int(native.itemsize)
+        )
         self.exact = not bytes_to_bytes and self.itemsize is not None
         #: a header-only check of the one compressor the array has (zstd, blosc, gzip)
-        self._frame = _frame_check(bytes_to_bytes[0]) if (
-            len(bytes_to_bytes) == 1 and self.itemsize is not None) else None
+        self._frame = (
+            _frame_check(bytes_to_bytes[0])
+            if (len(bytes_to_bytes) == 1 and self.itemsize is not None)
+            else None
+        )
         #: only checksums to undo: decoding costs about as little as reading the bytes
         self._light = bool(bytes_to_bytes) and all(_is_checksum(c) for c in bytes_to_bytes)
         try:
@@ -142,9 +149,13 @@ class ChunkCheck:
         chunk = self._grid[coords]
         if chunk is None:
             raise InvalidInput(f"chunk {coords} lies outside the array's grid")
-        return self._spec_type(shape=chunk.codec_shape, dtype=self._meta.data_type,
-                               fill_value=self._meta.fill_value, config=self._config,
-                               prototype=self._prototype)
+        return self._spec_type(
+            shape=chunk.codec_shape,
+            dtype=self._meta.data_type,
+            fill_value=self._meta.fill_value,
+            config=self._config,
+            prototype=self._prototype,
+        )
 
     def check(self, data: Buffer, coords: tuple[int, ...], *, decode: bool = True) -> None:
         """Raise `InvalidInput` unless *data* is a valid chunk at *coords*.
@@ -159,20 +170,23 @@ class ChunkCheck:
         spec = self._spec(coords)
         size = memoryview(data).nbytes
         if not size:
-            raise InvalidInput("an empty chunk (no codec writes zero bytes; delete the chunk "
-                               "to make it read as the fill value)")
+            raise InvalidInput(
+                "an empty chunk (no codec writes zero bytes; delete the chunk "
+                "to make it read as the fill value)"
+            )
         if self.exact:
             assert self.itemsize is not None
             expected = math.prod(spec.shape) * self.itemsize
             if size != expected:
-                raise InvalidInput(f"{size} bytes; an uncompressed chunk of this array has "
-                                   f"{expected} ({'x'.join(map(str, spec.shape))} elements of "
-                                   f"{self.itemsize} bytes)")
+                raise InvalidInput(
+                    f"{size} bytes; an uncompressed chunk of this array has "
+                    f"{expected} ({'x'.join(map(str, spec.shape))} elements of "
+                    f"{self.itemsize} bytes)"
+                )
             return
         if self._frame is not None:
             assert self.itemsize is not None
-            problem = self._frame(memoryview(data).cast("B"),
-                                  math.prod(spec.shape) * self.itemsize)
+            problem = self._frame(memoryview(data).cast("B"), math.prod(spec.shape) * self.itemsize)
             if problem:
                 raise InvalidInput(f"not a chunk of this array: {problem}")
         if not (decode or self._light) or self._transform is None:
@@ -182,8 +196,7 @@ class ChunkCheck:
         try:
             self._transform.decode_chunk(ZarrBuffer.from_bytes(data), spec)  # type: ignore[arg-type]
         except Exception as exc:  # a codec's own error type: the bytes are not a chunk
-            raise InvalidInput(f"does not decode with the array's codecs: {_reason(exc)}"
-                               ) from None
+            raise InvalidInput(f"does not decode with the array's codecs: {_reason(exc)}") from None
 
 
 _ZSTD_MAGIC: Final = 0xFD2FB528
@@ -194,13 +207,16 @@ def _zstd_frame(data: memoryview, expected: int) -> str | None:
     if len(data) < 6 or int.from_bytes(data[:4], "little") != _ZSTD_MAGIC:
         return "not a zstd frame"
     descriptor = data[4]
-    fcs_flag, single, checksum, dict_flag = (descriptor >> 6, (descriptor >> 5) & 1,
-                                             (descriptor >> 2) & 1, descriptor & 3)
+    fcs_flag, single, checksum, dict_flag = (
+        descriptor >> 6,
+        (descriptor >> 5) & 1,
+        (descriptor >> 2) & 1,
+        descriptor & 3,
+    )
     pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
     fcs_size = (1 if single else 0, 2, 4, 8)[fcs_flag]
     if fcs_size and pos + fcs_size <= len(data):
-        size = int.from_bytes(data[pos : pos + fcs_size], "little") + (256 if fcs_size == 2
-                                                                        else 0)
+        size = int.from_bytes(data[pos : pos + fcs_size], "little") + (256 if fcs_size == 2 else 0)
         if size != expected:
             return f"its zstd frame holds {size} bytes; a chunk of this array decodes to {expected}"
     pos += fcs_size
@@ -216,8 +232,11 @@ def _zstd_frame(data: memoryview, expected: int) -> str | None:
             break
     pos += 4 if checksum else 0
     if pos != len(data):
-        return (f"{len(data) - pos} bytes follow its zstd frame" if pos < len(data)
-                else "its zstd frame is cut short")
+        return (
+            f"{len(data) - pos} bytes follow its zstd frame"
+            if pos < len(data)
+            else "its zstd frame is cut short"
+        )
     return None
 
 
@@ -245,8 +264,11 @@ def _frame_check(codec: object) -> Any:
     """The header-only check for the compressor *codec*, or None if there is none."""
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
-    for kind, check in ((ZstdCodec, _zstd_frame), (BloscCodec, _blosc_frame),
-                        (GzipCodec, _gzip_frame)):
+    for kind, check in (
+        (ZstdCodec, _zstd_frame),
+        (BloscCodec, _blosc_frame),
+        (GzipCodec, _gzip_frame),
+    ):
         if isinstance(codec, kind):
             return check
     return None

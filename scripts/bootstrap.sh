@@ -105,6 +105,7 @@ case "$job" in
         cd "$here"
         say "ruff"
         ruff check icefs tests benchmarks
+        ruff format --check icefs tests benchmarks
         say "mypy"
         mypy
         say "pytest"

@@ -31,8 +31,9 @@ def fuse_usable() -> bool:
 def sample_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A local repository holding the sample dataset (small), built once per session."""
     path = tmp_path_factory.mktemp("sample") / "repo"
-    ids = build_sample(icechunk.Repository.create(sample_storage(str(path))), times=6, lat=20,
-                       lon=40)
+    ids = build_sample(
+        icechunk.Repository.create(sample_storage(str(path))), times=6, lat=20, lon=40
+    )
     return path, ids
 
 
@@ -61,9 +62,19 @@ class Mount:
         self.log = log
         self._log_file = open(log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "icefs", "mount", "--foreground", str(storage),
-             str(mountpoint), *args],
-            stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
+            [
+                sys.executable,
+                "-m",
+                "icefs",
+                "mount",
+                "--foreground",
+                str(storage),
+                str(mountpoint),
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=self._log_file,
         )
 
     def wait_ready(self) -> None:
@@ -71,8 +82,9 @@ class Mount:
         deadline = time.monotonic() + MOUNT_DEADLINE
         while True:
             if self.proc.poll() is not None:
-                pytest.fail(f"icefs exited with {self.proc.returncode} before mounting:\n"
-                            + self.log_text())
+                pytest.fail(
+                    f"icefs exited with {self.proc.returncode} before mounting:\n" + self.log_text()
+                )
             if time.monotonic() > deadline:
                 pytest.fail("mount not ready within deadline:\n" + self.log_text())
             try:
@@ -90,15 +102,20 @@ class Mount:
 
     def umount(self) -> int:
         """Unmount cleanly and return the daemon's exit code."""
-        subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=True,
-                       timeout=UMOUNT_DEADLINE)
+        subprocess.run(
+            ["fusermount3", "-u", str(self.mountpoint)], check=True, timeout=UMOUNT_DEADLINE
+        )
         return self.proc.wait(timeout=UMOUNT_DEADLINE)
 
     def stop(self) -> None:
         """Make sure nothing is left: lazy unmount, then terminate, then kill."""
         if os.path.ismount(self.mountpoint) or self._dead_mount():
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)],
-                           capture_output=True, check=False, timeout=UMOUNT_DEADLINE)
+            subprocess.run(
+                ["fusermount3", "-u", "-z", str(self.mountpoint)],
+                capture_output=True,
+                check=False,
+                timeout=UMOUNT_DEADLINE,
+            )
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -146,8 +163,13 @@ def sample_mount(sample_repo, mount_factory) -> Mount:
 
 
 def run_icefs(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "icefs", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "icefs", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -196,7 +218,15 @@ def gcs_recorder():
 
 
 def pytest_addoption(parser):
-    parser.addoption("--long", action="store_true",
-                     help="long profiles: the model-based test runs >= 100k operations")
-    parser.addoption("--long-share", type=int, default=1, metavar="N",
-                     help="with --long: run 1/N of the model-based test's operations")
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="long profiles: the model-based test runs >= 100k operations",
+    )
+    parser.addoption(
+        "--long-share",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --long: run 1/N of the model-based test's operations",
+    )

@@ -20,8 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Azurite's documented development account key (public, for the emulator only).
-AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
-               "KBHBeksoGMGw==")
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
 AZURITE_ACCOUNT = "devstoreaccount1"
 
 
@@ -66,24 +67,41 @@ class S3Server:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=self.key_id, aws_secret_access_key=self.secret)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret,
+        )
 
     def create_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
         return name
 
     def options(self) -> list[str]:
-        return ["--region", "us-east-1", "--endpoint-url", self.endpoint, "--allow-http",
-                "--force-path-style"]
+        return [
+            "--region",
+            "us-east-1",
+            "--endpoint-url",
+            self.endpoint,
+            "--allow-http",
+            "--force-path-style",
+        ]
 
     def storage(self, bucket: str, prefix: str):
         import icechunk
 
-        return icechunk.s3_storage(bucket=bucket, prefix=prefix, region="us-east-1",
-                                   endpoint_url=self.endpoint, allow_http=True,
-                                   force_path_style=True, access_key_id=self.key_id,
-                                   secret_access_key=self.secret)
+        return icechunk.s3_storage(
+            bucket=bucket,
+            prefix=prefix,
+            region="us-east-1",
+            endpoint_url=self.endpoint,
+            allow_http=True,
+            force_path_style=True,
+            access_key_id=self.key_id,
+            secret_access_key=self.secret,
+        )
 
     def restart(self) -> None:
         """Stop the server (for fault tests) and start it again on the same port."""
@@ -93,9 +111,11 @@ class S3Server:
 
 def start_moto(port: int | None = None) -> S3Server:
     port = port or free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
-                             "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_port(port, proc)
     return S3Server(port, proc)
 
@@ -116,7 +136,8 @@ class AzureServer:
 
         return BlobServiceClient.from_connection_string(
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
-            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint}/{AZURITE_ACCOUNT};")
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint}/{AZURITE_ACCOUNT};"
+        )
 
     def create_container(self, name: str, public: bool = False) -> str:
         self.service().create_container(name, public_access="container" if public else None)
@@ -128,10 +149,14 @@ class AzureServer:
         from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
         return generate_container_sas(
-            AZURITE_ACCOUNT, container, account_key=AZURITE_KEY,
-            permission=ContainerSasPermissions(read=True, write=True, delete=True, list=True,
-                                               add=True, create=True),
-            expiry=datetime.now(UTC) + timedelta(hours=1))
+            AZURITE_ACCOUNT,
+            container,
+            account_key=AZURITE_KEY,
+            permission=ContainerSasPermissions(
+                read=True, write=True, delete=True, list=True, add=True, create=True
+            ),
+            expiry=datetime.now(UTC) + timedelta(hours=1),
+        )
 
 
 def start_azurite(tmp: Path) -> AzureServer:
@@ -142,10 +167,22 @@ def start_azurite(tmp: Path) -> AzureServer:
             raise RuntimeError("azurite is not installed (scripts/bootstrap.sh installs it)")
         exe = Path(found)
     port = free_port()
-    proc = subprocess.Popen([str(exe), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-                             "--location", str(tmp), "--silent", "--skipApiVersionCheck",
-                             "--disableTelemetry"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(tmp),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_port(port, proc)
     return AzureServer(port, proc, tmp)
 
@@ -175,8 +212,9 @@ def start_gcs_recorder() -> GcsRecorder:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _answer(self) -> None:
-            recorder.requests.append(Recorded(self.command, self.path,
-                                              self.headers.get("Authorization")))
+            recorder.requests.append(
+                Recorded(self.command, self.path, self.headers.get("Authorization"))
+            )
             body = b'{"error": {"code": 404, "message": "No such object"}}'
             self.send_response(404)
             self.send_header("Content-Type", "application/json")

@@ -10,18 +10,37 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_benchmark_command_smoke(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--dir",
-                             str(tmp_path / "bench")], capture_output=True, text=True,
-                            timeout=900, check=False, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--dir", str(tmp_path / "bench")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    for row in ("warm read big", "cold read big", "write ", "daemon RSS", "concurrent readers",
-                "`find`", "`ls -lR`", "random 1 KiB chunk reads", "fio sequential read",
-                "floor: write", "floor: read", "floor: one request round trip",
-                "(floor) the same zarr write", "(floor) `find`", "(floor) the same reads",
-                "(floor) both halves at once: direct read", "(reference) the direct write + commit",
-                "(floor) warm plain reads",
-                "CPU-seconds per GiB"):
+    for row in (
+        "warm read big",
+        "cold read big",
+        "write ",
+        "daemon RSS",
+        "concurrent readers",
+        "`find`",
+        "`ls -lR`",
+        "random 1 KiB chunk reads",
+        "fio sequential read",
+        "floor: write",
+        "floor: read",
+        "floor: one request round trip",
+        "(floor) the same zarr write",
+        "(floor) `find`",
+        "(floor) the same reads",
+        "(floor) both halves at once: direct read",
+        "(reference) the direct write + commit",
+        "(floor) warm plain reads",
+        "CPU-seconds per GiB",
+    ):
         assert any(row in line for line in table), row
     assert "fio not installed" not in result.stdout, "bootstrap installs fio"
     assert "icechunk" in result.stdout  # the environment block

@@ -25,7 +25,8 @@ def repo_path(tmp_path):
     repo = icechunk.Repository.create(sample_storage(str(path)))
     session = repo.writable_session("main")
     zarr.group(store=session.store).create_array(
-        "a", shape=(4,), chunks=(2,), dtype="<i4", compressors=None)[:] = 1
+        "a", shape=(4,), chunks=(2,), dtype="<i4", compressors=None
+    )[:] = 1
     session.commit("base")
     return path
 
@@ -39,8 +40,13 @@ def test_shell_redirection_to_commit_is_not_an_error(repo_path, mount_factory):
     m = mount_factory(repo_path)
     main = m.mountpoint / "branches" / "main"
     (main / "a" / "c" / "0").write_bytes(np.array([5, 6], "<i4").tobytes())
-    result = subprocess.run(["bash", "-c", f"echo 'via bash' > {main}/.icefs/commit"],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        ["bash", "-c", f"echo 'via bash' > {main}/.icefs/commit"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     doc = status(main)
     assert doc["last_commit"]["message"] == "via bash"
@@ -78,8 +84,15 @@ def test_scratch_files_dropped_at_unmount_are_named(repo_path, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     log = tmp_path / "daemon.log"
-    result = run_icefs("mount", str(repo_path), str(mnt), "--log-file", str(log),
-                       "--cache-dir", str(tmp_path / "cache"))
+    result = run_icefs(
+        "mount",
+        str(repo_path),
+        str(mnt),
+        "--log-file",
+        str(log),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert result.returncode == 0, result.stderr
     try:
         main = mnt / "branches" / "main"
@@ -87,7 +100,8 @@ def test_scratch_files_dropped_at_unmount_are_named(repo_path, tmp_path):
         (main / "a" / "c" / ".0.tmp").write_text("x")
         root = json.loads((mnt / ".icefs" / "status").read_text())
         assert root["dropped_at_unmount"] == {
-            "main": {"scratch_files": ["NOTES.txt", "a/c/.0.tmp"], "pending_chunks": []}}
+            "main": {"scratch_files": ["NOTES.txt", "a/c/.0.tmp"], "pending_chunks": []}
+        }
     finally:
         result = run_icefs("umount", str(mnt))
     assert result.returncode == 0, result.stderr
@@ -125,9 +139,20 @@ def test_spool_of_a_zombie_daemon_is_removed(repo_path, tmp_path, mount_factory)
     cache = tmp_path / "cache"
     (tmp_path / "first").mkdir()
     zombie = subprocess.Popen(
-        [sys.executable, "-m", "icefs", "mount", "--foreground", str(repo_path),
-         str(tmp_path / "first"), "--cache-dir", str(cache)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "icefs",
+            "mount",
+            "--foreground",
+            str(repo_path),
+            str(tmp_path / "first"),
+            "--cache-dir",
+            str(cache),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not any(p.name.startswith(f"spool-{zombie.pid}-") for p in cache.glob("*")):
@@ -139,6 +164,7 @@ def test_spool_of_a_zombie_daemon_is_removed(repo_path, tmp_path, mount_factory)
         mount_factory(repo_path, "--cache-dir", str(cache), name="second")
         assert not any(p.name.startswith(f"spool-{zombie.pid}-") for p in cache.glob("*"))
     finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(tmp_path / "first")], check=False,
-                       capture_output=True)
+        subprocess.run(
+            ["fusermount3", "-u", "-z", str(tmp_path / "first")], check=False, capture_output=True
+        )
         zombie.wait(timeout=10)

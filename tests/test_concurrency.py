@@ -26,7 +26,8 @@ def _seed(storage: icechunk.Storage) -> icechunk.Repository:
     repo = icechunk.Repository.create(storage)
     session = repo.writable_session("main")
     zarr.group(store=session.store).create_array(
-        "conc", shape=(2, 4), chunks=(1, 4), dtype="<i4", compressors=None, fill_value=0)[:] = -1
+        "conc", shape=(2, 4), chunks=(1, 4), dtype="<i4", compressors=None, fill_value=0
+    )[:] = -1
     session.commit("base")
     return repo
 
@@ -50,7 +51,8 @@ def _race(mounts, repo: icechunk.Repository, rounds: int = ROUNDS) -> None:
         try:
             for r in range(rounds):
                 (main / "conc" / "c" / str(row) / "0").write_bytes(
-                    np.full(4, r + 1, "<i4").tobytes())
+                    np.full(4, r + 1, "<i4").tobytes()
+                )
                 barrier.wait(timeout=60)
                 with open(main / ".icefs" / "commit", "w") as f:
                     f.write(f"row {row} round {r}")
@@ -93,9 +95,14 @@ def test_simultaneous_commits_on_s3(s3_server, mount_factory, tmp_path):
     bucket = s3_server.create_bucket(f"race-{uuid.uuid4().hex[:8]}")
     repo = _seed(s3_server.storage(bucket, "repo"))
     keys = tmp_path / "keys.toml"
-    keys.write_text(f'access_key_id = "{s3_server.key_id}"\n'
-                    f'secret_access_key = "{s3_server.secret}"\n')
+    keys.write_text(
+        f'access_key_id = "{s3_server.key_id}"\nsecret_access_key = "{s3_server.secret}"\n'
+    )
     keys.chmod(0o600)
-    mounts = [mount_factory(f"s3://{bucket}/repo", *s3_server.options(), "--config", str(keys),
-                            name=f"m{i}") for i in range(2)]
+    mounts = [
+        mount_factory(
+            f"s3://{bucket}/repo", *s3_server.options(), "--config", str(keys), name=f"m{i}"
+        )
+        for i in range(2)
+    ]
     _race(mounts, repo)

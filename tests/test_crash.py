@@ -30,8 +30,9 @@ def repo_path(tmp_path):
     path = tmp_path / "repo"
     repo = icechunk.Repository.create(sample_storage(str(path)))
     session = repo.writable_session("main")
-    zarr.group(store=session.store).create_array("a", shape=(64, 64), chunks=(4, 64),
-                                                 dtype="f8", fill_value=0.0)[:] = 0.0
+    zarr.group(store=session.store).create_array(
+        "a", shape=(64, 64), chunks=(4, 64), dtype="f8", fill_value=0.0
+    )[:] = 0.0
     session.commit("base")
     return path
 
@@ -96,8 +97,12 @@ def test_kill_during_writes_recovers_the_journal(repo_path, mount_factory, tmp_p
     shown = zarr.open_array(LocalStore(again.mountpoint / "branches" / "main"), path="a")[:]
     assert_whole(shown, {7.0})  # the branch view shows the recovered writes
     assert "recovered the uncommitted session" in again.log_text()
-    assert run_icefs("commit", str(again.mountpoint / "branches" / "main"),
-                     "-m", "recovered").returncode == 0
+    assert (
+        run_icefs(
+            "commit", str(again.mountpoint / "branches" / "main"), "-m", "recovered"
+        ).returncode
+        == 0
+    )
     values, history = committed(repo_path)
     assert_whole(values, {7.0})
     assert history == 3
@@ -114,8 +119,9 @@ def test_journal_can_be_turned_off(repo_path, mount_factory):
     clean_dead_mount(m.mountpoint)
     again = mount_factory(repo_path)
     assert not status(again.mountpoint)["has_uncommitted_changes"]
-    assert_whole(zarr.open_array(LocalStore(again.mountpoint / "branches" / "main"),
-                                 path="a")[:], {0.0})
+    assert_whole(
+        zarr.open_array(LocalStore(again.mountpoint / "branches" / "main"), path="a")[:], {0.0}
+    )
 
 
 def test_periodic_journal_without_fsync(repo_path, mount_factory):
@@ -231,14 +237,16 @@ def test_journal_recovers_on_s3(s3_server, mount_factory, tmp_path):
     bucket = s3_server.create_bucket(f"crash-{uuid.uuid4().hex[:8]}")
     repo = icechunk.Repository.create(s3_server.storage(bucket, "r"))
     session = repo.writable_session("main")
-    zarr.group(store=session.store).create_array("a", shape=(64, 64), chunks=(4, 64),
-                                                 dtype="f8", fill_value=0.0)[:] = 0.0
+    zarr.group(store=session.store).create_array(
+        "a", shape=(64, 64), chunks=(4, 64), dtype="f8", fill_value=0.0
+    )[:] = 0.0
     session.commit("base")
     conf = tmp_path / "s3.toml"
     conf.write_text(
         f'region = "us-east-1"\nendpoint_url = "{s3_server.endpoint}"\nallow_http = true\n'
         f'force_path_style = true\naccess_key_id = "{s3_server.key_id}"\n'
-        f'secret_access_key = "{s3_server.secret}"\n')
+        f'secret_access_key = "{s3_server.secret}"\n'
+    )
     conf.chmod(0o600)
     url = f"s3://{bucket}/r"
     m = mount_factory(url, "--config", str(conf))

@@ -48,15 +48,17 @@ def timed(fn):
     return 0, time.monotonic() - started
 
 
-def test_hung_storage_gives_eio_in_bounded_time_and_recovers(s3_server, mount_factory, frozen,
-                                                            monkeypatch):
+def test_hung_storage_gives_eio_in_bounded_time_and_recovers(
+    s3_server, mount_factory, frozen, monkeypatch
+):
     freeze, thaw = frozen
     bucket = s3_server.create_bucket(f"faults-{os.getpid()}-{time.monotonic_ns()}")
     repo = icechunk.Repository.create(s3_server.storage(bucket, "r"))
     session = repo.writable_session("main")
     # 16 KB chunks: larger than Icechunk's inline threshold, so reads reach the storage
-    arr = zarr.group(store=session.store).create_array("x", shape=(40_000,), chunks=(4000,),
-                                                         dtype="i4", compressors=None)
+    arr = zarr.group(store=session.store).create_array(
+        "x", shape=(40_000,), chunks=(4000,), dtype="i4", compressors=None
+    )
     arr[:] = np.arange(40_000)
     session.commit("seed")
     for key, value in clean_env().items():
@@ -93,7 +95,8 @@ def test_hung_storage_gives_eio_in_bounded_time_and_recovers(s3_server, mount_fa
     assert messages[:2] == ["after the outage", "seed"], "committed once, not twice"
     np.testing.assert_array_equal(
         zarr.open_array(repo.readonly_session(branch="main").store, path="x")[12000:16000],
-        [7] * 4000)
+        [7] * 4000,
+    )
     assert (main / "x" / "c" / "9").read_bytes() == np.arange(36000, 40000, dtype="i4").tobytes()
     np.testing.assert_array_equal(zarr.open_array(LocalStore(main), path="x")[:4], [0, 1, 2, 3])
 
@@ -122,8 +125,9 @@ def test_repository_that_disappears_while_mounted(tmp_path, mount_factory):
     assert info.value.errno == errno.EIO
     assert time.monotonic() - started < BOUND
     assert m.proc.poll() is None, "the daemon stays up"
-    assert "repository" in json.loads((m.mountpoint / ".icefs" / "status").read_text())[
-        "last_error"]
+    assert (
+        "repository" in json.loads((m.mountpoint / ".icefs" / "status").read_text())["last_error"]
+    )
     shutil.move(tmp_path / "away", path)
     assert (main / "a" / "c" / "1").read_bytes(), "works again once it is back"
     assert m.umount() == 0

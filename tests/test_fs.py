@@ -66,8 +66,9 @@ def bridge():
 @pytest.fixture
 async def core(repository, bridge, tmp_path):
     repo, _ = repository
-    c = IcefsCore(Repo(repo, bridge, "test"),
-                  MountOptions(refresh=0.5, cache_dir=str(tmp_path / "cache")))
+    c = IcefsCore(
+        Repo(repo, bridge, "test"), MountOptions(refresh=0.5, cache_dir=str(tmp_path / "cache"))
+    )
     await c.refresh_refs()
     yield c
     c.close()
@@ -108,7 +109,8 @@ async def rows_tag_core(bridge, tmp_path, rows):
     session = repo.writable_session("main")
     data = np.arange(rows * 256, dtype="f4").reshape(rows, 256)
     zarr.group(store=session.store).create_array(
-        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None)[:] = data
+        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None
+    )[:] = data
     repo.create_tag("t", session.commit("data"))
     core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
     await core.refresh_refs()
@@ -299,11 +301,18 @@ async def put(core, parent_ino, name, data):
 
 def array_doc(ndim):
     """The zarr.json of a uint8 array of *ndim* dimensions of 4, one element per chunk."""
-    return json.dumps({
-        "zarr_format": 3, "node_type": "array", "shape": [4] * ndim, "data_type": "uint8",
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1] * ndim}},
-        "chunk_key_encoding": {"name": "default"}, "fill_value": 0,
-        "codecs": [{"name": "bytes"}]}).encode()
+    return json.dumps(
+        {
+            "zarr_format": 3,
+            "node_type": "array",
+            "shape": [4] * ndim,
+            "data_type": "uint8",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1] * ndim}},
+            "chunk_key_encoding": {"name": "default"},
+            "fill_value": 0,
+            "codecs": [{"name": "bytes"}],
+        }
+    ).encode()
 
 
 async def test_branch_directories_kept_follow_mkdir_stores_and_deletes(core):
@@ -357,8 +366,9 @@ async def test_stored_bytes_stay_when_a_file_on_disk_is_written_again(bridge, tm
     keeps a small chunk's buffer until the commit, and a map of the spool file let a
     later write change the stored chunk, and a truncate crash the commit."""
     repo = icechunk.Repository.create(icechunk.in_memory_storage())
-    core = IcefsCore(Repo(repo, bridge, "t"),
-                     MountOptions(write_buffer=0, cache_dir=str(tmp_path / "c")))
+    core = IcefsCore(
+        Repo(repo, bridge, "t"), MountOptions(write_buffer=0, cache_dir=str(tmp_path / "c"))
+    )
     await core.refresh_refs()
     main = await walk(core, "branches", "main")
     b = await core.mkdir(main.ino, "b")
@@ -433,15 +443,16 @@ async def test_control_files(core, repository):
 async def test_only_tag_and_snapshot_listings_are_fixed(core, repository):
     """Replies may be kept (`FuseOperations._readdir_fixed`) only for listings that never
     change: the cached ones of tags and snapshots."""
-    for names, fixed in ((("tags", "v1.0", "temperature"), True),
-                         (("tags", "v1.0", ".icefs"), False),
-                         (("branches", "main", "temperature"), False)):
+    for names, fixed in (
+        (("tags", "v1.0", "temperature"), True),
+        (("tags", "v1.0", ".icefs"), False),
+        (("branches", "main", "temperature"), False),
+    ):
         fh = await core.opendir((await walk(core, *names)).ino)
         listing = core.fixed_listing(fh, 0)
         assert (listing is not None) == fixed, names
         if listing is not None:
-            assert [n.path[-1] for n in listing] == [
-                name for _, name, _ in core.readdir(fh, 0)]
+            assert [n.path[-1] for n in listing] == [name for _, name, _ in core.readdir(fh, 0)]
         core.releasedir(fh)
 
 
@@ -563,8 +574,7 @@ async def test_classify_keys(core, repository):
     tree = await core._tree(ids["main"])
     assert await tree.classify("temperature/zarr.json") == KeyClass("metadata", "temperature")
     assert await tree.classify("zarr.json") == KeyClass("metadata", "")
-    assert await tree.classify("temperature/c/1/0/0") == KeyClass("chunk", "temperature",
-                                                                   (1, 0, 0))
+    assert await tree.classify("temperature/c/1/0/0") == KeyClass("chunk", "temperature", (1, 0, 0))
     assert (await tree.classify("temperature/c/0/x.partial")).kind == "scratch"
     assert (await tree.classify("notes.txt")).kind == "scratch"
     assert (await tree.classify("temperature/c/01/0/0")).kind == "scratch", "not canonical"
@@ -578,8 +588,11 @@ async def test_classify_keys(core, repository):
 async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, scan):
     core, data = await rows_tag_core(bridge, tmp_path, 24)
     core.prefetcher.budget = 3 * 1024
-    order = {"c-order": list(range(24)), "walk-order": sorted(range(24), key=str),
-             "backwards": list(range(23, -1, -1))}[scan]
+    order = {
+        "c-order": list(range(24)),
+        "walk-order": sorted(range(24), key=str),
+        "backwards": list(range(23, -1, -1)),
+    }[scan]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(core.prefetcher.run)
         await trio.sleep(0.01)

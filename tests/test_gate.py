@@ -73,6 +73,7 @@ def test_cancelled_waiter_leaves_no_trace():
 
 def test_giving_up_lets_the_queued_mode_in():
     """A waiter of another mode that is cancelled no longer holds newcomers back."""
+
     async def main() -> list[str]:
         gate, log = Gate(), []
         async with trio.open_nursery() as nursery:

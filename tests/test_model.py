@@ -79,8 +79,9 @@ class BranchModel(RuleBasedStateMachine):
         # Variable-length strings: their chunks have no fixed size and no compressor's
         # framing, so the mount's default checks (verify_chunks=frame) take any bytes as
         # a chunk and the model can treat chunk files as opaque bytes.
-        array = zarr.group(store=session.store).create_array("a", shape=(8,), chunks=(1,),
-                                                            dtype=str, compressors=None)
+        array = zarr.group(store=session.store).create_array(
+            "a", shape=(8,), chunks=(1,), dtype=str, compressors=None
+        )
         array[:] = [str(i) for i in range(1, 9)]  # every chunk stored: a/c exists
         base = session.commit("base")
         self.mount: Mount | None = None
@@ -95,8 +96,13 @@ class BranchModel(RuleBasedStateMachine):
     def _mount(self) -> None:
         mnt = self.tmp / "mnt"
         mnt.mkdir(exist_ok=True)
-        self.mount = Mount(str(self.repo_path), mnt, "--cache-dir", str(self.tmp / "cache"),
-                           log=self.tmp / "mount.log")
+        self.mount = Mount(
+            str(self.repo_path),
+            mnt,
+            "--cache-dir",
+            str(self.tmp / "cache"),
+            log=self.tmp / "mount.log",
+        )
         self.mount.wait_ready()
 
     def _path(self, name: str) -> Path:
@@ -141,7 +147,7 @@ class BranchModel(RuleBasedStateMachine):
         new = self.files.get(name, b"")
         if data:
             new = new.ljust(offset, b"\0")
-            new = new[:offset] + data + new[offset + len(data):]
+            new = new[:offset] + data + new[offset + len(data) :]
         self._expect_store(name, new, got)
         self.ops += 1
 
@@ -235,13 +241,16 @@ class BranchModel(RuleBasedStateMachine):
             return
         fd = os.open(self._path(name), os.O_RDONLY)
         try:
-            assert os.pread(fd, size, offset) == self.files[name][offset:offset + size]
+            assert os.pread(fd, size, offset) == self.files[name][offset : offset + size]
         finally:
             os.close(fd)
         self.ops += 1
 
-    @rule(message=st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]),
-                          min_size=1, max_size=20).filter(str.strip))
+    @rule(
+        message=st.text(
+            st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=20
+        ).filter(str.strip)
+    )
     @_step
     def commit(self, message: str) -> None:
         (self._path(".icefs") / "commit").write_text(message)
@@ -253,8 +262,7 @@ class BranchModel(RuleBasedStateMachine):
     @_step
     def discard(self) -> None:
         (self._path(".icefs") / "discard").write_text("1")
-        self.files = {**self.committed,
-                      **{k: v for k, v in self.files.items() if k in SCRATCH}}
+        self.files = {**self.committed, **{k: v for k, v in self.files.items() if k in SCRATCH}}
         self.ops += 1
 
     @rule()
@@ -316,5 +324,7 @@ def test_model(request) -> None:
     # many steps an example takes varies, so a fixed number of examples fell short).
     while long and BranchModel.ops_total < LONG_OPS / share:
         run_state_machine_as_test(BranchModel, settings=profile)
-    print(f"model: {BranchModel.ops_total} operations in {time.monotonic() - started:.0f} s",
-          file=sys.stderr)
+    print(
+        f"model: {BranchModel.ops_total} operations in {time.monotonic() - started:.0f} s",
+        file=sys.stderr,
+    )

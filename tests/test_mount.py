@@ -39,9 +39,20 @@ def test_namespace_listing(sample_mount, sample_repo):
     assert os.listdir(mnt / "tags") == ["v1.0"]
     assert set(os.listdir(mnt / "snapshots")) == {*ids.values(), "1CECHNKREP0F1RSTCMT0"}
     assert sorted(os.listdir(mnt / "branches" / "main")) == [
-        "lat", "lon", "temperature", "time", "zarr.json"]
+        "lat",
+        "lon",
+        "temperature",
+        "time",
+        "zarr.json",
+    ]
     assert sorted(os.listdir(mnt / "branches" / "experiment")) == [
-        "humidity", "lat", "lon", "temperature", "time", "zarr.json"]
+        "humidity",
+        "lat",
+        "lon",
+        "temperature",
+        "time",
+        "zarr.json",
+    ]
     assert os.path.isdir(mnt / ".icefs")
     assert ".icefs" not in os.listdir(mnt / "tags" / "v1.0")
 
@@ -53,8 +64,7 @@ def test_every_file_equals_icechunk(sample_mount, sample_repo, ref):
     root = sample_mount.mountpoint / ref
     keys = direct_keys(path, sid)
     seen = sorted(
-        os.path.relpath(os.path.join(d, f), root)
-        for d, _, files in os.walk(root) for f in files
+        os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files
     )
     assert seen == keys
     for key in keys:
@@ -70,8 +80,11 @@ def test_stat_attributes(sample_mount, sample_repo):
     path, ids = sample_repo
     mnt = sample_mount.mountpoint
     st = os.stat(mnt / "tags" / "v1.0" / "zarr.json")
-    written = icechunk.Repository.open(sample_storage(str(path))).lookup_snapshot(
-        ids["v1.0"]).written_at.timestamp()
+    written = (
+        icechunk.Repository.open(sample_storage(str(path)))
+        .lookup_snapshot(ids["v1.0"])
+        .written_at.timestamp()
+    )
     assert abs(st.st_mtime - written) < 1e-3
     assert st.st_mode & 0o777 == 0o444
     assert st.st_uid == os.getuid()
@@ -98,11 +111,15 @@ def test_big_tag_listing_replies_are_exact(tmp_path, mount_factory):
     session = repo.writable_session("main")
     rng = np.random.default_rng(1)
     data = np.concatenate([rng.integers(0, 2 + i % 9, 64, dtype="u1") for i in range(300)])
-    zarr.group(store=session.store).create_array("a", shape=data.shape, chunks=(64,),
-                                                 dtype="u1")[:] = data
+    zarr.group(store=session.store).create_array("a", shape=data.shape, chunks=(64,), dtype="u1")[
+        :
+    ] = data
     repo.create_tag("t", session.commit("300 chunks"))
-    sizes = {key.rsplit("/", 1)[1]: len(direct_get(path, repo.lookup_tag("t"), key) or b"")
-             for key in direct_keys(path, repo.lookup_tag("t")) if key.startswith("a/c/")}
+    sizes = {
+        key.rsplit("/", 1)[1]: len(direct_get(path, repo.lookup_tag("t"), key) or b"")
+        for key in direct_keys(path, repo.lookup_tag("t"))
+        if key.startswith("a/c/")
+    }
     assert len(sizes) == 300
     assert len(set(sizes.values())) > 3
     chunks = mount_factory(path).mountpoint / "tags" / "t" / "a" / "c"
@@ -122,8 +139,9 @@ def test_zarr_reads_through_localstore(sample_mount, sample_repo):
     repo = icechunk.Repository.open(sample_storage(str(path)))
     for ref, sid in (("tags/v1.0", ids["v1.0"]), ("branches/main", ids["main"])):
         direct = zarr.open_group(repo.readonly_session(snapshot_id=sid).store, mode="r")
-        mounted = zarr.open_group(LocalStore(sample_mount.mountpoint / ref, read_only=True),
-                                  mode="r")
+        mounted = zarr.open_group(
+            LocalStore(sample_mount.mountpoint / ref, read_only=True), mode="r"
+        )
         assert dict(mounted.attrs) == dict(direct.attrs)
         for name in ("temperature", "lat", "lon", "time"):
             np.testing.assert_array_equal(mounted[name][:], direct[name][:])
@@ -171,8 +189,15 @@ def test_every_write_is_erofs(sample_mount, ref, what, op):
 
 def test_unknown_refs_are_enoent(sample_mount):
     mnt = sample_mount.mountpoint
-    for path in ("branches/nope", "tags/nope", "snapshots/0000000000000000000X",
-                 "snapshots/bad", "nothing", "tags/v1.0/nope", "tags/v1.0/temperature/c/99"):
+    for path in (
+        "branches/nope",
+        "tags/nope",
+        "snapshots/0000000000000000000X",
+        "snapshots/bad",
+        "nothing",
+        "tags/v1.0/nope",
+        "tags/v1.0/temperature/c/99",
+    ):
         with pytest.raises(FileNotFoundError):
             os.stat(mnt / path)
 
@@ -206,15 +231,22 @@ def test_control_files_and_xattrs(sample_mount, sample_repo):
 
 def test_sequential_scan_is_read_ahead(sample_mount):
     mnt = sample_mount.mountpoint
-    chunks = sorted((mnt / "tags/v1.0/temperature/c").glob("*/*/*"),
-                    key=lambda p: tuple(int(n) for n in p.parts[-3:]))
+    chunks = sorted(
+        (mnt / "tags/v1.0/temperature/c").glob("*/*/*"),
+        key=lambda p: tuple(int(n) for n in p.parts[-3:]),
+    )
     assert len(chunks) == 6
     for chunk in chunks:  # C order: read-ahead fetches the next chunks
         chunk.read_bytes()
     prefetch = json.loads((mnt / ".icefs/stats").read_text())["prefetch"]
     assert prefetch["hits"] >= len(chunks) - 2, prefetch
-    text = subprocess.run([sys.executable, "-m", "icefs", "stats", str(mnt)], capture_output=True,
-                          text=True, timeout=30, check=True).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "icefs", "stats", str(mnt)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert "prefetched chunks read" in text
 
 
@@ -233,8 +265,13 @@ def test_ls_l_asks_for_foreign_xattrs_once(sample_mount, sample_repo):
         return int(stats["requests"].get("getxattr", {}).get("count", 0))
 
     before = getxattrs()
-    listing = subprocess.run(["ls", "-lR", str(mnt / "tags/v1.0")], capture_output=True,
-                             text=True, timeout=30, check=True).stdout
+    listing = subprocess.run(
+        ["ls", "-lR", str(mnt / "tags/v1.0")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     files = sum(1 for line in listing.splitlines() if line[:1] in "-d")
     assert files > 20
     assert getxattrs() - before <= 4, "asked per file"
@@ -254,8 +291,13 @@ def test_noxattr_stops_the_kernel_asking(sample_repo, mount_factory):
     with pytest.raises(OSError) as info:
         os.listxattr(mnt / "tags/v1.0")
     assert info.value.errno == errno.EOPNOTSUPP
-    listing = subprocess.run(["ls", "-lR", str(mnt / "tags/v1.0")], capture_output=True,
-                             text=True, timeout=30, check=True).stdout
+    listing = subprocess.run(
+        ["ls", "-lR", str(mnt / "tags/v1.0")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert "zarr.json" in listing
     requests = json.loads((mnt / ".icefs/stats").read_text())["requests"]
     assert requests["getxattr"]["count"] == 1, "ENOSYS once, then the kernel answers itself"
@@ -273,8 +315,9 @@ def test_new_branch_appears_within_refresh(sample_repo, mount_factory, tmp_path)
         while name not in os.listdir(m.mountpoint / "branches"):
             assert time.monotonic() < deadline, "branch did not appear"
             time.sleep(0.05)
-        assert (m.mountpoint / "branches" / name / ".icefs/snapshot_id").read_text().strip() \
-            == ids["v1.0"]
+        assert (m.mountpoint / "branches" / name / ".icefs/snapshot_id").read_text().strip() == ids[
+            "v1.0"
+        ]
     finally:
         repo.delete_branch(name)
     deadline = time.monotonic() + 10
@@ -291,7 +334,7 @@ def test_concurrent_readers(sample_mount, sample_repo):
     failures: list[str] = []
 
     def reader(n):
-        for key in keys[n % len(keys):] + keys[: n % len(keys)]:
+        for key in keys[n % len(keys) :] + keys[: n % len(keys)]:
             if (root / key).read_bytes() != expected[key]:
                 failures.append(key)
 
@@ -378,8 +421,18 @@ def test_new_mount_cleans_a_dead_mount(sample_repo, mount_factory):
     assert "main" in os.listdir(again.mountpoint / "branches")
 
 
-@pytest.mark.parametrize("case", ["missing-repo", "not-a-repo", "file-as-repo", "missing-mnt",
-                                  "mnt-is-file", "bad-option", "bad-scheme"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing-repo",
+        "not-a-repo",
+        "file-as-repo",
+        "missing-mnt",
+        "mnt-is-file",
+        "bad-option",
+        "bad-scheme",
+    ],
+)
 def test_startup_errors(case, sample_repo, tmp_path):
     path, _ = sample_repo
     mnt = tmp_path / "m"
@@ -403,8 +456,15 @@ def test_startup_errors(case, sample_repo, tmp_path):
         extra = ["-o", "frobnicate"]
     elif case == "bad-scheme":
         storage = "ftp://host/repo"
-    expected_code = {"missing-repo": 3, "not-a-repo": 3, "file-as-repo": 3, "missing-mnt": 4,
-                     "mnt-is-file": 4, "bad-option": 2, "bad-scheme": 2}[case]
+    expected_code = {
+        "missing-repo": 3,
+        "not-a-repo": 3,
+        "file-as-repo": 3,
+        "missing-mnt": 4,
+        "mnt-is-file": 4,
+        "bad-option": 2,
+        "bad-scheme": 2,
+    }[case]
     for mode in ([], ["--foreground"]):
         result = run_icefs("mount", storage, mountpoint, *mode, *extra, timeout=60)
         assert result.returncode == expected_code, (case, mode, result.stderr)
@@ -429,8 +489,14 @@ def test_mode_create_and_open_or_create(tmp_path, mount_factory):
 def test_fuse_unavailable_is_a_clear_error(sample_repo, tmp_path):
     path, _ = sample_repo
     env = dict(os.environ, PATH="/nonexistent")
-    result = subprocess.run([sys.executable, "-m", "icefs", "mount", str(path), str(tmp_path)],
-                            capture_output=True, text=True, env=env, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "icefs", "mount", str(path), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 5
     assert "fusermount3" in result.stderr
 
@@ -456,8 +522,9 @@ def test_demo_builds_mounts_and_umounts(tmp_path, stop_later):
     assert os.listdir(mnt / "tags") == ["v1.0"]
     log = (mnt / "branches/main/.icefs/log").read_text().splitlines()
     assert len(log) == 3, "initial commit + two commits"
-    temp = zarr.open_array(LocalStore(mnt / "tags/v1.0", read_only=True), path="temperature",
-                           mode="r")
+    temp = zarr.open_array(
+        LocalStore(mnt / "tags/v1.0", read_only=True), path="temperature", mode="r"
+    )
     assert temp.shape == (8, 45, 90)
     assert run_icefs("umount", str(mnt)).returncode == 0
     again = run_icefs("demo", str(base), timeout=180)

@@ -18,9 +18,15 @@ def test_ref_names_round_trip(ref):
     assert name_to_ref(name) == ref
 
 
-@pytest.mark.parametrize(("ref", "name"), [
-    ("main", "main"), ("feature/x", "feature%2Fx"), ("50%", "50%25"), ("a%2Fb", "a%252Fb"),
-])
+@pytest.mark.parametrize(
+    ("ref", "name"),
+    [
+        ("main", "main"),
+        ("feature/x", "feature%2Fx"),
+        ("50%", "50%25"),
+        ("a%2Fb", "a%252Fb"),
+    ],
+)
 def test_ref_name_escaping(ref, name):
     assert ref_to_name(ref) == name
     assert name_to_ref(name) == ref

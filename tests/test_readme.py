@@ -18,7 +18,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def worked_example() -> str:
     text = README.read_text()
-    section = text[text.index("### Worked example"):]
+    section = text[text.index("### Worked example") :]
     return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
 
 
@@ -28,8 +28,14 @@ def test_branches_and_tags_worked_example(tmp_path, mount_factory):
     m = mount_factory(repo)
     script = worked_example().replace("/mnt/ice", str(m.mountpoint))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
-                            text=True, env=env, timeout=120, check=False)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert '"note": "tried on dev"' in result.stdout
     assert "annotate on dev" in result.stdout

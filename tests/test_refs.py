@@ -20,8 +20,7 @@ from tests.conftest import run_icefs
 def repo(tmp_path):
     """A fresh sample repository per test: these tests change refs."""
     path = tmp_path / "repo"
-    ids = build_sample(icechunk.Repository.create(sample_storage(str(path))), times=2, lat=4,
-                       lon=4)
+    ids = build_sample(icechunk.Repository.create(sample_storage(str(path))), times=2, lat=4, lon=4)
     return path, ids
 
 
@@ -58,8 +57,9 @@ def test_mkdir_and_rmdir_branches(repo, mount_factory):
     with pytest.raises(OSError) as info:
         os.rmdir(branches / "main")
     assert info.value.errno == errno.EPERM
-    assert "default branch" in json.loads((m.mountpoint / ".icefs/status").read_text())[
-        "last_error"]
+    assert (
+        "default branch" in json.loads((m.mountpoint / ".icefs/status").read_text())["last_error"]
+    )
     # uncommitted changes protect a branch
     zarr.open_group(LocalStore(branches / "experiment"), mode="r+").attrs["x"] = 1
     with pytest.raises(OSError) as info:
@@ -166,10 +166,12 @@ def test_history(repo, mount_factory):
     assert set(snaps) == {*ids.values(), "1CECHNKREP0F1RSTCMT0"}
     log = (m.mountpoint / "tags/v1.0/.icefs/log").read_text().splitlines()
     assert [line.split()[0] for line in log] == [ids["v1.0"], "1CECHNKREP0F1RSTCMT0"]
-    old = zarr.open_array(LocalStore(m.mountpoint / f"snapshots/{ids['v1.0']}"),
-                          path="temperature", mode="r")
-    direct = zarr.open_array(api(path).readonly_session(snapshot_id=ids["v1.0"]).store,
-                             path="temperature", mode="r")
+    old = zarr.open_array(
+        LocalStore(m.mountpoint / f"snapshots/{ids['v1.0']}"), path="temperature", mode="r"
+    )
+    direct = zarr.open_array(
+        api(path).readonly_session(snapshot_id=ids["v1.0"]).store, path="temperature", mode="r"
+    )
     assert (old[:] == direct[:]).all()
     assert "history" not in old.attrs, "that version's metadata"
 
@@ -181,8 +183,11 @@ def test_cli_branch_tag_log(repo, mount_factory, mode):
     where = ["-C", str(m.mountpoint / "branches")] if mode == "mount" else ["--repo", str(path)]
 
     def icefs(*args):
-        return run_icefs(*args[:2], *where, *args[2:]) if args[0] != "log" else run_icefs(
-            *args, *where)
+        return (
+            run_icefs(*args[:2], *where, *args[2:])
+            if args[0] != "log"
+            else run_icefs(*args, *where)
+        )
 
     result = icefs("branch", "list", "--json")
     assert result.returncode == 0, result.stderr
@@ -212,8 +217,7 @@ def test_cli_branch_tag_log(repo, mount_factory, mode):
     result = icefs("log", "experiment", "--json")
     assert result.returncode == 0, result.stderr
     history = json.loads(result.stdout)
-    assert [h["id"] for h in history] == [ids["experiment"], ids["v1.0"],
-                                          "1CECHNKREP0F1RSTCMT0"]
+    assert [h["id"] for h in history] == [ids["experiment"], ids["v1.0"], "1CECHNKREP0F1RSTCMT0"]
     assert history[0]["message"] == "experiment: add humidity"
     human = icefs("log", "v1.0")
     assert human.stdout.splitlines()[0].startswith(ids["v1.0"])

@@ -26,8 +26,11 @@ SAMPLE = [
 def test_events_are_parsed_with_level_target_and_continuation_lines():
     events = parse_events(SAMPLE)
     assert events == [
-        (logging.WARNING, "icechunk.icechunk_arrow_object_store",
-         "The LocalFileSystem storage is not safe for concurrent commits."),
+        (
+            logging.WARNING,
+            "icechunk.icechunk_arrow_object_store",
+            "The LocalFileSystem storage is not safe for concurrent commits.",
+        ),
         (logging.ERROR, "icechunk.icechunk", "invalid zarr key format `a/0`\n| context:"),
         (logging.ERROR, "icefs.stderr", "thread '<unnamed>' panicked at src/lib.rs:1:1"),
     ]
@@ -47,8 +50,9 @@ def test_icechunk_warnings_reach_the_log_once(tmp_path):
         icechunk.local_filesystem_storage({str(tmp_path / "b")!r})
         time.sleep(0.5)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
     lines = [line for line in result.stderr.splitlines() if "not safe" in line]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("WARNING icechunk.icechunk_arrow_object_store: The LocalFileSystem")

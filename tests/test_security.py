@@ -40,21 +40,31 @@ def mount(open_dir, *options: str) -> Mount:
     if not repo_path.exists():
         repo = icechunk.Repository.create(sample_storage(str(repo_path)))
         session = repo.writable_session("main")
-        zarr.group(store=session.store).create_array("a", shape=(2,), chunks=(1,),
-                                                     dtype="i1")[:] = 1
+        zarr.group(store=session.store).create_array("a", shape=(2,), chunks=(1,), dtype="i1")[
+            :
+        ] = 1
         session.commit("base")
     mnt = path / "mnt"
     mnt.mkdir(exist_ok=True)
-    m = Mount(str(repo_path), mnt, "--cache-dir", str(path / "cache"), *options,
-              log=path / "mount.log")
+    m = Mount(
+        str(repo_path), mnt, "--cache-dir", str(path / "cache"), *options, log=path / "mount.log"
+    )
     mounts.append(m)
     m.wait_ready()
     return m
 
 
 def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), user=NOBODY, group=NOBODY, extra_groups=[],
-                          capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(
+        list(argv),
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def sh_as_nobody(script: str) -> subprocess.CompletedProcess[str]:
@@ -65,8 +75,7 @@ def test_without_allow_other_no_other_user_sees_the_mount(open_dir):
     m = mount(open_dir)
     main = m.mountpoint / "branches" / "main"
     assert os.listdir(main), "root, who mounted, sees it"
-    for argv in (["ls", str(m.mountpoint)], ["cat", str(main / "zarr.json")],
-                 ["stat", str(main)]):
+    for argv in (["ls", str(m.mountpoint)], ["cat", str(main / "zarr.json")], ["stat", str(main)]):
         result = as_nobody(*argv)
         assert result.returncode != 0, argv
         assert "Permission denied" in result.stderr, result.stderr
@@ -77,10 +86,12 @@ def test_with_allow_other_permissions_follow_the_modes(open_dir):
     main = m.mountpoint / "branches" / "main"
     ok = sh_as_nobody(f"cat {main / 'zarr.json'} > /dev/null && ls {main / 'a'}")
     assert ok.returncode == 0, ok.stderr  # 0644 files, 0755 directories: readable
-    for script in (f"echo x > {main / 'new.tmp'}",  # a directory owned by root, 0755
-                   f"echo x >> {main / 'zarr.json'}",  # a file owned by root, 0644
-                   f"rm {main / 'a' / 'zarr.json'}",
-                   f"mkdir {m.mountpoint / 'branches' / 'mine'}"):
+    for script in (
+        f"echo x > {main / 'new.tmp'}",  # a directory owned by root, 0755
+        f"echo x >> {main / 'zarr.json'}",  # a file owned by root, 0644
+        f"rm {main / 'a' / 'zarr.json'}",
+        f"mkdir {m.mountpoint / 'branches' / 'mine'}",
+    ):
         result = sh_as_nobody(script)
         assert result.returncode != 0, script
         assert "Permission denied" in result.stderr, (script, result.stderr)
@@ -91,10 +102,12 @@ def test_with_allow_other_permissions_follow_the_modes(open_dir):
 def test_control_files_belong_to_the_mounting_user(open_dir):
     m = mount(open_dir, "-o", "allow_other")
     main = m.mountpoint / "branches" / "main"
-    for script in (f"cat {main / '.icefs' / 'status'}",
-                   f"echo sneaky > {main / '.icefs' / 'commit'}",
-                   f"echo 1 > {main / '.icefs' / 'discard'}",
-                   f"ls {m.mountpoint / '.icefs'}"):
+    for script in (
+        f"cat {main / '.icefs' / 'status'}",
+        f"echo sneaky > {main / '.icefs' / 'commit'}",
+        f"echo 1 > {main / '.icefs' / 'discard'}",
+        f"ls {m.mountpoint / '.icefs'}",
+    ):
         result = sh_as_nobody(script)
         assert result.returncode != 0, script
         assert "Permission denied" in result.stderr, (script, result.stderr)
@@ -107,16 +120,20 @@ def test_uid_option_hands_the_files_to_that_user(open_dir):
     m = mount(open_dir, "-o", f"allow_other,uid={NOBODY},gid={NOBODY}")
     main = m.mountpoint / "branches" / "main"
     assert os.stat(main / "zarr.json").st_uid == NOBODY
-    result = sh_as_nobody(f"printf abc > {main / 'mine.tmp'} && cat {main / 'mine.tmp'} && "
-                          f"cat {main / '.icefs' / 'status'} > /dev/null")
+    result = sh_as_nobody(
+        f"printf abc > {main / 'mine.tmp'} && cat {main / 'mine.tmp'} && "
+        f"cat {main / '.icefs' / 'status'} > /dev/null"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "abc"
 
 
 def test_world_readable_config_with_secrets_is_warned(tmp_path):
     config = tmp_path / "m.toml"
-    config.write_text(f'storage = "{tmp_path / "nothing"}"\nmountpoint = "{tmp_path}"\n'
-                      'secret_access_key = "hunter2-secret"\n')
+    config.write_text(
+        f'storage = "{tmp_path / "nothing"}"\nmountpoint = "{tmp_path}"\n'
+        'secret_access_key = "hunter2-secret"\n'
+    )
     config.chmod(0o644)
     result = run_icefs("mount", "--config", str(config))
     assert "holds secrets and every user can read it" in result.stderr

@@ -50,15 +50,23 @@ def test_units_pass_systemd_analyze_verify(tmp_path, unit):
     path = unit_for_test(tmp_path, unit)
     if unit.endswith("@.service"):
         path = path.with_name("icefs@data.service")  # verify an instance of the template
-    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
 
 
 def exec_start(tmp_path, config_dir):
-    line = next(ln for ln in unit_for_test(tmp_path, "icefs@.service").read_text().splitlines()
-                if ln.startswith("ExecStart="))
+    line = next(
+        ln
+        for ln in unit_for_test(tmp_path, "icefs@.service").read_text().splitlines()
+        if ln.startswith("ExecStart=")
+    )
     command = line.removeprefix("ExecStart=").replace("%i", "data")
     return command.replace("/etc/icefs/", f"{config_dir}/").split()
 
@@ -74,14 +82,16 @@ def test_notify_protocol_with_the_units_exec_start(repo, tmp_path):
     conf_dir = tmp_path / "etc"
     conf_dir.mkdir()
     (conf_dir / "data.toml").write_text(
-        f'[mount]\nstorage = "{repo}"\nmountpoint = "{mnt}"\nrefresh = 1\n')
+        f'[mount]\nstorage = "{repo}"\nmountpoint = "{mnt}"\nrefresh = 1\n'
+    )
     os.chmod(conf_dir / "data.toml", 0o600)
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     env = dict(os.environ, NOTIFY_SOCKET=str(sock_path))
-    proc = subprocess.Popen(exec_start(tmp_path, conf_dir), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        exec_start(tmp_path, conf_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 60
         message = receive(sock, deadline)
@@ -129,8 +139,10 @@ def umount_and_wait(mnt):
     pid = int((mnt / ".icefs/pid").read_text())
     subprocess.run(["umount", str(mnt)], check=True, timeout=60)
     deadline = time.monotonic() + 30
-    while os.path.exists(f"/proc/{pid}") and "Z" not in Path(f"/proc/{pid}/stat").read_text(
-            ).rsplit(")", 1)[1].split()[0]:
+    while (
+        os.path.exists(f"/proc/{pid}")
+        and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    ):
         assert time.monotonic() < deadline, "daemon still running after umount"
         time.sleep(0.05)
 
@@ -139,10 +151,21 @@ def test_mount_t_fuse_icefs(repo, tmp_path, helper_installed):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     result = subprocess.run(
-        ["mount", "-t", "fuse.icefs", str(repo), str(mnt), "-o",
-         f"ro,allow_other,refresh=2,_netdev,log_file={tmp_path / 'log'},journal_interval=0,"
-         f"verify_chunks=decode,write_buffer=64M,cache_dir={tmp_path / 'cache'}"],
-        capture_output=True, text=True, timeout=120, check=False)
+        [
+            "mount",
+            "-t",
+            "fuse.icefs",
+            str(repo),
+            str(mnt),
+            "-o",
+            f"ro,allow_other,refresh=2,_netdev,log_file={tmp_path / 'log'},journal_interval=0,"
+            f"verify_chunks=decode,write_buffer=64M,cache_dir={tmp_path / 'cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     try:
         assert result.returncode == 0, result.stderr
         assert "main" in os.listdir(mnt / "branches")
@@ -162,10 +185,16 @@ def test_fstab_line_with_config(repo, tmp_path, helper_installed):
     conf = tmp_path / "data.toml"
     conf.write_text(f'storage = "{repo}"\nlog_file = "{tmp_path / "log"}"\n')
     fstab = tmp_path / "fstab"
-    fstab.write_text(f"icefs {mnt} fuse.icefs _netdev,nofail,config={conf},"
-                     "x-systemd.mount-timeout=600 0 0\n")
-    result = subprocess.run(["mount", "--fstab", str(fstab), str(mnt)], capture_output=True,
-                            text=True, timeout=120, check=False)
+    fstab.write_text(
+        f"icefs {mnt} fuse.icefs _netdev,nofail,config={conf},x-systemd.mount-timeout=600 0 0\n"
+    )
+    result = subprocess.run(
+        ["mount", "--fstab", str(fstab), str(mnt)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     try:
         assert result.returncode == 0, result.stderr
         assert sorted(os.listdir(mnt / "branches")) == ["experiment", "main"]
@@ -175,9 +204,19 @@ def test_fstab_line_with_config(repo, tmp_path, helper_installed):
 
 def test_mount_helper_translates_options():
     assert translate_options("/r", "/m", "rw,ro,allow_other,refresh=5,_netdev") == [
-        "mount", "/r", "/m", "-o", "ro,allow_other,refresh=5,_netdev"]
+        "mount",
+        "/r",
+        "/m",
+        "-o",
+        "ro,allow_other,refresh=5,_netdev",
+    ]
     assert translate_options("/srv/r", "/m", "config=/nonexistent.toml") == [
-        "mount", "/srv/r", "/m", "-o", "config=/nonexistent.toml"]
+        "mount",
+        "/srv/r",
+        "/m",
+        "-o",
+        "config=/nonexistent.toml",
+    ]
 
 
 def test_config_file_and_sighup_reload(repo, tmp_path, mount_factory):
@@ -203,8 +242,11 @@ def test_config_file_and_sighup_reload(repo, tmp_path, mount_factory):
 
 def test_bad_config_files(tmp_path):
     bad = tmp_path / "bad.toml"
-    for text, needle in [("storage = ", "not valid TOML"), ("nonsense = 1", "unknown key"),
-                         ("refresh = 'x'", "wrong type")]:
+    for text, needle in [
+        ("storage = ", "not valid TOML"),
+        ("nonsense = 1", "unknown key"),
+        ("refresh = 'x'", "wrong type"),
+    ]:
         bad.write_text(text)
         result = run_icefs("mount", "--config", str(bad))
         assert result.returncode == 2
@@ -225,8 +267,9 @@ def test_stats_command(repo, mount_factory):
 
 
 def test_journal_formatter_and_detection(monkeypatch):
-    record = logging.LogRecord("icefs.mount", logging.WARNING, __file__, 1, "disk %s", ("full",),
-                               None)
+    record = logging.LogRecord(
+        "icefs.mount", logging.WARNING, __file__, 1, "disk %s", ("full",), None
+    )
     assert JournalFormatter().format(record) == "<4>icefs.mount: disk full"
     monkeypatch.setenv("JOURNAL_STREAM", "1:2")
     assert under_journal() is False, "stderr is not that stream"

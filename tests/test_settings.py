@@ -17,8 +17,15 @@ from icefs.errors import InvalidInput
 from icefs.mount_helper import translate_options
 from icefs.settings import SETTINGS, Setting, from_config, from_options, parse_size, to_argv
 
-SAMPLE = {"str": "x1", "path": "/tmp/x1", "int": 7, "float": 2.5, "bool": True,
-          "size": 64 << 20, "list": ["allow_other"]}
+SAMPLE = {
+    "str": "x1",
+    "path": "/tmp/x1",
+    "int": 7,
+    "float": 2.5,
+    "bool": True,
+    "size": 64 << 20,
+    "list": ["allow_other"],
+}
 
 
 def sample(s: Setting):
@@ -35,8 +42,7 @@ def parse_mount(argv: list[str]) -> argparse.Namespace:
 @pytest.mark.parametrize("s", [s for s in SETTINGS.values() if s.cli], ids=lambda s: s.name)
 def test_every_option_on_the_command_line(s):
     value = sample(s)
-    args = parse_mount(["r", "m", s.flag] if s.kind == "bool" else
-                       ["r", "m", s.flag, str(value)])
+    args = parse_mount(["r", "m", s.flag] if s.kind == "bool" else ["r", "m", s.flag, str(value)])
     assert getattr(args, s.name) == value
 
 
@@ -65,9 +71,12 @@ def test_every_key_in_a_config_file(s, tmp_path):
 
 def test_the_daemon_gets_every_mount_setting_back():
     """`to_argv` of values that are not defaults parses back to the same values."""
-    given = {s.name: sample(s) for s in SETTINGS.values()
-             if s.group == "mount" and s.name not in ("storage", "mountpoint", "options",
-                                                      "foreground", "ready_fd", "config")}
+    given = {
+        s.name: sample(s)
+        for s in SETTINGS.values()
+        if s.group == "mount"
+        and s.name not in ("storage", "mountpoint", "options", "foreground", "ready_fd", "config")
+    }
     argv = to_argv(given)
     values, _, _ = _settings(parse_mount(["r", "m", *argv]))
     for name, value in given.items():
@@ -83,10 +92,15 @@ def test_secrets_are_never_options_nor_daemon_arguments():
 
 
 def test_unknown_names_are_left_to_fuse_and_bad_values_are_refused():
-    assert from_options(["allow_other", "max_read=4096"]) == ({}, ["allow_other",
-                                                                  "max_read=4096"])
-    for bad in ("refresh=0", "refresh=abc", "journal_interval=-1", "mode=bogus",
-                "write_buffer=0", "read_ahead=1.5"):
+    assert from_options(["allow_other", "max_read=4096"]) == ({}, ["allow_other", "max_read=4096"])
+    for bad in (
+        "refresh=0",
+        "refresh=abc",
+        "journal_interval=-1",
+        "mode=bogus",
+        "write_buffer=0",
+        "read_ahead=1.5",
+    ):
         with pytest.raises(InvalidInput):
             from_options([bad])
     with pytest.raises(InvalidInput, match="unknown key"):

@@ -130,7 +130,12 @@ f.truncate(5)
 assert f.read(0, 100) == b"xxxxx"
 f.close()
 """
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")],
-                            cwd=Path(__file__).resolve().parent.parent, capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "cache")],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])

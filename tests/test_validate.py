@@ -33,8 +33,9 @@ CODECS = {
 def made(codec: str, dtype: str = "<f4") -> tuple[bytes, bytes]:
     """(zarr.json, the bytes of chunk 0/0) of a 2-D array written by zarr with *codec*."""
     store = MemoryStore()
-    arr = zarr.create_array(store, shape=(64, 32), chunks=(32, 32), dtype=dtype, fill_value=0,
-                            **CODECS[codec])
+    arr = zarr.create_array(
+        store, shape=(64, 32), chunks=(32, 32), dtype=dtype, fill_value=0, **CODECS[codec]
+    )
     arr[:] = np.arange(64 * 32).reshape(64, 32).astype(dtype)
 
     async def get(key: str) -> bytes:
@@ -53,13 +54,16 @@ def test_real_chunks_pass(codec, decode):
     ChunkCheck(metadata).check(chunk, (1, 0), decode=decode)
 
 
-@pytest.mark.parametrize(("codec", "damage"), [
-    (codec, damage)
-    for codec in ("none", "zstd", "zstd+checksum", "blosc", "gzip", "crc32c",
-                  "transpose+zstd")
-    for damage in ("append", "cut", "garbage")
-    # any bytes of the exact size are a valid uncompressed chunk
-    if (codec, damage) != ("none", "garbage")])
+@pytest.mark.parametrize(
+    ("codec", "damage"),
+    [
+        (codec, damage)
+        for codec in ("none", "zstd", "zstd+checksum", "blosc", "gzip", "crc32c", "transpose+zstd")
+        for damage in ("append", "cut", "garbage")
+        # any bytes of the exact size are a valid uncompressed chunk
+        if (codec, damage) != ("none", "garbage")
+    ],
+)
 def test_damaged_chunks_are_refused_without_decoding(codec, damage):
     metadata, chunk = made(codec)
     bad = {"append": chunk + b"xyz", "cut": chunk[:-5], "garbage": bytes(len(chunk))}[damage]
@@ -80,8 +84,9 @@ def test_damaged_chunks_are_refused_when_decoding(codec):
 
 def test_messages_name_the_sizes():
     metadata, chunk = made("none")
-    with pytest.raises(InvalidInput, match="4099 bytes; an uncompressed chunk of this array "
-                                           "has 4096"):
+    with pytest.raises(
+        InvalidInput, match="4099 bytes; an uncompressed chunk of this array has 4096"
+    ):
         ChunkCheck(metadata).check(chunk + b"xyz", (0, 0))
     metadata, chunk = made("zstd")
     with pytest.raises(InvalidInput, match="3 bytes follow its zstd frame"):
@@ -118,25 +123,34 @@ def variant(**changes):
     return json.dumps(doc).encode()
 
 
-@pytest.mark.parametrize(("doc", "reason"), [
-    (b"{", "not JSON"),
-    (b"[1]", "not a JSON object"),
-    (variant(zarr_format=4), "zarr_format is 4"),
-    (variant(zarr_format=2), "zarr_format is 2"),
-    (variant(node_type="table"), "node_type is 'table'"),
-    (variant(data_type="int33"), "invalid array metadata"),
-    (variant(codecs=[{"name": "bytes"}, {"name": "nope"}]), "invalid array metadata"),
-    (variant(chunk_grid={"name": "regular", "configuration": {"chunk_shape": [2]}}),
-     "same number of dimensions"),
-    (variant(fill_value="x"), "invalid array metadata"),
-    (variant(chunk_key_encoding=None), "without chunk_key_encoding"),
-    (variant(chunk_key_encoding={"name": "v2", "configuration": {"separator": "/"}}),
-     "c/i/j keys only"),
-    (variant(chunk_key_encoding={"name": "default", "configuration": {"separator": "."}}),
-     "c/i/j keys only"),
-    (variant(shape=[-1, 2]), "invalid array metadata"),
-    (b'{"zarr_format": 3, "node_type": "group", "attributes": 5}', "invalid group metadata"),
-])
+@pytest.mark.parametrize(
+    ("doc", "reason"),
+    [
+        (b"{", "not JSON"),
+        (b"[1]", "not a JSON object"),
+        (variant(zarr_format=4), "zarr_format is 4"),
+        (variant(zarr_format=2), "zarr_format is 2"),
+        (variant(node_type="table"), "node_type is 'table'"),
+        (variant(data_type="int33"), "invalid array metadata"),
+        (variant(codecs=[{"name": "bytes"}, {"name": "nope"}]), "invalid array metadata"),
+        (
+            variant(chunk_grid={"name": "regular", "configuration": {"chunk_shape": [2]}}),
+            "same number of dimensions",
+        ),
+        (variant(fill_value="x"), "invalid array metadata"),
+        (variant(chunk_key_encoding=None), "without chunk_key_encoding"),
+        (
+            variant(chunk_key_encoding={"name": "v2", "configuration": {"separator": "/"}}),
+            "c/i/j keys only",
+        ),
+        (
+            variant(chunk_key_encoding={"name": "default", "configuration": {"separator": "."}}),
+            "c/i/j keys only",
+        ),
+        (variant(shape=[-1, 2]), "invalid array metadata"),
+        (b'{"zarr_format": 3, "node_type": "group", "attributes": 5}', "invalid group metadata"),
+    ],
+)
 def test_metadata_refusals(doc, reason):
     with pytest.raises(InvalidInput, match=reason):
         check_metadata(doc)

@@ -63,8 +63,9 @@ def test_zarr_write_commit_and_read_directly(repo_path, mount_factory, monkeypat
     expected[5:15, 2:4] = -1
     b[:] = np.arange(7, dtype="u1")
     # read-your-writes before the commit, listed and stat'ed too
-    np.testing.assert_array_equal(zarr.open_array(LocalStore(main), path="temp", mode="r")[:],
-                                  expected)
+    np.testing.assert_array_equal(
+        zarr.open_array(LocalStore(main), path="temp", mode="r")[:], expected
+    )
     assert sorted(os.listdir(main / "temp" / "c")) == ["0", "1"]
     assert os.stat(main / "temp" / "c" / "0" / "0").st_size > 0
     st = status(main)
@@ -115,22 +116,43 @@ def test_shell_tools(repo_path, mount_factory, tmp_path):
     expected = _native_zarr(tmp_path / "native.zarr")
     # cp -r of a native Zarr directory into the branch
     subprocess.run(["cp", "-r", str(tmp_path / "native.zarr"), str(main / "copied")], check=True)
-    np.testing.assert_array_equal(zarr.open_array(LocalStore(main / "copied"), path="v")[:],
-                                  expected)
+    np.testing.assert_array_equal(
+        zarr.open_array(LocalStore(main / "copied"), path="v")[:], expected
+    )
     # rsync -a with its temporaries (dot-files renamed into place)
-    subprocess.run(["rsync", "-a", f"{tmp_path / 'native.zarr'}/", str(main / "synced")],
-                   check=True)
-    np.testing.assert_array_equal(zarr.open_array(LocalStore(main / "synced"), path="v")[:],
-                                  expected)
+    subprocess.run(
+        ["rsync", "-a", f"{tmp_path / 'native.zarr'}/", str(main / "synced")], check=True
+    )
+    np.testing.assert_array_equal(
+        zarr.open_array(LocalStore(main / "synced"), path="v")[:], expected
+    )
     # sed -i on a zarr.json (temp file + rename)
-    subprocess.run(["sed", "-i", 's/"attributes": {}/"attributes": {"edited": true}/',
-                    str(main / "copied" / "v" / "zarr.json")], check=True)
+    subprocess.run(
+        [
+            "sed",
+            "-i",
+            's/"attributes": {}/"attributes": {"edited": true}/',
+            str(main / "copied" / "v" / "zarr.json"),
+        ],
+        check=True,
+    )
     assert zarr.open_array(LocalStore(main / "copied"), path="v").attrs["edited"] is True
     # dd conv=notrunc random write, then truncate, on a scratch file
     scratch = main / "notes.bin"
     scratch.write_bytes(b"a" * 100)
-    subprocess.run(["dd", "if=/dev/zero", f"of={scratch}", "bs=1", "seek=10", "count=5",
-                    "conv=notrunc", "status=none"], check=True)
+    subprocess.run(
+        [
+            "dd",
+            "if=/dev/zero",
+            f"of={scratch}",
+            "bs=1",
+            "seek=10",
+            "count=5",
+            "conv=notrunc",
+            "status=none",
+        ],
+        check=True,
+    )
     data = scratch.read_bytes()
     assert data[:10] == b"a" * 10
     assert data[10:15] == b"\0" * 5
@@ -141,8 +163,9 @@ def test_shell_tools(repo_path, mount_factory, tmp_path):
     chunk = main / "copied" / "v" / "c" / "0" / "0"
     original = chunk.read_bytes()
     subprocess.run(["dd", f"if={chunk}", f"of={main / 'chunk.bak'}", "status=none"], check=True)
-    subprocess.run(["dd", f"if={main / 'chunk.bak'}", f"of={chunk}", "conv=notrunc",
-                    "status=none"], check=True)
+    subprocess.run(
+        ["dd", f"if={main / 'chunk.bak'}", f"of={chunk}", "conv=notrunc", "status=none"], check=True
+    )
     assert chunk.read_bytes() == original
     # mv of a file (key to key) and of a scratch file onto a key
     os.rename(main / "copied" / "v" / "c" / "1" / "1", main / "copied" / "v" / "c" / "0" / "1")
@@ -152,8 +175,9 @@ def test_shell_tools(repo_path, mount_factory, tmp_path):
         os.rename(main / "synced", main / "moved")
     assert info.value.errno == errno.EXDEV
     subprocess.run(["mv", str(main / "synced"), str(main / "moved")], check=True)
-    np.testing.assert_array_equal(zarr.open_array(LocalStore(main / "moved"), path="v")[:],
-                                  expected)
+    np.testing.assert_array_equal(
+        zarr.open_array(LocalStore(main / "moved"), path="v")[:], expected
+    )
     # rm -r of a whole node
     subprocess.run(["rm", "-r", str(main / "copied")], check=True)
     assert not (main / "copied").exists()
@@ -222,11 +246,9 @@ def test_chunks_before_their_array_wait_in_the_mount(repo_path, mount_factory):
     assert "later/c/1" not in list(readonly_store(repo_path).list())
     # the array's metadata arrives: the waiting chunk is stored with it
     g = zarr.open_group(LocalStore(main), mode="r+")
-    g.create_array("later", shape=(4,), chunks=(2,), dtype="i4", compressors=None,
-                   fill_value=0)
+    g.create_array("later", shape=(4,), chunks=(2,), dtype="i4", compressors=None, fill_value=0)
     assert status(main)["pending_chunks"] == []
-    np.testing.assert_array_equal(zarr.open_array(LocalStore(main), path="later")[:],
-                                  [0, 0, 7, 8])
+    np.testing.assert_array_equal(zarr.open_array(LocalStore(main), path="later")[:], [0, 0, 7, 8])
 
 
 @pytest.mark.parametrize("how", ["fusermount", "icefs-umount", "SIGTERM", "SIGINT"])
@@ -290,13 +312,11 @@ def test_spooling_past_the_write_buffer(repo_path, mount_factory, tmp_path):
         assert any(cache.iterdir()), "a spool directory exists while writing"
     assert (main / "big.bin").read_bytes() == big
     g = zarr.open_group(LocalStore(main), mode="w")
-    a = g.create_array("z", shape=(1024, 1024), chunks=(1024, 1024), dtype="f4",
-                       compressors=None)
+    a = g.create_array("z", shape=(1024, 1024), chunks=(1024, 1024), dtype="f4", compressors=None)
     values = np.random.default_rng(1).random((1024, 1024), dtype="f4")
     a[:] = values  # one 4 MiB chunk through a 1 MiB buffer
     commit(main, "big chunk")
-    np.testing.assert_array_equal(zarr.open_array(readonly_store(repo_path), path="z")[:],
-                                  values)
+    np.testing.assert_array_equal(zarr.open_array(readonly_store(repo_path), path="z")[:], values)
     assert m.umount() == 0
     assert not any(cache.iterdir()), "the spool is removed at unmount"
 
@@ -331,8 +351,9 @@ def test_two_mounts_rebase_and_conflict(repo_path, mount_factory):
     zarr.open_array(LocalStore(two), path="a", mode="r+")[1] = 20
     commit(one, "one writes chunk 0")
     commit(two, "two writes chunk 1")
-    np.testing.assert_array_equal(zarr.open_array(readonly_store(repo_path), path="a")[:],
-                                  [10, 20, 0, 0])
+    np.testing.assert_array_equal(
+        zarr.open_array(readonly_store(repo_path), path="a")[:], [10, 20, 0, 0]
+    )
     # the same chunk: the second commit fails with EBUSY and keeps its changes
     zarr.open_array(LocalStore(one), path="a", mode="r+")[2] = 30
     zarr.open_array(LocalStore(two), path="a", mode="r+")[2] = 31
@@ -344,8 +365,9 @@ def test_two_mounts_rebase_and_conflict(repo_path, mount_factory):
     assert st["has_uncommitted_changes"] is True
     assert st["conflicts"]
     assert run_icefs("commit", str(two), "-m", "again").returncode == 9
-    np.testing.assert_array_equal(zarr.open_array(readonly_store(repo_path), path="a")[:],
-                                  [10, 20, 30, 0])
+    np.testing.assert_array_equal(
+        zarr.open_array(readonly_store(repo_path), path="a")[:], [10, 20, 30, 0]
+    )
     # resolve by discarding: the view follows the tip again
     assert run_icefs("discard", str(two)).returncode == 0
     np.testing.assert_array_equal(zarr.open_array(LocalStore(two), path="a")[:], [10, 20, 30, 0])
@@ -427,7 +449,8 @@ def test_dirty_branch_survives_shutil_rmtree_of_a_subtree(repo_path, mount_facto
 def test_failed_commit_at_unmount_exits_nonzero(repo_path, mount_factory):
     first = mount_factory(repo_path, name="one")
     arr = zarr.open_group(LocalStore(first.mountpoint / "branches/main"), mode="w").create_array(
-        "a", shape=(2,), chunks=(1,), dtype="i4", fill_value=0)
+        "a", shape=(2,), chunks=(1,), dtype="i4", fill_value=0
+    )
     arr[:] = 0
     commit(first.mountpoint / "branches/main", "base")
     second = mount_factory(repo_path, name="two")
@@ -444,8 +467,9 @@ def test_concurrent_first_writes_all_land(repo_path, mount_factory):
     chunks stored into the replaced session were silently lost."""
     repo = icechunk.Repository.open(sample_storage(str(repo_path)))
     session = repo.writable_session("main")
-    zarr.group(store=session.store).create_array("a", shape=(64, 64), chunks=(4, 64),
-                                                 dtype="f8")[:] = 0.0
+    zarr.group(store=session.store).create_array("a", shape=(64, 64), chunks=(4, 64), dtype="f8")[
+        :
+    ] = 0.0
     session.commit("base")
     m = mount_factory(repo_path)
     main = m.mountpoint / "branches" / "main"
@@ -476,10 +500,18 @@ def test_discard_brings_back_deleted_names_at_once(repo_path, mount_factory):
 
 
 def _rsync(src, dst, *flags):
-    result = subprocess.run(["rsync", "-a", "--stats", *flags, f"{src}/", str(dst)],
-                            capture_output=True, text=True, timeout=120, check=True)
-    line = next(ln for ln in result.stdout.splitlines()
-                if ln.startswith("Number of regular files transferred"))
+    result = subprocess.run(
+        ["rsync", "-a", "--stats", *flags, f"{src}/", str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    line = next(
+        ln
+        for ln in result.stdout.splitlines()
+        if ln.startswith("Number of regular files transferred")
+    )
     return int(line.split(":")[1].replace(",", ""))
 
 
@@ -500,8 +532,9 @@ def test_rsync_again_changes_nothing(repo_path, mount_factory, tmp_path):
     assert _rsync(native, main / "synced") == 0
     assert status(main)["has_uncommitted_changes"] is False
     assert m.umount() == 0
-    commits = len(list(icechunk.Repository.open(sample_storage(str(repo_path))).ancestry(
-        branch="main")))
+    commits = len(
+        list(icechunk.Repository.open(sample_storage(str(repo_path))).ancestry(branch="main"))
+    )
     m = mount_factory(repo_path, name="second")
     main = m.mountpoint / "branches" / "main"
     assert _rsync(native, main / "synced") == files  # commit times differ from the source's
@@ -509,6 +542,7 @@ def test_rsync_again_changes_nothing(repo_path, mount_factory, tmp_path):
     assert _rsync(native, main / "synced") == 0
     assert _rsync(native, main / "synced", "-c") == 0
     assert m.umount() == 0
-    after = len(list(icechunk.Repository.open(sample_storage(str(repo_path))).ancestry(
-        branch="main")))
+    after = len(
+        list(icechunk.Repository.open(sample_storage(str(repo_path))).ancestry(branch="main"))
+    )
     assert after == commits, "the unmount committed nothing"
