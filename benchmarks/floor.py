@@ -197,7 +197,7 @@ class NullMount:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the null filesystem did not mount")
             time.sleep(0.05)
-        from icefs.mount import _tune_read_ahead
+        from icefs.daemon.lifecycle import _tune_read_ahead
 
         _tune_read_ahead(str(mountpoint), 1024)
 

@@ -36,7 +36,7 @@ import icechunk
 import zarr
 
 from benchmarks.common import BenchMount
-from icefs.sample import sample_storage
+from icefs.store.sample import sample_storage
 
 CHUNKS = 64
 SHARED = range(4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from icefs.cli import main
+from icefs.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

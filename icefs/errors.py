@@ -22,7 +22,7 @@ Hierarchy::
      +-- NotSupported           ENOTSUP  extended attributes on branch files
      +-- StorageFailure         EIO      the storage failed (network, permissions, ...)
 
-Icechunk's own exceptions are translated into these in :mod:`icefs.repo`, the
+Icechunk's own exceptions are translated into these in :mod:`icefs.store.repo`, the
 only module that imports icechunk.  Command-line failures raise `QuietError`,
 which the CLI prints as one line and turns into an exit code.
 """

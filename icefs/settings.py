@@ -8,7 +8,7 @@ line of the background daemon (`to_argv`).  Precedence: the command line
 (options and ``-o``), then the config file, then the defaults here.
 
 Secrets are never ``-o`` options (they would show in ``ps`` and in mtab) and
-never reach the daemon's command line; `icefs.storage_cli` hands them over in
+never reach the daemon's command line; `icefs.cli.storage` hands them over in
 its environment.  Pure: nothing here imports more than the standard library,
 so ``icefs --help`` stays fast.
 """

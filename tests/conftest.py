@@ -14,8 +14,8 @@ import icechunk
 import pytest
 from zarr.core.buffer import default_buffer_prototype
 
-from icefs.repo import configure_icechunk_logs
-from icefs.sample import build_sample, sample_storage
+from icefs.store.repo import configure_icechunk_logs
+from icefs.store.sample import build_sample, sample_storage
 
 configure_icechunk_logs(20)
 

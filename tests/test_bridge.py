@@ -8,7 +8,7 @@ import threading
 import pytest
 import trio
 
-from icefs.bridge import Bridge
+from icefs.store.bridge import Bridge
 
 
 @pytest.fixture
@@ -170,9 +170,9 @@ async def test_a_failing_probe_keeps_the_loop_thread(bridge):
 
 
 async def test_a_silent_probe_times_out(bridge, monkeypatch):
-    import icefs.bridge
+    import icefs.store.bridge
 
-    monkeypatch.setattr(icefs.bridge, "PROBE_TIMEOUT", 0.3)
+    monkeypatch.setattr(icefs.store.bridge, "PROBE_TIMEOUT", 0.3)
     never = threading.Event()
 
     async def probe(b):
@@ -212,6 +212,6 @@ def test_another_trio_run_uses_the_loop_thread(bridge):
 async def test_icechunk_passes_the_probe(bridge):
     """Icechunk's Rust methods speak the protocol the direct path expects (fails on an
     upgrade that changes it: the mount would still work, through the loop thread)."""
-    from icefs.repo import direct_probe
+    from icefs.store.repo import direct_probe
 
     assert await bridge.enable_direct(direct_probe)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from icefs.cli import main
+from icefs.cli.main import main
+from icefs.daemon.lifecycle import parse_fuse_options
 from icefs.errors import QuietError
-from icefs.mount import parse_fuse_options
 from icefs.storage import parse_storage
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zarr
 
-from icefs.sample import sample_storage
+from icefs.store.sample import sample_storage
 from tests.conftest import run_icefs
 
 

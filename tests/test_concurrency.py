@@ -17,7 +17,7 @@ import icechunk
 import numpy as np
 import zarr
 
-from icefs.sample import sample_storage
+from icefs.store.sample import sample_storage
 
 ROUNDS = 50
 

@@ -26,7 +26,7 @@ import icechunk
 import pytest
 import zarr
 
-from icefs.sample import sample_storage
+from icefs.store.sample import sample_storage
 from tests.conftest import Mount, fuse_usable
 
 

@@ -106,7 +106,7 @@ def test_repository_that_disappears_while_mounted(tmp_path, mount_factory):
     crash), a clear message, and everything works again once it is back."""
     import shutil
 
-    from icefs.sample import sample_storage
+    from icefs.store.sample import sample_storage
 
     path = tmp_path / "repo"
     repo = icechunk.Repository.create(sample_storage(str(path)))

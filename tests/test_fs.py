@@ -15,7 +15,6 @@ import trio
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 
-from icefs.bridge import Bridge
 from icefs.errors import (
     BadHandle,
     IsADirectory,
@@ -28,11 +27,12 @@ from icefs.errors import (
     ReadOnly,
     Stale,
 )
-from icefs.fs import IMMUTABLE_TTL, AttrChange, IcefsCore, MountOptions
-from icefs.inodes import ROOT_INODE
-from icefs.repo import Repo
-from icefs.sample import build_sample, sample_storage
-from icefs.tree import SnapshotTree
+from icefs.fs.core import IMMUTABLE_TTL, AttrChange, IcefsCore, MountOptions
+from icefs.fs.inodes import ROOT_INODE
+from icefs.store.bridge import Bridge
+from icefs.store.repo import Repo
+from icefs.store.sample import build_sample, sample_storage
+from icefs.store.tree import SnapshotTree
 
 
 def store_get(repo, snapshot_id, key):
@@ -487,7 +487,7 @@ async def test_readdir_offsets_survive_listing_changes(core, repository):
 
 async def test_immutable_listings_are_kept_within_a_bound(core, repository, monkeypatch):
     _repo, ids = repository
-    monkeypatch.setattr("icefs.fs.LISTED_ENTRIES_KEPT", 3)
+    monkeypatch.setattr("icefs.fs.core.LISTED_ENTRIES_KEPT", 3)
     tag = await walk(core, "tags", "v1.0")
     assert "humidity" not in await listing(core, tag.ino)
     for sid in (ids["main"], ids["experiment"], ids["v1.0"]):
@@ -540,7 +540,7 @@ async def test_forget_releases_inodes(core):
 
 
 def test_stats_errors_by_errno():
-    from icefs.stats import Stats
+    from icefs.fs.stats import Stats
 
     s = Stats()
     s.record("lookup", 0.001, errno.ENOENT)
@@ -568,7 +568,7 @@ async def test_invalid_utf8_name_is_enoent(core):
 
 async def test_classify_keys(core, repository):
     from icefs.errors import InvalidInput
-    from icefs.tree import KeyClass
+    from icefs.store.tree import KeyClass
 
     _repo, ids = repository
     tree = await core._tree(ids["main"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from icefs.errors import Stale
-from icefs.inodes import ROOT_INODE, InodeTable
+from icefs.fs.inodes import ROOT_INODE, InodeTable
 
 
 def test_inodes_are_stable_and_freed_after_forget():

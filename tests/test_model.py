@@ -34,7 +34,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from icefs.sample import sample_storage
+from icefs.store.sample import sample_storage
 from tests.conftest import Mount, direct_get
 
 CHUNKS = [f"a/c/{i}" for i in range(4)]  # of a 1-d array of 8 chunks (4-7 stay)

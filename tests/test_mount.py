@@ -18,7 +18,7 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
-from icefs.sample import sample_storage
+from icefs.store.sample import sample_storage
 from tests.conftest import direct_get, direct_keys, run_icefs
 
 

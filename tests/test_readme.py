@@ -11,7 +11,7 @@ from pathlib import Path
 
 import icechunk
 
-from icefs.sample import build_sample, sample_storage
+from icefs.store.sample import build_sample, sample_storage
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

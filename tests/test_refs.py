@@ -12,7 +12,7 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
-from icefs.sample import build_sample, sample_storage
+from icefs.store.sample import build_sample, sample_storage
 from tests.conftest import run_icefs
 
 

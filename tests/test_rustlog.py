@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from icefs.rustlog import parse_events
+from icefs.store.rustlog import parse_events
 
 ESC = "\x1b"
 SAMPLE = [
@@ -40,7 +40,7 @@ def test_icechunk_warnings_reach_the_log_once(tmp_path):
     """A real process: Icechunk warns twice, the log holds it once and no colour codes."""
     script = textwrap.dedent(f"""
         import logging, sys, time
-        from icefs.rustlog import route_stderr
+        from icefs.store.rustlog import route_stderr
         stream = route_stderr()
         logging.basicConfig(stream=stream, level=logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")

@@ -14,7 +14,7 @@ import icechunk
 import pytest
 import zarr
 
-from icefs.sample import sample_storage
+from icefs.store.sample import sample_storage
 from tests.conftest import Mount, fuse_usable, run_icefs
 
 NOBODY = 65534

@@ -19,9 +19,9 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
-from icefs._systemd import JournalFormatter, under_journal
-from icefs.mount_helper import translate_options
-from icefs.sample import build_sample, sample_storage
+from icefs.cli.helper import translate_options
+from icefs.daemon.systemd import JournalFormatter, under_journal
+from icefs.store.sample import build_sample, sample_storage
 from tests.conftest import run_icefs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,9 +268,9 @@ def test_stats_command(repo, mount_factory):
 
 def test_journal_formatter_and_detection(monkeypatch):
     record = logging.LogRecord(
-        "icefs.mount", logging.WARNING, __file__, 1, "disk %s", ("full",), None
+        "icefs.daemon.lifecycle", logging.WARNING, __file__, 1, "disk %s", ("full",), None
     )
-    assert JournalFormatter().format(record) == "<4>icefs.mount: disk full"
+    assert JournalFormatter().format(record) == "<4>icefs.daemon.lifecycle: disk full"
     monkeypatch.setenv("JOURNAL_STREAM", "1:2")
     assert under_journal() is False, "stderr is not that stream"
     st = os.fstat(2)

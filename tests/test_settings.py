@@ -12,9 +12,9 @@ import argparse
 
 import pytest
 
-from icefs.cli import _MOUNT_PARSER, _parser, _settings
+from icefs.cli.helper import translate_options
+from icefs.cli.main import _MOUNT_PARSER, _parser, _settings
 from icefs.errors import InvalidInput
-from icefs.mount_helper import translate_options
 from icefs.settings import SETTINGS, Setting, from_config, from_options, parse_size, to_argv
 
 SAMPLE = {

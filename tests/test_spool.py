@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from icefs.spool import KEEP_PARTS_UP_TO, SpoolBudget, SpoolFile
+from icefs.fs.spool import KEEP_PARTS_UP_TO, SpoolBudget, SpoolFile
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_cutting_a_file_whose_map_is_held_keeps_the_map_readable(tmp_path):
     SIGBUS, and the file reads the new ones. Run in a child: a regression kills it."""
     code = """
 import sys
-from icefs.spool import COPY_FROM_DISK_UP_TO, SpoolBudget, SpoolFile
+from icefs.fs.spool import COPY_FROM_DISK_UP_TO, SpoolBudget, SpoolFile
 f = SpoolFile(SpoolBudget(0, sys.argv[1]), b"x" * (COPY_FROM_DISK_UP_TO + 4096))
 assert f.on_disk
 held = f.contents()

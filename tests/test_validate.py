@@ -17,7 +17,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import MemoryStore
 
 from icefs.errors import InvalidInput
-from icefs.validate import ChunkCheck, check_metadata
+from icefs.store.validate import ChunkCheck, check_metadata
 
 CODECS = {
     "none": {"compressors": None},

@@ -15,7 +15,7 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
-from icefs.sample import sample_storage
+from icefs.store.sample import sample_storage
 from tests.conftest import run_icefs
 
 

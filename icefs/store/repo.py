@@ -22,14 +22,14 @@ import icechunk
 from icefs import errors
 from icefs.errors import ExitCode, QuietError
 from icefs.gate import ALONE, Gate
-from icefs.reflock import RefLock
 from icefs.storage import redact
+from icefs.store.reflock import RefLock
 
 if TYPE_CHECKING:
     from collections.abc import Buffer, Iterable
 
-    from icefs.bridge import Bridge
     from icefs.storage import StorageSpec
+    from icefs.store.bridge import Bridge
 
 __all__ = [
     "BranchWriter",
@@ -78,7 +78,7 @@ def landed(repository: icechunk.Repository, branch: str, snapshot_id: str) -> bo
 def configure_icechunk_logs(level: int, *, routed: bool = False) -> None:
     """Set what Icechunk's Rust side logs.
 
-    *routed*: its output reaches `logging` (`icefs.rustlog.route_stderr`, the
+    *routed*: its output reaches `logging` (`icefs.store.rustlog.route_stderr`, the
     daemon), so its warnings are wanted (each is logged once); with *level* DEBUG
     its info lines too.  Otherwise (command line, tests) only errors, which go to
     stderr as Icechunk writes them.  ``ICECHUNK_LOG`` set by the user wins.

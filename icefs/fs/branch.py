@@ -30,16 +30,16 @@ from icefs.errors import (
     NotFound,
 )
 from icefs.gate import ALONE, Gate
-from icefs.repo import open_writer, restore_writer
-from icefs.tree import KeyClass, SnapshotTree
-from icefs.validate import check_metadata
+from icefs.store.repo import open_writer, restore_writer
+from icefs.store.tree import KeyClass, SnapshotTree
+from icefs.store.validate import check_metadata
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from icefs.journal import Journal, JournalEntry
-    from icefs.repo import BranchWriter, Repo
-    from icefs.spool import SpoolFile
+    from icefs.daemon.journal import Journal, JournalEntry
+    from icefs.fs.spool import SpoolFile
+    from icefs.store.repo import BranchWriter, Repo
 
 __all__ = ["MAX_METADATA_SIZE", "BranchState", "OverlayFile", "Stamp", "describe_leftovers"]
 

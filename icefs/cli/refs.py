@@ -13,7 +13,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Protocol
 
-from icefs.client import write_control
+from icefs.cli.client import write_control
 from icefs.errors import ExitCode, IcefsError, QuietError, exit_code_for
 from icefs.paths import CONTROL_DIR, check_ref_name, name_to_ref, ref_to_name
 
@@ -157,7 +157,7 @@ class RepoRefs:
     """Ref operations straight on a repository (``--repo STORAGE``)."""
 
     def __init__(self, spec: StorageSpec, default_branch: str = "main") -> None:
-        from icefs.repo import RepoAdmin, open_repository, ref_lock
+        from icefs.store.repo import RepoAdmin, open_repository, ref_lock
 
         if spec.kind == "memory":
             raise QuietError(
@@ -211,7 +211,7 @@ class RepoRefs:
         self._run(f"cannot delete tag {name!r}", self._admin.delete_tag, name)
 
     def log(self, ref: str | None) -> list[dict[str, Any]]:
-        from icefs.control import render_time
+        from icefs.fs.control import render_time
 
         what = f"cannot read the history of {ref or self._default!r}"
         sid = self._run(what, self._admin.resolve, ref or self._default)

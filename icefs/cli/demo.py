@@ -33,9 +33,9 @@ def run_demo(directory: str, *, foreground: bool = False) -> int:
 
     import icechunk
 
-    from icefs.mount import check_fuse, check_mountpoint, start_background
-    from icefs.repo import configure_icechunk_logs
-    from icefs.sample import build_sample, sample_storage
+    from icefs.daemon.lifecycle import check_fuse, check_mountpoint, start_background
+    from icefs.store.repo import configure_icechunk_logs
+    from icefs.store.sample import build_sample, sample_storage
 
     configure_icechunk_logs(logging.INFO)
     base = os.path.abspath(directory)
@@ -52,7 +52,7 @@ def run_demo(directory: str, *, foreground: bool = False) -> int:
         print(f"icefs demo: building the sample repository at {repo_path}")
         build_sample(icechunk.Repository.create(storage), progress=lambda m: print("  " + m))
     if foreground:
-        from icefs.cli import main
+        from icefs.cli.main import main
 
         print(TRY_THIS.format(repo=repo_path, mnt=mnt, python=sys.executable))
         return main(["mount", repo_path, mnt, "--foreground"])

@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from icefs._systemd import notify
+from icefs.daemon.systemd import notify
 from icefs.errors import ExitCode, QuietError
 from icefs.settings import SETTINGS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from icefs.fs import IcefsCore
+    from icefs.fs.core import IcefsCore
     from icefs.storage import StorageSpec
 
 __all__ = [
@@ -299,10 +299,10 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
     """Open the repository, mount, serve until unmounted or signalled; return the exit code."""
     import pyfuse3
 
-    from icefs.bridge import Bridge
-    from icefs.fs import IcefsCore, MountOptions
-    from icefs.fuse_ops import FuseOperations
-    from icefs.repo import (
+    from icefs.fs.core import IcefsCore, MountOptions
+    from icefs.fuse.ops import FuseOperations
+    from icefs.store.bridge import Bridge
+    from icefs.store.repo import (
         Repo,
         configure_icechunk_logs,
         make_storage,
@@ -399,7 +399,7 @@ async def _serve(
 ) -> None:
     import pyfuse3
 
-    from icefs.repo import direct_probe
+    from icefs.store.repo import direct_probe
 
     if os.environ.get("ICEFS_DIRECT_CALLS", "1") != "0":  # "0": the escape hatch (README)
         await core.repo.bridge.enable_direct(direct_probe)
@@ -476,7 +476,7 @@ def _reload(core: IcefsCore, config: MountConfig) -> None:
     import dataclasses
 
     from icefs.config import load_config
-    from icefs.repo import configure_icechunk_logs
+    from icefs.store.repo import configure_icechunk_logs
 
     if not config.config_file:
         log.info("SIGHUP: no --config file to reload")
@@ -589,7 +589,7 @@ def unmount(
 
 def _dropped_at_unmount(path: str) -> list[str]:
     """Warnings naming the scratch files and pending chunks the unmount of *path* drops."""
-    from icefs.branch import describe_leftovers
+    from icefs.fs.branch import describe_leftovers
 
     try:
         with open(os.path.join(path, ".icefs", "status")) as f:

@@ -14,20 +14,20 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from icefs import __version__
-from icefs.errors import ExitCode, InvalidInput, QuietError
-from icefs.settings import SETTINGS, add_arguments, defaults, from_options, to_argv
-from icefs.storage_cli import (
+from icefs.cli.storage import (
     add_storage_options,
     install_redaction,
     redact_message,
     spec_to_env,
     storage_from_args,
 )
+from icefs.errors import ExitCode, InvalidInput, QuietError
+from icefs.settings import SETTINGS, add_arguments, defaults, from_options, to_argv
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from icefs.refs_cli import RefBackend
+    from icefs.cli.refs import RefBackend
 
 __all__ = ["main"]
 
@@ -50,9 +50,9 @@ then: ls /mnt/ice/branches/main, cat /mnt/ice/tags/v1/.icefs/log, icefs umount /
 
 def _setup_logging(level: str, log_file: str | None) -> None:
     """Log at *level* to *log_file* or stderr; Icechunk's own lines join the same log."""
-    from icefs._systemd import JournalFormatter, under_journal
-    from icefs.repo import configure_icechunk_logs
-    from icefs.rustlog import route_stderr
+    from icefs.daemon.systemd import JournalFormatter, under_journal
+    from icefs.store.repo import configure_icechunk_logs
+    from icefs.store.rustlog import route_stderr
 
     numeric = getattr(logging, level.upper())
     journal = not log_file and under_journal()
@@ -316,7 +316,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any],
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from icefs.mount import (
+    from icefs.daemon.lifecycle import (
         MountConfig,
         Reporter,
         check_fuse,
@@ -388,7 +388,7 @@ def _mount(args: argparse.Namespace) -> int:
 
 
 def _umount(args: argparse.Namespace) -> int:
-    from icefs.mount import unmount
+    from icefs.daemon.lifecycle import unmount
 
     done, warnings = unmount(args.mountpoint, timeout=args.timeout)
     for warning in warnings:
@@ -398,7 +398,7 @@ def _umount(args: argparse.Namespace) -> int:
 
 
 def _commit(args: argparse.Namespace) -> int:
-    from icefs.client import commit, read_status
+    from icefs.cli.client import commit, read_status
 
     before = read_status(args.path).get("last_commit")
     doc = commit(args.path, args.message)
@@ -413,7 +413,7 @@ def _commit(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
-    from icefs.client import read_status
+    from icefs.cli.client import read_status
 
     doc = read_status(args.path)
     if args.json:
@@ -452,7 +452,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _discard(args: argparse.Namespace) -> int:
-    from icefs.client import discard
+    from icefs.cli.client import discard
 
     doc = discard(args.path)
     print(f"discarded uncommitted changes of {doc.get('ref')}")
@@ -460,7 +460,7 @@ def _discard(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from icefs.repo import open_repository
+    from icefs.store.repo import open_repository
 
     spec = storage_from_args(args.storage, args)
     if spec.kind == "memory":
@@ -471,7 +471,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _refs(args: argparse.Namespace) -> RefBackend:
-    from icefs.refs_cli import MountRefs, RepoRefs
+    from icefs.cli.refs import MountRefs, RepoRefs
 
     if args.repo:
         return RepoRefs(storage_from_args(args.repo, args), args.default_branch)
@@ -520,7 +520,7 @@ def _log(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from icefs.refs_cli import MountRefs
+    from icefs.cli.refs import MountRefs
 
     root = MountRefs(args.path).root
     with open(os.path.join(root, ".icefs", "stats")) as f:
@@ -558,7 +558,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from icefs.demo import run_demo
+    from icefs.cli.demo import run_demo
 
     return run_demo(args.directory, foreground=args.foreground)
 
@@ -590,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stats": _stats,
     }
     if args.command in ("init", "branch", "tag", "log", "demo"):
-        from icefs.repo import configure_icechunk_logs
+        from icefs.store.repo import configure_icechunk_logs
 
         configure_icechunk_logs(logging.WARNING)  # errors only: the command reports failures
     try:

@@ -31,7 +31,7 @@ from icefs.errors import IcefsError
 if TYPE_CHECKING:
     from collections.abc import Buffer
 
-    from icefs.tree import SnapshotTree, TreeEntry
+    from icefs.store.tree import SnapshotTree, TreeEntry
 
 __all__ = ["Prefetcher"]
 

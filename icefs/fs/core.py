@@ -2,7 +2,7 @@
 
 `IcefsCore` answers lookups, attributes, listings, opens and reads on plain
 values (`Attr`, `OpenReply`, `StatFs`) and raises `IcefsError`s; the pyfuse3
-adapter in `icefs.fuse_ops` only converts.  Tests call the core directly.
+adapter in `icefs.fuse.ops` only converts.  Tests call the core directly.
 
 Namespace (see README.md)::
 
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 
-from icefs import __version__, control
-from icefs.branch import BranchState, OverlayFile, describe_leftovers
+from icefs import __version__
+from icefs.daemon.journal import Journal
 from icefs.errors import (
     BadHandle,
     CrossDevice,
@@ -50,8 +50,11 @@ from icefs.errors import (
     ReadOnly,
     Stale,
 )
-from icefs.inodes import InodeTable, Path
-from icefs.journal import Journal
+from icefs.fs import control
+from icefs.fs.branch import BranchState, OverlayFile, describe_leftovers
+from icefs.fs.inodes import InodeTable, Path
+from icefs.fs.spool import SpoolBudget, SpoolFile
+from icefs.fs.stats import Stats
 from icefs.paths import (
     CONTROL_DIR,
     METADATA_NAME,
@@ -60,16 +63,14 @@ from icefs.paths import (
     name_to_ref,
     ref_to_name,
 )
-from icefs.prefetch import Prefetcher
 from icefs.settings import SETTINGS
-from icefs.spool import SpoolBudget, SpoolFile
-from icefs.stats import Stats
-from icefs.tree import DirPos, SnapshotTree, TreeEntry
+from icefs.store.prefetch import Prefetcher
+from icefs.store.tree import DirPos, SnapshotTree, TreeEntry
 
 if TYPE_CHECKING:
     from collections.abc import Buffer, Iterator
 
-    from icefs.repo import Repo
+    from icefs.store.repo import Repo
 
 __all__ = ["Attr", "AttrChange", "IcefsCore", "MountOptions", "NodeKind", "OpenReply", "StatFs"]
 

@@ -20,7 +20,7 @@ import pyfuse3
 import trio
 
 from icefs.errors import IcefsError, NotFound
-from icefs.fs import AttrChange
+from icefs.fs.core import AttrChange
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
         XAttrNameT,
     )
 
-    from icefs.fs import Attr, IcefsCore, Node, OpenReply
+    from icefs.fs.core import Attr, IcefsCore, Node, OpenReply
 
 __all__ = ["FuseOperations"]
 

@@ -1,6 +1,6 @@
 """The hidden control directories: which files exist and what they say.
 
-Rendering is pure; `icefs.fs` gathers the facts and calls these functions.
+Rendering is pure; `icefs.fs.core` gathers the facts and calls these functions.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from icefs.repo import SnapshotMeta
+    from icefs.store.repo import SnapshotMeta
 
 __all__ = [
     "BRANCH_COMMANDS",

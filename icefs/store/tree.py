@@ -25,8 +25,8 @@ from icefs.paths import METADATA_NAME, join_key
 if TYPE_CHECKING:
     from collections.abc import Buffer
 
-    from icefs.repo import ChunkIndex, SnapshotReader
-    from icefs.validate import ChunkCheck
+    from icefs.store.repo import ChunkIndex, SnapshotReader
+    from icefs.store.validate import ChunkCheck
 
 __all__ = ["DirPos", "KeyClass", "SnapshotTree", "TreeEntry"]
 
@@ -385,7 +385,7 @@ class SnapshotTree:
         """Return the `ChunkCheck` for chunks of the array at *array* (built in a thread)."""
         check = self._checks.get(array)
         if check is None:
-            from icefs.validate import ChunkCheck
+            from icefs.store.validate import ChunkCheck
 
             metadata = (await self._node(array)).metadata
             if metadata is None:

@@ -55,7 +55,7 @@ def _config_storage(path: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run as mount(8)'s helper; return the exit code."""
-    from icefs.cli import main as icefs_main
+    from icefs.cli.main import main as icefs_main
 
     args = list(sys.argv[1:] if argv is None else argv)
     positional: list[str] = []

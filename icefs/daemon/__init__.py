@@ -1,0 +1,3 @@
+"""daemon."""
+
+from __future__ import annotations

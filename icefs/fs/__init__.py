@@ -1,0 +1,3 @@
+"""fs."""
+
+from __future__ import annotations

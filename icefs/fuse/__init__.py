@@ -1,0 +1,3 @@
+"""fuse."""
+
+from __future__ import annotations
