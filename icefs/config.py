@@ -28,14 +28,14 @@ import stat
 import tomllib
 from typing import Any
 
-from icefs.errors import ExitCode, InvalidInput, QuietError
+from icefs.errors import InvalidInput, UsageError
 from icefs.settings import SECRET_NAMES, from_config
 
 __all__ = ["load_config"]
 
 
 def load_config(path: str) -> dict[str, Any]:
-    """Read the mount configuration at *path*; raise `QuietError` (USAGE) saying what is wrong.
+    """Read the mount configuration at *path*; raise `UsageError` saying what is wrong.
 
     The keys and their types are those of `icefs.settings`.
     """
@@ -44,18 +44,18 @@ def load_config(path: str) -> dict[str, Any]:
             doc = tomllib.load(f)
         st = os.stat(path)
     except FileNotFoundError:
-        raise QuietError(f"config file {path} does not exist", ExitCode.USAGE) from None
+        raise UsageError(f"config file {path} does not exist") from None
     except OSError as exc:
-        raise QuietError(f"config file {path}: {exc.strerror}", ExitCode.USAGE) from None
+        raise UsageError(f"config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise QuietError(f"config file {path} is not valid TOML: {exc}", ExitCode.USAGE) from None
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
     table = doc.get("mount", doc)
     if not isinstance(table, dict):
-        raise QuietError(f"config file {path}: [mount] must be a table", ExitCode.USAGE)
+        raise UsageError(f"config file {path}: [mount] must be a table")
     try:
         config = from_config(table)
     except InvalidInput as exc:
-        raise QuietError(f"config file {path}: {exc}", ExitCode.USAGE) from None
+        raise UsageError(f"config file {path}: {exc}") from None
     config["_path"] = path
     config["_world_readable"] = bool(st.st_mode & stat.S_IROTH)
     config["_has_secrets"] = any(k in config for k in SECRET_NAMES)

@@ -1,15 +1,15 @@
-"""Errors of icefs and the one table that turns them into errno values.
+"""Errors of icefs: the errno of each failed request, and the failures of setting up.
 
 Hierarchy::
 
-    IcefsError                  (errno EIO unless a subclass says otherwise)
+    IcefsError                  errno EIO unless a subclass says otherwise; a request failed
      +-- NotFound               ENOENT   a path, ref, snapshot or node that does not exist
      +-- NotADirectory          ENOTDIR
      +-- IsADirectory           EISDIR
      +-- ReadOnly               EROFS    a write on a tag, a snapshot or a --read-only mount
      +-- PermissionDenied       EACCES   e.g. opening a read-only control file for writing
      +-- NotPermitted           EPERM
-     +-- InvalidInput           EINVAL   malformed control input, invalid name
+     +-- InvalidInput           EINVAL   malformed control input, invalid name or content
      +-- NameTooLong            ENAMETOOLONG
      +-- Exists                 EEXIST
      +-- NotEmpty               ENOTEMPTY
@@ -19,40 +19,59 @@ Hierarchy::
      +-- BadHandle              EBADF    an unknown file handle or out-of-order readdir
      +-- NoAttribute            ENODATA  an unknown extended attribute
      +-- FileTooLarge           EFBIG    a write past the largest file size
-     +-- NotSupported           ENOTSUP  extended attributes on branch files
+     +-- NotSupported           ENOTSUP  extended attributes outside user.*
      +-- StorageFailure         EIO      the storage failed (network, permissions, ...)
 
-Icechunk's own exceptions are translated into these in :mod:`icefs.store.repo`, the
-only module that imports icechunk.  Command-line failures raise `QuietError`,
-which the CLI prints as one line and turns into an exit code.
+    SetupError                  nothing was mounted (or unmounted): the command says why
+     +-- UsageError             a bad option, setting, URL or config file
+     +-- RepositoryError        no repository there, not one, or one exists already
+     +-- StorageUnreachable     the storage refused or could not be reached
+     +-- MountpointError        missing, not a directory, already mounted, busy
+     +-- FuseUnavailable        no /dev/fuse or fusermount3
+     +-- NotMounted             not mounted, or not an icefs mount
+     +-- Timeout                the daemon did not get ready, or did not exit
+
+Each `IcefsError` carries the level it is logged at: what users do every day
+(probing for missing files) is DEBUG, refused requests are INFO, trouble with
+the storage is WARNING.  Only Icechunk's and the operating system's own
+exceptions are ever translated into these (`icefs.store.errors`); any other
+exception is a bug, logged with its traceback.  Command-line exit codes belong
+to the command line (`icefs.cli.exits`).
 """
 
 from __future__ import annotations
 
 import errno as _errno
+import logging
 
 __all__ = [
     "BadHandle",
     "Busy",
     "CrossDevice",
     "Exists",
-    "ExitCode",
+    "FileTooLarge",
+    "FuseUnavailable",
     "IcefsError",
     "InvalidInput",
     "IsADirectory",
+    "MountpointError",
     "NameTooLong",
     "NoAttribute",
     "NotADirectory",
     "NotEmpty",
     "NotFound",
+    "NotMounted",
     "NotPermitted",
     "NotSupported",
     "PermissionDenied",
-    "QuietError",
     "ReadOnly",
+    "RepositoryError",
+    "SetupError",
     "Stale",
     "StorageFailure",
-    "exit_code_for",
+    "StorageUnreachable",
+    "Timeout",
+    "UsageError",
 ]
 
 
@@ -60,10 +79,13 @@ class IcefsError(Exception):
     """Base of every error a filesystem request can end with."""
 
     errno: int = _errno.EIO
+    #: the level the request's failure is logged at
+    log_level: int = logging.INFO
 
 
 class NotFound(IcefsError):
     errno = _errno.ENOENT
+    log_level = logging.DEBUG
     #: Seconds the kernel may remember the absence (0: do not cache).
     cache_for: float = 0.0
 
@@ -110,6 +132,7 @@ class CrossDevice(IcefsError):
 
 class Busy(IcefsError):
     errno = _errno.EBUSY
+    log_level = logging.WARNING
 
 
 class Stale(IcefsError):
@@ -122,6 +145,7 @@ class BadHandle(IcefsError):
 
 class NoAttribute(IcefsError):
     errno = _errno.ENODATA
+    log_level = logging.DEBUG
 
 
 class FileTooLarge(IcefsError):
@@ -130,50 +154,61 @@ class FileTooLarge(IcefsError):
 
 class NotSupported(IcefsError):
     errno = _errno.ENOTSUP
+    log_level = logging.DEBUG  # `ls -l` asks every file for security.* and ACLs
 
 
 class StorageFailure(IcefsError):
     errno = _errno.EIO
+    log_level = logging.WARNING
 
 
-class ExitCode:
-    """Exit codes of the ``icefs`` command (documented in README.md)."""
+class SetupError(Exception):
+    """Nothing could be mounted (or unmounted); the message says why in one line."""
 
-    OK = 0
-    ERROR = 1
-    USAGE = 2
-    REPOSITORY = 3
-    MOUNTPOINT = 4
-    FUSE = 5
-    STORAGE = 6
-    NOT_MOUNTED = 7
-    TIMEOUT = 8
-    CONFLICT = 9
-    INVALID = 10
-    EXISTS = 11
-    NOT_FOUND = 12
-    NOT_PERMITTED = 13
-
-
-_EXIT_BY_ERRNO = {
-    _errno.EBUSY: ExitCode.CONFLICT,
-    _errno.EINVAL: ExitCode.INVALID,
-    _errno.EIO: ExitCode.STORAGE,
-    _errno.EEXIST: ExitCode.EXISTS,
-    _errno.ENOENT: ExitCode.NOT_FOUND,
-    _errno.EPERM: ExitCode.NOT_PERMITTED,
-}
-
-
-def exit_code_for(err: int) -> int:
-    """Return the CLI exit code for a failed file operation's errno *err*."""
-    return _EXIT_BY_ERRNO.get(err, ExitCode.ERROR)
-
-
-class QuietError(Exception):
-    """A command-line failure: print *message* as one line and exit with *exitcode*."""
-
-    def __init__(self, message: str, exitcode: int = ExitCode.ERROR) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.exitcode = exitcode
+
+
+class UsageError(SetupError):
+    pass
+
+
+class RepositoryError(SetupError):
+    pass
+
+
+class StorageUnreachable(SetupError):
+    pass
+
+
+class MountpointError(SetupError):
+    pass
+
+
+class FuseUnavailable(SetupError):
+    pass
+
+
+class NotMounted(SetupError):
+    pass
+
+
+class Timeout(SetupError):
+    pass
+
+
+#: The `SetupError` classes by name (how a background daemon reports one to its starter).
+SETUP_ERRORS: dict[str, type[SetupError]] = {
+    cls.__name__: cls
+    for cls in (
+        SetupError,
+        UsageError,
+        RepositoryError,
+        StorageUnreachable,
+        MountpointError,
+        FuseUnavailable,
+        NotMounted,
+        Timeout,
+    )
+}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final, Literal
 from urllib.parse import unquote, urlsplit
 
-from icefs.errors import ExitCode, QuietError
+from icefs.errors import UsageError
 from icefs.settings import SECRET_NAMES, SETTINGS
 
 __all__ = [
@@ -109,19 +109,18 @@ class StorageSpec:
 def parse_storage(url: str) -> StorageSpec:
     """Parse the storage *url* given on the command line.
 
-    Raises `QuietError` (exit code USAGE) for an empty, malformed or unknown URL.
+    Raises `UsageError` for an empty, malformed or unknown URL.
     """
     if not url:
-        raise QuietError("empty storage URL", ExitCode.USAGE)
+        raise UsageError("empty storage URL")
     if url.startswith("memory://"):
         return StorageSpec("memory")
     scheme_like = url.partition(":")[0].lower() if ":" in url else ""
     if "://" not in url and scheme_like in _SCHEMES:
-        raise QuietError(
+        raise UsageError(
             f"malformed storage URL {url!r}: write {scheme_like}://"
             f"{'bucket/prefix' if scheme_like not in ('file', 'memory') else ''}"
-            f"{'/path' if scheme_like == 'file' else ''}",
-            ExitCode.USAGE,
+            f"{'/path' if scheme_like == 'file' else ''}"
         )
     if "://" not in url:
         return StorageSpec("local", os.path.abspath(os.path.expanduser(url)))
@@ -130,20 +129,18 @@ def parse_storage(url: str) -> StorageSpec:
     path = unquote(parts.path).strip("/")
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise QuietError(f"file URL with a host is not supported: {url}", ExitCode.USAGE)
+            raise UsageError(f"file URL with a host is not supported: {url}")
         return StorageSpec("local", os.path.abspath(unquote(parts.path)))
     if scheme in ("s3", "gs", "gcs"):
         if not parts.netloc:
-            raise QuietError(
-                f"{url}: a bucket is needed ({scheme}://bucket/prefix)", ExitCode.USAGE
-            )
+            raise UsageError(f"{url}: a bucket is needed ({scheme}://bucket/prefix)")
         return StorageSpec("s3" if scheme == "s3" else "gcs", bucket=parts.netloc, prefix=path)
     if scheme in ("az", "azure"):
         container, _, prefix = path.partition("/")
         if not parts.netloc or not container:
-            raise QuietError(f"{url}: use az://account/container/prefix", ExitCode.USAGE)
+            raise UsageError(f"{url}: use az://account/container/prefix")
         return StorageSpec("azure", account=parts.netloc, bucket=container, prefix=prefix)
-    raise QuietError(f"unknown storage URL scheme {scheme!r} in {url!r}", ExitCode.USAGE)
+    raise UsageError(f"unknown storage URL scheme {scheme!r} in {url!r}")
 
 
 def _read_secret_file(path: str, key: str) -> str:
@@ -151,7 +148,7 @@ def _read_secret_file(path: str, key: str) -> str:
         with open(os.path.expanduser(path)) as f:
             return f.read().strip()
     except OSError as exc:
-        raise QuietError(f"cannot read {key} from {path}: {exc.strerror}", ExitCode.USAGE) from None
+        raise UsageError(f"cannot read {key} from {path}: {exc.strerror}") from None
 
 
 def resolve_spec(
@@ -223,10 +220,9 @@ def resolve_spec(
     if credential_type is None:
         credential_type = _infer_credential_type(spec.kind, secrets, updates)
     if spec.remote and credential_type not in CREDENTIAL_TYPES[spec.kind]:
-        raise QuietError(
+        raise UsageError(
             f"credential type {credential_type!r} does not apply to {spec.kind}; "
-            f"use one of {', '.join(CREDENTIAL_TYPES[spec.kind])}",
-            ExitCode.USAGE,
+            f"use one of {', '.join(CREDENTIAL_TYPES[spec.kind])}"
         )
     updates["credential_type"] = credential_type
     resolved = replace(spec, **updates)
@@ -262,15 +258,12 @@ def _check_complete(spec: StorageSpec) -> None:
     }.get(spec.credential_type, ())
     missing = [k for k in needed if not getattr(s, k)]
     if missing and spec.remote:
-        raise QuietError(
+        raise UsageError(
             f"credential type {spec.credential_type} needs "
-            + ", ".join(f"{k} (or {k}_file)" for k in missing),
-            ExitCode.USAGE,
+            + ", ".join(f"{k} (or {k}_file)" for k in missing)
         )
     if spec.credential_type == "service-account-file" and not spec.service_account_file:
-        raise QuietError(
-            "credential type service-account-file needs service_account_file", ExitCode.USAGE
-        )
+        raise UsageError("credential type service-account-file needs service_account_file")
 
 
 def redact(text: str, secrets: Secrets | list[str]) -> str:

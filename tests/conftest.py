@@ -14,7 +14,7 @@ import icechunk
 import pytest
 from zarr.core.buffer import default_buffer_prototype
 
-from icefs.store.repo import configure_icechunk_logs
+from icefs.store.open import configure_icechunk_logs
 from icefs.store.sample import build_sample, sample_storage
 
 configure_icechunk_logs(20)

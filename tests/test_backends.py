@@ -374,7 +374,7 @@ def test_gcs_credentials_reach_the_endpoint(gcs_recorder, tmp_path):
 def test_gcs_anonymous_and_application_default_are_wired(tmp_path):
     """Both would ask Google's metadata server or endpoint: checked as built, not sent."""
     from icefs.storage import parse_storage, resolve_spec
-    from icefs.store.repo import make_storage
+    from icefs.store.open import make_storage
 
     for cli, expected in [({"anonymous": True}, "anonymous"), ({}, "env")]:
         spec, _ = resolve_spec(parse_storage("gs://b/p"), cli, {}, env={})

@@ -212,6 +212,6 @@ def test_another_trio_run_uses_the_loop_thread(bridge):
 async def test_icechunk_passes_the_probe(bridge):
     """Icechunk's Rust methods speak the protocol the direct path expects (fails on an
     upgrade that changes it: the mount would still work, through the loop thread)."""
-    from icefs.store.repo import direct_probe
+    from icefs.store.reader import direct_probe
 
     assert await bridge.enable_direct(direct_probe)

@@ -4,7 +4,7 @@ import pytest
 
 from icefs.cli.main import main
 from icefs.daemon.lifecycle import parse_fuse_options
-from icefs.errors import QuietError
+from icefs.errors import UsageError
 from icefs.storage import parse_storage
 
 
@@ -34,7 +34,7 @@ def test_storage_urls(tmp_path):
     assert (spec.kind, spec.path) == ("local", f"{tmp_path}/r")
     assert parse_storage("relative/repo").path.endswith("/relative/repo")
     for bad in ("", "ftp://x/y", "file://host/x"):
-        with pytest.raises(QuietError):
+        with pytest.raises(UsageError):
             parse_storage(bad)
 
 
@@ -42,5 +42,5 @@ def test_fuse_options():
     passed, own = parse_fuse_options(["allow_other,ro", "_netdev,x-systemd.auto"])
     assert passed == ("allow_other",)
     assert own == {"ro": ""}
-    with pytest.raises(QuietError):
+    with pytest.raises(UsageError):
         parse_fuse_options(["max_read=abc"])

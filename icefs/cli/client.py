@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from icefs.errors import ExitCode, QuietError, exit_code_for
+from icefs.cli.exits import ExitCode, QuietError, exit_code
 from icefs.paths import CONTROL_DIR
 
 __all__ = ["commit", "discard", "find_ref_root", "read_status", "write_control"]
@@ -64,7 +64,7 @@ def _command(path: str, name: str, text: str) -> dict[str, Any]:
         with contextlib.suppress(OSError, ValueError):
             reason = read_status(root).get("last_error") or ""
         raise QuietError(
-            f"{name} failed: {reason or exc.strerror}", exit_code_for(exc.errno or 0)
+            f"{name} failed: {reason or exc.strerror}", exit_code(exc.errno or 0)
         ) from None
     return read_status(root)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-from icefs.errors import ExitCode, QuietError
+from icefs.cli.exits import ExitCode
+from icefs.errors import RepositoryError
 
 __all__ = ["run_demo"]
 
@@ -34,7 +35,7 @@ def run_demo(directory: str, *, foreground: bool = False) -> int:
     import icechunk
 
     from icefs.daemon.lifecycle import check_fuse, check_mountpoint, start_background
-    from icefs.store.repo import configure_icechunk_logs
+    from icefs.store.open import configure_icechunk_logs
     from icefs.store.sample import build_sample, sample_storage
 
     configure_icechunk_logs(logging.INFO)
@@ -47,7 +48,7 @@ def run_demo(directory: str, *, foreground: bool = False) -> int:
     if icechunk.Repository.exists(storage):
         print(f"icefs demo: reusing the sample repository at {repo_path}")
     elif os.path.exists(repo_path) and os.listdir(repo_path):
-        raise QuietError(f"{repo_path} exists and is not a repository", ExitCode.REPOSITORY)
+        raise RepositoryError(f"{repo_path} exists and is not a repository")
     else:
         print(f"icefs demo: building the sample repository at {repo_path}")
         build_sample(icechunk.Repository.create(storage), progress=lambda m: print("  " + m))

@@ -17,7 +17,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from icefs.errors import ExitCode, QuietError
+from icefs.cli.exits import ExitCode
+from icefs.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,7 +49,7 @@ def _config_storage(path: str) -> str | None:
 
     try:
         storage = load_config(path).get("storage")
-    except QuietError:
+    except UsageError:
         return None  # icefs mount reports the problem with the file
     return storage if isinstance(storage, str) else None
 

@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from icefs import __version__
+from icefs.cli.exits import ExitCode, QuietError, exit_code
 from icefs.cli.storage import (
     add_storage_options,
     install_redaction,
@@ -21,7 +22,7 @@ from icefs.cli.storage import (
     spec_to_env,
     storage_from_args,
 )
-from icefs.errors import ExitCode, InvalidInput, QuietError
+from icefs.errors import InvalidInput, SetupError, UsageError
 from icefs.settings import SETTINGS, add_arguments, defaults, from_options, to_argv
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ then: ls /mnt/ice/branches/main, cat /mnt/ice/tags/v1/.icefs/log, icefs umount /
 def _setup_logging(level: str, log_file: str | None) -> None:
     """Log at *level* to *log_file* or stderr; Icechunk's own lines join the same log."""
     from icefs.daemon.systemd import JournalFormatter, under_journal
-    from icefs.store.repo import configure_icechunk_logs
+    from icefs.store.open import configure_icechunk_logs
     from icefs.store.rustlog import route_stderr
 
     numeric = getattr(logging, level.upper())
@@ -292,7 +293,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any],
             o.strip() for v in args.options for o in v.split(",") if o.strip()
         )
     except InvalidInput as exc:
-        raise QuietError(f"-o: {exc}", ExitCode.USAGE) from None
+        raise UsageError(f"-o: {exc}") from None
     cli = {
         name: value
         for name in SETTINGS
@@ -303,7 +304,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any],
     try:
         from_file, fuse_from_file = from_options(config.get("options", []))
     except InvalidInput as exc:
-        raise QuietError(f"config file {config_path}: options: {exc}", ExitCode.USAGE) from None
+        raise UsageError(f"config file {config_path}: options: {exc}") from None
     values = defaults()
     values.update({k: v for k, v in {**from_file, **config}.items() if k in SETTINGS})
     values.update(cli)
@@ -384,7 +385,7 @@ def _mount(args: argparse.Namespace) -> int:
         verify_chunks=values["verify_chunks"],
         config_file=os.path.abspath(values["config"]) if values["config"] else "",
     )
-    return run_daemon(config, Reporter(values["ready_fd"]))
+    return ExitCode.OK if run_daemon(config, Reporter(values["ready_fd"])) else ExitCode.CONFLICT
 
 
 def _umount(args: argparse.Namespace) -> int:
@@ -460,7 +461,7 @@ def _discard(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from icefs.store.repo import open_repository
+    from icefs.store.open import open_repository
 
     spec = storage_from_args(args.storage, args)
     if spec.kind == "memory":
@@ -590,13 +591,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stats": _stats,
     }
     if args.command in ("init", "branch", "tag", "log", "demo"):
-        from icefs.store.repo import configure_icechunk_logs
+        from icefs.store.open import configure_icechunk_logs
 
         configure_icechunk_logs(logging.WARNING)  # errors only: the command reports failures
     try:
         return commands[args.command](args)
-    except QuietError as err:
+    except (QuietError, SetupError) as err:
         print(f"icefs {args.command}: {redact_message(err.message)}", file=sys.stderr)
-        return err.exitcode
+        return exit_code(err)
     except KeyboardInterrupt:
         return 130

@@ -14,7 +14,8 @@ import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 from icefs.cli.client import write_control
-from icefs.errors import ExitCode, IcefsError, QuietError, exit_code_for
+from icefs.cli.exits import ExitCode, QuietError, exit_code
+from icefs.errors import IcefsError
 from icefs.paths import CONTROL_DIR, check_ref_name, name_to_ref, ref_to_name
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class MountRefs:
             open(os.path.join(self.root, CONTROL_DIR, "status")) as f,
         ):
             reason = json.load(f).get("last_error") or reason
-        return QuietError(f"{what}: {reason}", exit_code_for(exc.errno or 0))
+        return QuietError(f"{what}: {reason}", exit_code(exc.errno or 0))
 
     def _listing(self, kind: str) -> dict[str, str]:
         out = {}
@@ -157,7 +158,8 @@ class RepoRefs:
     """Ref operations straight on a repository (``--repo STORAGE``)."""
 
     def __init__(self, spec: StorageSpec, default_branch: str = "main") -> None:
-        from icefs.store.repo import RepoAdmin, open_repository, ref_lock
+        from icefs.store.admin import RepoAdmin
+        from icefs.store.open import open_repository, ref_lock
 
         if spec.kind == "memory":
             raise QuietError(
@@ -170,7 +172,7 @@ class RepoRefs:
         try:
             return fn(*args)
         except IcefsError as exc:
-            raise QuietError(f"{what}: {exc}", exit_code_for(exc.errno)) from None
+            raise QuietError(f"{what}: {exc}", exit_code(exc.errno)) from None
 
     def branches(self) -> dict[str, str]:
         return dict(sorted(self._run("cannot list branches", self._admin.branches).items()))

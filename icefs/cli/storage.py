@@ -16,7 +16,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
-from icefs.errors import ExitCode, QuietError
+from icefs.cli.exits import ExitCode, QuietError
 from icefs.settings import SETTINGS, add_arguments
 from icefs.storage import (
     Secrets,

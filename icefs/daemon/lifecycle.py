@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from icefs.daemon.systemd import notify
-from icefs.errors import ExitCode, QuietError
+from icefs.errors import (
+    SETUP_ERRORS,
+    FuseUnavailable,
+    MountpointError,
+    NotMounted,
+    SetupError,
+    StorageUnreachable,
+    Timeout,
+    UsageError,
+)
 from icefs.settings import SETTINGS
 
 if TYPE_CHECKING:
@@ -109,7 +118,7 @@ class MountConfig:
 def parse_fuse_options(values: list[str]) -> tuple[tuple[str, ...], dict[str, str]]:
     """Split ``-o`` *values* into options for the kernel and options icefs reads itself.
 
-    Raises `QuietError` (USAGE) for an option icefs does not know.
+    Raises `UsageError` for an option icefs does not know.
     """
     passed: list[str] = []
     own: dict[str, str] = {}
@@ -123,20 +132,16 @@ def parse_fuse_options(values: list[str]) -> tuple[tuple[str, ...], dict[str, st
             elif name in IGNORED_OPTIONS or name.startswith(("x-systemd.", "x-")):
                 continue
             else:
-                raise QuietError(f"unknown mount option {item!r}", ExitCode.USAGE)
+                raise UsageError(f"unknown mount option {item!r}")
     return tuple(dict.fromkeys(passed)), own
 
 
 def check_fuse() -> None:
-    """Raise `QuietError` (FUSE) when this machine cannot mount FUSE filesystems."""
+    """Raise `FuseUnavailable` when this machine cannot mount FUSE filesystems."""
     if not os.path.exists("/dev/fuse"):
-        raise QuietError(
-            "FUSE is not available: /dev/fuse is missing (modprobe fuse?)", ExitCode.FUSE
-        )
+        raise FuseUnavailable("FUSE is not available: /dev/fuse is missing (modprobe fuse?)")
     if shutil.which("fusermount3") is None:
-        raise QuietError(
-            "FUSE is not available: fusermount3 not found (install fuse3)", ExitCode.FUSE
-        )
+        raise FuseUnavailable("FUSE is not available: fusermount3 not found (install fuse3)")
 
 
 def _lazy_unmount(path: str) -> bool:
@@ -150,22 +155,22 @@ def check_mountpoint(path: str) -> str:
     """Return the absolute *path* if a filesystem can be mounted there.
 
     A mount whose daemon died ("Transport endpoint is not connected") is cleaned
-    up.  Raises `QuietError` (MOUNTPOINT) if the path is missing, not a directory
+    up.  Raises `MountpointError` if the path is missing, not a directory
     or already mounted.
     """
     path = os.path.abspath(path)
-    _probe_or_clean(path, QuietError(f"mountpoint {path} does not exist", ExitCode.MOUNTPOINT))
+    _probe_or_clean(path, MountpointError(f"mountpoint {path} does not exist"))
     if not os.path.isdir(path):
-        raise QuietError(f"mountpoint {path} is not a directory", ExitCode.MOUNTPOINT)
+        raise MountpointError(f"mountpoint {path} is not a directory")
     if os.path.ismount(path):
-        raise QuietError(f"mountpoint {path} is already mounted", ExitCode.MOUNTPOINT)
+        raise MountpointError(f"mountpoint {path} is already mounted")
     return path
 
 
-def _probe_or_clean(path: str, missing: QuietError) -> bool:
+def _probe_or_clean(path: str, missing: SetupError) -> bool:
     """Check that *path* can be used, removing a dead mount there; True if one was removed.
 
-    Raises *missing* if the path does not exist, and `QuietError` (MOUNTPOINT)
+    Raises *missing* if the path does not exist, and `MountpointError`
     for any other failure.
     """
     try:
@@ -174,12 +179,10 @@ def _probe_or_clean(path: str, missing: QuietError) -> bool:
         raise missing from None
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:
-            raise QuietError(f"{path}: {exc.strerror}", ExitCode.MOUNTPOINT) from None
+            raise MountpointError(f"{path}: {exc.strerror}") from None
         log.warning("cleaning up the dead mount at %s", path)
         if not _lazy_unmount(path):
-            raise QuietError(
-                f"{path} holds a dead mount that cannot be removed", ExitCode.MOUNTPOINT
-            ) from None
+            raise MountpointError(f"{path} holds a dead mount that cannot be removed") from None
         return True
     return False
 
@@ -205,7 +208,7 @@ def start_background(
 ) -> None:
     """Start ``icefs mount --foreground`` with *argv* detached; return once the mount is ready.
 
-    Raises `QuietError` with the daemon's own message and exit code if it fails.
+    Raises the daemon's own `SetupError` (its class and message) if it fails.
     """
     read_fd, write_fd = os.pipe()
     os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
@@ -239,17 +242,14 @@ def start_background(
     if line == "ready":
         return
     if line.startswith("error "):
-        _, code, message = line.split(" ", 2)
-        raise QuietError(message, int(code))
+        _, kind, message = line.split(" ", 2)
+        raise SETUP_ERRORS.get(kind, SetupError)(message)
     if not line:
         if proc.poll() is None:
             proc.terminate()
-            raise QuietError(
-                f"the daemon did not report ready within {timeout:g} s (see {log_file})",
-                ExitCode.TIMEOUT,
-            )
-        raise QuietError(f"the daemon exited during start-up (see {log_file})", ExitCode.ERROR)
-    raise QuietError(f"unexpected start-up report {line!r}", ExitCode.ERROR)
+            raise Timeout(f"the daemon did not report ready within {timeout:g} s (see {log_file})")
+        raise SetupError(f"the daemon exited during start-up (see {log_file})")
+    raise SetupError(f"unexpected start-up report {line!r}")
 
 
 def _read_line(fd: int, timeout: float) -> str:
@@ -288,33 +288,32 @@ class Reporter:
     def ready(self) -> None:
         self._send("ready")
 
-    def error(self, err: QuietError) -> None:
-        self._send(f"error {err.exitcode} {err.message}")
+    def error(self, err: SetupError) -> None:
+        self._send(f"error {type(err).__name__} {err.message}")
 
 
 # -- the daemon -----------------------------------------------------------------------------------
 
 
-def run_daemon(config: MountConfig, reporter: Reporter) -> int:
-    """Open the repository, mount, serve until unmounted or signalled; return the exit code."""
+def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
+    """Open the repository, mount, serve until unmounted or signalled.
+
+    Returns whether every branch was committed (or discarded) at unmount as asked;
+    raises a `SetupError` if nothing could be mounted.
+    """
     import pyfuse3
 
     from icefs.fs.core import IcefsCore, MountOptions
     from icefs.fuse.ops import FuseOperations
     from icefs.store.bridge import Bridge
-    from icefs.store.repo import (
-        Repo,
-        configure_icechunk_logs,
-        make_storage,
-        open_repository,
-        ref_lock,
-    )
+    from icefs.store.open import configure_icechunk_logs, make_storage, open_repository, ref_lock
+    from icefs.store.repo import Repo
 
     try:
         check_fuse()
         mountpoint = check_mountpoint(config.mountpoint)
         repository = open_repository(config.storage, config.mode)
-    except QuietError as err:
+    except SetupError as err:
         reporter.error(err)
         notify(f"STATUS=failed: {err.message}")
         raise
@@ -353,7 +352,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
     state = _State()
     try:
         trio.run(_serve, core, ops, mountpoint, options, config, reporter, state)
-    except QuietError as err:
+    except SetupError as err:
         reporter.error(err)
         raise
     finally:
@@ -366,8 +365,8 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> int:
     log.info("unmounted %s", mountpoint)
     if core.unmount_failures:
         log.error("not committed at unmount: %s", ", ".join(core.unmount_failures))
-        return ExitCode.CONFLICT
-    return ExitCode.OK
+        return False
+    return True
 
 
 def _tune_gc() -> None:
@@ -399,7 +398,7 @@ async def _serve(
 ) -> None:
     import pyfuse3
 
-    from icefs.store.repo import direct_probe
+    from icefs.store.reader import direct_probe
 
     if os.environ.get("ICEFS_DIRECT_CALLS", "1") != "0":  # "0": the escape hatch (README)
         await core.repo.bridge.enable_direct(direct_probe)
@@ -407,13 +406,11 @@ async def _serve(
     try:
         await core.refresh_refs()
     except Exception as exc:
-        raise QuietError(
-            f"cannot read refs of {config.storage.display()}: {exc}", ExitCode.STORAGE
-        ) from None
+        raise StorageUnreachable(f"cannot read refs of {config.storage.display()}: {exc}") from None
     try:
         pyfuse3.init(ops, mountpoint, options)  # type: ignore[arg-type]
     except RuntimeError as exc:
-        raise QuietError(f"cannot mount at {mountpoint}: {exc}", ExitCode.FUSE) from None
+        raise FuseUnavailable(f"cannot mount at {mountpoint}: {exc}") from None
     if not config.read_only:
         await core.recover_journal()
     state.initialized = True
@@ -476,14 +473,14 @@ def _reload(core: IcefsCore, config: MountConfig) -> None:
     import dataclasses
 
     from icefs.config import load_config
-    from icefs.store.repo import configure_icechunk_logs
+    from icefs.store.open import configure_icechunk_logs
 
     if not config.config_file:
         log.info("SIGHUP: no --config file to reload")
         return
     try:
         fresh = load_config(config.config_file)
-    except QuietError as err:
+    except UsageError as err:
         log.error("SIGHUP: %s; keeping the current settings", err.message)
         return
     if "log_level" in fresh:
@@ -510,7 +507,7 @@ async def _announce_ready(mountpoint: str, reporter: Reporter, config: MountConf
     except OSError as exc:
         log.error("the mount does not answer: %s", exc)
         reporter.error(
-            QuietError(f"the mount at {mountpoint} does not answer: {exc.strerror}", ExitCode.FUSE)
+            FuseUnavailable(f"the mount at {mountpoint} does not answer: {exc.strerror}")
         )
         pyfuse3.terminate()
         return
@@ -557,32 +554,30 @@ def unmount(
     """Unmount the icefs mount at *mountpoint* and wait for its daemon to exit.
 
     Cleans up a dead mount.  Returns what was done and warnings about what the
-    unmount dropped (scratch files, pending chunks); raises `QuietError`.
+    unmount dropped (scratch files, pending chunks); raises a `SetupError`.
     """
     path = os.path.abspath(mountpoint)
-    if _probe_or_clean(path, QuietError(f"{path} does not exist", ExitCode.NOT_MOUNTED)):
+    if _probe_or_clean(path, NotMounted(f"{path} does not exist")):
         return f"cleaned up the dead mount at {path}", []
     if not os.path.ismount(path):
-        raise QuietError(f"{path} is not mounted", ExitCode.NOT_MOUNTED)
+        raise NotMounted(f"{path} is not mounted")
     pid: int | None = None
     try:
         with open(os.path.join(path, ".icefs", "pid")) as f:
             pid = int(f.read().strip())
     except (OSError, ValueError):
-        raise QuietError(f"{path} is not an icefs mount", ExitCode.NOT_MOUNTED) from None
+        raise NotMounted(f"{path} is not an icefs mount") from None
     dropped = _dropped_at_unmount(path)
     result = subprocess.run(
         ["fusermount3", "-u", path], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
-        raise QuietError(f"cannot unmount {path}: {reason}", ExitCode.MOUNTPOINT)
+        raise MountpointError(f"cannot unmount {path}: {reason}")
     deadline = time.monotonic() + timeout
     while not _process_gone(pid):
         if time.monotonic() > deadline:
-            raise QuietError(
-                f"unmounted {path}, but daemon {pid} is still running", ExitCode.TIMEOUT
-            )
+            raise Timeout(f"unmounted {path}, but daemon {pid} is still running")
         wait(0.05)
     return f"unmounted {path}", dropped
 

@@ -30,16 +30,17 @@ from icefs.errors import (
     NotFound,
 )
 from icefs.gate import ALONE, Gate
-from icefs.store.repo import open_writer, restore_writer
 from icefs.store.tree import KeyClass, SnapshotTree
 from icefs.store.validate import check_metadata
+from icefs.store.writer import open_writer, restore_writer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from icefs.daemon.journal import Journal, JournalEntry
     from icefs.fs.spool import SpoolFile
-    from icefs.store.repo import BranchWriter, Repo
+    from icefs.store.repo import Repo
+    from icefs.store.writer import BranchWriter
 
 __all__ = ["MAX_METADATA_SIZE", "BranchState", "OverlayFile", "Stamp", "describe_leftovers"]
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from icefs.errors import IcefsError, NotFound
+from icefs.errors import IcefsError, NotFound, StorageFailure
 from icefs.fs.core import AttrChange
 
 if TYPE_CHECKING:
@@ -56,10 +56,6 @@ _REPLIES_FROM: Final = 256
 _REPLIES_KEPT: Final = 150_000
 
 # Errors a user causes every day (probing for files, missing xattrs): debug, not info.
-_QUIET_ERRNOS = frozenset({errno.ENOENT, errno.ENODATA})
-_QUIET_OPS = frozenset({"getxattr"})  # `ls -l` probes every file's security.selinux
-
-
 def _serve(
     op: str,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
@@ -78,13 +74,10 @@ def _serve(
                 raise
             except IcefsError as exc:
                 err = exc.errno
-                if err == errno.EIO:  # storage trouble: the log and root status say so
+                if isinstance(exc, StorageFailure):  # the log and the root status say so
                     self.core.note_error(f"{op}: {exc}")
-                else:
-                    level = (
-                        logging.DEBUG if err in _QUIET_ERRNOS or op in _QUIET_OPS else logging.INFO
-                    )
-                    log.log(level, "%s: %s (%s)", op, exc, errno.errorcode.get(err, err))
+                else:  # each error knows its level: probes DEBUG, refusals INFO
+                    log.log(exc.log_level, "%s: %s (%s)", op, exc, errno.errorcode.get(err, err))
                 raise pyfuse3.FUSEError(err) from None
             except Exception:
                 err = errno.EIO

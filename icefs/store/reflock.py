@@ -11,7 +11,7 @@ succeed, and the later rewrite drops the earlier snapshot from the branch
 with ``flock`` on the repository directory itself (no file is added to the
 repository).  It cannot hold back writers that do not take it (plain Icechunk
 programs): the commit path also checks, after each commit, that the branch
-reached the new snapshot (`icefs.store.repo.BranchWriter.commit`).
+reached the new snapshot (`icefs.store.writer.BranchWriter.commit`).
 """
 
 from __future__ import annotations

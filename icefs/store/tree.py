@@ -25,7 +25,7 @@ from icefs.paths import METADATA_NAME, join_key
 if TYPE_CHECKING:
     from collections.abc import Buffer
 
-    from icefs.store.repo import ChunkIndex, SnapshotReader
+    from icefs.store.reader import ChunkIndex, SnapshotReader
     from icefs.store.validate import ChunkCheck
 
 __all__ = ["DirPos", "KeyClass", "SnapshotTree", "TreeEntry"]

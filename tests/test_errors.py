@@ -1,0 +1,58 @@
+"""Honest errors: only Icechunk's and the OS's exceptions become errno values."""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+import icechunk
+import pytest
+
+from icefs import errors
+from icefs.cli.exits import ExitCode, QuietError, exit_code
+from icefs.store.errors import translate
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (icechunk.NodeNotFoundError("no node /x"), errors.NotFound),
+        (icechunk.InvalidInputError("bad key"), errors.InvalidInput),
+        (icechunk.ConflictError("parent moved"), errors.Busy),
+        (icechunk.AlreadyExistsError("tag t"), errors.Exists),
+        (icechunk.StorageError("timed out"), errors.StorageFailure),
+        (icechunk.RepositoryNotFoundError("gone"), errors.StorageFailure),
+        (OSError(errno.ENOENT, "missing"), errors.NotFound),
+        (OSError(errno.ENOSPC, "full"), errors.StorageFailure),
+    ],
+)
+def test_icechunk_and_os_errors_are_translated(exc, expected):
+    got = translate(exc)
+    assert type(got) is expected
+    assert str(got)
+
+
+@pytest.mark.parametrize("bug", [KeyError("k"), ValueError("v"), TypeError("t"), AssertionError()])
+def test_anything_else_is_a_bug_and_goes_through(bug):
+    """A KeyError or ValueError of our own is not 'no such file' nor 'invalid input'."""
+    with pytest.raises(type(bug)):
+        try:
+            raise bug
+        except Exception as exc:
+            raise translate(exc) from exc
+
+
+def test_log_levels():
+    assert errors.NotFound.log_level == logging.DEBUG
+    assert errors.InvalidInput.log_level == logging.INFO
+    assert errors.StorageFailure.log_level == logging.WARNING
+
+
+def test_exit_codes_live_with_the_cli():
+    assert exit_code(errors.RepositoryError("x")) == ExitCode.REPOSITORY
+    assert exit_code(errors.UsageError("x")) == ExitCode.USAGE
+    assert exit_code(errors.Timeout("x")) == ExitCode.TIMEOUT
+    assert exit_code(errors.Busy("x")) == ExitCode.CONFLICT
+    assert exit_code(OSError(errno.EPERM, "no")) == ExitCode.NOT_PERMITTED
+    assert exit_code(QuietError("x", ExitCode.EXISTS)) == ExitCode.EXISTS
+    assert not hasattr(errors, "ExitCode")
