@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from icefs.cli.main import main
-from icefs.daemon.lifecycle import parse_fuse_options
+from icefs.daemon import parse_fuse_options
 from icefs.errors import UsageError
 from icefs.storage import parse_storage
 

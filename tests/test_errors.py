@@ -35,11 +35,14 @@ def test_icechunk_and_os_errors_are_translated(exc, expected):
 @pytest.mark.parametrize("bug", [KeyError("k"), ValueError("v"), TypeError("t"), AssertionError()])
 def test_anything_else_is_a_bug_and_goes_through(bug):
     """A KeyError or ValueError of our own is not 'no such file' nor 'invalid input'."""
-    with pytest.raises(type(bug)):
+    def translated() -> None:
         try:
             raise bug
         except Exception as exc:
             raise translate(exc) from exc
+
+    with pytest.raises(type(bug)):
+        translated()
 
 
 def test_log_levels():

@@ -1,4 +1,4 @@
-"""IcefsCore called directly (no kernel), over real in-memory and local repositories."""
+"""The filesystem core called directly (no kernel), over real in-memory and local repositories."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ from icefs.errors import (
     ReadOnly,
     Stale,
 )
-from icefs.fs.core import IMMUTABLE_TTL, AttrChange, IcefsCore, MountOptions
+from icefs.fs import AttrChange, Filesystem, MountOptions
 from icefs.fs.inodes import ROOT_INODE
+from icefs.fs.values import IMMUTABLE_TTL
 from icefs.store.bridge import Bridge
 from icefs.store.repo import Repo
 from icefs.store.sample import build_sample, sample_storage
@@ -63,15 +64,27 @@ def bridge():
     b.close()
 
 
+_BUILT: dict[int, Filesystem] = {}
+
+
+async def make_core(repo, bridge, **options):
+    """The core of a `Filesystem` over *repo*, its refs read (close it with `close`)."""
+    fs = Filesystem.build(Repo(repo, bridge, "test"), MountOptions(**options))
+    _BUILT[id(fs.core)] = fs
+    await fs.core.refs.refresh()
+    return fs.core
+
+
+def close(core):
+    _BUILT.pop(id(core)).close()
+
+
 @pytest.fixture
 async def core(repository, bridge, tmp_path):
     repo, _ = repository
-    c = IcefsCore(
-        Repo(repo, bridge, "test"), MountOptions(refresh=0.5, cache_dir=str(tmp_path / "cache"))
-    )
-    await c.refresh_refs()
+    c = await make_core(repo, bridge, refresh=0.5, cache_dir=str(tmp_path / "cache"))
     yield c
-    c.close()
+    close(c)
 
 
 async def walk(core, *names):
@@ -95,11 +108,17 @@ async def read_all(core, ino, chunk=1000):
     return out, reply
 
 
+def entries(core, fh, start):
+    """(next offset, name, attributes) of the entries of directory handle *fh* from *start*."""
+    nodes = core.readdir(fh, start).entries
+    return [(i + 1, nodes[i].path[-1], core.entry_attr(nodes[i])) for i in range(start, len(nodes))]
+
+
 async def listing(core, ino):
     fh = await core.opendir(ino)
-    entries = list(core.readdir(fh, 0))
+    found = entries(core, fh, 0)
     core.releasedir(fh)
-    return [name for _, name, _ in entries]
+    return [name for _, name, _ in found]
 
 
 async def rows_tag_core(bridge, tmp_path, rows):
@@ -112,8 +131,7 @@ async def rows_tag_core(bridge, tmp_path, rows):
         "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None
     )[:] = data
     repo.create_tag("t", session.commit("data"))
-    core = IcefsCore(Repo(repo, bridge, "t"), MountOptions(cache_dir=str(tmp_path / "c")))
-    await core.refresh_refs()
+    core = await make_core(repo, bridge, cache_dir=str(tmp_path / "c"))
     return core, data
 
 
@@ -190,7 +208,7 @@ async def test_chunk_reads_answer_from_icechunks_buffer_without_a_copy(bridge, t
         assert isinstance(rest, memoryview)
         assert first.obj is rest.obj
         assert not isinstance(first.obj, bytes), view
-    core.close()
+    close(core)
 
 
 async def test_metadata_file_is_exact(core, repository):
@@ -237,7 +255,7 @@ async def test_tag_paths_resolve_once_until_the_tag_goes(core, repository, monke
     assert (await walk(core, "tags", "v1.0", *names)).ino == tag_file.ino
     assert asked == [], "resolved again"
     repo.delete_tag("v1.0")
-    await core.refresh_refs()
+    await core.refs.refresh()
     with pytest.raises(Stale):
         await core.getattr(tag_file.ino)
     with pytest.raises(NotFound):
@@ -283,9 +301,9 @@ async def test_commit_moves_the_branch_view_to_the_new_tip_at_once(core):
     await core.write(reply.fh, 0, json.dumps(doc).encode())
     await core.flush(reply.fh)
     core.release(reply.fh)
-    sid = await core.branch_states["main"].commit("note")
+    sid = await core.branches.states["main"].commit("note")
     assert sid is not None
-    assert core.branches["main"] == sid
+    assert core.refs.branches["main"] == sid
     f = await walk(core, "branches", "main", "zarr.json")
     assert b"committed" in (await read_all(core, f.ino))[0]
 
@@ -315,7 +333,7 @@ def array_doc(ndim):
     ).encode()
 
 
-async def test_branch_directories_kept_follow_mkdir_stores_and_deletes(core):
+async def test_branch_directories_kept_follow_mkdir_stores_and_deletes(core, repository):
     """Branch paths resolve from directories resolved before (`_resolve_in_branch`);
     each change that alters what a directory is shows at once."""
     main = await walk(core, "branches", "main")
@@ -344,10 +362,10 @@ async def test_branch_directories_kept_follow_mkdir_stores_and_deletes(core):
         await core.getattr(one.ino)
     # A commit moves every directory to the new snapshot (its time is their mtime).
     before = (await core.getattr(b.ino)).mtime_ns
-    sid = await core.branch_states["main"].commit("b")
+    sid = await core.branches.states["main"].commit("b")
     assert sid is not None
     after = (await core.getattr(b.ino)).mtime_ns
-    assert after == (await core.repo.snapshot(sid)).written_ns
+    assert after == int(repository[0].lookup_snapshot(sid).written_at.timestamp() * 1e9)
     assert after != before
     # A discard leaves the tip where it was, and takes the session's directories away.
     d = await core.mkdir(main.ino, "d")
@@ -355,8 +373,8 @@ async def test_branch_directories_kept_follow_mkdir_stores_and_deletes(core):
     row = await core.mkdir((await core.mkdir(d.ino, "c")).ino, "3")
     await put(core, row.ino, "0", b"\x02")
     assert stat.S_ISDIR((await core.getattr(row.ino)).mode)
-    await core.branch_states["main"].discard()
-    assert core.branches["main"] == sid
+    await core.branches.states["main"].discard()
+    assert core.refs.branches["main"] == sid
     with pytest.raises(NotFound):
         await core.getattr(row.ino)
 
@@ -366,10 +384,7 @@ async def test_stored_bytes_stay_when_a_file_on_disk_is_written_again(bridge, tm
     keeps a small chunk's buffer until the commit, and a map of the spool file let a
     later write change the stored chunk, and a truncate crash the commit."""
     repo = icechunk.Repository.create(icechunk.in_memory_storage())
-    core = IcefsCore(
-        Repo(repo, bridge, "t"), MountOptions(write_buffer=0, cache_dir=str(tmp_path / "c"))
-    )
-    await core.refresh_refs()
+    core = await make_core(repo, bridge, write_buffer=0, cache_dir=str(tmp_path / "c"))
     main = await walk(core, "branches", "main")
     b = await core.mkdir(main.ino, "b")
     await put(core, b.ino, "zarr.json", array_doc(1))
@@ -377,15 +392,15 @@ async def test_stored_bytes_stay_when_a_file_on_disk_is_written_again(bridge, tm
     reply, attr = await core.create(c.ino, "0", os.O_RDWR)
     await core.write(reply.fh, 0, b"\x07")
     await core.flush(reply.fh, sync=True)  # stored, from a spool file on disk
-    assert core.spool.spilled_files > 0
-    state = core.branch_states["main"]
+    assert core.overlay.spool.spilled_files > 0
+    state = core.branches.states["main"]
     await core.write(reply.fh, 0, b"\x09")  # written again, not stored yet
     assert bytes(await state.writer.reader.get("b/c/0")) == b"\x07"
     await core.setattr(attr.ino, AttrChange(size=0))  # cut short while open
     sid = await state.commit("the first close")
     core.release(reply.fh)
     assert store_get(repo, sid, "b/c/0") == b"\x07"
-    core.close()
+    close(core)
 
 
 async def test_writes_are_refused_on_read_only_views(core):
@@ -449,10 +464,12 @@ async def test_only_tag_and_snapshot_listings_are_fixed(core, repository):
         (("branches", "main", "temperature"), False),
     ):
         fh = await core.opendir((await walk(core, *names)).ino)
-        listing = core.fixed_listing(fh, 0)
-        assert (listing is not None) == fixed, names
-        if listing is not None:
-            assert [n.path[-1] for n in listing] == [name for _, name, _ in core.readdir(fh, 0)]
+        pinned = core.readdir(fh, 0)
+        assert pinned.fixed == fixed, names
+        if fixed:
+            fh2 = await core.opendir((await walk(core, *names)).ino)
+            assert core.readdir(fh2, 0) is pinned, "one listing for every handle"
+            core.releasedir(fh2)
         core.releasedir(fh)
 
 
@@ -474,10 +491,10 @@ async def test_readdir_offsets_survive_listing_changes(core, repository):
     repo, ids = repository
     branches = await walk(core, "branches")
     fh = await core.opendir(branches.ino)
-    first = list(core.readdir(fh, 0))[:1]
+    first = entries(core, fh, 0)[:1]
     repo.create_branch("aaa-new", ids["main"])
-    await core.refresh_refs()
-    rest = list(core.readdir(fh, first[0][0]))
+    await core.refs.refresh()
+    rest = entries(core, fh, first[0][0])
     core.releasedir(fh)
     assert [n for _, n, _ in first + rest] == ["experiment", "main"], "pinned at opendir"
     assert "aaa-new" in await listing(core, branches.ino)
@@ -485,18 +502,22 @@ async def test_readdir_offsets_survive_listing_changes(core, repository):
         core.readdir(fh, 0)
 
 
-async def test_immutable_listings_are_kept_within_a_bound(core, repository, monkeypatch):
-    _repo, ids = repository
-    monkeypatch.setattr("icefs.fs.core.LISTED_ENTRIES_KEPT", 3)
+async def test_immutable_listings_are_kept_within_a_bound(
+    repository, bridge, tmp_path, monkeypatch
+):
+    repo, ids = repository
+    monkeypatch.setattr("icefs.fs.listings.LISTED_ENTRIES_KEPT", 3)
+    core = await make_core(repo, bridge, cache_dir=str(tmp_path / "cache"))
     tag = await walk(core, "tags", "v1.0")
     assert "humidity" not in await listing(core, tag.ino)
     for sid in (ids["main"], ids["experiment"], ids["v1.0"]):
         snap = await walk(core, "snapshots", sid)
         assert "temperature" in await listing(core, snap.ino)
-        assert core._listed_entries <= 3 or len(core._listings) == 1, "bounded"
+        assert len(core.listings) <= 3, "bounded"
     snap = await walk(core, "snapshots", ids["experiment"])
     assert "humidity" in await listing(core, snap.ino), "a listing belongs to its snapshot"
     assert "humidity" not in await listing(core, tag.ino)
+    close(core)
 
 
 async def test_branch_follows_tip(core, repository):
@@ -504,7 +525,7 @@ async def test_branch_follows_tip(core, repository):
     session = repo.writable_session("main")
     zarr.open_array(session.store, path="lat", mode="r+")[:] = np.zeros(6, dtype="f4")
     new = session.commit("zero lat")
-    await core.refresh_refs()
+    await core.refs.refresh()
     sid = await walk(core, "branches", "main", ".icefs", "snapshot_id")
     assert (await read_all(core, sid.ino))[0].decode().strip() == new
 
@@ -571,7 +592,7 @@ async def test_classify_keys(core, repository):
     from icefs.store.tree import KeyClass
 
     _repo, ids = repository
-    tree = await core._tree(ids["main"])
+    tree = await core.namespace.tree(ids["main"])
     assert await tree.classify("temperature/zarr.json") == KeyClass("metadata", "temperature")
     assert await tree.classify("zarr.json") == KeyClass("metadata", "")
     assert await tree.classify("temperature/c/1/0/0") == KeyClass("chunk", "temperature", (1, 0, 0))
@@ -587,29 +608,32 @@ async def test_classify_keys(core, repository):
 @pytest.mark.parametrize("scan", ["c-order", "walk-order", "backwards"])
 async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, scan):
     core, data = await rows_tag_core(bridge, tmp_path, 24)
-    core.prefetcher.budget = 3 * 1024
+    core.reads.prefetcher.budget = 3 * 1024
     order = {
         "c-order": list(range(24)),
         "walk-order": sorted(range(24), key=str),
         "backwards": list(range(23, -1, -1)),
     }[scan]
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(core.prefetcher.run)
+        nursery.start_soon(core.reads.prefetcher.run)
         await trio.sleep(0.01)
         for i in order:
             attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
             assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
-            assert core.prefetcher.held_bytes <= 3 * 1024
+            assert core.reads.prefetcher.held_bytes <= 3 * 1024
             if scan == "backwards":  # no order sees it coming: nothing is fetched ahead
-                assert core.prefetcher.held_bytes == 0
+                assert core.reads.prefetcher.held_bytes == 0
         nursery.cancel_scope.cancel()
-    core.close()
+    close(core)
     if scan == "backwards":
-        assert (core.prefetcher.hits, core.prefetcher.unused) == (0, 0)
+        assert (core.reads.prefetcher.hits, core.reads.prefetcher.unused) == (0, 0)
         return
     # the first reads tell the scan's order: C order and walk order agree on 0 -> 1
-    assert core.prefetcher.hits >= 18, (core.prefetcher.hits, core.prefetcher.unused)
-    assert core.prefetcher.unused <= core.prefetcher.depth
+    assert core.reads.prefetcher.hits >= 18, (
+        core.reads.prefetcher.hits,
+        core.reads.prefetcher.unused,
+    )
+    assert core.reads.prefetcher.unused <= core.reads.prefetcher.depth
 
 
 async def test_concurrent_readers_fetch_each_chunk_once(bridge, tmp_path, monkeypatch):
@@ -624,17 +648,17 @@ async def test_concurrent_readers_fetch_each_chunk_once(bridge, tmp_path, monkey
             assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(core.prefetcher.run)
+        nursery.start_soon(core.reads.prefetcher.run)
         await trio.sleep(0.01)
         async with trio.open_nursery() as readers_nursery:
             for k in range(readers):
                 readers_nursery.start_soon(reader, k)
         nursery.cancel_scope.cancel()
-    core.close()
+    close(core)
     assert sorted(fetched) == sorted(set(fetched)), "a chunk was fetched twice"
     assert len(fetched) == 32
-    assert core.prefetcher.unused == 0
-    assert core.prefetcher.hits > 0
+    assert core.reads.prefetcher.unused == 0
+    assert core.reads.prefetcher.hits > 0
 
 
 async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypatch):
@@ -650,7 +674,7 @@ async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypa
                 await arrived[0].wait()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(core.prefetcher.run)
+        nursery.start_soon(core.reads.prefetcher.run)
         await trio.sleep(0.01)
         attr = await walk(core, "tags", "t", "a", "c", "37", "0")  # random: no look-ahead
         reply = await core.open(attr.ino, os.O_RDONLY)
@@ -658,12 +682,12 @@ async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypa
         assert fetched == ["a/c/37/0"]
         assert bytes(await core.read(reply.fh, 0, attr.size)) == data[37].tobytes()
         core.release(reply.fh)
-        assert (core.prefetcher.at_open, core.prefetcher.hits) == (1, 0)
+        assert (core.reads.prefetcher.at_open, core.reads.prefetcher.hits) == (1, 0)
         assert fetched == ["a/c/37/0"], "the read used the fetch the open started"
 
         # Opened again while the kernel keeps the inode (and may keep its pages): the
         # open starts nothing, and a read fetches as usual.
-        core.prefetcher._recent.clear()  # not "just read": only the open decides here
+        core.reads.prefetcher._recent.clear()  # not "just read": only the open decides here
         reply = await core.open(attr.ino, os.O_RDONLY)
         await trio.sleep(0.05)
         assert fetched == ["a/c/37/0"]
@@ -673,10 +697,10 @@ async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypa
 
         # Once the kernel forgot the inode, its next first open fetches again.
         core.forget([(attr.ino, core.inodes.lookup_count(attr.ino))])
-        core.prefetcher._recent.clear()
+        core.reads.prefetcher._recent.clear()
         attr = await walk(core, "tags", "t", "a", "c", "37", "0")
         reply = await core.open(attr.ino, os.O_RDONLY)
         await fetches(3)
         core.release(reply.fh)
         nursery.cancel_scope.cancel()
-    core.close()
+    close(core)

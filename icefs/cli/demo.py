@@ -34,7 +34,7 @@ def run_demo(directory: str, *, foreground: bool = False) -> int:
 
     import icechunk
 
-    from icefs.daemon.lifecycle import check_fuse, check_mountpoint, start_background
+    from icefs.daemon import check_fuse, check_mountpoint, start_background
     from icefs.store.open import configure_icechunk_logs
     from icefs.store.sample import build_sample, sample_storage
 

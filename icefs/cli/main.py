@@ -317,7 +317,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any],
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from icefs.daemon.lifecycle import (
+    from icefs.daemon import (
         MountConfig,
         Reporter,
         check_fuse,
@@ -389,7 +389,7 @@ def _mount(args: argparse.Namespace) -> int:
 
 
 def _umount(args: argparse.Namespace) -> int:
-    from icefs.daemon.lifecycle import unmount
+    from icefs.daemon import unmount
 
     done, warnings = unmount(args.mountpoint, timeout=args.timeout)
     for warning in warnings:

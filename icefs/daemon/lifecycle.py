@@ -1,88 +1,39 @@
-"""The daemon's lifecycle: checks, start-up, readiness, serving, signals, shutdown.
+"""The daemon's lifecycle: start-up, serving, signals, periodic jobs, shutdown.
 
-``icefs mount`` without ``--foreground`` re-executes itself in the foreground
-in a new session, with the write end of a pipe (``--ready-fd``).  The daemon
-writes one line there: ``ready`` once the mount answers a request through the
-kernel, or ``error <exitcode> <message>`` if it cannot start; the invoking
-command prints the message and exits with that code.  Re-executing (instead of
-forking) keeps Icechunk's runtime threads out of the child.
+`run_daemon` opens the repository, builds the `Filesystem`, mounts it and
+serves until unmounted or signalled.  Then every branch with uncommitted
+changes is committed (or discarded, as asked) before the daemon exits, and the
+mountpoint is unmounted only after a clean exit: after a crash it must not
+suddenly look empty to a program still using it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import gc
-import json
 import logging
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import trio
 
+from icefs.daemon.mountpoint import check_fuse, check_mountpoint
 from icefs.daemon.systemd import notify
-from icefs.errors import (
-    SETUP_ERRORS,
-    FuseUnavailable,
-    MountpointError,
-    NotMounted,
-    SetupError,
-    StorageUnreachable,
-    Timeout,
-    UsageError,
-)
+from icefs.errors import FuseUnavailable, SetupError, StorageUnreachable, UsageError
 from icefs.settings import SETTINGS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from icefs.fs.core import IcefsCore
+    from icefs.daemon.background import Reporter
+    from icefs.fs.filesystem import Filesystem
     from icefs.storage import StorageSpec
 
-__all__ = [
-    "MountConfig",
-    "check_fuse",
-    "check_mountpoint",
-    "parse_fuse_options",
-    "run_daemon",
-    "start_background",
-    "unmount",
-]
+__all__ = ["MountConfig", "run_daemon"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds `icefs mount` waits for the daemon to report that the mount is ready.
-READY_TIMEOUT: Final = 120.0
-#: FUSE options passed to the kernel as given.
-PASSED_OPTIONS: Final = frozenset(
-    {
-        "allow_other",
-        "allow_root",
-        "auto_unmount",
-        "default_permissions",
-        "nosuid",
-        "suid",
-        "nodev",
-        "dev",
-        "noexec",
-        "exec",
-        "noatime",
-        "atime",
-        "relatime",
-    }
-)
-#: FUSE options icefs reads itself.
-OWN_OPTIONS: Final = frozenset({"ro", "rw", "noxattr"})
-#: Options mount(8) and systemd pass that mean nothing to the daemon.
-IGNORED_OPTIONS: Final = frozenset(
-    {"_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "defaults"}
-)
+#: Requests the daemon serves at once.
+MAX_TASKS: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +49,6 @@ class MountConfig:
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     log_level: str = SETTINGS["log_level"].default
-    max_tasks: int = 64
     read_ahead_kb: int = SETTINGS["read_ahead"].default
     write_buffer: int = SETTINGS["write_buffer"].default
     cache_dir: str = ""
@@ -115,186 +65,6 @@ class MountConfig:
     config_file: str = ""
 
 
-def parse_fuse_options(values: list[str]) -> tuple[tuple[str, ...], dict[str, str]]:
-    """Split ``-o`` *values* into options for the kernel and options icefs reads itself.
-
-    Raises `UsageError` for an option icefs does not know.
-    """
-    passed: list[str] = []
-    own: dict[str, str] = {}
-    for value in values:
-        for item in filter(None, (v.strip() for v in value.split(","))):
-            name, _, arg = item.partition("=")
-            if name in PASSED_OPTIONS and not arg:
-                passed.append(name)
-            elif name in OWN_OPTIONS:
-                own[name] = arg
-            elif name in IGNORED_OPTIONS or name.startswith(("x-systemd.", "x-")):
-                continue
-            else:
-                raise UsageError(f"unknown mount option {item!r}")
-    return tuple(dict.fromkeys(passed)), own
-
-
-def check_fuse() -> None:
-    """Raise `FuseUnavailable` when this machine cannot mount FUSE filesystems."""
-    if not os.path.exists("/dev/fuse"):
-        raise FuseUnavailable("FUSE is not available: /dev/fuse is missing (modprobe fuse?)")
-    if shutil.which("fusermount3") is None:
-        raise FuseUnavailable("FUSE is not available: fusermount3 not found (install fuse3)")
-
-
-def _lazy_unmount(path: str) -> bool:
-    result = subprocess.run(
-        ["fusermount3", "-u", "-z", path], capture_output=True, text=True, check=False
-    )
-    return result.returncode == 0
-
-
-def check_mountpoint(path: str) -> str:
-    """Return the absolute *path* if a filesystem can be mounted there.
-
-    A mount whose daemon died ("Transport endpoint is not connected") is cleaned
-    up.  Raises `MountpointError` if the path is missing, not a directory
-    or already mounted.
-    """
-    path = os.path.abspath(path)
-    _probe_or_clean(path, MountpointError(f"mountpoint {path} does not exist"))
-    if not os.path.isdir(path):
-        raise MountpointError(f"mountpoint {path} is not a directory")
-    if os.path.ismount(path):
-        raise MountpointError(f"mountpoint {path} is already mounted")
-    return path
-
-
-def _probe_or_clean(path: str, missing: SetupError) -> bool:
-    """Check that *path* can be used, removing a dead mount there; True if one was removed.
-
-    Raises *missing* if the path does not exist, and `MountpointError`
-    for any other failure.
-    """
-    try:
-        _probe(path)
-    except FileNotFoundError:
-        raise missing from None
-    except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
-            raise MountpointError(f"{path}: {exc.strerror}") from None
-        log.warning("cleaning up the dead mount at %s", path)
-        if not _lazy_unmount(path):
-            raise MountpointError(f"{path} holds a dead mount that cannot be removed") from None
-        return True
-    return False
-
-
-def _probe(path: str) -> None:
-    """Raise the OSError that using *path* gives (ENOTCONN for a dead FUSE mount).
-
-    stat() alone can be answered from the kernel's attribute cache even when the
-    daemon is gone; statfs() always reaches the filesystem.
-    """
-    os.stat(path)
-    os.statvfs(path)
-
-
-# -- background start ---------------------------------------------------------------------------
-
-
-def start_background(
-    argv: list[str],
-    log_file: str,
-    timeout: float = READY_TIMEOUT,
-    env: dict[str, str] | None = None,
-) -> None:
-    """Start ``icefs mount --foreground`` with *argv* detached; return once the mount is ready.
-
-    Raises the daemon's own `SetupError` (its class and message) if it fails.
-    """
-    read_fd, write_fd = os.pipe()
-    os.makedirs(os.path.dirname(log_file) or ".", exist_ok=True)
-    with open(log_file, "ab") as log_out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "icefs",
-                "mount",
-                "--foreground",
-                "--ready-fd",
-                str(write_fd),
-                "--log-file",
-                log_file,
-                *argv,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log_out,
-            stderr=log_out,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-            close_fds=True,
-            env={**os.environ, **(env or {})},
-        )
-    os.close(write_fd)
-    try:
-        line = _read_line(read_fd, timeout)
-    finally:
-        os.close(read_fd)
-    if line == "ready":
-        return
-    if line.startswith("error "):
-        _, kind, message = line.split(" ", 2)
-        raise SETUP_ERRORS.get(kind, SetupError)(message)
-    if not line:
-        if proc.poll() is None:
-            proc.terminate()
-            raise Timeout(f"the daemon did not report ready within {timeout:g} s (see {log_file})")
-        raise SetupError(f"the daemon exited during start-up (see {log_file})")
-    raise SetupError(f"unexpected start-up report {line!r}")
-
-
-def _read_line(fd: int, timeout: float) -> str:
-    import select
-
-    deadline = time.monotonic() + timeout
-    data = b""
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            break
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()
-
-
-class Reporter:
-    """Tells whoever started the daemon how start-up went, once (no-op without a pipe)."""
-
-    def __init__(self, fd: int | None) -> None:
-        self._fd = fd
-
-    def _send(self, line: str) -> None:
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.write(self._fd, (line + "\n").encode())
-            os.close(self._fd)
-        self._fd = None
-
-    def ready(self) -> None:
-        self._send("ready")
-
-    def error(self, err: SetupError) -> None:
-        self._send(f"error {type(err).__name__} {err.message}")
-
-
-# -- the daemon -----------------------------------------------------------------------------------
-
-
 def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
     """Open the repository, mount, serve until unmounted or signalled.
 
@@ -303,7 +73,9 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
     """
     import pyfuse3
 
-    from icefs.fs.core import IcefsCore, MountOptions
+    from icefs.daemon.journal import Journal
+    from icefs.fs import Filesystem, MountOptions, default_cache_dir
+    from icefs.fuse.kernel import KernelCaches
     from icefs.fuse.ops import FuseOperations
     from icefs.store.bridge import Bridge
     from icefs.store.open import configure_icechunk_logs, make_storage, open_repository, ref_lock
@@ -324,7 +96,14 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
     make_storage(config.storage)
     bridge = Bridge()
     repo = Repo(repository, bridge, config.storage.display(), ref_lock(config.storage))
-    core = IcefsCore(
+    cache_dir = config.cache_dir or default_cache_dir()
+    keeps_journal = config.journal_interval > 0 and config.storage.kind != "memory"
+    # one journal per repository *and* mountpoint: two live mounts of a repository
+    # must not overwrite (or later restore) each other's sessions
+    journal = Journal(
+        cache_dir if keeps_journal else "", f"{config.storage.display()} at {mountpoint}"
+    )
+    filesystem = Filesystem.build(
         repo,
         MountOptions(
             read_only=config.read_only,
@@ -334,11 +113,12 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
             mountpoint=mountpoint,
             storage=config.storage.display(),
             write_buffer=config.write_buffer,
-            cache_dir=config.cache_dir,
+            cache_dir=cache_dir,
             default_branch=config.default_branch,
-            journal=config.journal_interval > 0 and config.storage.kind != "memory",
             verify_chunks=config.verify_chunks,
         ),
+        journal=journal,
+        kernel=KernelCaches(),
     )
     options = {
         f"fsname=icefs#{config.storage.display()}"[:200],
@@ -348,10 +128,10 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
     }
     if config.read_only:
         options.add("ro")
-    ops = FuseOperations(core, xattrs=config.xattrs)
+    ops = FuseOperations(filesystem.core, xattrs=config.xattrs)
     state = _State()
     try:
-        trio.run(_serve, core, ops, mountpoint, options, config, reporter, state)
+        trio.run(_serve, filesystem, ops, mountpoint, options, config, reporter, state, bridge)
     except SetupError as err:
         reporter.error(err)
         raise
@@ -360,11 +140,11 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
             # Unmount only on a clean exit: after a crash the mountpoint must not
             # suddenly look empty to a program (rsync --delete) still using it.
             pyfuse3.close(unmount=state.clean)
-        core.close()
+        filesystem.close()
         bridge.close()
     log.info("unmounted %s", mountpoint)
-    if core.unmount_failures:
-        log.error("not committed at unmount: %s", ", ".join(core.unmount_failures))
+    if filesystem.unmount_failures:
+        log.error("not committed at unmount: %s", ", ".join(filesystem.unmount_failures))
         return False
     return True
 
@@ -388,23 +168,26 @@ class _State:
 
 
 async def _serve(
-    core: IcefsCore,
+    filesystem: Filesystem,
     ops: object,
     mountpoint: str,
     options: set[str],
     config: MountConfig,
     reporter: Reporter,
     state: _State,
+    bridge: object,
 ) -> None:
     import pyfuse3
 
+    from icefs.store.bridge import Bridge
     from icefs.store.reader import direct_probe
 
-    if os.environ.get("ICEFS_DIRECT_CALLS", "1") != "0":  # "0": the escape hatch (README)
-        await core.repo.bridge.enable_direct(direct_probe)
-    log.info("Icechunk calls: %s", "direct" if core.repo.bridge.direct else "loop thread")
+    assert isinstance(bridge, Bridge)
+    if os.environ.get("ICEFS_DIRECT_CALLS", "1") != "0":  # "0": the escape hatch (docs)
+        await bridge.enable_direct(direct_probe)
+    log.info("Icechunk calls: %s", "direct" if bridge.direct else "loop thread")
     try:
-        await core.refresh_refs()
+        await filesystem.start(recover=False)
     except Exception as exc:
         raise StorageUnreachable(f"cannot read refs of {config.storage.display()}: {exc}") from None
     try:
@@ -412,55 +195,43 @@ async def _serve(
     except RuntimeError as exc:
         raise FuseUnavailable(f"cannot mount at {mountpoint}: {exc}") from None
     if not config.read_only:
-        await core.recover_journal()
+        await filesystem.start(recover=True)
     state.initialized = True
     _tune_gc()
+    summary = filesystem.summary()
     log.info(
         "mounted %s at %s (%d branches, %d tags)",
         config.storage.display(),
         mountpoint,
-        len(core.branches),
-        len(core.tags),
+        summary.branches,
+        summary.tags,
     )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(core.run_refresher)
-        nursery.start_soon(core.prefetcher.run)
-        nursery.start_soon(_handle_signals, core, config)
+        nursery.start_soon(
+            lambda: filesystem.run(
+                journal_interval=config.journal_interval, commit_interval=config.commit_interval
+            )
+        )
+        nursery.start_soon(_handle_signals, filesystem, config)
         nursery.start_soon(_announce_ready, mountpoint, reporter, config)
-        if config.commit_interval > 0:
-            nursery.start_soon(_commit_every, core, config.commit_interval)
-        if core.journal.enabled:
-            nursery.start_soon(_journal_every, core, config.journal_interval)
-        await pyfuse3.main(max_tasks=config.max_tasks)
+        await pyfuse3.main(max_tasks=MAX_TASKS)
         nursery.cancel_scope.cancel()
     # Commit point: every branch with uncommitted changes, before the daemon exits.
-    dirty = sum(1 for state in core.branch_states.values() if state.dirty)
+    dirty = len(filesystem.summary().dirty)
     notify(f"STOPPING=1\nSTATUS=unmounting: {config.on_unmount} {dirty} dirty branch(es)")
-    committed = await core.shutdown(config.on_unmount)
+    committed = await filesystem.shutdown(config.on_unmount, mountpoint)
     for branch, sid in committed.items():
         log.info("committed branch %s at unmount: %s", branch, sid)
     state.clean = True
 
 
-async def _journal_every(core: IcefsCore, seconds: float) -> None:
-    while True:
-        await trio.sleep(seconds)
-        await core.save_journals()
-
-
-async def _commit_every(core: IcefsCore, seconds: float) -> None:
-    while True:
-        await trio.sleep(seconds)
-        await core.commit_dirty(f"icefs: periodic commit ({seconds:g} s)")
-
-
-async def _handle_signals(core: IcefsCore, config: MountConfig) -> None:
+async def _handle_signals(filesystem: Filesystem, config: MountConfig) -> None:
     import pyfuse3
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
-                _reload(core, config)
+                _reload(filesystem, config)
                 continue
             log.info("%s: unmounting", signal.Signals(signum).name)
             notify("STOPPING=1\nSTATUS=stopping: committing, then unmounting")
@@ -468,10 +239,8 @@ async def _handle_signals(core: IcefsCore, config: MountConfig) -> None:
             return
 
 
-def _reload(core: IcefsCore, config: MountConfig) -> None:
-    """SIGHUP: re-read the config file's log_level and refresh; the rest needs a remount."""
-    import dataclasses
-
+def _reload(filesystem: Filesystem, config: MountConfig) -> None:
+    """SIGHUP: re-read the config file's settings that may change while mounted."""
     from icefs.config import load_config
     from icefs.store.open import configure_icechunk_logs
 
@@ -484,16 +253,14 @@ def _reload(core: IcefsCore, config: MountConfig) -> None:
         log.error("SIGHUP: %s; keeping the current settings", err.message)
         return
     if "log_level" in fresh:
-        level = getattr(logging, str(fresh["log_level"]).upper(), None)
-        if isinstance(level, int):
-            logging.getLogger().setLevel(level)
-            configure_icechunk_logs(level, routed=True)
-    if "refresh" in fresh and fresh["refresh"] > 0:
-        core.options = dataclasses.replace(core.options, refresh=float(fresh["refresh"]))
+        level = getattr(logging, str(fresh["log_level"]).upper())
+        logging.getLogger().setLevel(level)
+        configure_icechunk_logs(level, routed=True)
+    if "refresh" in fresh:
+        filesystem.reconfigure(refresh=float(fresh["refresh"]))
     log.info(
-        "SIGHUP: reloaded log_level=%s refresh=%s from %s",
-        logging.getLevelName(logging.getLogger().level),
-        core.options.refresh,
+        "SIGHUP: reloaded %s from %s",
+        ", ".join(f"{k}={fresh[k]}" for k in ("log_level", "refresh") if k in fresh) or "nothing",
         config.config_file,
     )
 
@@ -533,65 +300,3 @@ def _tune_read_ahead(mountpoint: str, kb: int) -> None:
         log.debug("cannot set %s: %s (kernel default read-ahead stays)", path, exc)
     else:
         log.debug("read-ahead set to %d KiB", kb)
-
-
-# -- unmount --------------------------------------------------------------------------------------
-
-
-def _process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-
-
-def unmount(
-    mountpoint: str,
-    timeout: float = 60.0,
-    wait: Callable[[float], None] = time.sleep,
-) -> tuple[str, list[str]]:
-    """Unmount the icefs mount at *mountpoint* and wait for its daemon to exit.
-
-    Cleans up a dead mount.  Returns what was done and warnings about what the
-    unmount dropped (scratch files, pending chunks); raises a `SetupError`.
-    """
-    path = os.path.abspath(mountpoint)
-    if _probe_or_clean(path, NotMounted(f"{path} does not exist")):
-        return f"cleaned up the dead mount at {path}", []
-    if not os.path.ismount(path):
-        raise NotMounted(f"{path} is not mounted")
-    pid: int | None = None
-    try:
-        with open(os.path.join(path, ".icefs", "pid")) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        raise NotMounted(f"{path} is not an icefs mount") from None
-    dropped = _dropped_at_unmount(path)
-    result = subprocess.run(
-        ["fusermount3", "-u", path], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
-        raise MountpointError(f"cannot unmount {path}: {reason}")
-    deadline = time.monotonic() + timeout
-    while not _process_gone(pid):
-        if time.monotonic() > deadline:
-            raise Timeout(f"unmounted {path}, but daemon {pid} is still running")
-        wait(0.05)
-    return f"unmounted {path}", dropped
-
-
-def _dropped_at_unmount(path: str) -> list[str]:
-    """Warnings naming the scratch files and pending chunks the unmount of *path* drops."""
-    from icefs.fs.branch import describe_leftovers
-
-    try:
-        with open(os.path.join(path, ".icefs", "status")) as f:
-            leftovers = json.load(f).get("dropped_at_unmount") or {}
-    except (OSError, ValueError):
-        return []
-    return [
-        f"warning: branches/{branch}: dropped, never committed: {describe_leftovers(files)}"
-        for branch, files in sorted(leftovers.items())
-    ]

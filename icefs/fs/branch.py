@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -29,6 +28,7 @@ from icefs.errors import (
     NotADirectory,
     NotFound,
 )
+from icefs.fs.files import Stamp
 from icefs.gate import ALONE, Gate
 from icefs.store.tree import KeyClass, SnapshotTree
 from icefs.store.validate import check_metadata
@@ -37,69 +37,16 @@ from icefs.store.writer import open_writer, restore_writer
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from icefs.daemon.journal import Journal, JournalEntry
-    from icefs.fs.spool import SpoolFile
+    from icefs.fs.files import JournalEntryLike, OverlayFile, SessionJournal
     from icefs.store.repo import Repo
     from icefs.store.writer import BranchWriter
 
-__all__ = ["MAX_METADATA_SIZE", "BranchState", "OverlayFile", "Stamp", "describe_leftovers"]
+__all__ = ["MAX_METADATA_SIZE", "BranchState"]
 
 #: The largest zarr.json icefs stores (Icechunk keeps metadata inside every snapshot).
 MAX_METADATA_SIZE: Final = 16 << 20
 
 log = logging.getLogger(__name__)
-
-
-def describe_leftovers(files: dict[str, list[str]]) -> str:
-    """Say in one line which scratch files and pending chunks *files* (`leftovers`) holds."""
-    parts = []
-    for field_name, what in (
-        ("scratch_files", "scratch file"),
-        ("pending_chunks", "pending chunk"),
-    ):
-        names = files.get(field_name, [])
-        if names:
-            shown = ", ".join(names[:10]) + (
-                f", ... ({len(names) - 10} more)" if len(names) > 10 else ""
-            )
-            parts.append(f"{len(names)} {what}{'s' if len(names) > 1 else ''} ({shown})")
-    return "; ".join(parts)
-
-
-@dataclass(slots=True)
-class Stamp:
-    """Attributes set in this mount by chmod, chown and utime: kept while the mount lives.
-
-    None (or 0 for times) means "as the view shows it".  A write supersedes a time
-    set before it (`BranchState.modified`).
-    """
-
-    mode: int | None = None  # permission bits only
-    uid: int | None = None
-    gid: int | None = None
-    atime_ns: int = 0
-    mtime_ns: int = 0
-    ctime_ns: int = 0
-
-    def mode_of(self, mode: int) -> int:
-        """*mode* (type and default permissions) with the permissions set here."""
-        return mode if self.mode is None else (mode & ~0o7777) | self.mode
-
-
-@dataclass(slots=True)
-class OverlayFile:
-    """A file that lives in the mount: being written, or a scratch file."""
-
-    spool: SpoolFile
-    scratch: bool
-    dirty: bool = False
-    #: A chunk whose array does not exist yet: stored when the array's zarr.json is.
-    pending: bool = False
-    handles: int = 0
-    mtime_ns: int = field(default_factory=time.time_ns)
-    #: no longer in the branch (unlinked or renamed away while open): its open handles
-    #: alone hold it, and the last one to close frees it
-    detached: bool = False
 
 
 class BranchState:
@@ -109,7 +56,7 @@ class BranchState:
         self,
         branch: str,
         repo: Repo,
-        journal: Journal,
+        journal: SessionJournal,
         *,
         on_commit: Callable[[str, str], None] = lambda branch, sid: None,
         decode_chunks: bool = True,
@@ -410,7 +357,7 @@ class BranchState:
                 self.journal_wanted = True
                 self.error(f"saving the session to the journal failed: {exc}")
 
-    async def recover(self, entry: JournalEntry) -> None:
+    async def recover(self, entry: JournalEntryLike) -> None:
         """Make the session saved in *entry* this branch's session (after a crash)."""
         async with self._opening, self._lock.hold(ALONE):
             self.writer = await restore_writer(self._repo, self.branch, entry.data, entry.token)

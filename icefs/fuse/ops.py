@@ -7,20 +7,17 @@ each request is counted in the mount's stats.  No filesystem logic lives here.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import logging
 import os
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import pyfuse3
-import trio
 
 from icefs.errors import IcefsError, NotFound, StorageFailure
-from icefs.fs.core import AttrChange
+from icefs.fs.values import AttrChange
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -40,7 +37,9 @@ if TYPE_CHECKING:
         XAttrNameT,
     )
 
-    from icefs.fs.core import Attr, IcefsCore, Node, OpenReply
+    from icefs.fs.core import IcefsCore
+    from icefs.fs.handles import Listing
+    from icefs.fs.values import Attr, OpenReply
 
 __all__ = ["FuseOperations"]
 
@@ -51,11 +50,8 @@ R = TypeVar("R")
 
 #: Listings of tags and snapshots with this many entries have their replies built once.
 _REPLIES_FROM: Final = 256
-#: Entries of built replies kept, over all listings (daemon RSS +25 MiB for 100k: 38 MiB;
-#: they also keep their listings alive after the core's own cache let go of them).
-_REPLIES_KEPT: Final = 150_000
 
-# Errors a user causes every day (probing for files, missing xattrs): debug, not info.
+
 def _serve(
     op: str,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
@@ -122,29 +118,6 @@ def _file_info(reply: OpenReply) -> FileInfo:
     return pyfuse3.FileInfo(fh=reply.fh, keep_cache=reply.keep_cache, direct_io=reply.direct_io)
 
 
-class _KernelCaches:
-    """`fs.Invalidator` over pyfuse3's notifications (writeback caching is off, so
-    inode invalidation does not block; entries go through pyfuse3's own thread)."""
-
-    def inode(self, ino: int) -> None:
-        try:
-            pyfuse3.invalidate_inode(ino)
-        except OSError as exc:  # ENOENT: the kernel no longer knows it
-            log.debug("invalidate inode %d: %s", ino, exc)
-
-    async def entries(self, names: list[tuple[int, str]]) -> None:
-        def drop() -> None:
-            for parent_ino, name in names:
-                with contextlib.suppress(OSError):  # ENOENT: not cached
-                    pyfuse3.invalidate_entry(parent_ino, os.fsencode(name))
-
-        # blocking while a request on the directory is in flight: not on the trio loop
-        await trio.to_thread.run_sync(drop)
-
-    def entry(self, parent_ino: int, name: str) -> None:
-        pyfuse3.invalidate_entry_async(parent_ino, os.fsencode(name), ignore_enoent=True)
-
-
 class FuseOperations(pyfuse3.Operations):
     """pyfuse3 handlers that delegate to an `IcefsCore`."""
 
@@ -159,11 +132,6 @@ class FuseOperations(pyfuse3.Operations):
         #: `ls -l` asks for two attributes of every file; over 100k files those round
         #: trips are most of the time `ls -lR` takes.
         self.xattrs = xattrs
-        core.invalidator = _KernelCaches()
-        #: replies built for big tag and snapshot listings, oldest first (`_readdir_fixed`)
-        self._replies: OrderedDict[int, tuple[list[Node], list[tuple[bytes, EntryAttributes]]]]
-        self._replies = OrderedDict()
-        self._replies_kept = 0
 
     def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:  # type: ignore[override]
         try:
@@ -219,37 +187,37 @@ class FuseOperations(pyfuse3.Operations):
 
     @_serve("readdir")
     async def readdir(self, fh: FileHandleT, start_id: int, token: ReaddirToken) -> None:
-        nodes = self.core.fixed_listing(int(fh), start_id)
-        if nodes is not None and len(nodes) >= _REPLIES_FROM:
-            self._readdir_fixed(nodes, start_id, token)
+        listing = self.core.readdir(int(fh), start_id)
+        if listing.fixed and len(listing.entries) >= _REPLIES_FROM:
+            self._readdir_fixed(listing, start_id, token)
             return
         entry = None
-        for next_id, name, attr in self.core.readdir(int(fh), start_id):
+        core = self.core
+        for i in range(start_id, len(listing.entries)):
+            attr = core.entry_attr(listing.entries[i])
             entry = _entry(attr, entry)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, next_id):
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(listing.entries[i].path[-1]), entry, i + 1
+            ):
                 break
-            self.core.entry_returned(attr.ino)
+            core.entry_returned(attr.ino)
 
-    def _readdir_fixed(self, nodes: list[Node], start_id: int, token: ReaddirToken) -> None:
-        """Answer from the encoded names and attributes built once for *nodes*.
+    def _readdir_fixed(self, listing: Listing, start_id: int, token: ReaddirToken) -> None:
+        """Answer from the encoded names and attributes built once for *listing*.
 
         A tag's listing never changes, so a walk run again (`find`, `ls -R`,
-        rsync) only sets each entry's inode number: `find` over 100k chunks went
-        from 0.52-0.56 s to 0.35 s (a filesystem doing no work takes 0.28 s).
+        rsync) only sets each entry's inode number (see benchmarks/RESULTS.md,
+        the readdir reply cache). The replies live on the listing, as long as the
+        core keeps it.
         """
-        # Keyed by identity: each kept reply holds its list, so no other list has that id.
-        replies = self._replies.get(id(nodes))
-        if replies is None:
-            replies = (
-                nodes,
-                [(os.fsencode(n.path[-1]), _entry(self.core.listed_attr(n))) for n in nodes],
-            )
-            self._replies[id(nodes)] = replies
-            self._replies_kept += len(nodes)
-            while self._replies_kept > _REPLIES_KEPT and len(self._replies) > 1:
-                self._replies_kept -= len(self._replies.popitem(last=False)[1][0])
-        self._replies.move_to_end(id(nodes))
-        built, ino_of = replies[1], self.core.listed_ino
+        built = listing.replies
+        if built is None:
+            built = listing.replies = [
+                (os.fsencode(n.path[-1]), _entry(self.core.entry_attr(n, 0)))
+                for n in listing.entries
+            ]
+        assert isinstance(built, list)
+        nodes, ino_of = listing.entries, self.core.entry_ino
         for i in range(start_id, len(built)):
             name, entry = built[i]
             entry.st_ino = ino = ino_of(nodes[i])

@@ -1,0 +1,201 @@
+"""Every branch this mount writes: their states, commits, the crash journal, unmount.
+
+`Branches` makes a `BranchState` the first time a branch is written and keeps
+it while the mount lives.  It commits (counting commits in the stats), saves
+sessions to the crash journal and restores them after a crash, and commits or
+discards everything at unmount.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from icefs.errors import IcefsError, ReadOnly
+from icefs.fs.branch import BranchState
+from icefs.fs.files import describe_leftovers
+
+if TYPE_CHECKING:
+    from icefs.fs.files import SessionJournal
+    from icefs.fs.refs import RefTable
+    from icefs.fs.stats import Stats
+    from icefs.fs.values import View
+    from icefs.store.repo import Repo
+    from icefs.store.tree import SnapshotTree
+
+__all__ = ["Branches"]
+
+log = logging.getLogger(__name__)
+
+
+class Branches:
+    """The `BranchState` of each branch written through this mount."""
+
+    def __init__(
+        self,
+        repo: Repo,
+        journal: SessionJournal,
+        refs: RefTable,
+        stats: Stats,
+        *,
+        decode_chunks: bool,
+    ) -> None:
+        self._repo = repo
+        self.journal = journal
+        self._refs = refs
+        self._stats = stats
+        self._decode_chunks = decode_chunks
+        self.states: dict[str, BranchState] = {}
+        #: branches whose commit at unmount failed
+        self.unmount_failures: list[str] = []
+
+    def get(self, branch: str) -> BranchState | None:
+        return self.states.get(branch)
+
+    def state(self, branch: str) -> BranchState:
+        """The state of *branch*, made at its first use."""
+        state = self.states.get(branch)
+        if state is None:
+            state = self.states[branch] = BranchState(
+                branch,
+                self._repo,
+                self.journal,
+                on_commit=self._refs.committed,
+                decode_chunks=self._decode_chunks,
+            )
+        return state
+
+    def writable(self, view: View | None) -> BranchState:
+        """The state of a writable branch view; `ReadOnly` for anything else."""
+        if view is None or view.read_only:
+            raise ReadOnly("read-only" if view is None else f"{view.kind} {view.ref} is read-only")
+        return self.state(view.ref)
+
+    def of_view(self, view: View | None) -> BranchState | None:
+        """The state of the branch *view* shows, if it has one (None for tags, snapshots)."""
+        if view is None or view.kind != "branch":
+            return None
+        return self.states.get(view.ref)
+
+    def session_base(self, branch: str) -> str | None:
+        """The snapshot the writable session of *branch* stands on, if it has one."""
+        state = self.states.get(branch)
+        return state.writer.base_snapshot_id if state is not None and state.writer else None
+
+    def session_tree(self, branch: str) -> SnapshotTree | None:
+        """The tree of the writable session of *branch* (it shows the uncommitted changes)."""
+        state = self.states.get(branch)
+        return state.tree if state is not None else None
+
+    def forget(self, branch: str) -> None:
+        """Drop the state of *branch* (the branch was deleted)."""
+        self.states.pop(branch, None)
+
+    @property
+    def dirty(self) -> list[str]:
+        """The branches with uncommitted changes."""
+        return sorted(name for name, state in self.states.items() if state.dirty)
+
+    async def commit(self, state: BranchState, message: str) -> str | None:
+        """Commit *state*'s branch with *message*; return the new snapshot (None: no changes)."""
+        started = time.monotonic()
+        try:
+            sid = await state.commit(message)
+        except IcefsError:
+            self._stats.record_commit(time.monotonic() - started, ok=False)
+            raise
+        if sid is not None:
+            self._stats.record_commit(time.monotonic() - started, ok=True)
+        return sid
+
+    def leftovers(self) -> dict[str, dict[str, list[str]]]:
+        """Per branch, what lives only in this mount and goes at unmount (scratch, pending)."""
+        out = {}
+        for name, state in sorted(self.states.items()):
+            files = state.leftovers()
+            if any(files.values()):
+                out[name] = files
+        return out
+
+    async def shutdown(self, on_unmount: str, mountpoint: str) -> dict[str, str]:
+        """Commit (or discard) every branch with uncommitted changes; return new snapshots.
+
+        Failures are logged and leave that branch's changes uncommitted (in the
+        journal, if there is one); the others still commit.
+        """
+        for name, files in self.leftovers().items():
+            log.warning(
+                "branch %s: dropped at unmount, never committed: %s",
+                name,
+                describe_leftovers(files),
+            )
+        committed: dict[str, str] = {}
+        for name in self.dirty:
+            state = self.states[name]
+            if on_unmount == "discard":
+                await state.discard()
+                log.info("branch %s: uncommitted changes discarded at unmount", name)
+                continue
+            message = f"icefs: automatic commit at unmount of {mountpoint}"
+            try:
+                sid = await self.commit(state, message)
+            except IcefsError as exc:
+                await state.save_journal()
+                where = "kept in the journal for the next mount" if self.journal.enabled else "lost"
+                log.error(
+                    "branch %s: commit at unmount failed, its uncommitted changes are %s: %s",
+                    name,
+                    where,
+                    exc,
+                )
+                self.unmount_failures.append(name)
+                continue
+            if sid is not None:
+                committed[name] = sid
+                log.info("branch %s: committed %s at unmount", name, sid)
+        return committed
+
+    async def recover_journal(self) -> None:
+        """Restore the sessions a crashed daemon left in the journal (before serving)."""
+        for entry in await trio.to_thread.run_sync(self.journal.entries):
+            tip = self._refs.branches.get(entry.branch)
+            if tip is None:
+                self.journal.set_aside(entry.branch, "the branch no longer exists")
+                continue
+            if any(meta.token == entry.token for meta in await self._repo.ancestry(tip)):
+                # killed after the commit landed but before the journal was dropped
+                log.info(
+                    "journal: branch %s: the saved session was committed before the "
+                    "crash; nothing to recover",
+                    entry.branch,
+                )
+                self.journal.drop(entry.branch)
+                continue
+            try:
+                await self.state(entry.branch).recover(entry)
+            except IcefsError as exc:
+                self.journal.set_aside(entry.branch, str(exc))
+
+    async def save_journals(self) -> None:
+        """Save every branch's session that changed since its last save."""
+        for state in list(self.states.values()):
+            await state.save_journal()
+
+    async def commit_dirty(self, message: str) -> None:
+        """Commit every dirty branch with *message* (for --commit-interval); log failures."""
+        for state in list(self.states.values()):
+            if state.dirty:
+                try:
+                    await self.commit(state, message)
+                except IcefsError as exc:
+                    log.warning("branch %s: periodic commit failed: %s", state.branch, exc)
+
+    def close(self) -> None:
+        """Free every write buffer.  Never raises."""
+        for state in self.states.values():
+            for overlay in state.files.values():
+                overlay.spool.close()
+            state.files.clear()

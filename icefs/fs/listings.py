@@ -1,0 +1,141 @@
+"""Directory listings: what each directory holds, pinned when it is opened.
+
+A listing of a tag's or snapshot's directory never changes: it is built once
+and kept (bounded by the number of entries over all kept listings), so a
+second ``find`` or ``ls -R`` skips building it; the FUSE adapter may keep the
+replies it builds from such a listing on the listing itself.  Listings of
+branches are built at every open and show the files that live only in the
+mount.  ``zarr.json`` comes last, so ``rm -r`` deletes a node's contents before
+the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+from cachetools import LRUCache
+
+from icefs.errors import NotADirectory, NotFound
+from icefs.fs import control
+from icefs.fs.handles import Listing
+from icefs.fs.values import KINDS, ROOT_POS, Node, NodeKind
+from icefs.paths import METADATA_NAME, ref_to_name
+from icefs.store.tree import TreeEntry
+
+if TYPE_CHECKING:
+    from icefs.fs.branches import Branches
+    from icefs.fs.namespace import Namespace
+    from icefs.fs.refs import RefTable
+    from icefs.fs.values import View
+
+__all__ = ["LISTED_ENTRIES_KEPT", "Listings"]
+
+log = logging.getLogger(__name__)
+
+#: Entries of tag and snapshot listings kept, over all of them (about 400 bytes each).
+LISTED_ENTRIES_KEPT: Final = 150_000
+
+
+class Listings:
+    """Builds listings, and keeps those of tags and snapshots."""
+
+    def __init__(self, namespace: Namespace, refs: RefTable, branches: Branches) -> None:
+        self._namespace = namespace
+        self._refs = refs
+        self._branches = branches
+        self._kept: LRUCache[tuple[View, tuple[str, ...]], Listing] = LRUCache(
+            LISTED_ENTRIES_KEPT, getsizeof=lambda listing: max(1, len(listing.entries))
+        )
+
+    def __len__(self) -> int:
+        """How many entries the kept listings hold."""
+        return int(self._kept.currsize)
+
+    async def listing(self, node: Node) -> Listing:
+        """The listing of the directory *node*; `NotADirectory` for a file."""
+        if not node.is_dir:
+            raise NotADirectory("/".join(node.path))
+        if node.view is None or not node.view.immutable or node.kind is NodeKind.REF_CTRL_DIR:
+            return Listing(await self.entries(node))
+        # A tag or snapshot directory never changes: `find` or `ls -R` run again skip
+        # building the listing.
+        key = (node.view, node.path)
+        listing = self._kept.get(key)
+        if listing is None:
+            listing = Listing(await self.entries(node), fixed=True)
+            try:
+                self._kept[key] = listing
+            except ValueError:  # bigger than all kept listings together: not kept
+                listing.fixed = False
+        return listing
+
+    async def entries(self, node: Node) -> list[Node]:
+        """The entries of the directory *node*, as they are now."""
+        kind = node.kind
+        if kind is NodeKind.ROOT:
+            return [Node((name,), NodeKind.REF_LIST) for name in KINDS]
+        if kind is NodeKind.ROOT_CTRL_DIR:
+            return [
+                Node((*node.path, f), NodeKind.ROOT_CTRL_FILE, ctrl=f) for f in control.ROOT_FILES
+            ]
+        if kind is NodeKind.REF_CTRL_DIR:
+            assert node.view is not None
+            return [
+                Node((*node.path, f), NodeKind.REF_CTRL_FILE, node.view, ctrl=f)
+                for f in control.ref_files(node.view.read_only)
+            ]
+        if kind is NodeKind.REF_LIST:
+            return await self._refs_in(node)
+        return await self._tree_entries(node)
+
+    async def _tree_entries(self, node: Node) -> list[Node]:
+        assert node.view is not None
+        assert node.entry is not None
+        assert node.entry.pos is not None
+        tree = await self._namespace.tree_for(node.view)
+        entries = {
+            name: Node(
+                (*node.path, name),
+                NodeKind.TREE_DIR if e.is_dir else NodeKind.TREE_FILE,
+                node.view,
+                e,
+            )
+            for name, e in await tree.listdir(node.entry.pos)
+        }
+        state = self._branches.of_view(node.view)
+        if state is not None:
+            prefix = f"{node.key}/" if node.key else ""
+            below = [
+                k
+                for k in (*state.files, *state.dirs)
+                if k.startswith(prefix) and k != node.key and "/" not in k[len(prefix) :]
+            ]
+            for key in below:
+                child = self._namespace.overlay_child(node.view, (*node.path, key[len(prefix) :]))
+                if child is not None:
+                    entries[child.path[-1]] = child
+        # zarr.json last: `rm -r` then deletes a node's contents before the node itself.
+        return [entries[n] for n in sorted(entries, key=lambda n: (n == METADATA_NAME, n))]
+
+    async def _refs_in(self, node: Node) -> list[Node]:
+        kind = KINDS[node.path[0]]
+        if kind == "snapshot":
+            ids = await self._refs.snapshot_ids()
+        else:
+            ids = sorted(self._refs.branches if kind == "branch" else self._refs.tags)
+        out = []
+        for ref in ids:
+            name = ref if kind == "snapshot" else ref_to_name(ref)
+            if name is None:
+                log.warning("%s %r cannot be shown as a file name; skipped", kind, ref)
+                continue
+            base = self._branches.session_base(ref) if kind == "branch" else None
+            try:
+                view = await self._refs.view(kind, name, base)
+            except NotFound:
+                continue  # deleted since the refresh
+            out.append(
+                Node((*node.path, name), NodeKind.REF_ROOT, view, TreeEntry(True, pos=ROOT_POS))
+            )
+        return out

@@ -1,0 +1,279 @@
+"""Paths to nodes: what each name of the mount is, in which view, as of now.
+
+`Namespace.resolve` walks a path through the root, the ref lists, a ref's view
+and its tree (a branch's session while it is written, with the files that live
+only in the mount).  Two caches spare the walk: paths in tags and snapshots
+resolve once (what they name never changes while the tag stays), and paths in
+branches start from a directory resolved before, while the branch's stamp
+(tip, state, layout) still holds.  Snapshot trees are kept per snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+from cachetools import LRUCache
+
+from icefs.errors import InvalidInput, NotADirectory, NotFound, PermissionDenied, Stale
+from icefs.fs import control
+from icefs.fs.values import KINDS, ROOT_POS, Node, NodeKind
+from icefs.paths import CONTROL_DIR, check_name, name_to_ref
+from icefs.store.tree import DirPos, SnapshotTree, TreeEntry
+
+if TYPE_CHECKING:
+    from icefs.fs.branch import BranchState
+    from icefs.fs.branches import Branches
+    from icefs.fs.inodes import InodeTable, Path
+    from icefs.fs.refs import RefTable
+    from icefs.fs.stats import Stats
+    from icefs.fs.values import View
+    from icefs.store.repo import Repo
+
+__all__ = ["Namespace"]
+
+log = logging.getLogger(__name__)
+
+#: Snapshot trees kept in memory (listings, metadata, chunk indexes), least recent out.
+TREES_KEPT: Final = 32
+#: Resolved paths of tags and snapshots kept (see `resolve`); all dropped when full.
+RESOLVED_KEPT: Final = 50_000
+#: Resolved directories of branches kept (see `_resolve_in_branch`); all dropped when full.
+BRANCH_DIRS_KEPT: Final = 50_000
+
+
+class Namespace:
+    """Resolves paths and inodes to `Node`s; keeps the snapshot trees they come from."""
+
+    def __init__(
+        self,
+        repo: Repo,
+        refs: RefTable,
+        branches: Branches,
+        inodes: InodeTable,
+        stats: Stats,
+    ) -> None:
+        self._repo = repo
+        self._refs = refs
+        self._branches = branches
+        self.inodes = inodes
+        self._stats = stats
+        self._trees: LRUCache[str, SnapshotTree] = LRUCache(TREES_KEPT)
+        # Both path caches are plain dicts cleared when full: a lookup is one dict get,
+        # and a `find` over a big tag looks up every path once.
+        self._resolved: dict[Path, Node] = {}
+        #: directories inside branches: node, the stamp it was resolved under (see
+        #: `_resolve_in_branch`), and whether it was an empty directory made by mkdir
+        self._branch_dirs: dict[Path, tuple[Node, tuple[object, ...], bool]] = {}
+        #: files unlinked (or replaced by a rename) while open, by inode: fstat, read and
+        #: write through their descriptors go on until the last one is closed
+        self.orphans: dict[int, Node] = {}
+
+    # -- trees --------------------------------------------------------------------------------
+
+    async def tree(self, snapshot_id: str) -> SnapshotTree:
+        """The (cached) tree of the snapshot *snapshot_id*."""
+        tree = self._trees.get(snapshot_id)
+        if tree is None:
+            tree = SnapshotTree(await self._repo.reader(snapshot_id))
+            self._trees[snapshot_id] = tree
+            self._stats.cache_misses += 1
+        else:
+            self._stats.cache_hits += 1
+        return tree
+
+    async def tree_for(self, view: View) -> SnapshotTree:
+        """The tree a view shows: a branch's session while it is being written."""
+        if view.kind == "branch":
+            tree = self._branches.session_tree(view.ref)
+            if tree is not None:
+                return tree
+        return await self.tree(view.snapshot_id)
+
+    # -- resolution ---------------------------------------------------------------------------
+
+    async def child(self, parent: Node, name: str) -> Node:
+        """The node *name* in the directory *parent*; `NotFound` if there is none."""
+        path = (*parent.path, name)
+        kind = parent.kind
+        if kind is NodeKind.ROOT:
+            if name in KINDS:
+                return Node(path, NodeKind.REF_LIST)
+            if name == CONTROL_DIR:
+                return Node(path, NodeKind.ROOT_CTRL_DIR)
+        elif kind is NodeKind.ROOT_CTRL_DIR:
+            if name in control.ROOT_FILES:
+                return Node(path, NodeKind.ROOT_CTRL_FILE, ctrl=name)
+        elif kind is NodeKind.REF_LIST:
+            ref_kind = KINDS[parent.path[0]]
+            base = self._branches.session_base(name_to_ref(name)) if ref_kind == "branch" else None
+            view = await self._refs.view(ref_kind, name, base)
+            return Node(path, NodeKind.REF_ROOT, view, TreeEntry(True, pos=ROOT_POS))
+        elif kind is NodeKind.REF_CTRL_DIR:
+            assert parent.view is not None
+            if name in control.ref_files(parent.view.read_only):
+                return Node(path, NodeKind.REF_CTRL_FILE, parent.view, ctrl=name)
+        elif kind in (NodeKind.REF_ROOT, NodeKind.TREE_DIR):
+            assert parent.view is not None
+            assert parent.entry is not None
+            if kind is NodeKind.REF_ROOT and name == CONTROL_DIR:
+                return Node(path, NodeKind.REF_CTRL_DIR, parent.view)
+            overlaid = self.overlay_child(parent.view, path)
+            if overlaid is not None:
+                return overlaid
+            assert parent.entry.pos is not None
+            tree = await self.tree_for(parent.view)
+            entry = await tree.child(parent.entry.pos, name)
+            return Node(
+                path, NodeKind.TREE_DIR if entry.is_dir else NodeKind.TREE_FILE, parent.view, entry
+            )
+        else:
+            raise NotADirectory("/".join(parent.path))
+        raise NotFound("/".join(path))
+
+    def overlay_child(self, view: View, path: Path) -> Node | None:
+        """The node at *path* if it lives in the branch's overlay (only in this mount)."""
+        state = self._branches.of_view(view)
+        if state is None:
+            return None
+        key = "/".join(path[2:])
+        overlay = state.files.get(key)
+        if overlay is not None:
+            return Node(
+                path,
+                NodeKind.TREE_FILE,
+                view,
+                TreeEntry(False, key, overlay.spool.size),
+                overlay=overlay,
+            )
+        if key in state.dirs:
+            return Node(path, NodeKind.TREE_DIR, view, TreeEntry(True, pos=DirPos(key)))
+        return None
+
+    async def child_or_none(self, parent: Node, name: str) -> Node | None:
+        """The node *name* in *parent*, None if there is none; for names about to be made.
+
+        Raises for a name that cannot be made: too long, not UTF-8, or the control
+        directory's own name.
+        """
+        check_name(name)
+        if parent.kind is NodeKind.REF_ROOT and name == CONTROL_DIR:
+            raise PermissionDenied(f"{CONTROL_DIR} is reserved")
+        try:
+            return await self.child(parent, name)
+        except NotFound:
+            return None
+
+    async def resolve(self, path: Path) -> Node:
+        """Resolve *path* from the root, against the refs as they are now.
+
+        Paths in tags and snapshots resolve once: what they name never changes
+        while the tag stands at the same snapshot.  Resolving walks every name
+        from the root, which was most of the daemon's time in the lookup, open
+        and getattr of each small random read.  Paths in branches start from a
+        directory resolved before (`_resolve_in_branch`).
+        """
+        if len(path) >= 2 and path[0] == "branches":
+            return await self._resolve_in_branch(path)
+        node = self.known(path)
+        if node is not None:
+            return node
+        node = Node((), NodeKind.ROOT)
+        for name in path:
+            node = await self.child(node, name)
+        return self.remember(node)
+
+    async def _resolve_in_branch(self, path: Path) -> Node:
+        """Resolve *path* inside a branch, from its directory or parent resolved before.
+
+        Every request of a write names a path in a branch; walking it from the root
+        was a sixth of the daemon's busy time while zarr wrote chunks. A directory
+        kept is used only while its stamp still holds and it is still (or still not)
+        an empty directory made by mkdir (the first store below such a directory
+        turns it into one of the tree's).
+        """
+        ref = name_to_ref(path[1])
+        state = self._branches.get(ref)
+        # what its directories resolve against: the tip, the state here and its layout
+        stamp = (self._refs.branches.get(ref), state, state.layout if state is not None else 0)
+        node = self._branch_dir(path, stamp, state)
+        if node is not None:
+            return node
+        start = len(path) - 1
+        parent = self._branch_dir(path[:-1], stamp, state)
+        if parent is None:
+            parent, start = Node((), NodeKind.ROOT), 0
+        for name in path[start:]:
+            parent = await self.child(parent, name)
+            if parent.kind is NodeKind.TREE_DIR or parent.kind is NodeKind.REF_ROOT:
+                if len(self._branch_dirs) >= BRANCH_DIRS_KEPT:
+                    self._branch_dirs.clear()
+                made = state is not None and parent.key in state.dirs
+                self._branch_dirs[parent.path] = (parent, stamp, made)
+        return parent
+
+    def _branch_dir(
+        self, path: Path, stamp: tuple[object, ...], state: BranchState | None
+    ) -> Node | None:
+        kept = self._branch_dirs.get(path)
+        if kept is None or kept[1] != stamp:
+            return None
+        node, _, made = kept
+        if state is not None and (node.key in state.dirs) != made:
+            return None
+        return node
+
+    def known(self, path: Path) -> Node | None:
+        """The node `remember` kept for *path*, unless its tag has gone or moved since."""
+        node = self._resolved.get(path)
+        if (
+            node is None
+            or node.view is None
+            or (
+                node.view.kind == "tag"
+                and self._refs.tags.get(node.view.ref) != node.view.snapshot_id
+            )
+        ):
+            return None
+        return node
+
+    def remember(self, node: Node) -> Node:
+        """Keep *node* for `resolve` if it lies in a tag or snapshot; return it."""
+        if node.view is not None and node.view.immutable:
+            if len(self._resolved) >= RESOLVED_KEPT:
+                self._resolved.clear()
+            self._resolved[node.path] = node
+        return node
+
+    async def node(self, ino: int) -> Node:
+        """The node of the inode *ino*: its path resolved now, or the unlinked file it is.
+
+        Raises `Stale` for an inode inside a ref that was deleted since the kernel
+        got it (an open file, a working directory there), `NotFound` otherwise.
+        """
+        orphan = self.orphans.get(ino)
+        if orphan is not None:
+            return orphan
+        path = self.inodes.path(ino)
+        try:
+            return await self.resolve(path)
+        except NotFound:
+            if (
+                len(path) >= 2
+                and path[0] in ("branches", "tags")
+                and not self._refs.known(path[0], name_to_ref(path[1]))
+            ):
+                # Something the kernel holds (an open file, a cwd) inside a ref that
+                # was deleted: stale, not merely missing.
+                raise Stale(f"{path[0]}/{path[1]} was deleted") from None
+            raise
+
+    async def lookup(self, parent: Node, name: str) -> Node:
+        """*name* in the directory *parent*, for a kernel lookup (cached in tags)."""
+        try:
+            check_name(name)
+        except InvalidInput:
+            raise NotFound(f"no valid name {name!r}") from None  # such a file cannot exist
+        if not parent.is_dir:
+            raise NotADirectory("/".join(parent.path))
+        return self.known((*parent.path, name)) or self.remember(await self.child(parent, name))

@@ -1,0 +1,221 @@
+"""The write overlay: files being written, their buffers, and when they are stored.
+
+Writing a file of a branch goes into an `OverlayFile` (RAM up to the mount's
+write buffer, then the spool on disk).  Icechunk stores whole objects, so a key
+(a chunk, a ``zarr.json``) is stored when its file is closed, fsync'ed or
+renamed onto it, and validated then; the previous content stays if it is
+refused.  A chunk whose array does not exist yet waits, pending, until the
+array's ``zarr.json`` is stored.  Names that are not keys are scratch files:
+they live in the mount only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from icefs.errors import FileTooLarge, IcefsError, NotFound
+from icefs.fs.files import OverlayFile
+from icefs.fs.handles import Buffered
+from icefs.fs.spool import SpoolFile
+from icefs.fs.values import Node, NodeKind, OpenReply
+from icefs.store.tree import TreeEntry
+
+if TYPE_CHECKING:
+    from icefs.fs.branch import BranchState
+    from icefs.fs.branches import Branches
+    from icefs.fs.handles import HandleTable
+    from icefs.fs.inodes import InodeTable, Path
+    from icefs.fs.namespace import Namespace
+    from icefs.fs.spool import SpoolBudget
+    from icefs.fs.stats import Stats
+    from icefs.fs.values import Invalidator
+
+__all__ = ["WriteOverlay"]
+
+log = logging.getLogger(__name__)
+
+
+class WriteOverlay:
+    """Opens files for writing, buffers their bytes and stores them into the branch."""
+
+    def __init__(
+        self,
+        namespace: Namespace,
+        branches: Branches,
+        handles: HandleTable,
+        inodes: InodeTable,
+        spool: SpoolBudget,
+        stats: Stats,
+        kernel: Invalidator,
+    ) -> None:
+        self._namespace = namespace
+        self._branches = branches
+        self._handles = handles
+        self._inodes = inodes
+        self.spool = spool
+        self._stats = stats
+        self._kernel = kernel
+
+    async def open(self, node: Node, ino: int, flags: int, writing: bool) -> OpenReply:
+        """Open a branch file through the overlay: its bytes in a write buffer."""
+        assert node.view is not None
+        assert node.entry is not None
+        state = (
+            self._branches.writable(node.view) if writing else self._branches.state(node.view.ref)
+        )
+        overlay = state.files.get(node.key)
+        if overlay is None:
+            tree = await self._namespace.tree_for(node.view)
+            data = b"" if flags & os.O_TRUNC else bytes(await tree.read_whole(node.entry))
+            what = await state.classify(node.key, tree)
+            # Another open may have made the buffer while we awaited: share it, or the
+            # writes through one of the two handles would go nowhere.
+            overlay = state.files.get(node.key)
+            if overlay is None:
+                # O_TRUNC of a non-empty file is a change even if nothing is written
+                overlay = OverlayFile(
+                    SpoolFile(self.spool, data),
+                    scratch=what.kind == "scratch",
+                    dirty=bool(flags & os.O_TRUNC and node.entry.size),
+                )
+                state.files[node.key] = overlay
+        if flags & os.O_TRUNC:
+            if overlay.spool.size:
+                overlay.spool.truncate(0)
+                overlay.dirty = True
+            # POSIX: O_TRUNC of an existing file changes its mtime and ctime, empty or not
+            overlay.mtime_ns = state.modified(node.key)
+        overlay.handles += 1
+        return OpenReply(self._handles.add(Buffered(node, ino, overlay, state)))
+
+    async def create(self, parent: Node, state: BranchState, name: str) -> int | None:
+        """Make the new file *name* in *parent* and open it; return its handle.
+
+        None if a concurrent request made the file while this one awaited.
+        """
+        assert parent.view is not None
+        path = (*parent.path, name)
+        key = "/".join(path[2:])
+        tree = await self._namespace.tree_for(parent.view)
+        await tree.check_new_name(key)
+        what = await state.classify(key, tree)
+        if key in state.files:  # made by a concurrent request while we awaited
+            return None
+        overlay = OverlayFile(SpoolFile(self.spool), scratch=what.kind == "scratch", dirty=True)
+        state.files[key] = overlay
+        node = Node(
+            path, NodeKind.TREE_FILE, parent.view, TreeEntry(False, key, 0), overlay=overlay
+        )
+        overlay.handles += 1
+        state.entries_changed(parent.key)
+        ino = self._inodes.lookup(path)
+        return self._handles.add(Buffered(node, ino, overlay, state))
+
+    def write(self, handle: Buffered, offset: int, data: bytes) -> int:
+        """Write *data* at *offset* into the buffer of *handle*."""
+        try:
+            written = handle.overlay.spool.write(offset, data)
+        except OverflowError:
+            raise FileTooLarge(f"{handle.node.key}: past the largest file size") from None
+        handle.overlay.dirty = True
+        handle.overlay.mtime_ns = (
+            handle.branch.modified(handle.node.key) if handle.branch else time.time_ns()
+        )
+        self._stats.bytes_written += written
+        return written
+
+    async def store(self, handle: Buffered, sync: bool) -> None:
+        """Store the new contents of *handle* (close; fsync if *sync*): errors reach close(2).
+
+        A chunk whose array does not exist yet stays in the mount, pending, until
+        the array's zarr.json is stored (copy tools write files in any order);
+        fsync of such a chunk answers ENOENT.
+        """
+        overlay, state = handle.overlay, handle.branch
+        if state is None or overlay.scratch:
+            return
+        if not overlay.dirty and not (sync and overlay.pending):
+            return
+        key = handle.node.key
+        if state.files.get(key) is not overlay:
+            return  # deleted while open: its bytes went with it
+        try:
+            await state.store(key, overlay.spool.contents(), overlay.spool.size)
+        except NotFound:
+            if sync:
+                raise
+            overlay.pending = True
+            log.info("%s waits for its array's zarr.json (kept in the mount)", key)
+            return
+        except IcefsError:
+            overlay.dirty = False  # the previous content stays; do not retry at release
+            self.drop(state, key, overlay)
+            self._forget_kernel(handle.node.path)  # the kernel saw the new size (or name)
+            raise
+        overlay.dirty = overlay.pending = False
+
+    def release(self, handle: Buffered) -> bool:
+        """A descriptor of *handle* closed; return True if it was an unlinked file's last."""
+        overlay, state = handle.overlay, handle.branch
+        overlay.handles -= 1
+        if overlay.detached:
+            if overlay.handles <= 0:  # the last descriptor of an unlinked file: it goes
+                overlay.spool.close()
+                return True
+            return False
+        keep = overlay.scratch or overlay.pending
+        if overlay.handles <= 0 and not keep and state is not None:
+            if overlay.dirty:
+                state.error(f"{handle.node.key}: released with unstored changes (dropped)")
+            self.drop(state, handle.node.key, overlay)
+        return False
+
+    def drop(self, state: BranchState, key: str, overlay: OverlayFile) -> None:
+        """Forget *overlay* at *key* unless a handle still holds it."""
+        if state.files.get(key) is overlay and overlay.handles <= 0:
+            del state.files[key]
+            overlay.spool.close()
+
+    def _forget_kernel(self, path: Path) -> None:
+        if self._inodes.known(path):
+            self._kernel.inode(self._inodes.ino(path))
+            self._kernel.entry(self._inodes.ino(path[:-1]), path[-1])
+
+    def truncate(self, node: Node, overlay: OverlayFile, size: int) -> None:
+        """Cut or extend *overlay*, the bytes of *node*, to *size* (`FileTooLarge` past 1 TiB)."""
+        try:
+            overlay.spool.truncate(size)
+        except OverflowError:
+            raise FileTooLarge(
+                f"{node.key}: {size} bytes is past the largest file size icefs holds"
+            ) from None
+        overlay.dirty = True
+        overlay.mtime_ns = time.time_ns()
+
+    async def truncate_file(self, node: Node, ino: int, state: BranchState, size: int) -> None:
+        """Cut or extend the branch file *node* to *size* bytes (stored if it is a key)."""
+        overlay = node.overlay
+        if overlay is None:
+            reply = await self.open(node, ino, os.O_RDWR, True)
+            handle = self._handles.pop(reply.fh)
+            assert isinstance(handle, Buffered)
+            try:
+                self.truncate(node, handle.overlay, size)
+                await self.store(handle, sync=False)
+            finally:
+                self.release(handle)
+        else:
+            self.truncate(node, overlay, size)
+            overlay.mtime_ns = state.modified(node.key)
+            if overlay.handles <= 0 and not overlay.scratch:
+                await state.store(node.key, overlay.spool.contents(), overlay.spool.size)
+                overlay.dirty = False
+
+    def spooled(self, data: object) -> SpoolFile:
+        """A new buffer holding *data* (bytes-like)."""
+        spool = SpoolFile(self.spool)
+        spool.write(0, bytes(data))  # type: ignore[call-overload]
+        return spool

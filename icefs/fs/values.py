@@ -1,0 +1,215 @@
+"""The plain values the filesystem core works with and answers in.
+
+Namespace (docs/semantics.md)::
+
+    /                       ROOT            branches/ tags/ snapshots/ (.icefs/ hidden)
+    /.icefs/<f>             ROOT_CTRL_*     version pid stats status refresh
+    /<kind>/                REF_LIST        one directory per branch / tag / snapshot
+    /<kind>/<ref>/          REF_ROOT        the Zarr tree at the view's snapshot
+    /<kind>/<ref>/.icefs/   REF_CTRL_*      status snapshot_id log commit ...
+    /<kind>/<ref>/<key...>  TREE_DIR/FILE   groups, arrays, chunk directories, files
+
+A `Node` is a resolved path; `Attr`, `OpenReply` and `StatFs` are what requests
+answer.  Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Protocol
+
+from icefs.settings import SETTINGS
+from icefs.store.tree import DirPos
+
+if TYPE_CHECKING:
+    from icefs.fs.files import OverlayFile
+    from icefs.fs.inodes import Path
+    from icefs.store.tree import TreeEntry
+
+__all__ = [
+    "IMMUTABLE_TTL",
+    "KINDS",
+    "Attr",
+    "AttrChange",
+    "Invalidator",
+    "MountOptions",
+    "Node",
+    "NodeKind",
+    "OpenReply",
+    "StatFs",
+    "View",
+]
+
+#: Kernel cache lifetime for what can never change (tag and snapshot contents).
+IMMUTABLE_TTL: Final = 24 * 3600.0
+#: The ref lists at the root, and the kind of ref each holds.
+KINDS: Final = {"branches": "branch", "tags": "tag", "snapshots": "snapshot"}
+#: Where a ref's tree starts.
+ROOT_POS: Final = DirPos("")
+#: First name of the path an unlinked open file is shown under (no name can hold NUL).
+GONE: Final = "\0unlinked"
+#: rename(2) flags (linux/fs.h).
+RENAME_NOREPLACE: Final = 1
+RENAME_EXCHANGE: Final = 2
+
+
+class NodeKind(enum.Enum):
+    ROOT = "root"
+    ROOT_CTRL_DIR = "root control directory"
+    ROOT_CTRL_FILE = "root control file"
+    REF_LIST = "ref list"
+    REF_ROOT = "ref root"
+    REF_CTRL_DIR = "ref control directory"
+    REF_CTRL_FILE = "ref control file"
+    TREE_DIR = "directory"
+    TREE_FILE = "file"
+
+
+IMMUTABLE_DIR: Final = stat.S_IFDIR | 0o555
+IMMUTABLE_FILE: Final = stat.S_IFREG | 0o444
+_DIRS: Final = frozenset(
+    {
+        NodeKind.ROOT,
+        NodeKind.ROOT_CTRL_DIR,
+        NodeKind.REF_LIST,
+        NodeKind.REF_ROOT,
+        NodeKind.REF_CTRL_DIR,
+        NodeKind.TREE_DIR,
+    }
+)
+
+
+class Invalidator(Protocol):
+    """What the FUSE adapter offers to drop kernel caches (never raises)."""
+
+    def inode(self, ino: int) -> None: ...
+
+    def entry(self, parent_ino: int, name: str) -> None: ...
+
+    async def entries(self, names: list[tuple[int, str]]) -> None:
+        """Drop the cached (parent inode, name) entries and return when the kernel has."""
+
+
+class NoKernel:
+    """An `Invalidator` for a core that no kernel caches (tests, the core model)."""
+
+    def inode(self, ino: int) -> None:
+        pass
+
+    def entry(self, parent_ino: int, name: str) -> None:
+        pass
+
+    async def entries(self, names: list[tuple[int, str]]) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class MountOptions:
+    """What the core needs to know about how it is mounted."""
+
+    read_only: bool = False
+    refresh: float = SETTINGS["refresh"].default
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    mountpoint: str = ""
+    storage: str = ""
+    write_buffer: int = SETTINGS["write_buffer"].default
+    cache_dir: str = ""
+    default_branch: str = SETTINGS["default_branch"].default
+    #: "decode": compressed chunks are decoded with their array's codecs before storing
+    verify_chunks: str = SETTINGS["verify_chunks"].default
+
+
+@dataclass(slots=True)  # not frozen: 3x cheaper to build, and readdir builds one per entry
+class Attr:
+    """Attributes of one inode plus how long the kernel may cache them."""
+
+    ino: int
+    mode: int
+    nlink: int
+    size: int
+    mtime_ns: int
+    uid: int
+    gid: int
+    entry_timeout: float
+    attr_timeout: float
+    #: 0: the same as mtime_ns (what is never changed through the mount)
+    atime_ns: int = 0
+    ctime_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AttrChange:
+    """What a setattr asks for; None leaves that attribute alone."""
+
+    size: int | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+
+    @property
+    def touches_stamp(self) -> bool:
+        return any(
+            v is not None for v in (self.mode, self.uid, self.gid, self.atime_ns, self.mtime_ns)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenReply:
+    fh: int
+    keep_cache: bool = False
+    direct_io: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatFs:
+    bsize: int
+    blocks: int
+    bfree: int
+    files: int
+    ffree: int
+    namemax: int
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A ref as the mount shows it: kind, name and the snapshot it stands on."""
+
+    kind: str  # "branch", "tag" or "snapshot"
+    ref: str
+    snapshot_id: str
+    mtime_ns: int
+    read_only: bool
+
+    @property
+    def immutable(self) -> bool:
+        return self.kind != "branch"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A resolved path: what it is, in which view, and its tree entry or control file name."""
+
+    path: Path
+    kind: NodeKind
+    view: View | None = None
+    entry: TreeEntry | None = None
+    ctrl: str = ""
+    #: For a file that lives in the mount (being written, or scratch).
+    overlay: OverlayFile | None = None
+    #: An unlinked file still open: no name, link count 0 (see `Namespace.orphans`)
+    orphan: bool = False
+
+    @property
+    def key(self) -> str:
+        """The path inside the ref ('' for the ref's root)."""
+        return "/".join(self.path[2:])
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind in _DIRS
