@@ -1,7 +1,7 @@
 """Every setting of a mount, declared once.
 
 Each `Setting` says its name, type, default, help and where it may be given.
-From `SETTINGS` come the command-line options (`add_arguments`), the checks of
+From `SETTINGS` come the command-line options (`icefs.cli.options`), the checks of
 ``--config`` files (`from_config`), the ``-o name=value`` options that
 ``icefs mount -o``, mount(8) and fstab take (`from_options`), and the command
 line of the background daemon (`to_argv`).  Precedence: the command line
@@ -15,7 +15,6 @@ so ``icefs --help`` stays fast.
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = [
     "SETTINGS",
     "Setting",
-    "add_arguments",
     "defaults",
     "from_config",
     "from_options",
@@ -428,59 +426,6 @@ SETTINGS: Final = {s.name: s for s in _DECLARED}
 def defaults() -> dict[str, Any]:
     """Return every setting's default value."""
     return {s.name: s.default for s in _DECLARED}
-
-
-def add_arguments(parser: argparse.ArgumentParser | Any, group: str) -> None:
-    """Add the command-line options of the settings of *group* to *parser*.
-
-    Every option defaults to None: whether it was given decides precedence.
-    """
-    for s in _DECLARED:
-        if s.group != group or not s.cli:
-            continue
-        names = [s.flag, *([s.short] if s.short else [])]
-        helptext = argparse.SUPPRESS if s.hidden else _help(s)
-        if s.kind == "bool":
-            parser.add_argument(
-                *names, dest=s.name, action="store_true", default=None, help=helptext
-            )
-            continue
-        parser.add_argument(
-            *names,
-            dest=s.name,
-            type=_argparse_type(s),
-            default=None,
-            metavar=s.metavar or None,
-            help=helptext,
-            choices=s.choices or None,
-        )
-
-
-def _help(s: Setting) -> str:
-    if s.default in (None, [], False) or s.kind == "bool":
-        return s.help
-    shown = s.default
-    if s.kind == "size":
-        shown = f"{s.default >> 20}M"
-    return (
-        f"{s.help} (default {shown:g})"
-        if isinstance(shown, float)
-        else (f"{s.help} (default {shown})")
-    )
-
-
-def _argparse_type(s: Setting) -> Any:
-    if s.kind == "choice":
-        return str  # argparse checks the choices and names them
-
-    def parse(text: str) -> Any:
-        try:
-            return s.parse(text)
-        except InvalidInput as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{s.name}: ")) from None
-
-    parse.__name__ = s.kind  # argparse names the type in its messages
-    return parse
 
 
 def from_config(table: dict[str, Any]) -> dict[str, Any]:

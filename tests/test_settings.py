@@ -13,7 +13,8 @@ import argparse
 import pytest
 
 from icefs.cli.helper import translate_options
-from icefs.cli.main import _MOUNT_PARSER, _parser, _settings
+from icefs.cli.main import _MOUNT_PARSER, _parser
+from icefs.cli.mount import resolve
 from icefs.errors import InvalidInput
 from icefs.settings import SETTINGS, Setting, from_config, from_options, parse_size, to_argv
 
@@ -32,6 +33,10 @@ def sample(s: Setting):
     if s.kind == "choice":
         return next(c for c in s.choices if c != s.default)
     return SAMPLE[s.kind]
+
+
+def settings_of(args: argparse.Namespace):
+    return resolve(vars(args), args.options)
 
 
 def parse_mount(argv: list[str]) -> argparse.Namespace:
@@ -57,7 +62,7 @@ def test_every_option_as_name_value(s, tmp_path):
     assert (settings, rest) == ({s.name: value}, [])
     # the same through mount(8)'s helper and icefs mount -o
     argv = translate_options("/r", "/m", f"{s.name}={text}")
-    values, _, _ = _settings(parse_mount(argv[1:]))
+    values, _, _ = settings_of(parse_mount(argv[1:]))
     assert values[s.name] == value
 
 
@@ -78,7 +83,7 @@ def test_the_daemon_gets_every_mount_setting_back():
         and s.name not in ("storage", "mountpoint", "options", "foreground", "ready_fd", "config")
     }
     argv = to_argv(given)
-    values, _, _ = _settings(parse_mount(["r", "m", *argv]))
+    values, _, _ = settings_of(parse_mount(["r", "m", *argv]))
     for name, value in given.items():
         assert values[name] == value, name
 

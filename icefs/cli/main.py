@@ -7,28 +7,22 @@ Every failure is one line on stderr and a documented exit code (README.md,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from icefs import __version__
 from icefs.cli.exits import ExitCode, QuietError, exit_code
-from icefs.cli.storage import (
-    add_storage_options,
-    install_redaction,
-    redact_message,
-    spec_to_env,
-    storage_from_args,
-)
-from icefs.errors import InvalidInput, SetupError, UsageError
-from icefs.settings import SETTINGS, add_arguments, defaults, from_options, to_argv
+from icefs.cli.mount import mount_command, umount_command
+from icefs.cli.options import add_arguments
+from icefs.cli.refs import init_command, log_command, ref_command
+from icefs.cli.status import commit_command, discard_command, stats_command, status_command
+from icefs.cli.storage import add_storage_options, redact_message
+from icefs.errors import SetupError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from icefs.cli.refs import RefBackend
 
 __all__ = ["main"]
 
@@ -47,39 +41,6 @@ examples:
 
 then: ls /mnt/ice/branches/main, cat /mnt/ice/tags/v1/.icefs/log, icefs umount /mnt/ice
 """
-
-
-def _setup_logging(level: str, log_file: str | None) -> None:
-    """Log at *level* to *log_file* or stderr; Icechunk's own lines join the same log."""
-    from icefs.daemon.systemd import JournalFormatter, under_journal
-    from icefs.store.open import configure_icechunk_logs
-    from icefs.store.rustlog import route_stderr
-
-    numeric = getattr(logging, level.upper())
-    journal = not log_file and under_journal()
-    stream = route_stderr()
-    sys.stderr = stream  # Python's own messages skip the pipe: only Icechunk's go through it
-    handler: logging.Handler
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(stream)
-    if journal:
-        handler.setFormatter(JournalFormatter())  # journald adds time, unit and pid itself
-    else:
-        handler.setFormatter(
-            logging.Formatter(
-                "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"
-            )
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(numeric)
-    # errors only until the repository is open (`run_daemon`): a failed start is one line
-    configure_icechunk_logs(numeric)
-
-
-def _default_log_file(mountpoint: str) -> str:
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    name = os.path.abspath(mountpoint).strip("/").replace("/", "_") or "root"
-    return os.path.join(state, "icefs", f"{name}.log")
 
 
 def _positive(value: str) -> float:
@@ -279,285 +240,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Return (settings, those given on the command line, the config file's) of *args*.
-
-    Precedence: options and ``-o name=value`` on the command line, then the
-    ``--config`` file (its keys, then ``name=value`` items of its ``options``),
-    then the built-in defaults (`icefs.settings`).
-    """
-    from icefs.config import load_config
-
-    try:
-        given, fuse = from_options(
-            o.strip() for v in args.options for o in v.split(",") if o.strip()
-        )
-    except InvalidInput as exc:
-        raise UsageError(f"-o: {exc}") from None
-    cli = {
-        name: value
-        for name in SETTINGS
-        if (value := given.get(name, getattr(args, name, None))) is not None
-    }
-    config_path = cli.get("config")
-    config = load_config(config_path) if config_path else {}
-    try:
-        from_file, fuse_from_file = from_options(config.get("options", []))
-    except InvalidInput as exc:
-        raise UsageError(f"config file {config_path}: options: {exc}") from None
-    values = defaults()
-    values.update({k: v for k, v in {**from_file, **config}.items() if k in SETTINGS})
-    values.update(cli)
-    values["options"] = [*fuse_from_file, *fuse]
-    if values["storage"] is None or values["mountpoint"] is None:
-        raise QuietError(
-            "STORAGE and MOUNTPOINT are needed (arguments or --config)", ExitCode.USAGE
-        )
-    return values, cli, config
-
-
-def _mount(args: argparse.Namespace) -> int:
-    from icefs.daemon import (
-        MountConfig,
-        Reporter,
-        check_fuse,
-        check_mountpoint,
-        parse_fuse_options,
-        run_daemon,
-        start_background,
-    )
-
-    values, cli, config_values = _settings(args)
-    options = values["options"]
-    storage = storage_from_args(values["storage"], cli, config_values)
-    fuse_options, own = parse_fuse_options(options)
-    read_only = bool(values["read_only"]) or "ro" in own
-    uid = values["uid"] if values["uid"] is not None else os.getuid()
-    gid = values["gid"] if values["gid"] is not None else os.getgid()
-    if not values["foreground"]:
-        check_fuse()
-        mountpoint = check_mountpoint(values["mountpoint"])
-        if (
-            storage.kind == "local"
-            and values["mode"] == "open"
-            and not os.path.exists(storage.path)
-        ):
-            raise QuietError(
-                f"no repository at {storage.path} (use --mode create or "
-                "open_or_create to make one)",
-                ExitCode.REPOSITORY,
-            )
-        daemon = dict(values, read_only=read_only)
-        for key in ("config", "cache_dir"):  # the daemon runs elsewhere: absolute paths
-            if daemon[key]:
-                daemon[key] = os.path.abspath(daemon[key])
-        argv = [
-            storage.path if storage.kind == "local" else storage.display(),
-            mountpoint,
-            *to_argv(daemon),
-        ]
-        for opt in options:
-            argv += ["-o", opt]
-        start_background(
-            argv, values["log_file"] or _default_log_file(mountpoint), env=spec_to_env(storage)
-        )
-        return ExitCode.OK
-    _setup_logging(values["log_level"], values["log_file"])
-    install_redaction(storage.secrets)
-    config = MountConfig(
-        storage=storage,
-        mountpoint=values["mountpoint"],
-        mode=values["mode"],
-        read_only=read_only,
-        refresh=values["refresh"],
-        fuse_options=fuse_options,
-        uid=uid,
-        gid=gid,
-        log_level=values["log_level"],
-        read_ahead_kb=values["read_ahead"],
-        write_buffer=values["write_buffer"],
-        default_branch=values["default_branch"],
-        xattrs="noxattr" not in own,
-        cache_dir=values["cache_dir"] or "",
-        on_unmount=values["on_unmount"],
-        commit_interval=values["commit_interval"] or 0.0,
-        journal_interval=values["journal_interval"],
-        verify_chunks=values["verify_chunks"],
-        config_file=os.path.abspath(values["config"]) if values["config"] else "",
-    )
-    return ExitCode.OK if run_daemon(config, Reporter(values["ready_fd"])) else ExitCode.CONFLICT
-
-
-def _umount(args: argparse.Namespace) -> int:
-    from icefs.daemon import unmount
-
-    done, warnings = unmount(args.mountpoint, timeout=args.timeout)
-    for warning in warnings:
-        print(f"icefs umount: {warning}", file=sys.stderr)
-    print(done)
-    return ExitCode.OK
-
-
-def _commit(args: argparse.Namespace) -> int:
-    from icefs.cli.client import commit, read_status
-
-    before = read_status(args.path).get("last_commit")
-    doc = commit(args.path, args.message)
-    after = doc.get("last_commit")
-    if after and after != before:
-        print(after["snapshot_id"])
-    else:
-        print(f"nothing to commit on {doc.get('ref')}")
-    return ExitCode.OK
-
-
-def _status(args: argparse.Namespace) -> int:
-    import json
-
-    from icefs.cli.client import read_status
-
-    doc = read_status(args.path)
-    if args.json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
-        return ExitCode.OK
-    print(
-        f"{doc['kind']} {doc['ref']} at {doc['snapshot_id']}"
-        + (" (read-only)" if doc.get("read_only") else "")
-    )
-    if doc.get("has_uncommitted_changes"):
-        print(f"uncommitted: {doc['changed_nodes']} nodes, {doc['changed_chunks']} chunks")
-        for path in doc.get("changed_paths", []):
-            print(f"  {path}")
-    else:
-        print("no uncommitted changes")
-    if doc.get("recovered_from_journal"):
-        print(
-            f"recovered after a crash (saved at {doc['recovered_from_journal']}): "
-            "commit or discard it"
-        )
-    for label, key in (
-        ("scratch files (never committed)", "scratch_files"),
-        ("files being written", "files_being_written"),
-        ("empty directories", "empty_directories"),
-    ):
-        if doc.get(key):
-            print(f"{label}: " + ", ".join(doc[key]))
-    if doc.get("last_commit"):
-        last = doc["last_commit"]
-        print(f"last commit: {last['snapshot_id']} at {last['time']}: {last['message']}")
-    if doc.get("last_error"):
-        print(f"last error: {doc['last_error']}")
-    for conflict in doc.get("conflicts", []):
-        print(f"conflict: {conflict}")
-    return ExitCode.OK
-
-
-def _discard(args: argparse.Namespace) -> int:
-    from icefs.cli.client import discard
-
-    doc = discard(args.path)
-    print(f"discarded uncommitted changes of {doc.get('ref')}")
-    return ExitCode.OK
-
-
-def _init(args: argparse.Namespace) -> int:
-    from icefs.store.open import open_repository
-
-    spec = storage_from_args(args.storage, args)
-    if spec.kind == "memory":
-        raise QuietError("memory:// repositories exist only inside a mount", ExitCode.USAGE)
-    open_repository(spec, args.mode)
-    print(f"repository ready at {spec.display()}")
-    return ExitCode.OK
-
-
-def _refs(args: argparse.Namespace) -> RefBackend:
-    from icefs.cli.refs import MountRefs, RepoRefs
-
-    if args.repo:
-        return RepoRefs(storage_from_args(args.repo, args), args.default_branch)
-    return MountRefs(args.mount)
-
-
-def _print_refs(refs: dict[str, str], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([{"name": n, "snapshot_id": s} for n, s in refs.items()], indent=2))
-        return
-    width = max((len(n) for n in refs), default=0)
-    for name, sid in refs.items():
-        print(f"{name:<{width}}  {sid}")
-
-
-def _ref_command(args: argparse.Namespace) -> int:
-    refs = _refs(args)
-    kind = args.command
-    if args.action == "list":
-        _print_refs(refs.branches() if kind == "branch" else refs.tags(), args.json)
-        return ExitCode.OK
-    if args.action == "create":
-        create = refs.create_branch if kind == "branch" else refs.create_tag
-        sid = create(args.name, args.source)
-        if args.json:
-            print(json.dumps({"name": args.name, "snapshot_id": sid}))
-        else:
-            print(f"{kind} {args.name} created at {sid}")
-        return ExitCode.OK
-    (refs.delete_branch if kind == "branch" else refs.delete_tag)(args.name)
-    if args.json:
-        print(json.dumps({"deleted": args.name}))
-    else:
-        print(f"{kind} {args.name} deleted")
-    return ExitCode.OK
-
-
-def _log(args: argparse.Namespace) -> int:
-    history = _refs(args).log(args.ref)
-    if args.json:
-        print(json.dumps(history, indent=2))
-    else:
-        for entry in history:
-            print(f"{entry['id']}  {entry['time']}  {entry['message']}")
-    return ExitCode.OK
-
-
-def _stats(args: argparse.Namespace) -> int:
-    from icefs.cli.refs import MountRefs
-
-    root = MountRefs(args.path).root
-    with open(os.path.join(root, ".icefs", "stats")) as f:
-        doc = json.load(f)
-    if args.json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
-        return ExitCode.OK
-    print(f"{'operation':<12} {'count':>9} {'errors':>7} {'mean ms':>9} {'max ms':>9}")
-    for op, row in doc["requests"].items():
-        print(
-            f"{op:<12} {row['count']:>9} {row['errors']:>7} {row['mean_ms']:>9.3f} "
-            f"{row['max_ms']:>9.3f}"
-        )
-    commits = doc["commits"]
-    print(
-        f"\nrequests {doc['requests_total']}, errors {doc['errors']} "
-        f"{doc['errors_by_errno'] or ''}".rstrip()
-    )
-    print(
-        f"bytes read {doc['bytes_read']}, written {doc['bytes_written']}, "
-        f"pending (not yet stored) {doc['pending_bytes']}"
-    )
-    print(f"tree cache hits {doc['cache']['hits']}, misses {doc['cache']['misses']}")
-    ahead = doc["prefetch"]
-    print(
-        f"prefetched chunks read {ahead['hits']}, fetched at open "
-        f"{ahead['started_at_open']}, dropped unread {ahead['unused']}, "
-        f"shared by readers {ahead['joined']}, held {ahead['held_bytes']} bytes"
-    )
-    print(
-        f"commits {commits['count']} (failed {commits['failed']}), mean "
-        f"{commits['mean_ms']} ms, max {commits['max_ms']} ms; up {doc['uptime_seconds']} s"
-    )
-    return ExitCode.OK
-
-
 def _demo(args: argparse.Namespace) -> int:
     from icefs.cli.demo import run_demo
 
@@ -578,17 +260,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return ExitCode.USAGE
     commands = {
-        "mount": _mount,
-        "umount": _umount,
+        "mount": mount_command,
+        "umount": umount_command,
         "demo": _demo,
-        "commit": _commit,
-        "status": _status,
-        "discard": _discard,
-        "init": _init,
-        "branch": _ref_command,
-        "tag": _ref_command,
-        "log": _log,
-        "stats": _stats,
+        "commit": commit_command,
+        "status": status_command,
+        "discard": discard_command,
+        "init": init_command,
+        "branch": ref_command,
+        "tag": ref_command,
+        "log": log_command,
+        "stats": stats_command,
     }
     if args.command in ("init", "branch", "tag", "log", "demo"):
         from icefs.store.open import configure_icechunk_logs

@@ -1,4 +1,4 @@
-"""Branch, tag and history commands, on a mount (through its files) or on a repository.
+"""``icefs init``, ``branch``, ``tag`` and ``log``: on a mount (its files) or a repository.
 
 `MountRefs` only uses ordinary file operations on a mounted icefs
 (``mkdir``/``rmdir`` in ``branches/`` and ``tags/``, ``.icefs/branch`` and
@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from icefs.cli.client import write_control
 from icefs.cli.exits import ExitCode, QuietError, exit_code
+from icefs.cli.storage import storage_from_args
 from icefs.errors import IcefsError
 from icefs.paths import CONTROL_DIR, check_ref_name, name_to_ref, ref_to_name
 
 if TYPE_CHECKING:
+    import argparse
+
     from icefs.storage import StorageSpec
 
-__all__ = ["MountRefs", "RefBackend", "RepoRefs"]
+__all__ = ["MountRefs", "RefBackend", "RepoRefs", "init_command", "log_command", "ref_command"]
 
 
 class RefBackend(Protocol):
@@ -221,3 +224,66 @@ class RepoRefs:
             {"id": m.id, "time": render_time(m.written_ns), "message": m.message}
             for m in self._run(what, self._admin.log, sid)
         ]
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+def init_command(args: argparse.Namespace) -> int:
+    from icefs.store.open import open_repository
+
+    spec = storage_from_args(args.storage, args)
+    if spec.kind == "memory":
+        raise QuietError("memory:// repositories exist only inside a mount", ExitCode.USAGE)
+    open_repository(spec, args.mode)
+    print(f"repository ready at {spec.display()}")
+    return ExitCode.OK
+
+
+def _refs(args: argparse.Namespace) -> RefBackend:
+    from icefs.cli.refs import MountRefs, RepoRefs
+
+    if args.repo:
+        return RepoRefs(storage_from_args(args.repo, args), args.default_branch)
+    return MountRefs(args.mount)
+
+
+def _print_refs(refs: dict[str, str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"name": n, "snapshot_id": s} for n, s in refs.items()], indent=2))
+        return
+    width = max((len(n) for n in refs), default=0)
+    for name, sid in refs.items():
+        print(f"{name:<{width}}  {sid}")
+
+
+def ref_command(args: argparse.Namespace) -> int:
+    refs = _refs(args)
+    kind = args.command
+    if args.action == "list":
+        _print_refs(refs.branches() if kind == "branch" else refs.tags(), args.json)
+        return ExitCode.OK
+    if args.action == "create":
+        create = refs.create_branch if kind == "branch" else refs.create_tag
+        sid = create(args.name, args.source)
+        if args.json:
+            print(json.dumps({"name": args.name, "snapshot_id": sid}))
+        else:
+            print(f"{kind} {args.name} created at {sid}")
+        return ExitCode.OK
+    (refs.delete_branch if kind == "branch" else refs.delete_tag)(args.name)
+    if args.json:
+        print(json.dumps({"deleted": args.name}))
+    else:
+        print(f"{kind} {args.name} deleted")
+    return ExitCode.OK
+
+
+def log_command(args: argparse.Namespace) -> int:
+    history = _refs(args).log(args.ref)
+    if args.json:
+        print(json.dumps(history, indent=2))
+    else:
+        for entry in history:
+            print(f"{entry['id']}  {entry['time']}  {entry['message']}")
+    return ExitCode.OK

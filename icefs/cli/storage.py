@@ -17,7 +17,8 @@ import sys
 from typing import TYPE_CHECKING, Any, Final
 
 from icefs.cli.exits import ExitCode, QuietError
-from icefs.settings import SETTINGS, add_arguments
+from icefs.cli.options import add_arguments
+from icefs.settings import SETTINGS
 from icefs.storage import (
     Secrets,
     StorageSpec,

@@ -1,0 +1,64 @@
+"""The command-line options of every setting (`icefs.settings`), for argparse."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from icefs.errors import InvalidInput
+from icefs.settings import SETTINGS, Setting
+
+__all__ = ["add_arguments"]
+
+
+def add_arguments(parser: argparse.ArgumentParser | Any, group: str) -> None:
+    """Add the command-line options of the settings of *group* to *parser*.
+
+    Every option defaults to None: whether it was given decides precedence.
+    """
+    for s in SETTINGS.values():
+        if s.group != group or not s.cli:
+            continue
+        names = [s.flag, *([s.short] if s.short else [])]
+        helptext = argparse.SUPPRESS if s.hidden else _help(s)
+        if s.kind == "bool":
+            parser.add_argument(
+                *names, dest=s.name, action="store_true", default=None, help=helptext
+            )
+            continue
+        parser.add_argument(
+            *names,
+            dest=s.name,
+            type=_argparse_type(s),
+            default=None,
+            metavar=s.metavar or None,
+            help=helptext,
+            choices=s.choices or None,
+        )
+
+
+def _help(s: Setting) -> str:
+    if s.default in (None, [], False) or s.kind == "bool":
+        return s.help
+    shown = s.default
+    if s.kind == "size":
+        shown = f"{s.default >> 20}M"
+    return (
+        f"{s.help} (default {shown:g})"
+        if isinstance(shown, float)
+        else (f"{s.help} (default {shown})")
+    )
+
+
+def _argparse_type(s: Setting) -> Any:
+    if s.kind == "choice":
+        return str  # argparse checks the choices and names them
+
+    def parse(text: str) -> Any:
+        try:
+            return s.parse(text)
+        except InvalidInput as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{s.name}: ")) from None
+
+    parse.__name__ = s.kind  # argparse names the type in its messages
+    return parse
