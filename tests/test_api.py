@@ -56,8 +56,9 @@ def test_settings_and_errors(repo_path, tmp_path):
         icefs.mount(repo_path, mnt, refresh=-1)
     with pytest.raises(icefs.SetupError, match="no repository"):
         icefs.mount(tmp_path / "nothing", mnt)
-    m = icefs.mount(repo_path, mnt, read_only=True, on_unmount="discard",
-                    cache_dir=tmp_path / "cache")
+    m = icefs.mount(
+        repo_path, mnt, read_only=True, on_unmount="discard", cache_dir=tmp_path / "cache"
+    )
     try:
         with pytest.raises(OSError):
             (m.branch() / "x.txt").write_text("x")

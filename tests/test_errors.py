@@ -35,6 +35,7 @@ def test_icechunk_and_os_errors_are_translated(exc, expected):
 @pytest.mark.parametrize("bug", [KeyError("k"), ValueError("v"), TypeError("t"), AssertionError()])
 def test_anything_else_is_a_bug_and_goes_through(bug):
     """A KeyError or ValueError of our own is not 'no such file' nor 'invalid input'."""
+
     def translated() -> None:
         try:
             raise bug
