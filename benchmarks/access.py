@@ -42,7 +42,6 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
 from benchmarks.common import (
-    BenchMount,
     CpuMeter,
     Row,
     drop_caches,
@@ -52,6 +51,7 @@ from benchmarks.common import (
     steady_memory,
 )
 from benchmarks.floor import NullMount
+from tests.helpers import Mount
 
 icechunk.set_logs_filter("error")
 
@@ -162,7 +162,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
     for _ in range(args.repeat):
         for readers in per:
             drop_caches()
-            with BenchMount(repo_path, mnt):
+            with Mount(repo_path, mnt):
                 files = chunk_files(mnt / "tags" / "v1", "big")
                 meter, started = CpuMeter(), time.perf_counter()
                 nbytes = read_files(files, readers)
@@ -198,7 +198,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
             null_reads.append(time.perf_counter() - started)
 
     # -- metadata walks ------------------------------------------------------------------------
-    with BenchMount(repo_path, mnt):
+    with Mount(repo_path, mnt):
         tree = mnt / "tags" / "v1" / "many"
         for tool, argv in (("find", ["find"]), ("ls -lR", ["ls", "-lR"])):
             walk = measure(
@@ -232,7 +232,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                         "-",
                     )
                 )
-    with BenchMount(repo_path, mnt, "-o", "noxattr"):
+    with Mount(repo_path, mnt, "-o", "noxattr"):
         walk = measure(
             "mount ls -lR noxattr",
             lambda: int(timed(["ls", "-lR", str(tree)])),
@@ -286,7 +286,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
     mount_reads: list[float] = []
     for _ in range(args.repeat):
         drop_caches()
-        with BenchMount(repo_path, mnt):
+        with Mount(repo_path, mnt):
             root = mnt / "tags" / "v1"
             started = time.perf_counter()
             for key in keys:
@@ -315,7 +315,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
     )
 
     # -- fio -------------------------------------------------------------------------------------
-    with BenchMount(repo_path, mnt):
+    with Mount(repo_path, mnt):
         drop_caches()
         through = fio_row(mnt / "tags" / "v1" / "big" / "c")
     drop_caches()

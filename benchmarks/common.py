@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
 
 def drop_caches() -> bool:
@@ -213,57 +212,6 @@ def at_once(
         return nbytes
 
     return both
-
-
-class BenchMount:
-    """An `icefs mount --foreground` for benchmarks."""
-
-    def __init__(self, storage: str, mountpoint: Path, *args: str) -> None:
-        mountpoint.mkdir(parents=True, exist_ok=True)
-        self.mountpoint = mountpoint
-        self.log = open(mountpoint.parent / f"{mountpoint.name}.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "icefs",
-                "mount",
-                "--foreground",
-                storage,
-                str(mountpoint),
-                *args,
-            ],
-            stdout=self.log,
-            stderr=self.log,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"icefs mount exited with {self.proc.returncode}")
-            try:
-                if os.path.ismount(mountpoint):
-                    os.listdir(mountpoint / "branches")
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("mount not ready")
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=False)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-    def __enter__(self) -> BenchMount:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def environment() -> list[str]:

@@ -36,7 +36,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (
-    BenchMount,
     Row,
     drop_caches,
     parse_args,
@@ -44,6 +43,7 @@ from benchmarks.common import (
     steady_memory,
     wait_for_cue,
 )
+from tests.helpers import Mount
 
 FILE_SIZE = 2 << 20
 THREADS = 6
@@ -337,7 +337,7 @@ class _Target:
         import icechunk
 
         icechunk.Repository.create(icechunk.local_filesystem_storage(str(self.base / "repo")))
-        self.mount = BenchMount(
+        self.mount = Mount(
             str(self.base / "repo"), self.base / "mnt", "--cache-dir", str(self.base / "cache")
         )
         root = self.mount.mountpoint / "branches" / "main"

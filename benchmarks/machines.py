@@ -35,7 +35,7 @@ import icechunk
 import numpy as np
 import zarr
 
-from benchmarks.common import BenchMount
+from tests.helpers import Mount
 
 #: Elements per chunk of ``grid`` (int32: 1 KiB chunks, stored as objects, not inline).
 CHUNK = 256
@@ -116,11 +116,11 @@ def run(s3: object, base: Path, seconds: float, daemons: int = 4, refresh: float
     conf.chmod(0o600)
     url = f"s3://{bucket}/repo"
     result = Result(daemons, float(ticks))
-    mounts: list[BenchMount] = []
+    mounts: list[Mount] = []
     try:
         for d in range(daemons):
             mounts.append(
-                BenchMount(
+                Mount(
                     url,
                     base / f"m{d}",
                     "--config",
@@ -131,7 +131,7 @@ def run(s3: object, base: Path, seconds: float, daemons: int = 4, refresh: float
                     str(refresh),
                 )
             )
-        reader = BenchMount(
+        reader = Mount(
             url,
             base / "reader",
             "--config",
@@ -153,7 +153,7 @@ def run(s3: object, base: Path, seconds: float, daemons: int = 4, refresh: float
 
 
 def _write_and_watch(
-    result: Result, writers: list[BenchMount], reader: BenchMount, ticks: int
+    result: Result, writers: list[Mount], reader: Mount, ticks: int
 ) -> tuple[list[tuple[float, str]], list[int]]:
     """Run the writers and the watching reader; return what the reader saw (time, tip)
     and how many ticks each writer wrote."""
@@ -171,7 +171,7 @@ def _write_and_watch(
                 seen.append((time.monotonic(), sid))
             time.sleep(0.02)
 
-    def write(d: int, m: BenchMount) -> None:
+    def write(d: int, m: Mount) -> None:
         main = m.mountpoint / "branches" / "main"
         for t in range(ticks):
             time.sleep(max(0.0, start + t - time.monotonic()))
@@ -202,12 +202,12 @@ def _write_and_watch(
     return seen, done
 
 
-def _overlap(one: BenchMount, two: BenchMount) -> str:
+def _overlap(one: Mount, two: Mount) -> str:
     """Both write the same chunk and commit at once: one lands, the other gets EBUSY."""
     barrier = threading.Barrier(2)
     outcome: dict[int, str] = {}
 
-    def go(i: int, m: BenchMount) -> None:
+    def go(i: int, m: Mount) -> None:
         main = m.mountpoint / "branches" / "main"
         (main / "shared" / "c").mkdir(parents=True, exist_ok=True)
         (main / "shared" / "c" / "0").write_bytes(np.full(CHUNK, 100 + i, "<i4").tobytes())

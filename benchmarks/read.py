@@ -38,7 +38,6 @@ from zarr.storage import LocalStore
 
 from benchmarks import floor
 from benchmarks.common import (
-    BenchMount,
     Row,
     Timing,
     at_once,
@@ -48,6 +47,7 @@ from benchmarks.common import (
     report,
     steady_memory,
 )
+from tests.helpers import Mount
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -213,7 +213,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
         cold_t = Timing(f"mount cold {name}")
         for _ in range(args.repeat):
             drop_caches()
-            with BenchMount(repo_path, mnt):
+            with Mount(repo_path, mnt):
                 cold_t.timed(
                     lambda name=name: read_one(
                         LocalStore(mnt / "tags" / "v1", read_only=True), name
@@ -225,7 +225,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
                 base, direct, files, args.repeat
             )
         drop_caches()
-        with BenchMount(repo_path, mnt):
+        with Mount(repo_path, mnt):
             read_one(LocalStore(mnt / "tags" / "v1", read_only=True), name)  # warm up
             results["mount-warm", name] = measure(
                 f"mount warm {name}",

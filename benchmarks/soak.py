@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import icechunk
 import zarr
 
-from benchmarks.common import BenchMount
 from icefs.store.sample import sample_storage
+from tests.helpers import Mount
 
 CHUNKS = 64
 SHARED = range(4)
@@ -163,8 +163,8 @@ def main() -> int:
     results: dict[str, dict[str, object]] = {}
     started = time.monotonic()
     with (
-        BenchMount(str(repo_path), base / "mnt-a") as mount_a,
-        BenchMount(str(repo_path), base / "mnt-b") as mount_b,
+        Mount(str(repo_path), base / "mnt-a") as mount_a,
+        Mount(str(repo_path), base / "mnt-b") as mount_b,
     ):
         branch_a = mount_a.mountpoint / "branches" / "main"
         branch_b = mount_b.mountpoint / "branches" / "main"

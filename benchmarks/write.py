@@ -39,7 +39,6 @@ import zarr
 from zarr.storage import LocalStore
 
 from benchmarks.common import (
-    BenchMount,
     Row,
     Timing,
     at_once,
@@ -50,6 +49,7 @@ from benchmarks.common import (
     wait_for_cue,
 )
 from benchmarks.floor import NullMount
+from tests.helpers import Mount
 
 icechunk.set_logs_filter("error")
 
@@ -169,7 +169,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
 
         repo = base / f"icefs-{i}"
         new_repo(repo)
-        with BenchMount(str(repo), base / "mnt", "--cache-dir", str(base / "cache")) as m:
+        with Mount(str(repo), base / "mnt", "--cache-dir", str(base / "cache")) as m:
             main_dir = m.mountpoint / "branches" / "main"
             settle()
             mounted.timed(partial(icefs_write, main_dir))
@@ -256,7 +256,7 @@ def verify_rows(base: Path, data: np.ndarray, repeat: int) -> list[Row]:
         for mode in ("decode", "frame") if i % 2 == 0 else ("frame", "decode"):
             repo = base / f"verify-{mode}-{i}"
             new_repo(repo)
-            with BenchMount(
+            with Mount(
                 str(repo), base / "mnt", "--cache-dir", str(base / "cache"), "--verify-chunks", mode
             ) as m:
                 main_dir = m.mountpoint / "branches" / "main"
@@ -288,7 +288,7 @@ def rss_rows(base: Path, gib: float) -> list[Row]:
     rows = []
     repo = base / "rss"
     new_repo(repo)
-    with BenchMount(
+    with Mount(
         str(repo), base / "mnt", "--write-buffer", str(bound), "--cache-dir", str(base / "cache")
     ) as m:
         main_dir = m.mountpoint / "branches" / "main"

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import icechunk
 import pytest
-from zarr.core.buffer import default_buffer_prototype
 
 from icefs.store.open import configure_icechunk_logs
 from icefs.store.sample import build_sample, sample_storage
+from tests.helpers import Mount, MountFailed, direct_get, direct_keys, fuse_usable, run_icefs
 
 configure_icechunk_logs(20)
 
-MOUNT_DEADLINE = 30.0
-UMOUNT_DEADLINE = 30.0
-
-
-def fuse_usable() -> bool:
-    return os.path.exists("/dev/fuse") and os.path.exists("/usr/bin/fusermount3")
+__all__ = ["Mount", "direct_get", "direct_keys", "fuse_usable", "run_icefs"]
 
 
 @pytest.fixture(scope="session")
@@ -37,104 +28,18 @@ def sample_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return path, ids
 
 
-def direct_get(repo_path: Path, snapshot_id: str, key: str) -> bytes | None:
-    """Read *key* at *snapshot_id* straight from Icechunk (no icefs involved)."""
-    repo = icechunk.Repository.open(sample_storage(str(repo_path)))
-    store = repo.readonly_session(snapshot_id=snapshot_id).store
+@pytest.fixture
+def log_allows():
+    """Patterns of daemon log lines a test expects (errors it provokes on purpose).
 
-    async def get() -> bytes | None:
-        buf = await store.get(key, default_buffer_prototype())
-        return None if buf is None else buf.to_bytes()
-
-    return asyncio.run(get())
-
-
-def direct_keys(repo_path: Path, snapshot_id: str) -> list[str]:
-    repo = icechunk.Repository.open(sample_storage(str(repo_path)))
-    return sorted(repo.readonly_session(snapshot_id=snapshot_id).store.list())
-
-
-class Mount:
-    """A real ``icefs mount --foreground`` subprocess with a deadline on every step."""
-
-    def __init__(self, storage: str, mountpoint: Path, *args: str, log: Path) -> None:
-        self.mountpoint = mountpoint
-        self.log = log
-        self._log_file = open(log, "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "icefs",
-                "mount",
-                "--foreground",
-                str(storage),
-                str(mountpoint),
-                *args,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=self._log_file,
-        )
-
-    def wait_ready(self) -> None:
-        """Poll until the mount answers (a dead mount left behind does not count)."""
-        deadline = time.monotonic() + MOUNT_DEADLINE
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"icefs exited with {self.proc.returncode} before mounting:\n" + self.log_text()
-                )
-            if time.monotonic() > deadline:
-                pytest.fail("mount not ready within deadline:\n" + self.log_text())
-            try:
-                if os.path.ismount(self.mountpoint):
-                    os.statvfs(self.mountpoint)
-                    os.listdir(self.mountpoint / "branches")
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-
-    def log_text(self) -> str:
-        self._log_file.flush()
-        return self.log.read_text(errors="replace")
-
-    def umount(self) -> int:
-        """Unmount cleanly and return the daemon's exit code."""
-        subprocess.run(
-            ["fusermount3", "-u", str(self.mountpoint)], check=True, timeout=UMOUNT_DEADLINE
-        )
-        return self.proc.wait(timeout=UMOUNT_DEADLINE)
-
-    def stop(self) -> None:
-        """Make sure nothing is left: lazy unmount, then terminate, then kill."""
-        if os.path.ismount(self.mountpoint) or self._dead_mount():
-            subprocess.run(
-                ["fusermount3", "-u", "-z", str(self.mountpoint)],
-                capture_output=True,
-                check=False,
-                timeout=UMOUNT_DEADLINE,
-            )
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log_file.close()
-
-    def _dead_mount(self) -> bool:
-        try:
-            os.statvfs(self.mountpoint)
-        except OSError:
-            return True
-        return False
+    Append to it; `mount_factory` fails the test if a daemon logged any other
+    error line or traceback (S3QL's checklogs, for icefs).
+    """
+    return []
 
 
 @pytest.fixture
-def mount_factory(tmp_path):
+def mount_factory(tmp_path, log_allows):
     """Start `icefs mount` subprocesses; every one is stopped at teardown, pass or fail."""
     if not fuse_usable():
         pytest.fail("FUSE is required for the mount tests (/dev/fuse, fusermount3)")
@@ -142,34 +47,30 @@ def mount_factory(tmp_path):
 
     def start(storage: str | Path, *args: str, name: str = "mnt", ready: bool = True) -> Mount:
         mnt = tmp_path / name
-        mnt.mkdir(exist_ok=True)
         if "--cache-dir" not in args:  # spool and crash journal stay in the test's tmp dir
             args = (*args, "--cache-dir", str(tmp_path / "cache"))
-        m = Mount(str(storage), mnt, *args, log=tmp_path / f"{name}.log")
+        m = Mount(str(storage), mnt, *args, log=tmp_path / f"{name}.log", ready=False)
         mounts.append(m)
         if ready:
-            m.wait_ready()
+            try:
+                m.wait_ready()
+            except MountFailed as exc:
+                pytest.fail(str(exc))
         return m
 
     yield start
+    problems = []
     for m in mounts:
         m.stop()
+        problems += [f"{m.log.name}: {line}" for line in m.log_problems(log_allows)]
+    if problems:
+        pytest.fail("the daemon logged errors the test did not expect:\n" + "\n".join(problems))
 
 
 @pytest.fixture
 def sample_mount(sample_repo, mount_factory) -> Mount:
     path, _ = sample_repo
     return mount_factory(path)
-
-
-def run_icefs(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "icefs", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 import zarr
 
 from icefs.store.sample import sample_storage
-from tests.conftest import run_icefs
+from tests.helpers import run_icefs
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import pytest
 import zarr
 
 from icefs.store.sample import sample_storage
-from tests.conftest import Mount, fuse_usable
+from tests.helpers import Mount, fuse_usable
 
 
 @dataclass(frozen=True)

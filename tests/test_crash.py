@@ -21,7 +21,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from icefs.store.sample import sample_storage
-from tests.conftest import run_icefs
+from tests.helpers import run_icefs
 
 
 @pytest.fixture
@@ -196,7 +196,8 @@ def test_next_mount_cleans_a_dead_mountpoint(repo_path, mount_factory):
     assert os.listdir(again.mountpoint / "branches") == ["main"]
 
 
-def test_unreadable_journal_is_set_aside(repo_path, mount_factory, tmp_path):
+def test_unreadable_journal_is_set_aside(repo_path, mount_factory, tmp_path, log_allows):
+    log_allows.append("cannot be recovered")
     m = mount_factory(repo_path)
     write_all(m.mountpoint, 2.0, fsync=True)
     kill(m)

@@ -60,3 +60,18 @@ def test_exit_codes_live_with_the_cli():
     assert exit_code(OSError(errno.EPERM, "no")) == ExitCode.NOT_PERMITTED
     assert exit_code(QuietError("x", ExitCode.EXISTS)) == ExitCode.EXISTS
     assert not hasattr(errors, "ExitCode")
+
+
+def test_daemon_logs_are_checked_for_errors():
+    """Mount tests fail on an error line or traceback the test did not expect."""
+    from tests.helpers import problems_in
+
+    log = (
+        "2026-11-30 10:00:00.000 INFO icefs.daemon.lifecycle: ready\n"
+        "2026-11-30 10:00:01.000 WARNING icefs.fs.branch: storing a/c/0 failed\n"
+        "2026-11-30 10:00:02.000 ERROR icefs.fuse.ops: read failed unexpectedly\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+    )
+    assert len(problems_in(log, [])) == 2
+    assert problems_in(log, ["failed unexpectedly", "most recent call"]) == []

@@ -1,28 +1,36 @@
-"""Model-based test: random file operations on a real branch mount against a model.
+"""Model-based test: random file operations on a branch, checked against a model.
 
 Hypothesis drives create/write at offsets/truncate/rename/link/unlink/mkdir/rmdir/
-read/stat/listing/commit/discard/remount on a mounted branch. After every step the
-mount must agree with an in-memory model (contents, sizes, errno of failures);
-after every commit, a fresh read-only Icechunk session must hold exactly the
-model's chunk files.
+read/stat/listing/commit/discard/remount on a branch. After every step the
+branch must agree with an in-memory model (contents, sizes, errno of failures);
+after every commit, the repository must hold exactly the model's chunk files.
 
-``pytest tests/test_model.py`` runs the quick profile (CI); ``--long`` runs at
-least 100k operations (README: Reliability); ``--long --long-share N`` runs
-1/N of them, so N processes with their own random seeds can share the work.
+The same rules run two ways: through a real mount (`MountFiles`: system calls
+on a local repository, the kernel in between), and straight on the filesystem
+core (`CoreFiles`: its requests, an in-memory repository, no FUSE), which runs
+many more examples per second.
+
+``pytest tests/test_model.py`` runs the quick profiles (CI); ``--long`` runs at
+least 100k operations through the mount (docs/reliability.md); ``--long
+--long-share N`` runs 1/N of them, so N processes with their own random seeds
+can share the work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import icechunk
+import trio
 import zarr
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -33,9 +41,15 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from zarr.core.buffer import default_buffer_prototype
 
+from icefs.errors import IcefsError
+from icefs.fs import AttrChange, Filesystem, MountOptions
+from icefs.fs.inodes import ROOT_INODE
+from icefs.store.bridge import Bridge
+from icefs.store.repo import Repo
 from icefs.store.sample import sample_storage
-from tests.conftest import Mount, direct_get
+from tests.helpers import Mount
 
 CHUNKS = [f"a/c/{i}" for i in range(4)]  # of a 1-d array of 8 chunks (4-7 stay)
 SCRATCH = ["s0", "s1.tmp"]  # names that are not Zarr keys
@@ -65,62 +79,348 @@ def _errno(fn, *args) -> int:
     return 0
 
 
-class BranchModel(RuleBasedStateMachine):
-    """One fresh repository and mount per example; the model is plain dicts."""
+def seed(repo: icechunk.Repository) -> dict[str, bytes]:
+    """Give *repo* the array ``a``; return its committed chunk files by name."""
+    session = repo.writable_session("main")
+    # Variable-length strings: their chunks have no fixed size and no compressor's
+    # framing, so the default checks (verify_chunks=frame) take any bytes as a chunk
+    # and the model can treat chunk files as opaque bytes.
+    array = zarr.group(store=session.store).create_array(
+        "a", shape=(8,), chunks=(1,), dtype=str, compressors=None
+    )
+    array[:] = [str(i) for i in range(1, 9)]  # every chunk stored: a/c exists
+    session.commit("base")
+    return {k: chunk_at_tip(repo, k) or b"" for k in CHUNKS}
 
-    ops_total = 0
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.tmp = Path(tempfile.mkdtemp(prefix="icefs-model-"))
-        self.repo_path = self.tmp / "repo"
-        repo = icechunk.Repository.create(sample_storage(str(self.repo_path)))
-        session = repo.writable_session("main")
-        # Variable-length strings: their chunks have no fixed size and no compressor's
-        # framing, so the mount's default checks (verify_chunks=frame) take any bytes as
-        # a chunk and the model can treat chunk files as opaque bytes.
-        array = zarr.group(store=session.store).create_array(
-            "a", shape=(8,), chunks=(1,), dtype=str, compressors=None
-        )
-        array[:] = [str(i) for i in range(1, 9)]  # every chunk stored: a/c exists
-        base = session.commit("base")
-        self.mount: Mount | None = None
-        self.committed = {k: direct_get(self.repo_path, base, k) or b"" for k in CHUNKS}
-        self.files: dict[str, bytes] = dict(self.committed)
-        self.dirs: set[str] = set()
-        self.ops = 0
-        self.history: list[str] = []
+def chunk_at_tip(repo: icechunk.Repository, key: str) -> bytes | None:
+    """*key* at the tip of main, read straight from Icechunk (no icefs involved)."""
+    store = repo.readonly_session(branch="main").store
 
-    # -- plumbing ----------------------------------------------------------------------------
+    async def get() -> bytes | None:
+        buf = await store.get(key, default_buffer_prototype())
+        return None if buf is None else buf.to_bytes()
 
-    def _mount(self) -> None:
-        mnt = self.tmp / "mnt"
-        mnt.mkdir(exist_ok=True)
-        self.mount = Mount(
-            str(self.repo_path),
-            mnt,
+    return asyncio.run(get())
+
+
+class MountFiles:
+    """The branch through a real mount of a local repository: system calls."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.repo = icechunk.Repository.create(sample_storage(str(tmp / "repo")))
+        self.committed = seed(self.repo)
+        self.mount = self._mount()
+
+    def _mount(self) -> Mount:
+        return Mount(
+            str(self.tmp / "repo"),
+            self.tmp / "mnt",
             "--cache-dir",
             str(self.tmp / "cache"),
             log=self.tmp / "mount.log",
         )
-        self.mount.wait_ready()
 
-    def _path(self, name: str) -> Path:
-        assert self.mount is not None
+    def path(self, name: str) -> Path:
         return self.mount.mountpoint / "branches" / "main" / name
+
+    def write(self, name: str, offset: int, data: bytes) -> int:
+        fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            got = _errno(os.close, fd)
+        return got
+
+    def create_truncating(self, name: str, data: bytes) -> int:
+        fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            got = _errno(os.close, fd)
+        return got
+
+    def truncate(self, name: str, size: int) -> int:
+        return _errno(os.truncate, self.path(name), size)
+
+    def unlink(self, name: str) -> int:
+        return _errno(os.unlink, self.path(name))
+
+    def rename(self, src: str, dst: str) -> int:
+        return _errno(os.rename, self.path(src), self.path(dst))
+
+    def link(self, src: str, dst: str) -> int:
+        return _errno(os.link, self.path(src), self.path(dst))
+
+    def mkdir(self, name: str) -> int:
+        return _errno(os.mkdir, self.path(name))
+
+    def rmdir(self, name: str) -> int:
+        return _errno(os.rmdir, self.path(name))
+
+    def read(self, name: str) -> bytes | int:
+        try:
+            return self.path(name).read_bytes()
+        except OSError as exc:
+            return exc.errno or -1
+
+    def pread(self, name: str, offset: int, size: int) -> bytes:
+        fd = os.open(self.path(name), os.O_RDONLY)
+        try:
+            return os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+
+    def size(self, name: str) -> int | None:
+        try:
+            return os.stat(self.path(name)).st_size
+        except FileNotFoundError:
+            return None
+
+    def listing(self) -> set[str]:
+        return set(os.listdir(self.path("")))
+
+    def commit(self, message: str) -> None:
+        (self.path(".icefs") / "commit").write_text(message)
+
+    def discard(self) -> None:
+        (self.path(".icefs") / "discard").write_text("1")
+
+    def remount(self) -> None:
+        assert self.mount.umount() == 0  # commits at unmount
+        self.mount = self._mount()
+
+    def close(self) -> None:
+        self.mount.stop()
+
+
+class CoreFiles:
+    """The branch straight on the filesystem core, over an in-memory repository.
+
+    The core's requests run in a trio thread of their own; each operation makes
+    the requests the kernel would (lookups, then open/create, write, flush,
+    release, and so on), and errors come back as errno values.
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.repo = icechunk.Repository.create(icechunk.in_memory_storage())
+        self.committed = seed(self.repo)
+        self.bridge = Bridge()
+        self._token: trio.lowlevel.TrioToken | None = None
+        ready = threading.Event()
+        self._stop: trio.Event | None = None
+
+        async def serve() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            self._stop = trio.Event()
+            ready.set()
+            await self._stop.wait()
+
+        self._thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
+        self._thread.start()
+        ready.wait()
+        self.fs = self._build()
+
+    def _build(self) -> Filesystem:
+        fs = Filesystem.build(
+            Repo(self.repo, self.bridge, "memory://"),
+            MountOptions(cache_dir=str(self.tmp / "cache")),
+        )
+        self._run(fs.start, recover=False)
+        return fs
+
+    def _run(self, fn, *args, **kwargs):
+        async def call():
+            return await fn(*args, **kwargs)
+
+        return trio.from_thread.run(call, trio_token=self._token)
+
+    def _errno(self, fn, *args, **kwargs) -> int:
+        try:
+            self._run(fn, *args, **kwargs)
+        except IcefsError as exc:
+            return exc.errno
+        return 0
+
+    @property
+    def core(self):
+        return self.fs.core
+
+    async def _ino(self, name: str) -> int:
+        ino = ROOT_INODE
+        for part in ("branches", "main", *filter(None, name.split("/"))):
+            ino = (await self.core.lookup(ino, part)).ino
+        return ino
+
+    async def _parent(self, name: str) -> tuple[int, str]:
+        parent, _, leaf = name.rpartition("/")
+        return await self._ino(parent), leaf
+
+    async def _write(self, name: str, offset: int, data: bytes, truncate: bool) -> None:
+        # As the kernel does: a lookup first; an existing file is opened, not created.
+        parent, leaf = await self._parent(name)
+        flags = os.O_WRONLY | (os.O_TRUNC if truncate else 0)
+        try:
+            ino = (await self.core.lookup(parent, leaf)).ino
+        except IcefsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            reply, _ = await self.core.create(parent, leaf, flags | os.O_CREAT)
+        else:
+            reply = await self.core.open(ino, flags)
+        try:
+            if data:
+                await self.core.write(reply.fh, offset, data)
+            await self.core.flush(reply.fh)
+        finally:
+            self.core.release(reply.fh)
+
+    def write(self, name: str, offset: int, data: bytes) -> int:
+        return self._errno(self._write, name, offset, data, False)
+
+    def create_truncating(self, name: str, data: bytes) -> int:
+        return self._errno(self._write, name, 0, data, True)
+
+    async def _truncate(self, name: str, size: int) -> None:
+        await self.core.setattr(await self._ino(name), AttrChange(size=size))
+
+    def truncate(self, name: str, size: int) -> int:
+        return self._errno(self._truncate, name, size)
+
+    async def _unlink(self, name: str) -> None:
+        await self._ino(name)  # the kernel looks the name up first
+        await self.core.unlink(*(await self._parent(name)))
+
+    def unlink(self, name: str) -> int:
+        return self._errno(self._unlink, name)
+
+    async def _rename(self, src: str, dst: str) -> None:
+        await self._ino(src)
+        if src == dst:
+            return  # the kernel answers this itself
+        old, old_name = await self._parent(src)
+        new, new_name = await self._parent(dst)
+        await self.core.rename(old, old_name, new, new_name)
+
+    def rename(self, src: str, dst: str) -> int:
+        return self._errno(self._rename, src, dst)
+
+    async def _link(self, src: str, dst: str) -> None:
+        ino = await self._ino(src)
+        new, new_name = await self._parent(dst)
+        await self.core.link(ino, new, new_name)
+
+    def link(self, src: str, dst: str) -> int:
+        return self._errno(self._link, src, dst)
+
+    async def _mkdir(self, name: str) -> None:
+        await self.core.mkdir(*(await self._parent(name)))
+
+    def mkdir(self, name: str) -> int:
+        return self._errno(self._mkdir, name)
+
+    async def _rmdir(self, name: str) -> None:
+        await self._ino(name)
+        await self.core.rmdir(*(await self._parent(name)))
+
+    def rmdir(self, name: str) -> int:
+        return self._errno(self._rmdir, name)
+
+    async def _read(self, name: str, offset: int = 0, size: int = 1 << 20) -> bytes:
+        reply = await self.core.open(await self._ino(name), os.O_RDONLY)
+        try:
+            return bytes(await self.core.read(reply.fh, offset, size))
+        finally:
+            self.core.release(reply.fh)
+
+    def read(self, name: str) -> bytes | int:
+        try:
+            return self._run(self._read, name)
+        except IcefsError as exc:
+            return exc.errno
+
+    def pread(self, name: str, offset: int, size: int) -> bytes:
+        return self._run(self._read, name, offset, size)
+
+    async def _size(self, name: str) -> int:
+        return (await self.core.getattr(await self._ino(name))).size
+
+    def size(self, name: str) -> int | None:
+        try:
+            return self._run(self._size, name)
+        except IcefsError as exc:
+            assert exc.errno == errno.ENOENT, exc
+            return None
+
+    async def _listing(self) -> set[str]:
+        fh = await self.core.opendir(await self._ino(""))
+        try:
+            return {node.path[-1] for node in self.core.readdir(fh, 0).entries}
+        finally:
+            self.core.releasedir(fh)
+
+    def listing(self) -> set[str]:
+        return self._run(self._listing)
+
+    async def _control(self, name: str, text: str) -> None:
+        reply = await self.core.open(await self._ino(f".icefs/{name}"), os.O_WRONLY)
+        try:
+            await self.core.write(reply.fh, 0, text.encode())
+        finally:
+            self.core.release(reply.fh)
+
+    def commit(self, message: str) -> None:
+        self._run(self._control, "commit", message)
+
+    def discard(self) -> None:
+        self._run(self._control, "discard", "1")
+
+    def remount(self) -> None:
+        self._run(self.fs.shutdown, "commit", "memory://")  # commits, as at unmount
+        self.fs.close()
+        self.fs = self._build()
+
+    def close(self) -> None:
+        self.fs.close()
+        assert self._stop is not None
+        trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(timeout=10)
+        self.bridge.close()
+
+
+class BranchModel(RuleBasedStateMachine):
+    """One fresh repository per example, through `files`; the model is plain dicts."""
+
+    ops_total = 0
+    #: how the branch is reached: `MountFiles` or `CoreFiles`
+    files_class: type = MountFiles
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="icefs-model-"))
+        self.fs = None
+        self.committed: dict[str, bytes] = {}
+        self.files: dict[str, bytes] = {}
+        self.dirs: set[str] = set()
+        self.ops = 0
+        self.history: list[str] = []
 
     def _chunks(self) -> dict[str, bytes]:
         return {k: v for k, v in self.files.items() if k in CHUNKS}
 
     def teardown(self) -> None:
-        BranchModel.ops_total += self.ops
-        if self.mount is not None:
-            self.mount.stop()
+        type(self).ops_total += self.ops
+        if self.fs is not None:
+            self.fs.close()
         subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
 
     @initialize()
     def start(self) -> None:
-        self._mount()
+        self.fs = self.files_class(self.tmp)
+        self.committed = dict(self.fs.committed)
+        self.files = dict(self.committed)
 
     # -- operations --------------------------------------------------------------------------
 
@@ -139,11 +439,7 @@ class BranchModel(RuleBasedStateMachine):
     @rule(name=names, offset=st.integers(0, 20), data=payload)
     @_step
     def write(self, name: str, offset: int, data: bytes) -> None:
-        fd = os.open(self._path(name), os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.pwrite(fd, data, offset)
-        finally:
-            got = _errno(os.close, fd)
+        got = self.fs.write(name, offset, data)
         new = self.files.get(name, b"")
         if data:
             new = new.ljust(offset, b"\0")
@@ -154,18 +450,14 @@ class BranchModel(RuleBasedStateMachine):
     @rule(name=names, data=payload)
     @_step
     def create_truncating(self, name: str, data: bytes) -> None:
-        fd = os.open(self._path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            got = _errno(os.close, fd)
+        got = self.fs.create_truncating(name, data)
         self._expect_store(name, data, got)
         self.ops += 1
 
     @rule(name=names, size=st.integers(0, 30))
     @_step
     def truncate(self, name: str, size: int) -> None:
-        got = _errno(os.truncate, self._path(name), size)
+        got = self.fs.truncate(name, size)
         if name not in self.files:
             assert got == errno.ENOENT
         else:
@@ -175,7 +467,7 @@ class BranchModel(RuleBasedStateMachine):
     @rule(name=names)
     @_step
     def unlink(self, name: str) -> None:
-        got = _errno(os.unlink, self._path(name))
+        got = self.fs.unlink(name)
         assert got == (0 if name in self.files else errno.ENOENT)
         self.files.pop(name, None)
         self.ops += 1
@@ -183,7 +475,7 @@ class BranchModel(RuleBasedStateMachine):
     @rule(src=names, dst=names)
     @_step
     def rename(self, src: str, dst: str) -> None:
-        got = _errno(os.rename, self._path(src), self._path(dst))
+        got = self.fs.rename(src, dst)
         if src not in self.files:
             assert got == errno.ENOENT
         elif src != dst and dst in CHUNKS and not self.files[src]:
@@ -197,7 +489,7 @@ class BranchModel(RuleBasedStateMachine):
     @rule(src=names, dst=names)
     @_step
     def link(self, src: str, dst: str) -> None:
-        got = _errno(os.link, self._path(src), self._path(dst))
+        got = self.fs.link(src, dst)
         if src not in self.files:
             assert got == errno.ENOENT
         elif dst in self.files:
@@ -212,7 +504,7 @@ class BranchModel(RuleBasedStateMachine):
     @rule(name=st.sampled_from(DIRS))
     @_step
     def mkdir(self, name: str) -> None:
-        got = _errno(os.mkdir, self._path(name))
+        got = self.fs.mkdir(name)
         assert got == (errno.EEXIST if name in self.dirs else 0)
         self.dirs.add(name)
         self.ops += 1
@@ -220,7 +512,7 @@ class BranchModel(RuleBasedStateMachine):
     @rule(name=st.sampled_from(DIRS))
     @_step
     def rmdir(self, name: str) -> None:
-        got = _errno(os.rmdir, self._path(name))
+        got = self.fs.rmdir(name)
         assert got == (0 if name in self.dirs else errno.ENOENT)
         self.dirs.discard(name)
         self.ops += 1
@@ -228,10 +520,8 @@ class BranchModel(RuleBasedStateMachine):
     @rule(name=names)
     @_step
     def read(self, name: str) -> None:
-        if name not in self.files:
-            assert _errno(self._path(name).read_bytes) == errno.ENOENT
-        else:
-            assert self._path(name).read_bytes() == self.files[name], name
+        got = self.fs.read(name)
+        assert got == self.files.get(name, errno.ENOENT), name
         self.ops += 1
 
     @rule(name=names, offset=st.integers(0, 30), size=st.integers(0, 30))
@@ -239,11 +529,7 @@ class BranchModel(RuleBasedStateMachine):
     def pread(self, name: str, offset: int, size: int) -> None:
         if name not in self.files:
             return
-        fd = os.open(self._path(name), os.O_RDONLY)
-        try:
-            assert os.pread(fd, size, offset) == self.files[name][offset : offset + size]
-        finally:
-            os.close(fd)
+        assert self.fs.pread(name, offset, size) == self.files[name][offset : offset + size]
         self.ops += 1
 
     @rule(
@@ -253,7 +539,7 @@ class BranchModel(RuleBasedStateMachine):
     )
     @_step
     def commit(self, message: str) -> None:
-        (self._path(".icefs") / "commit").write_text(message)
+        self.fs.commit(message)
         self.committed = self._chunks()
         self._check_repository()
         self.ops += 1
@@ -261,40 +547,35 @@ class BranchModel(RuleBasedStateMachine):
     @rule()
     @_step
     def discard(self) -> None:
-        (self._path(".icefs") / "discard").write_text("1")
+        self.fs.discard()
         self.files = {**self.committed, **{k: v for k, v in self.files.items() if k in SCRATCH}}
         self.ops += 1
 
     @rule()
     @_step
     def remount(self) -> None:
-        assert self.mount is not None
-        assert self.mount.umount() == 0  # commits at unmount
+        self.fs.remount()  # commits at unmount
         self.committed = self._chunks()
         self.files = dict(self.committed)  # scratch files and empty dirs live in the mount
         self.dirs.clear()
         self._check_repository()
-        self._mount()
         self.ops += 1
 
     # -- checks ------------------------------------------------------------------------------
 
     def _check_repository(self) -> None:
-        repo = icechunk.Repository.open(sample_storage(str(self.repo_path)))
-        tip = repo.lookup_branch("main")
         for name in CHUNKS:
-            assert direct_get(self.repo_path, tip, name) == self.committed.get(name), name
+            assert chunk_at_tip(self.fs.repo, name) == self.committed.get(name), name
 
     @invariant()
     def tree_matches(self) -> None:
-        if self.mount is None:
+        if self.fs is None:
             return
-        root = set(os.listdir(self._path("")))
+        root = self.fs.listing()
         assert root & set(SCRATCH + DIRS) == {n for n in self.files if n in SCRATCH} | self.dirs
         for name in FILES:
-            try:
-                size = os.stat(self._path(name)).st_size
-            except FileNotFoundError:
+            size = self.fs.size(name)
+            if size is None:
                 assert name not in self.files, self._story(f"{name} is missing")
             else:
                 assert size == len(self.files.get(name, b"")), self._story(f"{name}: size {size}")
@@ -303,11 +584,36 @@ class BranchModel(RuleBasedStateMachine):
         return what + "; the steps before it:\n  " + "\n  ".join(self.history[-15:])
 
 
+class CoreModel(BranchModel):
+    """The same rules on the filesystem core, without FUSE."""
+
+    files_class = CoreFiles
+
+
 #: Operations the long profile runs, over all its shares.
 LONG_OPS = 100_000
 
 
+def test_model_on_the_core() -> None:
+    """Many more examples per second than through the kernel (no mount, memory storage)."""
+    profile = settings(
+        max_examples=150,
+        stateful_step_count=60,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        print_blob=True,
+    )
+    started = time.monotonic()
+    run_state_machine_as_test(CoreModel, settings=profile)
+    print(
+        f"core model: {CoreModel.ops_total} operations in {time.monotonic() - started:.0f} s",
+        file=sys.stderr,
+    )
+
+
 def test_model(request) -> None:
+    """Through a real mount."""
     long = request.config.getoption("--long")
     share = request.config.getoption("--long-share")
     profile = settings(

@@ -19,7 +19,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from icefs.store.sample import sample_storage
-from tests.conftest import direct_get, direct_keys, run_icefs
+from tests.helpers import direct_get, direct_keys, run_icefs
 
 
 def process_gone(pid: int) -> bool:

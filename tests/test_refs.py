@@ -13,7 +13,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from icefs.store.sample import build_sample, sample_storage
-from tests.conftest import run_icefs
+from tests.helpers import run_icefs
 
 
 @pytest.fixture

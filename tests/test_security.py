@@ -15,7 +15,7 @@ import pytest
 import zarr
 
 from icefs.store.sample import sample_storage
-from tests.conftest import Mount, fuse_usable, run_icefs
+from tests.helpers import Mount, fuse_usable, run_icefs
 
 NOBODY = 65534
 

@@ -22,7 +22,7 @@ from zarr.storage import LocalStore
 from icefs.cli.helper import translate_options
 from icefs.daemon.systemd import JournalFormatter, under_journal
 from icefs.store.sample import build_sample, sample_storage
-from tests.conftest import run_icefs
+from tests.helpers import run_icefs
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
