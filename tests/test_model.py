@@ -351,7 +351,8 @@ class CoreFiles:
         try:
             return self._run(self._size, name)
         except IcefsError as exc:
-            assert exc.errno == errno.ENOENT, exc
+            if exc.errno != errno.ENOENT:
+                raise
             return None
 
     async def _listing(self) -> set[str]:
