@@ -28,7 +28,7 @@ class Gate:
     Entering and leaving change plain fields with no await in between (trio runs
     one task at a time), so an uncontended `hold` never goes through the scheduler;
     a waiter is let in by the holder that leaves.  Every chunk stored passes three
-    gates, and the condition variable they used cost 5% of the daemon's busy time.
+    gates, so the uncontended path must stay this cheap.
     """
 
     def __init__(self) -> None:

@@ -341,7 +341,7 @@ _DECLARED: Final = (
         option=False,
         hidden=True,
     ),
-    # -- storage (README: Storage) ----------------------------------------------------------------
+    # -- storage (docs/configuration.md) -------------------------------------------------------
     _storage(
         "credential_type",
         "choice",

@@ -1,4 +1,10 @@
-"""README.md's worked example runs as written against a real mount."""
+"""The worked examples of the README and the manual run as written against a real mount.
+
+A shell block right after ``<!-- runs in tests/test_readme.py: NAME -->`` in
+README.md or docs/*.md is one example. Each runs with bash (-euo pipefail) on a
+fresh mount of the sample repository, ``/mnt/ice`` standing for the mountpoint;
+some have checks of their own below.
+"""
 
 from __future__ import annotations
 
@@ -10,39 +16,58 @@ import sys
 from pathlib import Path
 
 import icechunk
+import pytest
+import zarr
 
 from icefs.store.sample import build_sample, sample_storage
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = re.compile(r"<!-- runs in tests/test_readme\.py: ([\w-]+) -->\n```sh\n(.*?)```", re.S)
 
 
-def worked_example() -> str:
-    text = README.read_text()
-    section = text[text.index("### Worked example") :]
-    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+def examples() -> dict[str, str]:
+    """Every marked example, by name."""
+    found: dict[str, str] = {}
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for name, script in MARKER.findall(doc.read_text()):
+            assert name not in found, f"two examples named {name}"
+            found[name] = script
+    return found
 
 
-def test_branches_and_tags_worked_example(tmp_path, mount_factory):
+def test_the_examples_are_found():
+    assert "branches-and-tags" in examples()
+
+
+def checks_branches_and_tags(repo: Path, mnt: Path, out: str) -> None:
+    assert '"note": "tried on dev"' in out
+    assert "annotate on dev" in out
+    repository = icechunk.Repository.open(sample_storage(str(repo)))
+    assert "dev" not in repository.list_branches()
+    tagged = repository.readonly_session(tag="v1.1").store
+    assert zarr.open_group(tagged, mode="r").attrs["note"] == "tried on dev"
+    assert json.loads((mnt / "tags/v1.1/.icefs/status").read_text())["kind"] == "tag"
+
+
+CHECKS = {"branches-and-tags": checks_branches_and_tags}
+
+
+@pytest.mark.parametrize("name", sorted(examples()))
+def test_example(name, tmp_path, mount_factory):
     repo = tmp_path / "repo"
     build_sample(icechunk.Repository.create(sample_storage(str(repo))), times=2, lat=4, lon=4)
     m = mount_factory(repo)
-    script = worked_example().replace("/mnt/ice", str(m.mountpoint))
+    script = examples()[name].replace("/mnt/ice", str(m.mountpoint))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
+        timeout=300,
         check=False,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert '"note": "tried on dev"' in result.stdout
-    assert "annotate on dev" in result.stdout
-    repository = icechunk.Repository.open(sample_storage(str(repo)))
-    assert "dev" not in repository.list_branches()
-    tagged = repository.readonly_session(tag="v1.1").store
-    import zarr
-
-    assert zarr.open_group(tagged, mode="r").attrs["note"] == "tried on dev"
-    assert json.loads((m.mountpoint / "tags/v1.1/.icefs/status").read_text())["kind"] == "tag"
+    if name in CHECKS:
+        CHECKS[name](repo, m.mountpoint, result.stdout)

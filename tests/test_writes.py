@@ -296,7 +296,7 @@ def test_discard_and_cli(repo_path, mount_factory):
     assert tip_message(repo_path) == "from the cli"
     assert run_icefs("commit", str(main), "-m", "  ").returncode == 10
     assert run_icefs("commit", str(m.mountpoint / "tags"), "-m", "x").returncode == 7
-    commit(main, "")  # closed with nothing written: no errno can tell it (see the README)
+    commit(main, "")  # closed with nothing written: no errno can tell it (docs/semantics.md)
     assert "nothing was written" in status(main)["last_error"]
     assert tip_message(repo_path) == "from the cli"
 

@@ -1,7 +1,7 @@
 """Thin clients of a mounted icefs: they only read and write control files.
 
 The CLI commands ``commit``, ``status`` and ``discard`` use these; any shell
-can do the same with ``echo`` and ``cat`` (README.md, "Control files").
+can do the same with ``echo`` and ``cat`` (docs/semantics.md, "Control files").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ``icefs`` command line: mount, umount, demo.
 
-Every failure is one line on stderr and a documented exit code (README.md,
+Every failure is one line on stderr and a documented exit code (docs/commands.md,
 "Exit codes"); a traceback means a bug.
 """
 

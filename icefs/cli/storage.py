@@ -48,7 +48,7 @@ _SECRETS_SEEN: list[str] = []
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
     """Add the storage and credential options (`icefs.settings`, group storage) to *parser*."""
     group = parser.add_argument_group(
-        "storage (s3://, gs://, az://; README: Storage)",
+        "storage (s3://, gs://, az://; docs/configuration.md)",
         "Secrets are best given in the config file, in the environment or as *-file paths: "
         "a secret on the command line shows in ps.",
     )

@@ -150,7 +150,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
 
 
 def _tune_gc() -> None:
-    """Make Python's cycle collector rare: it cost 40% of the daemon's time in `find`.
+    """Make Python's cycle collector rare (benchmarks/RESULTS.md: the garbage collector).
 
     Listings, nodes and entries are many small objects that are not cycles; with the
     default thresholds each big listing set off collections that walked the whole

@@ -52,7 +52,7 @@ class Attributes:
             and node.entry is not None
         ):
             # The common case, first and with positional arguments: a readdir of a
-            # tag builds one per entry (a third of `find`'s time in the daemon).
+            # tag builds one per entry, and `find` waits on it.
             if node.entry.is_dir:
                 return Attr(
                     ino,

@@ -187,7 +187,7 @@ class Namespace:
         """Resolve *path* inside a branch, from its directory or parent resolved before.
 
         Every request of a write names a path in a branch; walking it from the root
-        was a sixth of the daemon's busy time while zarr wrote chunks. A directory
+        was a large share of the daemon's busy time while zarr wrote chunks. A directory
         kept is used only while its stamp still holds and it is still (or still not)
         an empty directory made by mkdir (the first store below such a directory
         turns it into one of the tree's).

@@ -123,7 +123,7 @@ class MountOptions:
     verify_chunks: str = SETTINGS["verify_chunks"].default
 
 
-@dataclass(slots=True)  # not frozen: 3x cheaper to build, and readdir builds one per entry
+@dataclass(slots=True)  # not frozen: cheaper to build, and readdir builds one per entry
 class Attr:
     """Attributes of one inode plus how long the kernel may cache them."""
 

@@ -91,7 +91,7 @@ def _entry(attr: Attr, into: EntryAttributes | None = None) -> EntryAttributes:
     """*attr* as pyfuse3 attributes; *into* (a result of this function) is refilled.
 
     readdir refills one object for all its entries: pyfuse3 copies the fields into
-    the reply at once, and building a new object per entry cost a tenth of `find`.
+    the reply at once: building a new object per entry is a cost `find` feels.
     """
     entry = into
     if entry is None:

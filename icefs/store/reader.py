@@ -84,7 +84,7 @@ class SnapshotReader:
 
     def _list_dir_sync(self, prefix: str) -> list[str]:
         # Icechunk's listing iterators are typed async but also iterate synchronously
-        # (measured: ~10 us a name); list_dir can repeat names and has no stable order.
+        # (cheap: no thread hop); list_dir can repeat names and has no stable order.
         names = cast("Iterable[str]", self._store.list_dir(prefix))
         return sorted(set(names))
 
@@ -154,7 +154,7 @@ class SnapshotReader:
         Raises `NotFound` if the key does not exist.
 
         The result is Icechunk's own read-only buffer, not a copy: read replies
-        slice it with memoryview (a 2 MiB chunk cost a 2 MiB copy on the FUSE
+        slice it with memoryview (a copy would cost a chunk's worth of copying on the FUSE
         thread). Use ``bytes()`` where a `bytes` is needed.
         """
         try:
