@@ -59,9 +59,10 @@ def mount_factory(tmp_path, log_allows):
         return m
 
     yield start
+    for m in mounts:  # all of them first: nothing stays mounted whatever the logs say
+        m.stop()
     problems = []
     for m in mounts:
-        m.stop()
         problems += [f"{m.log.name}: {line}" for line in m.log_problems(log_allows)]
     if problems:
         pytest.fail("the daemon logged errors the test did not expect:\n" + "\n".join(problems))
@@ -131,3 +132,14 @@ def pytest_addoption(parser):
         metavar="N",
         help="with --long: run 1/N of the model-based test's operations",
     )
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that mounts through `mount_factory` as `fuse`.
+
+    Tests that start a mount another way carry the mark themselves, so
+    `pytest -m "not fuse"` is the tier that needs no kernel.
+    """
+    for item in items:
+        if "mount_factory" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fuse)

@@ -24,6 +24,7 @@ def repo_path(tmp_path):
     return path
 
 
+@pytest.mark.fuse
 def test_mount_read_write_commit_and_unmount(repo_path, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -47,6 +48,7 @@ def test_mount_read_write_commit_and_unmount(repo_path, tmp_path):
     np.testing.assert_array_equal(zarr.open_array(store, path="a")[:], [7, 7, 7, 7])
 
 
+@pytest.mark.fuse
 def test_settings_and_errors(repo_path, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()

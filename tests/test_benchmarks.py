@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.fuse
 def test_benchmark_command_smoke(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--smoke", "--dir", str(tmp_path / "bench")],

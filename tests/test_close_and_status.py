@@ -80,6 +80,7 @@ def test_rmdir_of_a_branch_names_what_keeps_it(repo_path, mount_factory):
     assert "x" not in os.listdir(m.mountpoint / "branches")
 
 
+@pytest.mark.fuse
 def test_scratch_files_dropped_at_unmount_are_named(repo_path, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()

@@ -4,9 +4,9 @@ No established conformance suite (pjdfstest, xfstests) is in the package
 registries this project may install from, so these cases follow their
 categories: open/create flags, truncate, rename, unlink, mkdir/rmdir, link,
 chmod/chown/utimens, special files, xattrs, and the errno of each failure path.
-Then the bad-input matrix of README "Reliability". Each case is one row: what is
+Then the bad-input matrix of docs/reliability.md. Each case is one row: what is
 done, and the errno expected (0: success). Intended deviations from POSIX are
-rows too (marked "deviation"), mirroring README "Semantics".
+rows too (marked "deviation"), mirroring docs/semantics.md.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import zarr
 
 from icefs.store.sample import sample_storage
 from tests.helpers import Mount, fuse_usable
+
+pytestmark = pytest.mark.fuse
 
 
 @dataclass(frozen=True)

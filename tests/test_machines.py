@@ -9,7 +9,11 @@ conflict. Timings are printed, never asserted.
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.machines import run
+
+pytestmark = pytest.mark.fuse
 
 
 def test_four_daemons_commit_to_one_branch(s3_server, tmp_path, capsys):

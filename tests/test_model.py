@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import icechunk
+import pytest
 import trio
 import zarr
 from hypothesis import HealthCheck, settings
@@ -613,6 +614,7 @@ def test_model_on_the_core() -> None:
     )
 
 
+@pytest.mark.fuse
 def test_model(request) -> None:
     """Through a real mount."""
     long = request.config.getoption("--long")

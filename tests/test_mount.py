@@ -378,6 +378,7 @@ def test_fusermount_unmount_ends_daemon(sample_mount):
 # -- the background mode, umount and start-up errors ------------------------------------------
 
 
+@pytest.mark.fuse
 def test_background_mount_and_umount(sample_repo, tmp_path, stop_later):
     path, _ = sample_repo
     mnt = tmp_path / "bg"
@@ -511,6 +512,7 @@ def test_odd_names(sample_mount):
     assert os.stat(mnt / "tags/v1.0/./temperature/../zarr.json").st_size > 0
 
 
+@pytest.mark.fuse
 def test_demo_builds_mounts_and_umounts(tmp_path, stop_later):
     base = tmp_path / "demo"
     stop_later(base / "mnt")

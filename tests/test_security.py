@@ -71,6 +71,7 @@ def sh_as_nobody(script: str) -> subprocess.CompletedProcess[str]:
     return as_nobody("/bin/sh", "-c", script)
 
 
+@pytest.mark.fuse
 def test_without_allow_other_no_other_user_sees_the_mount(open_dir):
     m = mount(open_dir)
     main = m.mountpoint / "branches" / "main"
@@ -81,6 +82,7 @@ def test_without_allow_other_no_other_user_sees_the_mount(open_dir):
         assert "Permission denied" in result.stderr, result.stderr
 
 
+@pytest.mark.fuse
 def test_with_allow_other_permissions_follow_the_modes(open_dir):
     m = mount(open_dir, "-o", "allow_other")
     main = m.mountpoint / "branches" / "main"
@@ -99,6 +101,7 @@ def test_with_allow_other_permissions_follow_the_modes(open_dir):
     assert os.listdir(m.mountpoint / "branches") == ["main"]
 
 
+@pytest.mark.fuse
 def test_control_files_belong_to_the_mounting_user(open_dir):
     m = mount(open_dir, "-o", "allow_other")
     main = m.mountpoint / "branches" / "main"
@@ -116,6 +119,7 @@ def test_control_files_belong_to_the_mounting_user(open_dir):
     assert next(s.message for s in repo.ancestry(branch="main")) == "base", "nothing committed"
 
 
+@pytest.mark.fuse
 def test_uid_option_hands_the_files_to_that_user(open_dir):
     m = mount(open_dir, "-o", f"allow_other,uid={NOBODY},gid={NOBODY}")
     main = m.mountpoint / "branches" / "main"

@@ -76,6 +76,7 @@ def receive(sock, deadline):
     return sock.recv(4096).decode()
 
 
+@pytest.mark.fuse
 def test_notify_protocol_with_the_units_exec_start(repo, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -147,6 +148,7 @@ def umount_and_wait(mnt):
         time.sleep(0.05)
 
 
+@pytest.mark.fuse
 def test_mount_t_fuse_icefs(repo, tmp_path, helper_installed):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -179,6 +181,7 @@ def test_mount_t_fuse_icefs(repo, tmp_path, helper_installed):
     assert not os.path.ismount(mnt)
 
 
+@pytest.mark.fuse
 def test_fstab_line_with_config(repo, tmp_path, helper_installed):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
