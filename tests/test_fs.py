@@ -154,7 +154,7 @@ async def test_root_listing_hides_control_dir(core):
     assert await listing(core, ROOT_INODE) == ["branches", "tags", "snapshots"]
     ctrl = await core.lookup(ROOT_INODE, ".icefs")
     assert stat.S_ISDIR(ctrl.mode)
-    assert await listing(core, ctrl.ino) == ["pid", "refresh", "stats", "status", "version"]
+    assert await listing(core, ctrl.ino) == ["ops", "pid", "refresh", "stats", "status", "version"]
 
 
 async def test_refs_listed(core, repository):

@@ -49,7 +49,20 @@ def checks_branches_and_tags(repo: Path, mnt: Path, out: str) -> None:
     assert json.loads((mnt / "tags/v1.1/.icefs/status").read_text())["kind"] == "tag"
 
 
-CHECKS = {"branches-and-tags": checks_branches_and_tags}
+def checks_history(repo: Path, mnt: Path, out: str) -> None:
+    assert "ticket=OPS-12" in out
+    assert "chunks: (0,0,0) (0,0,1)" in out
+    assert "branch_reset  name=main" in out
+    repository = icechunk.Repository.open(sample_storage(str(repo)))
+    bad, good = (line.split()[0] for line in out.splitlines()[1:5:2])
+    assert repository.lookup_branch("main") == good
+    assert next(repository.ancestry(snapshot_id=bad)).message == "recalibrate sensor 3"
+    tip = zarr.open_array(repository.readonly_session(branch="main").store, path="temperature")
+    assert tip[:].min() > -100
+    assert zarr.open_array(str(mnt / "branches/main/temperature"))[:].min() > -100
+
+
+CHECKS = {"branches-and-tags": checks_branches_and_tags, "history": checks_history}
 
 
 @pytest.mark.parametrize("name", sorted(examples()))

@@ -14,7 +14,7 @@ from typing import Any
 from icefs.cli.exits import ExitCode, QuietError, exit_code
 from icefs.paths import CONTROL_DIR
 
-__all__ = ["commit", "discard", "find_ref_root", "read_status", "write_control"]
+__all__ = ["ask", "commit", "discard", "find_ref_root", "read_status", "write_control"]
 
 
 def write_control(path: str, text: str) -> None:
@@ -24,6 +24,20 @@ def write_control(path: str, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+def ask(path: str, request: dict[str, Any]) -> Any:
+    """Write the JSON *request* to the query file *path*; return its JSON answer."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.write(fd, json.dumps(request).encode())
+        parts, offset = [], 0
+        while chunk := os.pread(fd, 1 << 20, offset):
+            parts.append(chunk)
+            offset += len(chunk)
+    finally:
+        os.close(fd)
+    return json.loads(b"".join(parts))
 
 
 def find_ref_root(path: str) -> str:
@@ -69,10 +83,13 @@ def _command(path: str, name: str, text: str) -> dict[str, Any]:
     return read_status(root)
 
 
-def commit(path: str, message: str) -> dict[str, Any]:
-    """Commit the branch holding *path* with *message*; return its status afterwards."""
+def commit(path: str, message: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Commit the branch holding *path* with *message* and *metadata*; return its status."""
     if not message.strip():
         raise QuietError("an empty commit message is not allowed", ExitCode.INVALID)
+    if metadata or message.lstrip().startswith("{"):
+        request = {"message": message, "metadata": metadata or {}}
+        return _command(path, "commit", json.dumps(request))
     return _command(path, "commit", message)
 
 

@@ -15,9 +15,10 @@ from icefs import __version__
 from icefs.cli.exits import ExitCode, QuietError, exit_code
 from icefs.cli.mount import mount_command, umount_command
 from icefs.cli.options import add_arguments
-from icefs.cli.refs import init_command, log_command, ref_command
+from icefs.cli.refs import diff_command, init_command, log_command, ref_command
 from icefs.cli.status import commit_command, discard_command, stats_command, status_command
 from icefs.cli.storage import add_storage_options, redact_message
+from icefs.cli.upkeep import add_upkeep_parsers, expire_command, gc_command
 from icefs.errors import SetupError
 
 if TYPE_CHECKING:
@@ -51,6 +52,13 @@ def _positive(value: str) -> float:
     if number <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
     return number
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text!r}")
+    return key.strip(), value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,6 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     commit.add_argument("path", metavar="PATH")
     commit.add_argument("-m", "--message", required=True, help="the commit message")
+    commit.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="record KEY=VALUE in the commit's metadata (repeatable); the user, host, "
+        "mountpoint and icefs version are recorded anyway",
+    )
     status = sub.add_parser(
         "status",
         help="show a ref's status",
@@ -155,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     target = argparse.ArgumentParser(add_help=False)
     where = target.add_mutually_exclusive_group()
     where.add_argument(
-        "--repo", metavar="STORAGE", help="work on this repository directly (a path or file:// URL)"
+        "--repo", metavar="STORAGE", help="work on this repository directly (a path or URL)"
     )
     where.add_argument(
         "-C",
@@ -212,6 +229,22 @@ def _parser() -> argparse.ArgumentParser:
         )
         delete = actions.add_parser("delete", parents=[target], help=f"delete a {kind}")
         delete.add_argument("name", metavar="NAME")
+        if kind == "branch":
+            reset = actions.add_parser(
+                "reset",
+                parents=[target],
+                help="move a branch to any snapshot",
+                description="Move branch NAME to REF (a branch, tag or snapshot id). Through "
+                "a mount, refused (exit code 9) while the mount holds uncommitted changes "
+                "on NAME, unless --discard. Prints the old tip, to undo with.",
+            )
+            reset.add_argument("name", metavar="NAME")
+            reset.add_argument("--to", required=True, metavar="REF|SNAPSHOT", help="the target")
+            reset.add_argument(
+                "--discard",
+                action="store_true",
+                help="drop the mount's uncommitted changes on the branch",
+            )
 
     log_cmd = sub.add_parser(
         "log",
@@ -223,6 +256,29 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     log_cmd.add_argument("ref", nargs="?", metavar="REF")
+    log_cmd.add_argument(
+        "--ops",
+        action="store_true",
+        help="the repository's operations log instead: commits, resets, ref changes, "
+        "expiry and garbage collection, newest first",
+    )
+    log_cmd.add_argument("-n", "--limit", type=int, metavar="N", help="show at most N entries")
+
+    diff = sub.add_parser(
+        "diff",
+        parents=[target],
+        help="show what changed between two versions",
+        description="Show what changed from FROM to TO (branches, tags or snapshot ids): "
+        "new, deleted and updated groups and arrays, their changed metadata and "
+        "attributes, and the chunks changed per array. With one REF: what its "
+        "snapshot changed against its parent; with none: the default branch's tip.",
+        epilog="examples:\n  icefs diff v1.0 main -C /mnt/ice\n"
+        "  icefs diff 8NQ2... --repo ./repo --chunks\n  icefs diff main --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    diff.add_argument("refs", nargs="*", metavar="REF", help="[FROM] TO")
+    diff.add_argument("--chunks", action="store_true", help="list the changed chunks' coordinates")
+    add_upkeep_parsers(sub)
 
     demo = sub.add_parser(
         "demo",
@@ -270,9 +326,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "branch": ref_command,
         "tag": ref_command,
         "log": log_command,
+        "diff": diff_command,
+        "expire": expire_command,
+        "gc": gc_command,
         "stats": stats_command,
     }
-    if args.command in ("init", "branch", "tag", "log", "demo"):
+    if args.command in ("init", "branch", "tag", "log", "diff", "expire", "gc", "demo"):
         from icefs.store.open import configure_icechunk_logs
 
         configure_icechunk_logs(logging.WARNING)  # errors only: the command reports failures

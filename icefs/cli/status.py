@@ -18,7 +18,7 @@ def commit_command(args: argparse.Namespace) -> int:
     from icefs.cli.client import commit, read_status
 
     before = read_status(args.path).get("last_commit")
-    doc = commit(args.path, args.message)
+    doc = commit(args.path, args.message, dict(args.meta))
     after = doc.get("last_commit")
     if after and after != before:
         print(after["snapshot_id"])
@@ -77,7 +77,7 @@ def discard_command(args: argparse.Namespace) -> int:
 
 
 def stats_command(args: argparse.Namespace) -> int:
-    from icefs.cli.refs import MountRefs
+    from icefs.cli.mounted import MountRefs
 
     root = MountRefs(args.path).root
     with open(os.path.join(root, ".icefs", "stats")) as f:

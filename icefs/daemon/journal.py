@@ -38,6 +38,8 @@ class JournalEntry:
     token: str
     data: bytes
     saved_ns: int
+    #: when the session's first change was made (its oldest chunk is no older)
+    since_ns: int
 
 
 class Journal:
@@ -50,11 +52,25 @@ class Journal:
         self.dir = os.path.join(root, "journal", digest) if root else ""
         self._repository = repository
 
+    @classmethod
+    def of_repository(cls, root: str, storage: str) -> list[Journal]:
+        """The journals under *root* of every mount of the repository *storage* (its
+        display form), live or dead."""
+        out = []
+        base = os.path.join(root, "journal")
+        for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            with contextlib.suppress(OSError):
+                with open(os.path.join(base, name, "REPOSITORY"), encoding="utf-8") as f:
+                    label = f.read().strip()
+                if label.startswith(f"{storage} at "):
+                    out.append(cls(root, label))
+        return out
+
     def _path(self, branch: str) -> str:
         # hex: any branch name becomes a safe file name
         return os.path.join(self.dir, branch.encode().hex() + _SUFFIX)
 
-    def save(self, branch: str, token: str, data: bytes) -> None:
+    def save(self, branch: str, token: str, data: bytes, since_ns: int) -> None:
         """Replace the saved session of *branch* with *data*, atomically and durably."""
         if not self.enabled:
             return
@@ -67,7 +83,9 @@ class Journal:
         tmp = f"{path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            header = json.dumps({"format": 1, "branch": branch, "token": token}).encode()
+            header = json.dumps(
+                {"format": 1, "branch": branch, "token": token, "since_ns": since_ns}
+            ).encode()
             view = memoryview(header + b"\n" + data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -104,10 +122,11 @@ class Journal:
                     data = f.read()
                 token = str(header["token"])
                 saved = os.stat(path).st_mtime_ns
+                since = int(header.get("since_ns") or saved)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("journal: cannot read %s: %s", path, exc)
                 continue
-            out.append(JournalEntry(branch, token, data, saved))
+            out.append(JournalEntry(branch, token, data, saved, since))
         return sorted(out, key=lambda e: e.saved_ns)
 
     def set_aside(self, branch: str, reason: str) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from icefs.daemon.mountpoint import check_fuse, check_mountpoint
+from icefs.daemon.mountpoint import check_fuse, check_mountpoint, source_name
 from icefs.daemon.systemd import notify
 from icefs.errors import FuseUnavailable, SetupError, StorageUnreachable, UsageError
 from icefs.settings import SETTINGS
@@ -121,7 +121,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
         kernel=KernelCaches(),
     )
     options = {
-        f"fsname=icefs#{config.storage.display()}"[:200],
+        f"fsname={source_name(config.storage.display())}",
         "subtype=icefs",
         "default_permissions",
         *config.fuse_options,

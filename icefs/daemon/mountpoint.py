@@ -28,7 +28,16 @@ from icefs.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["check_fuse", "check_mountpoint", "parse_fuse_options", "unmount"]
+__all__ = ["check_fuse", "check_mountpoint", "parse_fuse_options", "source_name", "unmount"]
+
+#: The longest source name a mount is given (the ``fsname`` option).
+SOURCE_NAME_MAX: Final = 193
+
+
+def source_name(display: str) -> str:
+    """The source of a mount of the repository *display*, as /proc/mounts shows it."""
+    return f"icefs#{display}"[:SOURCE_NAME_MAX]
+
 
 log = logging.getLogger(__name__)
 

@@ -83,10 +83,10 @@ class Attributes:
         if kind in (NodeKind.ROOT_CTRL_DIR, NodeKind.REF_CTRL_DIR):
             mode, ttl = stat.S_IFDIR | 0o700, IMMUTABLE_TTL
         elif kind is NodeKind.ROOT_CTRL_FILE:
-            writable = node.ctrl in control.WRITABLE_ROOT_FILES
+            writable = node.ctrl in control.writable_files(root=True)
             mode, ttl = stat.S_IFREG | (0o600 if writable else 0o400), 0.0
         elif kind is NodeKind.REF_CTRL_FILE:
-            writable = node.ctrl in control.BRANCH_COMMANDS | control.REF_COMMANDS
+            writable = node.ctrl in control.writable_files(root=False)
             mode, ttl = stat.S_IFREG | (0o600 if writable else 0o400), 0.0
         elif kind in (NodeKind.ROOT, NodeKind.REF_LIST):
             read_only = opts.read_only or node.path == ("snapshots",)

@@ -33,6 +33,7 @@ from icefs.gate import ALONE, Gate
 from icefs.store.tree import KeyClass, SnapshotTree
 from icefs.store.validate import check_metadata
 from icefs.store.writer import open_writer, restore_writer
+from icefs.timefmt import render_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -83,6 +84,8 @@ class BranchState:
         #: every key stored or deleted in the session: what a discard changes back
         self.changed_keys: set[str] = set()
         self.last_commit: dict[str, Any] | None = None
+        #: the last reset made through this mount: {"from", "to", "time"}
+        self.last_reset: dict[str, str] | None = None
         self.last_error: str | None = None
         self.last_error_path: str | None = None
         self.last_error_at: str | None = None
@@ -285,8 +288,9 @@ class BranchState:
             path = path.rpartition("/")[0]
             self.dirs.pop(path, None)
 
-    async def commit(self, message: str) -> str | None:
-        """Commit the session with *message*; return the snapshot id, None if nothing changed.
+    async def commit(self, message: str, metadata: dict[str, Any] | None = None) -> str | None:
+        """Commit the session with *message* and *metadata*; return the snapshot id, None if
+        nothing changed.
 
         Raises `Busy` when another writer's changes overlap ours (the changes stay).
         """
@@ -296,7 +300,7 @@ class BranchState:
                 return None
             started = time.monotonic()
             try:
-                sid = await writer.commit(message)
+                sid = await writer.commit(message, metadata)
             except Busy as exc:
                 self.conflicts = [str(exc)]
                 self.error(f"commit failed: {exc}")
@@ -351,7 +355,7 @@ class BranchState:
             try:
                 data = await self.writer.serialized()
                 await trio.to_thread.run_sync(
-                    self._journal.save, self.branch, self.writer.token, data
+                    self._journal.save, self.branch, self.writer.token, data, self.writer.since_ns
                 )
             except (OSError, IcefsError) as exc:
                 self.journal_wanted = True
@@ -360,7 +364,9 @@ class BranchState:
     async def recover(self, entry: JournalEntryLike) -> None:
         """Make the session saved in *entry* this branch's session (after a crash)."""
         async with self._opening, self._lock.hold(ALONE):
-            self.writer = await restore_writer(self._repo, self.branch, entry.data, entry.token)
+            self.writer = await restore_writer(
+                self._repo, self.branch, entry.data, entry.token, entry.since_ns
+            )
             self.tree = SnapshotTree(self.writer.reader)
             self.layout += 1
             self.recovered = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.saved_ns / 1e9))
@@ -372,8 +378,9 @@ class BranchState:
             self.writer.base_snapshot_id,
         )
 
-    def kept_because(self) -> str:
-        """Say what in this mount keeps the branch from being deleted, in status's words."""
+    def kept_because(self, *, scratch: bool = True) -> str:
+        """Say what in this mount keeps the branch from being deleted (or reset: *scratch*
+        False, since scratch files survive a reset), in status's words; "nothing" if nothing."""
 
         def listed(kind: str) -> list[str]:
             return sorted(
@@ -401,13 +408,19 @@ class BranchState:
                 "and are never committed (delete them)",
             ),
         ):
-            names = listed(kind)
+            names = listed(kind) if scratch or kind != "scratch" else []
             if names:
                 shown = ", ".join(names[:5]) + (
                     f" and {len(names) - 5} more" if len(names) > 5 else ""
                 )
                 reasons.append(f"it holds {what}: {shown} (status: {field_name})")
         return "; ".join(reasons) or "nothing"
+
+    def uncommitted_since(self) -> str | None:
+        """When the uncommitted changes began (their chunks are no older), None if none."""
+        if not self.dirty or self.writer is None or not self.writer.since_ns:
+            return None
+        return render_time(self.writer.since_ns)
 
     def leftovers(self) -> dict[str, list[str]]:
         """What unmounting drops without committing: scratch files and pending chunks."""
@@ -431,7 +444,9 @@ class BranchState:
             ),
             "empty_directories": sorted(self.dirs),
             "recovered_from_journal": self.recovered,
+            "uncommitted_since": self.uncommitted_since(),
             "last_commit": self.last_commit,
+            "last_reset": self.last_reset,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "last_error_path": self.last_error_path,

@@ -9,13 +9,15 @@ discards everything at unmount.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from icefs.errors import IcefsError, ReadOnly
 from icefs.fs.branch import BranchState
+from icefs.fs.commitinfo import signature
 from icefs.fs.files import describe_leftovers
 
 if TYPE_CHECKING:
@@ -42,8 +44,11 @@ class Branches:
         stats: Stats,
         *,
         decode_chunks: bool,
+        mountpoint: str = "",
     ) -> None:
         self._repo = repo
+        #: recorded in every commit's metadata (`icefs.fs.commitinfo.signature`)
+        self._mountpoint = mountpoint
         self.journal = journal
         self._refs = refs
         self._stats = stats
@@ -99,17 +104,39 @@ class Branches:
         """The branches with uncommitted changes."""
         return sorted(name for name, state in self.states.items() if state.dirty)
 
-    async def commit(self, state: BranchState, message: str) -> str | None:
-        """Commit *state*'s branch with *message*; return the new snapshot (None: no changes)."""
+    async def commit(
+        self,
+        state: BranchState,
+        message: str,
+        metadata: dict[str, Any] | None = None,
+        uid: int | None = None,
+    ) -> str | None:
+        """Commit *state*'s branch with *message*; return the new snapshot (None: no changes).
+
+        The commit records *metadata* and who (*uid*, else the daemon's user) made it where.
+        """
         started = time.monotonic()
+        recorded = {
+            **signature(os.getuid() if uid is None else uid, self._mountpoint),
+            **(metadata or {}),
+        }
         try:
-            sid = await state.commit(message)
+            sid = await state.commit(message, recorded)
         except IcefsError:
             self._stats.record_commit(time.monotonic() - started, ok=False)
             raise
         if sid is not None:
             self._stats.record_commit(time.monotonic() - started, ok=True)
         return sid
+
+    def uncommitted_since(self) -> dict[str, str]:
+        """{branch: when its uncommitted changes began} for every dirty branch."""
+        out = {}
+        for name, state in sorted(self.states.items()):
+            since = state.uncommitted_since()
+            if since is not None:
+                out[name] = since
+        return out
 
     def leftovers(self) -> dict[str, dict[str, list[str]]]:
         """Per branch, what lives only in this mount and goes at unmount (scratch, pending)."""

@@ -1,24 +1,31 @@
 """The control files at work: what reading them says, and what writing them does.
 
 Reading a control file renders its text at open (`Text`): the mount's
-version, pid, stats and status, a view's snapshot id, log and status.  Writing
-one (`Command`) runs its command when the bytes arrive: ``refresh`` re-reads
-the refs, ``commit`` commits the branch with the written message, ``discard``
-drops its uncommitted changes, ``branch`` and ``tag`` make refs.  A commit
-file closed with nothing written commits nothing, and says so in status.
+version, pid, stats, status and operations log, a view's snapshot id, log,
+diff and status.  Writing one (`Command`) runs its command when the bytes
+arrive: ``refresh`` re-reads the refs, ``commit`` commits the branch with the
+written message (and metadata, `icefs.fs.commitinfo`), ``discard`` drops its
+uncommitted changes, ``reset`` moves the branch, ``branch`` and ``tag`` make
+refs.  A commit file closed with nothing written commits nothing, and says so
+in status.  A query file opened for writing (`Query`) answers the JSON request
+written to it with a JSON document read back from the same descriptor.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any, Final
 
 from icefs import __version__
-from icefs.errors import InvalidInput, NotFound, PermissionDenied, ReadOnly
+from icefs.errors import Busy, IcefsError, InvalidInput, NotFound, PermissionDenied, ReadOnly
 from icefs.fs import control
-from icefs.fs.handles import Command, Text
+from icefs.fs.commitinfo import parse_request
+from icefs.fs.handles import Command, Query, Text
 from icefs.fs.values import NodeKind, OpenReply
+from icefs.store import history
 
 if TYPE_CHECKING:
     from icefs.fs.branches import Branches
@@ -34,6 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["ControlFiles"]
 
 log = logging.getLogger(__name__)
+
+#: The largest JSON request a query or reset file takes.
+MAX_REQUEST: Final = 64 << 10
+#: Keys of a reset's old and new snapshots whose kernel cache entries are dropped, at most.
+RESET_FORGET_LIMIT: Final = 10_000
 
 
 class ControlFiles:
@@ -74,11 +86,17 @@ class ControlFiles:
             elif self._options.read_only:
                 raise ReadOnly("the mount is read-only: no new branches or tags")
 
-    async def open(self, node: Node, ino: int, writing: bool) -> OpenReply:
-        """Open the control file *node*: a command to write, or its text to read."""
+    async def open(self, node: Node, ino: int, writing: bool, uid: int | None = None) -> OpenReply:
+        """Open the control file *node*: a command or query to write, or its text to read.
+
+        *uid*: who opens it (a commit records them).
+        """
         if writing:
             self.check_writable(node)
-            return OpenReply(self._handles.add(Command(node, ino)), direct_io=True)
+            handle: Command | Query = (
+                Query(node, ino) if node.ctrl in control.QUERY_FILES else Command(node, ino, uid)
+            )
+            return OpenReply(self._handles.add(handle), direct_io=True)
         text = Text(node, ino, await self._render(node))
         return OpenReply(self._handles.add(text), direct_io=True)
 
@@ -94,10 +112,50 @@ class ControlFiles:
         elif node.ctrl == "discard":
             await self._discard(node)
         elif node.ctrl == "commit":
-            await self._commit(node, data)
+            await self._commit(node, data, handle.uid)
+        elif node.ctrl == "reset":
+            await self._reset(node, data)
         else:
             raise ReadOnly(f"{'/'.join(node.path)} is read-only")
         return len(data)
+
+    async def ask(self, handle: Query, data: bytes) -> int:
+        """Answer the JSON request *data* written to the query file of *handle*.
+
+        A refused request is also the root status's `last_error` (for ``icefs``'s message).
+        """
+        try:
+            return await self._ask(handle, data)
+        except IcefsError as exc:
+            self._refs.note_error(f"{'/'.join(handle.node.path)}: {exc}")
+            raise
+
+    async def _ask(self, handle: Query, data: bytes) -> int:
+        request = _request(data)
+        node = handle.node
+        limit = request.get("limit")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise InvalidInput('"limit" must be a positive integer')
+        answer: object
+        if node.ctrl == "ops":
+            answer = await history.operations(self._repo, limit)
+        elif node.ctrl == "log":
+            assert node.view is not None
+            metas = await self._repo.ancestry(node.view.snapshot_id)
+            answer = [history.snapshot_doc(m) for m in metas[:limit]]
+        else:
+            answer = await self._diff(node, request)
+        handle.answer = (json.dumps(answer, indent=2, sort_keys=True) + "\n").encode()
+        return len(data)
+
+    async def _diff(self, node: Node, request: dict[str, Any]) -> dict[str, Any]:
+        assert node.view is not None
+        names = {k: request.get(k) for k in ("from", "to")}
+        if any(v is not None and not isinstance(v, str) for v in names.values()):
+            raise InvalidInput('"from" and "to" are ref names or snapshot ids')
+        to = await self._refs.resolve(names["to"]) if names["to"] else node.view.snapshot_id
+        start = await self._refs.resolve(names["from"]) if names["from"] else None
+        return await history.diff(self._repo, start, to, chunks=bool(request.get("chunks")))
 
     def released(self, handle: Command) -> None:
         """The last descriptor of *handle* closed.  Never raises."""
@@ -108,17 +166,68 @@ class ControlFiles:
                 "committed (write a message)"
             )
 
-    async def _commit(self, node: Node, data: bytes) -> None:
+    async def _commit(self, node: Node, data: bytes, uid: int | None) -> None:
         state = self._branches.writable(node.view)
         try:
-            message = data.decode("utf-8").strip()
+            request = parse_request(data)
+        except InvalidInput as exc:
+            state.error(f"commit refused: {exc}")
+            raise
+        await self._branches.commit(state, request.message, request.metadata, uid)
+
+    async def _reset(self, node: Node, data: bytes) -> None:
+        """Move the branch of *node* to the ref or snapshot written (``{"to", "discard"}``)."""
+        assert node.view is not None
+        branch = node.view.ref
+        state = self._branches.writable(node.view)
+        try:
+            request = _request(data) if data.lstrip().startswith(b"{") else {"to": data}
+            target = request.get("to")
+            if isinstance(target, bytes):
+                target = target.decode("utf-8").strip()
+            if not isinstance(target, str) or not target:
+                raise InvalidInput("write the branch, tag or snapshot id to reset to")
+            held = state.kept_because(scratch=False)
+            if held != "nothing" and not request.get("discard"):
+                raise Busy(
+                    f"branch {branch} is not reset: {held}; or reset with discard "
+                    "(icefs branch reset --discard)"
+                )
+            sid = await self._refs.resolve(target)
+            old = await self._refs.tip(branch)
+            await self._repo.reset_branch(branch, sid, old)
         except UnicodeDecodeError:
-            state.error("commit refused: the message is not UTF-8 text")
-            raise InvalidInput("commit message is not UTF-8") from None
-        if not message:
-            state.error("commit refused: empty commit message")
-            raise InvalidInput("empty commit message")
-        await self._branches.commit(state, message)
+            state.error("reset refused: not UTF-8 text")
+            raise InvalidInput("reset target is not UTF-8") from None
+        except IcefsError as exc:
+            state.error(f"reset refused: {exc}")
+            raise
+        changed = set(state.changed_keys)
+        await state.discard()
+        self._refs.committed(branch, sid)
+        state.last_reset = {
+            "from": old,
+            "to": sid,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        log.info("branch %s: reset from %s to %s", branch, old, sid)
+        await self._forget_view(node.path[:2], changed | await self._keys_between(old, sid))
+
+    async def _keys_between(self, old: str, new: str) -> set[str]:
+        """The keys that differ between snapshots *old* and *new* (capped; empty if unrelated)."""
+        try:
+            doc = await history.diff(self._repo, old, new, chunks=True)
+        except IcefsError:
+            return set()
+        keys: set[str] = set()
+        for node in doc["nodes"]:
+            base = node["path"].strip("/")
+            keys.add(f"{base}/zarr.json".lstrip("/"))
+            for row in node.get("chunk_coords", ()):
+                keys.add("/".join([base, "c", *map(str, row)]).lstrip("/"))
+                if len(keys) >= RESET_FORGET_LIMIT:
+                    return keys
+        return keys
 
     async def _discard(self, node: Node) -> None:
         state = self._branches.writable(node.view)
@@ -134,7 +243,9 @@ class ControlFiles:
         call sees the new content."""
         names: dict[Path, int] = dict(self._inodes.below(prefix))
         for key in keys:
-            names.setdefault((*prefix, *key.split("/")), 0)
+            parts = key.split("/")
+            for depth in range(1, len(parts) + 1):  # a directory may be cached as absent too
+                names.setdefault((*prefix, *parts[:depth]), 0)
         for ino in names.values():
             if ino:
                 self._kernel.inode(ino)
@@ -157,12 +268,17 @@ class ControlFiles:
                 return f"{self._refs.interval:g}\n".encode()
             if name == "status":
                 return control.render_json(self.mount_status())
+            if name == "ops":
+                return control.render_operations(await history.operations(self._repo))
         view = node.view
         assert view is not None
         if name == "snapshot_id":
             return f"{view.snapshot_id}\n".encode()
         if name == "log":
-            return control.render_log(await self._repo.ancestry(view.snapshot_id))
+            metas = await self._repo.ancestry(view.snapshot_id)
+            return control.render_log([history.snapshot_doc(m) for m in metas])
+        if name == "diff":
+            return control.render_diff(await history.diff(self._repo, None, view.snapshot_id))
         if name == "status":
             return control.render_json(await self.view_status(view))
         if name in control.BRANCH_COMMANDS | control.REF_COMMANDS:
@@ -204,6 +320,8 @@ class ControlFiles:
             "last_error_at": refs.last_error_at,
             # what an unmount now would drop, by branch: scratch files, pending chunks
             "dropped_at_unmount": self._branches.leftovers(),
+            # by branch: when its uncommitted changes began (`icefs gc` spares them)
+            "uncommitted_since": self._branches.uncommitted_since(),
             # how Icechunk's calls reach trio (see `Bridge.run`)
             "icechunk_calls": "direct" if self._repo.bridge.direct else "loop thread",
         }
@@ -234,3 +352,18 @@ class ControlFiles:
         if view.kind == "branch":
             doc["tip_snapshot_id"] = self._refs.branches.get(view.ref)
         return doc
+
+
+def _request(data: bytes) -> dict[str, Any]:
+    """The JSON object *data* holds (an empty write asks the default question)."""
+    if len(data) > MAX_REQUEST:
+        raise InvalidInput(f"request larger than {MAX_REQUEST} bytes")
+    if not data.strip():
+        return {}
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise InvalidInput(f"not a JSON request: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("a request is a JSON object")
+    return doc

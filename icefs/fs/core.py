@@ -27,7 +27,7 @@ from icefs.errors import (
     NotSupported,
     ReadOnly,
 )
-from icefs.fs.handles import Buffered, Command, Listing
+from icefs.fs.handles import Buffered, Command, Listing, Query
 from icefs.fs.values import NodeKind, OpenReply
 
 if TYPE_CHECKING:
@@ -267,8 +267,8 @@ class IcefsCore:
 
     # -- files ---------------------------------------------------------------------------------
 
-    async def open(self, ino: int, flags: int) -> OpenReply:
-        """Open the file *ino* with the open(2) *flags*."""
+    async def open(self, ino: int, flags: int, uid: int | None = None) -> OpenReply:
+        """Open the file *ino* with the open(2) *flags*, for the user *uid*."""
         node = await self.namespace.node(ino)
         if node.is_dir:
             raise IsADirectory("/".join(node.path))
@@ -277,7 +277,7 @@ class IcefsCore:
             if writing or node.overlay is not None:
                 return await self.overlay.open(node, ino, flags, writing)
             return await self.reads.open(node, ino)
-        return await self.controls.open(node, ino, writing)
+        return await self.controls.open(node, ino, writing, uid)
 
     async def create(self, parent_ino: int, name: str, flags: int) -> tuple[OpenReply, Attr]:
         """Create the file *name* in *parent_ino* and open it."""
@@ -310,7 +310,10 @@ class IcefsCore:
 
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         """Read up to *size* bytes at *offset* from the open file *fh*."""
-        return await self.reads.read(self.handles.file(fh), offset, size)
+        handle = self.handles.file(fh)
+        if isinstance(handle, Query) and handle.answer is None:
+            await self.controls.ask(handle, b"")  # read before any request: the default one
+        return await self.reads.read(handle, offset, size)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         """Write *data* at *offset* to the open file *fh*."""
@@ -319,6 +322,8 @@ class IcefsCore:
             return self.overlay.write(handle, offset, data)
         if isinstance(handle, Command):
             return await self.controls.write(handle, data)
+        if isinstance(handle, Query):
+            return await self.controls.ask(handle, data)
         raise ReadOnly(f"{'/'.join(handle.node.path)} is read-only")
 
     async def flush(self, fh: int, *, sync: bool = False) -> None:

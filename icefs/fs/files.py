@@ -34,13 +34,16 @@ class JournalEntryLike(Protocol):
     @property
     def saved_ns(self) -> int: ...
 
+    @property
+    def since_ns(self) -> int: ...
+
 
 class SessionJournal(Protocol):
     """Where uncommitted sessions are saved (`icefs.daemon.journal.Journal`)."""
 
     enabled: bool
 
-    def save(self, branch: str, token: str, data: bytes) -> None: ...
+    def save(self, branch: str, token: str, data: bytes, since_ns: int) -> None: ...
 
     def drop(self, branch: str) -> None: ...
 

@@ -61,7 +61,7 @@ class _NoJournal:
 
     enabled = False
 
-    def save(self, branch: str, token: str, data: bytes) -> None:
+    def save(self, branch: str, token: str, data: bytes, since_ns: int) -> None:
         pass
 
     def drop(self, branch: str) -> None:
@@ -106,7 +106,12 @@ class Filesystem:
         prefetcher = Prefetcher(largest=WHOLE_FETCH_LIMIT)
         refs = RefTable(repo, refresh=options.refresh, read_only=options.read_only)
         branches = Branches(
-            repo, journal, refs, stats, decode_chunks=options.verify_chunks == "decode"
+            repo,
+            journal,
+            refs,
+            stats,
+            decode_chunks=options.verify_chunks == "decode",
+            mountpoint=options.mountpoint,
         )
         namespace = Namespace(repo, refs, branches, inodes, stats)
         listings = Listings(namespace, refs, branches)

@@ -4,8 +4,10 @@
   branch's committed file); fetched whole on first read when small.
 * `Buffered`: a file whose bytes live in the mount, in an `OverlayFile`: being
   written, a scratch file, or unlinked while open.
-* `Command`: a control file opened for writing (commit, discard, branch, tag,
-  refresh).
+* `Command`: a control file opened for writing (commit, discard, reset, branch,
+  tag, refresh).
+* `Query`: a query file (diff, log, ops) opened for writing: a JSON request
+  in, its JSON answer read back.
 * `Text`: a control file opened for reading, its text rendered at open.
 * `Listing`: a directory, its entries pinned at open.
 """
@@ -27,7 +29,16 @@ if TYPE_CHECKING:
     from icefs.fs.values import Node
     from icefs.store.tree import SnapshotTree
 
-__all__ = ["Buffered", "Command", "FileHandle", "HandleTable", "Listing", "Text", "TreeFile"]
+__all__ = [
+    "Buffered",
+    "Command",
+    "FileHandle",
+    "HandleTable",
+    "Listing",
+    "Query",
+    "Text",
+    "TreeFile",
+]
 
 
 @dataclass(slots=True)
@@ -54,8 +65,18 @@ class Buffered:
 class Command:
     node: Node
     ino: int
+    #: who opened it (a commit records them)
+    uid: int | None = None
     #: whether anything was written (a close with nothing written commits nothing)
     wrote: bool = False
+
+
+@dataclass(slots=True)
+class Query:
+    node: Node
+    ino: int
+    #: the JSON answer to the request written last (None: nothing asked yet)
+    answer: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -75,7 +96,7 @@ class Listing:
     replies: object = None
 
 
-FileHandle = TreeFile | Buffered | Command | Text
+FileHandle = TreeFile | Buffered | Command | Query | Text
 
 
 class HandleTable:

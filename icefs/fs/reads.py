@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from icefs.errors import Stale
-from icefs.fs.handles import Buffered, HandleTable, Text, TreeFile
+from icefs.fs.handles import Buffered, HandleTable, Query, Text, TreeFile
 from icefs.fs.values import NodeKind, OpenReply
 
 if TYPE_CHECKING:
@@ -92,6 +92,8 @@ class Reads:
             data = handle.overlay.spool.read(offset, size)
         elif isinstance(handle, Text):
             data = memoryview(handle.data)[offset : offset + size]
+        elif isinstance(handle, Query):
+            data = memoryview(handle.answer or b"")[offset : offset + size]
         elif isinstance(handle, TreeFile):
             data = await self._read_tree(handle, offset, size)
         else:

@@ -168,7 +168,7 @@ class RefTable:
     # -- changes made here --------------------------------------------------------------------
 
     def committed(self, branch: str, sid: str) -> None:
-        """*branch* now stands at *sid*, committed here (before any other task runs)."""
+        """*branch* now stands at *sid*, committed or reset here (before any other task runs)."""
         # The branch view must go from the session to the new tip, never back to the old
         # tip in between (a reader saw old chunks, or ENOENT for new ones).
         self.branches[branch] = sid
@@ -202,6 +202,18 @@ class RefTable:
         await self._repo.delete_tag(tag)
         self.tags.pop(tag, None)
         self._generation += 1
+
+    async def resolve(self, name: str) -> str:
+        """The snapshot id *name* stands for: a branch, else a tag, else a snapshot id."""
+        for known in (self.branches, self.tags):
+            if name in known:
+                return known[name]
+        with contextlib.suppress(NotFound, InvalidInput):
+            return (await self._repo.snapshot(name)).id
+        for lookup in (self._repo.lookup_branch, self._repo.lookup_tag):  # made elsewhere
+            with contextlib.suppress(NotFound, InvalidInput):
+                return await lookup(name)
+        raise NotFound(f"no branch, tag or snapshot {name!r}")
 
     async def tip(self, branch: str) -> str:
         """Where *branch* stands (the table, else the repository)."""

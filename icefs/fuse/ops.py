@@ -235,7 +235,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @_serve("open")
     async def open(self, inode: InodeT, flags: FlagT, ctx: RequestContext) -> FileInfo:
-        return _file_info(await self.core.open(int(inode), int(flags)))
+        return _file_info(await self.core.open(int(inode), int(flags), ctx.uid))
 
     @_serve("read")
     async def read(  # type: ignore[override]  # pyfuse3 takes any buffer: no copy

@@ -66,6 +66,10 @@ class RepoAdmin:
     def delete_tag(self, name: str) -> None:
         self._change(self._repo.delete_tag, name)
 
+    def reset_branch(self, name: str, snapshot_id: str, expected: str) -> None:
+        """Move branch *name* to *snapshot_id* if it still stands at *expected* (else `Busy`)."""
+        self._change(lambda: self._repo.reset_branch(name, snapshot_id, from_snapshot_id=expected))
+
     def log(self, snapshot_id: str) -> list[SnapshotMeta]:
         """Return the ancestry of *snapshot_id*, newest first."""
         return [snapshot_meta(i) for i in self._call(self._repo.ancestry, snapshot_id=snapshot_id)]

@@ -8,7 +8,7 @@ Ref changes hold the repository's `RefLock`.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from icefs.store.errors import translate
@@ -32,7 +32,7 @@ TOKEN_KEY: Final = "icefs_session"
 
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
-    """What icefs shows of a snapshot: id, parent, commit time (epoch ns) and message."""
+    """What icefs shows of a snapshot: id, parent, commit time (epoch ns), message, metadata."""
 
     id: str
     parent_id: str | None
@@ -40,15 +40,20 @@ class SnapshotMeta:
     message: str
     #: the `BranchWriter.token` of the session that made it (icefs commits only)
     token: str = ""
+    #: the commit's metadata, without the token and Icechunk's own keys
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 def snapshot_meta(info: Any) -> SnapshotMeta:
+    metadata = dict(info.metadata or {})
+    token = metadata.pop(TOKEN_KEY, "")
     return SnapshotMeta(
         id=info.id,
         parent_id=info.parent_id,
         written_ns=int(info.written_at.timestamp() * 1_000_000_000),
         message=info.message,
-        token=str((info.metadata or {}).get(TOKEN_KEY, "")),
+        token=str(token),
+        metadata={k: v for k, v in metadata.items() if not k.startswith("__")},
     )
 
 
@@ -143,6 +148,13 @@ class Repo:
 
     async def delete_tag(self, tag: str) -> None:
         await self.call(self._locked, self._repo.delete_tag, tag)
+
+    async def reset_branch(self, branch: str, snapshot_id: str, expected: str) -> None:
+        """Move *branch* to *snapshot_id*, if it still stands at *expected* (else `Busy`)."""
+        await self.call(
+            self._locked,
+            lambda: self._repo.reset_branch(branch, snapshot_id, from_snapshot_id=expected),
+        )
 
     async def reader(self, snapshot_id: str) -> SnapshotReader:
         """Return a (cached) `SnapshotReader` for *snapshot_id*."""

@@ -8,6 +8,7 @@ the same changes commit again.  Every call goes through the `Bridge`.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -72,6 +73,9 @@ class BranchWriter:
         self.token = uuid.uuid4().hex
         #: True once a store or delete succeeded (a cheap, lock-free `has_changes`).
         self.touched = False
+        #: when the first store or delete was made (epoch ns; 0: none yet): the session's
+        #: chunks are no older, which is what garbage collection must spare
+        self.since_ns = 0
 
     async def set(self, key: str, data: bytes | memoryview | Any) -> None:
         """Store *data* (bytes-like) at *key*; `InvalidInput`, `NotFound` or `StorageFailure`."""
@@ -80,7 +84,12 @@ class BranchWriter:
                 await self._repo.bridge.run(self._raw.set, key, data)
         except Exception as exc:
             raise translate(exc) from exc
-        self.touched = True
+        self._touch()
+
+    def _touch(self) -> None:
+        if not self.touched:
+            self.since_ns = time.time_ns()
+            self.touched = True
 
     async def delete(self, key: str) -> None:
         """Delete *key* (a node's ``zarr.json`` deletes the node and everything below)."""
@@ -89,7 +98,7 @@ class BranchWriter:
                 await self._repo.bridge.run(self._raw.delete, key)
         except Exception as exc:
             raise translate(exc) from exc
-        self.touched = True
+        self._touch()
 
     def _counts_sync(self) -> ChangeCounts:
         diff = self._session.status()
@@ -134,7 +143,7 @@ class BranchWriter:
         self.reader = SessionReader(session, self._repo.bridge)
         self._raw = self.reader._raw
 
-    def _commit_sync(self, message: str) -> str:
+    def _commit_sync(self, message: str, metadata: dict[str, Any]) -> str:
         """Commit, and return only once the branch has reached the new snapshot.
 
         On local disk a ref update is not conditional: a writer that does not take
@@ -148,11 +157,16 @@ class BranchWriter:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             with self._repo.lock.held():
                 saved = bytes(self._session._session.as_bytes())
-                sid: str = self._session.commit(
-                    message,
-                    metadata={TOKEN_KEY: self.token},
-                    rebase_with=icechunk.ConflictDetector(),
-                )
+                try:
+                    sid: str = self._session.commit(
+                        message,
+                        metadata={**metadata, TOKEN_KEY: self.token},
+                        rebase_with=icechunk.ConflictDetector(),
+                    )
+                except icechunk.InternalError:  # how a rebase off the history ends
+                    self._adopt(_session_from_bytes(saved))  # it may have half-run
+                    self._refuse_if_moved_off()
+                    raise
                 if landed(repository, self.branch, sid):
                     return sid
             log.warning(
@@ -170,14 +184,34 @@ class BranchWriter:
             "the changes stay uncommitted"
         )
 
-    async def commit(self, message: str) -> str:
-        """Commit with *message*, rebasing over changes made elsewhere when they do not overlap.
+    def _refuse_if_moved_off(self) -> None:
+        """Raise `Busy` if the branch no longer descends from this session's base.
+
+        That happens when the branch was reset elsewhere to an older or unrelated
+        snapshot; Icechunk cannot rebase onto it (it fails with an `InternalError`).
+        """
+        repository = self._repo.repository
+        tip = repository.lookup_branch(self.branch)
+        base = self._session.snapshot_id
+        if any(info.id == base for info in repository.ancestry(snapshot_id=tip)):
+            return
+        raise errors.Busy(
+            f"branch {self.branch} was moved to {tip} (a reset?), off the history this "
+            f"session started from ({base}): the changes stay uncommitted; discard them "
+            "or copy them elsewhere first"
+        )
+
+    async def commit(self, message: str, metadata: dict[str, Any] | None = None) -> str:
+        """Commit with *message* and *metadata*, rebasing over changes made elsewhere when
+        they do not overlap.
 
         Raises `Busy` (with the conflicts in its message) when they do.
         """
         try:
             async with self.reader.gate.hold(ALONE):
-                sid: str = await self._repo.bridge.run_sync(self._commit_sync, message)
+                sid: str = await self._repo.bridge.run_sync(
+                    self._commit_sync, message, metadata or {}
+                )
         except icechunk.RebaseFailedError as exc:
             conflicts = "; ".join(
                 f"{getattr(c, 'conflict_type', c)} at {getattr(c, 'path', '?')}"
@@ -205,7 +239,9 @@ def _session_from_bytes(data: bytes) -> icechunk.Session:
     return icechunk.Session(PySession.from_bytes(data))
 
 
-async def restore_writer(repo: Repo, branch: str, data: bytes, token: str) -> BranchWriter:
+async def restore_writer(
+    repo: Repo, branch: str, data: bytes, token: str, since_ns: int
+) -> BranchWriter:
     """Rebuild the writable session of *branch* from `BranchWriter.serialized` bytes.
 
     Raises `InvalidInput` for bytes that are not a writable session of *branch*.
@@ -216,4 +252,5 @@ async def restore_writer(repo: Repo, branch: str, data: bytes, token: str) -> Br
     writer = BranchWriter(repo, branch, session)
     writer.token = token
     writer.touched = True
+    writer.since_ns = since_ns
     return writer
