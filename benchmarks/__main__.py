@@ -1,6 +1,6 @@
 """Every benchmark row in one table: ``python -m benchmarks [--smoke] [--repeat N] [--dir DIR]``.
 
-Runs benchmarks/read.py, write.py, access.py and floor.py (each can also run alone, with
+Runs benchmarks/read.py, write.py, access.py, floor.py and virtual.py (each can also run alone, with
 more options) and prints one Markdown table: each measure, icefs, its baseline
 measured side by side in the same run, the ratio and the target, then the
 environment.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import access, floor, read, write
+from benchmarks import access, floor, read, virtual, write
 from benchmarks.common import Row, report, steady_memory
 
 
@@ -34,6 +34,7 @@ def main() -> int:
         rows += write.collect([*common, "--dir", f"{args.dir}/write"])[0]
         rows += access.collect([*common, "--dir", f"{args.dir}/access"])[0]
         rows += floor.collect([*common, "--dir", f"{args.dir}/floor"])[0]
+        rows += virtual.collect([*common, "--dir", f"{args.dir}/virtual"])[0]
     repeats = 1 if args.smoke else args.repeat
     report(
         f"icefs benchmarks ({repeats} repeats, min and median; "

@@ -8,6 +8,7 @@ Hierarchy::
      +-- IsADirectory           EISDIR
      +-- ReadOnly               EROFS    a write on a tag, a snapshot or a --read-only mount
      +-- PermissionDenied       EACCES   e.g. opening a read-only control file for writing
+     |    +-- NotAuthorized               a virtual chunk container not authorized
      +-- NotPermitted           EPERM
      +-- InvalidInput           EINVAL   malformed control input, invalid name or content
      +-- NameTooLong            ENAMETOOLONG
@@ -58,6 +59,7 @@ __all__ = [
     "NameTooLong",
     "NoAttribute",
     "NotADirectory",
+    "NotAuthorized",
     "NotEmpty",
     "NotFound",
     "NotMounted",
@@ -104,6 +106,13 @@ class ReadOnly(IcefsError):
 
 class PermissionDenied(IcefsError):
     errno = _errno.EACCES
+
+
+class NotAuthorized(PermissionDenied):
+    """A virtual chunk container the mount was not given: the storage layer logs it once
+    per container, so each refused read is only a debug line."""
+
+    log_level = logging.DEBUG
 
 
 class NotPermitted(IcefsError):

@@ -307,6 +307,22 @@ _DECLARED: Final = (
         "compressed chunk with its array's codecs",
         choices=("frame", "decode"),
     ),
+    # -- virtual chunks (docs/virtual.md) -------------------------------------------------------
+    _mount(
+        "virtual",
+        "list",
+        [],
+        "authorize reading the virtual chunks under this container URL prefix; ACCESS is "
+        "anonymous, env (default for clouds) or static:KEYFILE (repeatable)",
+        metavar="PREFIX[=ACCESS]",
+    ),
+    _mount(
+        "allow_other_file_access",
+        "bool",
+        False,
+        "with -o allow_other, accept file:// containers: every user of the mount then "
+        "reads those files with the daemon's rights",
+    ),
     # -- FUSE ------------------------------------------------------------------------------------
     _mount(
         "options",

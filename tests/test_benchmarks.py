@@ -43,6 +43,7 @@ def test_benchmark_command_smoke(tmp_path):
         "(reference) the direct write + commit",
         "(floor) warm plain reads",
         "CPU-seconds per GiB",
+        "cold read of a virtual array",
     ):
         assert any(row in line for line in table), row
     assert "fio not installed" not in result.stdout, "bootstrap installs fio"

@@ -47,8 +47,15 @@ def parse_mount(argv: list[str]) -> argparse.Namespace:
 @pytest.mark.parametrize("s", [s for s in SETTINGS.values() if s.cli], ids=lambda s: s.name)
 def test_every_option_on_the_command_line(s):
     value = sample(s)
-    args = parse_mount(["r", "m", s.flag] if s.kind == "bool" else ["r", "m", s.flag, str(value)])
+    args = parse_mount(
+        ["r", "m", s.flag] if s.kind == "bool" else ["r", "m", s.flag, s.show(value)]
+    )
     assert getattr(args, s.name) == value
+
+
+def test_a_list_option_repeats():
+    args = parse_mount(["r", "m", "--virtual", "s3://a/", "--virtual", "file:///b/,s3://c/=env"])
+    assert args.virtual == ["s3://a/", "file:///b/", "s3://c/=env"]
 
 
 @pytest.mark.parametrize("s", [s for s in SETTINGS.values() if s.option], ids=lambda s: s.name)

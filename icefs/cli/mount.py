@@ -98,14 +98,16 @@ def launch(values: dict[str, Any], cli: dict[str, Any], config: dict[str, Any]) 
     from icefs.daemon import check_fuse, check_mountpoint, parse_fuse_options, start_background
 
     storage = storage_from_args(values["storage"], cli, config)
-    _, own = parse_fuse_options(values["options"])
+    passed, own = parse_fuse_options(values["options"])
     check_fuse()
     mountpoint = check_mountpoint(values["mountpoint"])
+    _check_virtual(values, passed)
     if storage.kind == "local" and values["mode"] == "open" and not os.path.exists(storage.path):
         raise RepositoryError(
             f"no repository at {storage.path} (use --mode create or open_or_create to make one)"
         )
     daemon = dict(values, read_only=bool(values["read_only"]) or "ro" in own)
+    daemon["virtual"] = [_absolute_key_file(item) for item in values["virtual"]]
     for key in ("config", "cache_dir"):  # the daemon runs elsewhere: absolute paths
         if daemon[key]:
             daemon[key] = os.path.abspath(daemon[key])
@@ -120,6 +122,21 @@ def launch(values: dict[str, Any], cli: dict[str, Any], config: dict[str, Any]) 
         argv, values["log_file"] or default_log_file(mountpoint), env=spec_to_env(storage)
     )
     return mountpoint
+
+
+def _check_virtual(values: dict[str, Any], fuse_options: tuple[str, ...]) -> None:
+    """Refuse bad ``--virtual`` items before the daemon starts (the daemon checks again)."""
+    from icefs.store.virtual import check_allow_other, parse_grants
+
+    grants = parse_grants(values["virtual"])
+    allow_other = "allow_other" in fuse_options
+    check_allow_other(grants, allow_other, bool(values["allow_other_file_access"]))
+
+
+def _absolute_key_file(item: str) -> str:
+    """*item* with its ``static:`` key file made absolute (the daemon runs elsewhere)."""
+    head, sep, path = item.rpartition("=static:")
+    return f"{head}{sep}{os.path.abspath(path)}" if sep and path else item
 
 
 def serve(values: dict[str, Any], cli: dict[str, Any], config: dict[str, Any]) -> int:
@@ -150,6 +167,8 @@ def serve(values: dict[str, Any], cli: dict[str, Any], config: dict[str, Any]) -
         journal_interval=values["journal_interval"],
         verify_chunks=values["verify_chunks"],
         config_file=os.path.abspath(values["config"]) if values["config"] else "",
+        virtual=tuple(values["virtual"]),
+        allow_other_file_access=bool(values["allow_other_file_access"]),
     )
     ok = run_daemon(mount_config, Reporter(values["ready_fd"]))
     return ExitCode.OK if ok else ExitCode.CONFLICT

@@ -26,6 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser | Any, group: str) -> None:
                 *names, dest=s.name, action="store_true", default=None, help=helptext
             )
             continue
+        if s.kind == "list":  # repeatable, and each may hold several, comma-separated
+            parser.add_argument(
+                *names,
+                dest=s.name,
+                type=_argparse_type(s),
+                action="extend",
+                default=None,
+                metavar=s.metavar or None,
+                help=helptext,
+            )
+            continue
         parser.add_argument(
             *names,
             dest=s.name,

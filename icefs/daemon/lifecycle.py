@@ -61,6 +61,9 @@ class MountConfig:
     verify_chunks: str = SETTINGS["verify_chunks"].default
     #: False (``-o noxattr``): no extended attributes at all, for fast `ls -l` of huge trees
     xattrs: bool = True
+    #: ``--virtual`` items: the virtual chunk containers authorized
+    virtual: tuple[str, ...] = ()
+    allow_other_file_access: bool = False
     #: The --config file, re-read on SIGHUP for what can change while mounted.
     config_file: str = ""
 
@@ -77,6 +80,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
     from icefs.fs import Filesystem, MountOptions, default_cache_dir
     from icefs.fuse.kernel import KernelCaches
     from icefs.fuse.ops import FuseOperations
+    from icefs.store import virtual
     from icefs.store.bridge import Bridge
     from icefs.store.open import configure_icechunk_logs, make_storage, open_repository, ref_lock
     from icefs.store.repo import Repo
@@ -84,7 +88,14 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
     try:
         check_fuse()
         mountpoint = check_mountpoint(config.mountpoint)
-        repository = open_repository(config.storage, config.mode)
+        grants = virtual.parse_grants(config.virtual)
+        virtual.check_allow_other(
+            grants, "allow_other" in config.fuse_options, config.allow_other_file_access
+        )
+        repository = open_repository(
+            config.storage, config.mode, virtual.authorization(grants) or None
+        )
+        containers = virtual.containers(repository, grants)
     except SetupError as err:
         reporter.error(err)
         notify(f"STATUS=failed: {err.message}")
@@ -94,6 +105,13 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
     # reaches the log once, without adding to the one line a failed start prints.
     configure_icechunk_logs(getattr(logging, config.log_level.upper()), routed=True)
     make_storage(config.storage)
+    for c in containers:
+        log.info(
+            "virtual chunk container %s (%s): %s",
+            c["prefix"],
+            c["store"],
+            f"authorized ({c['access']})" if c["authorized"] else "not authorized (--virtual)",
+        )
     bridge = Bridge()
     repo = Repo(repository, bridge, config.storage.display(), ref_lock(config.storage))
     cache_dir = config.cache_dir or default_cache_dir()
@@ -116,6 +134,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
             cache_dir=cache_dir,
             default_branch=config.default_branch,
             verify_chunks=config.verify_chunks,
+            virtual_containers=tuple(containers),
         ),
         journal=journal,
         kernel=KernelCaches(),

@@ -22,12 +22,14 @@ if TYPE_CHECKING:
     from icefs.fs.refs import RefTable
     from icefs.fs.values import MountOptions, Node
 
-__all__ = ["XATTR_PREFIX", "Attributes"]
+__all__ = ["XATTR_LOCATION", "XATTR_PREFIX", "Attributes"]
 
 XATTR_SNAPSHOT: Final = "user.icefs.snapshot_id"
 XATTR_UNCOMMITTED: Final = "user.icefs.uncommitted"
 XATTR_REF: Final = "user.icefs.ref"
 XATTR_KIND: Final = "user.icefs.kind"
+#: on virtual chunk files: "<url> <offset> <length>" of the bytes it refers to
+XATTR_LOCATION: Final = "user.icefs.location"
 XATTR_PREFIX: Final = "user.icefs."
 
 

@@ -322,6 +322,7 @@ class ControlFiles:
             "dropped_at_unmount": self._branches.leftovers(),
             # by branch: when its uncommitted changes began (`icefs gc` spares them)
             "uncommitted_since": self._branches.uncommitted_since(),
+            "virtual_containers": list(self._options.virtual_containers),
             # how Icechunk's calls reach trio (see `Bridge.run`)
             "icechunk_calls": "direct" if self._repo.bridge.direct else "loop thread",
         }

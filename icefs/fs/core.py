@@ -27,6 +27,7 @@ from icefs.errors import (
     NotSupported,
     ReadOnly,
 )
+from icefs.fs.attrs import XATTR_LOCATION
 from icefs.fs.handles import Buffered, Command, Listing, Query
 from icefs.fs.values import NodeKind, OpenReply
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from icefs.fs.refs import RefTable
     from icefs.fs.stats import Stats
     from icefs.fs.values import Attr, AttrChange, Node, StatFs
+    from icefs.store.tree import SnapshotTree, TreeEntry
 
 __all__ = ["IcefsCore"]
 
@@ -173,14 +175,35 @@ class IcefsCore:
     async def getxattr(self, ino: int, name: str) -> bytes:
         """Return the extended attribute *name* of *ino*; `NoAttribute` if it has none."""
         self.attrs.check_xattr_name(name)  # answered without resolving the path
-        values = self.attrs.xattrs(await self.namespace.node(ino))
+        node = await self.namespace.node(ino)
+        if name == XATTR_LOCATION:
+            chunk = await self._stored_chunk(node)
+            where = await chunk[0].chunk_location(chunk[1]) if chunk else None
+            if where is None:
+                raise NoAttribute(name)
+            return where.render().encode()
+        values = self.attrs.xattrs(node)
         if name not in values:
             raise NoAttribute(name)
         return values[name]
 
     async def listxattr(self, ino: int) -> list[str]:
         """Return the names of the extended attributes of *ino*."""
-        return sorted(self.attrs.xattrs(await self.namespace.node(ino)))
+        node = await self.namespace.node(ino)
+        names = sorted(self.attrs.xattrs(node))
+        chunk = await self._stored_chunk(node)
+        if chunk and await chunk[0].is_virtual(chunk[1]):
+            names.append(XATTR_LOCATION)
+        return names
+
+    async def _stored_chunk(self, node: Node) -> tuple[SnapshotTree, TreeEntry] | None:
+        """The tree and entry of *node* if it is a stored chunk file (not being written)."""
+        entry = node.entry
+        if node.kind is not NodeKind.TREE_FILE or entry is None or entry.array is None:
+            return None
+        if node.overlay is not None or node.view is None:
+            return None
+        return await self.namespace.tree_for(node.view), entry
 
     async def refuse_write(self, ino: int, op: str) -> None:
         """Answer *op* on or below *ino*, which icefs never supports.

@@ -19,7 +19,7 @@ import enum
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from icefs.settings import SETTINGS
 from icefs.store.tree import DirPos
@@ -121,6 +121,8 @@ class MountOptions:
     default_branch: str = SETTINGS["default_branch"].default
     #: "decode": compressed chunks are decoded with their array's codecs before storing
     verify_chunks: str = SETTINGS["verify_chunks"].default
+    #: the virtual chunk containers the repository declares: prefix, store, authorized, access
+    virtual_containers: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(slots=True)  # not frozen: cheaper to build, and readdir builds one per entry

@@ -17,6 +17,7 @@ from typing import Final
 import icechunk
 
 from icefs import errors
+from icefs.store.virtual import authorize_hint, unauthorized_prefix
 
 __all__ = ["first_line", "translate"]
 
@@ -49,6 +50,22 @@ _OS_ERRORS: Final = {
 }
 
 
+#: The virtual chunk containers a read was refused for: each is logged once.
+_refused_containers: set[str] = set()
+
+
+def _unauthorized(prefix: str) -> errors.NotAuthorized:
+    """EACCES for a read of a virtual chunk in the container *prefix*, not authorized."""
+    message = (
+        f"virtual chunk container {prefix} is not authorized: mount with "
+        f"{authorize_hint(prefix)} to read it (docs/virtual.md)"
+    )
+    if prefix not in _refused_containers:
+        _refused_containers.add(prefix)
+        log.warning("%s", message)
+    return errors.NotAuthorized(message)
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of *exc*'s message (Icechunk adds pages of context below it)."""
     text = str(exc).strip()
@@ -63,6 +80,10 @@ def translate(exc: BaseException) -> errors.IcefsError:
     if isinstance(exc, errors.IcefsError):
         return exc
     message = first_line(exc)
+    if isinstance(exc, icechunk.InvalidInputError):
+        prefix = unauthorized_prefix(message)
+        if prefix is not None:
+            return _unauthorized(prefix)
     for source, target in _TABLE:
         if isinstance(exc, source):
             if source is icechunk.InternalError:  # a bug of Icechunk's, said to be one

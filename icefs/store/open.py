@@ -158,8 +158,11 @@ def _within(deadline: float, what: str, fn: Any, *args: Any, **kwargs: Any) -> A
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def open_repository(spec: StorageSpec, mode: str) -> icechunk.Repository:
-    """Open the repository at *spec* in *mode* ('open', 'create' or 'open_or_create').
+def open_repository(
+    spec: StorageSpec, mode: str, authorize: dict[str, Any] | None = None
+) -> icechunk.Repository:
+    """Open the repository at *spec* in *mode* ('open', 'create' or 'open_or_create'),
+    with the virtual chunk containers *authorize* names authorized (`icefs.store.virtual`).
 
     ``memory://`` always starts empty, so every mode creates it.  Cloud storage
     is reached within a bounded time (its timeouts and retries).  Raises
@@ -167,7 +170,9 @@ def open_repository(spec: StorageSpec, mode: str) -> icechunk.Repository:
     reason, secrets removed, when the repository cannot be had.
     """
     if spec.kind == "memory":
-        return icechunk.Repository.create(icechunk.in_memory_storage())
+        return icechunk.Repository.create(
+            icechunk.in_memory_storage(), authorize_virtual_chunk_access=authorize
+        )
     if spec.kind == "local":
         _check_local(spec.path, mode)
     where = spec.display()
@@ -197,7 +202,12 @@ def open_repository(spec: StorageSpec, mode: str) -> icechunk.Repository:
             raise UsageError(f"unknown mode {mode!r}")
         action = icechunk.Repository.open if exists else icechunk.Repository.create
         result: icechunk.Repository = _within(
-            deadline, f"cannot open {where}", action, storage, config
+            deadline,
+            f"cannot open {where}",
+            action,
+            storage,
+            config,
+            authorize_virtual_chunk_access=authorize,
         )
         return result
     except icechunk.IcechunkError as exc:

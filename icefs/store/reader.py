@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import icechunk
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from icefs.store.bridge import Bridge
 
-__all__ = ["ChunkIndex", "SessionReader", "SnapshotReader", "direct_probe"]
+__all__ = ["ChunkIndex", "SessionReader", "SnapshotReader", "VirtualLocation", "direct_probe"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,24 @@ class ChunkIndex:
     inline: dict[tuple[int, ...], bytes]
     #: For each coordinate prefix shorter than ndim, the sorted next coordinates below it.
     children: dict[tuple[int, ...], list[int]]
+    #: The chunks that are references into other files (`SnapshotReader.chunk_location`).
+    virtual: frozenset[tuple[int, ...]] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualLocation:
+    """Where a virtual chunk's bytes are: *length* bytes at *offset* of *url*."""
+
+    url: str
+    offset: int
+    length: int
+
+    def render(self) -> str:
+        return f"{self.url} {self.offset} {self.length}"
+
+
+#: `icechunk.ChunkType.virtual`, as ``array_chunk_iterator`` gives chunk kinds.
+_VIRTUAL: Final = 2
 
 
 def _byte_range(start: int | None, end: int | None) -> tuple[int | None, int | None]:
@@ -124,10 +142,14 @@ class SnapshotReader:
             "Iterable[tuple[Any, Any, Any, Any, Any, dict[int, bytes]]]",
             self._store.array_chunk_iterator(array_path),
         )
-        for coords, _kinds, _paths, _offsets, lens, inlined in batches:
+        virtual: set[tuple[int, ...]] = set()
+        for coords, kinds, _paths, _offsets, lens, inlined in batches:
             keys = [tuple(int(c) for c in row) for row in coords.tolist()]
             for i, key in enumerate(keys):
                 lengths[key] = int(lens[i])
+            for i, kind in enumerate(kinds.tolist()):
+                if kind == _VIRTUAL:
+                    virtual.add(keys[i])
             for i, data in inlined.items():
                 inline[keys[i]] = data
         below: dict[tuple[int, ...], set[int]] = {}
@@ -137,7 +159,31 @@ class SnapshotReader:
             for depth in range(ndim):
                 below.setdefault(key[:depth], set()).add(key[depth])
         children = {prefix: sorted(nxt) for prefix, nxt in below.items()}
-        return ChunkIndex(ndim, lengths, inline, children)
+        return ChunkIndex(ndim, lengths, inline, children, frozenset(virtual))
+
+    def _location_sync(self, array_path: str, coords: tuple[int, ...]) -> VirtualLocation | None:
+        batches = cast(
+            "Iterable[tuple[Any, Any, Any, Any, Any, Any]]",
+            self._store.array_chunk_iterator(array_path),
+        )
+        for rows, kinds, paths, offsets, lens, _ in batches:
+            for i, row in enumerate(rows.tolist()):
+                if tuple(row) == coords:
+                    if int(kinds[i]) != _VIRTUAL:
+                        return None
+                    return VirtualLocation(str(paths[i]), int(offsets[i]), int(lens[i]))
+        return None
+
+    async def chunk_location(
+        self, array_path: str, coords: tuple[int, ...]
+    ) -> VirtualLocation | None:
+        """Where the chunk *coords* of *array_path* points, if it is virtual (a pass over
+        the array's manifest: for debugging, not for every read)."""
+        try:
+            async with self._using():
+                return await self._bridge.run_sync(self._location_sync, array_path, coords)
+        except Exception as exc:
+            raise translate(exc) from exc
 
     async def chunk_index(self, array_path: str, ndim: int) -> ChunkIndex:
         """Return the `ChunkIndex` of the array at *array_path* (one pass over its manifest)."""

@@ -25,7 +25,7 @@ from icefs.paths import METADATA_NAME, join_key
 if TYPE_CHECKING:
     from collections.abc import Buffer
 
-    from icefs.store.reader import ChunkIndex, SnapshotReader
+    from icefs.store.reader import ChunkIndex, SnapshotReader, VirtualLocation
     from icefs.store.validate import ChunkCheck
 
 __all__ = ["DirPos", "KeyClass", "SnapshotTree", "TreeEntry"]
@@ -170,6 +170,19 @@ class SnapshotTree:
             if version == self._version:
                 self._chunks[array] = index
         return index
+
+    async def is_virtual(self, entry: TreeEntry) -> bool:
+        """Whether the chunk file *entry* is a virtual chunk (a reference into another file)."""
+        if entry.array is None:
+            return False
+        node = await self._node(entry.array)
+        return entry.coords in (await self._chunk_index(entry.array, node.ndim)).virtual
+
+    async def chunk_location(self, entry: TreeEntry) -> VirtualLocation | None:
+        """Where the chunk file *entry* points, if it is a virtual chunk; else None."""
+        if entry.array is None or not await self.is_virtual(entry):
+            return None
+        return await self.reader.chunk_location(entry.array, entry.coords)
 
     # -- resolution ---------------------------------------------------------------------------
 
