@@ -331,3 +331,54 @@ def test_a_bad_key_file_is_refused(s3_server, tmp_path):
     assert "access_key_id, secret_access_key, session_token" in result.stderr
     assert "hunter2-shh" not in result.stderr
     assert "AKIA-not-shown" not in result.stderr
+
+
+def test_grants_and_their_credentials(tmp_path):
+    """Each container kind gets Icechunk's credential of its kind; mistakes are refused."""
+    from icefs.errors import UsageError
+    from icefs.store.virtual import authorization, authorize_hint, parse_grants
+
+    keys = tmp_path / "s3keys"
+    keys.write_text("# comment\naccess_key_id = AK\nsecret_access_key = SK\n")
+    sas = tmp_path / "sas"
+    sas.write_text("sas_token = sv=1\n")
+    grants = parse_grants(
+        [
+            "s3://a/",
+            "s3://b/=anonymous",
+            f"s3://c/=static:{keys}",
+            "gs://d/=env",
+            f"az://acct/e/=static:{sas}",
+            "https://f.example/",
+            "file:///g/",
+        ]
+    )
+    assert [(g.kind, g.access) for g in grants] == [
+        ("s3", "env"),
+        ("s3", "anonymous"),
+        ("s3", "static"),
+        ("gcs", "env"),
+        ("azure", "static"),
+        ("http", ""),
+        ("local", ""),
+    ]
+    made = authorization(grants)
+    assert set(made) == {g.prefix for g in grants}
+    kinds = [type(made[g.prefix]).__qualname__ for g in grants]
+    assert kinds == [
+        *["Credentials.S3"] * 3,
+        "Credentials.Gcs",
+        "Credentials.Azure",
+        "Credentials.HttpAccess",
+        "Credentials.LocalFileSystemAccess",
+    ]
+    assert authorize_hint("s3://a/") == "--virtual s3://a/[=ACCESS]"
+    assert authorize_hint("file:///g/") == "--virtual file:///g/"
+    for bad in ("s3://a/,s3://a/", "ftp://x/", "https://f/=env", "nothing"):
+        with pytest.raises(UsageError):
+            parse_grants(bad.split(","))
+    (tmp_path / "two").write_text("access_key = k\nsas_token = t\n")
+    with pytest.raises(UsageError, match="exactly one of"):
+        authorization(parse_grants([f"az://acct/x/=static:{tmp_path / 'two'}"]))
+    with pytest.raises(UsageError, match="cannot read"):
+        authorization(parse_grants([f"s3://x/=static:{tmp_path / 'missing'}"]))
