@@ -23,13 +23,13 @@ filesystem (--many ready-made 1 KiB files): what any pyfuse3 filesystem pays.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -98,11 +98,9 @@ def read_files(files: list[Path], readers: int) -> int:
                 while block := f.read(1 << 20):
                     total[k] += len(block)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(readers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with concurrent.futures.ThreadPoolExecutor(readers) as pool:  # a failed read fails it
+        for done in [pool.submit(work, k) for k in range(readers)]:
+            done.result()
     return sum(total)
 
 
