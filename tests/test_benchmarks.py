@@ -44,6 +44,7 @@ def test_benchmark_command_smoke(tmp_path):
         "(floor) warm plain reads",
         "CPU-seconds per GiB",
         "cold read of a virtual array",
+        "(floor) both halves at once: the direct virtual read",
     ):
         assert any(row in line for line in table), row
     assert "fio not installed" not in result.stdout, "bootstrap installs fio"
