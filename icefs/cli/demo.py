@@ -31,11 +31,9 @@ def run_demo(directory: str, *, foreground: bool = False) -> int:
     """Build (once) the sample repository under *directory* and mount it at *directory*/mnt."""
     import logging
 
-    import icechunk
-
     from icefs.daemon import check_fuse, check_mountpoint, start_background
     from icefs.store.open import configure_icechunk_logs
-    from icefs.store.sample import build_sample, sample_storage
+    from icefs.store.sample import create_sample, sample_exists
 
     configure_icechunk_logs(logging.INFO)
     base = os.path.abspath(directory)
@@ -43,14 +41,13 @@ def run_demo(directory: str, *, foreground: bool = False) -> int:
     check_fuse()
     os.makedirs(mnt, exist_ok=True)
     mnt = check_mountpoint(mnt)
-    storage = sample_storage(repo_path)
-    if icechunk.Repository.exists(storage):
+    if sample_exists(repo_path):
         print(f"icefs demo: reusing the sample repository at {repo_path}")
     elif os.path.exists(repo_path) and os.listdir(repo_path):
         raise RepositoryError(f"{repo_path} exists and is not a repository")
     else:
         print(f"icefs demo: building the sample repository at {repo_path}")
-        build_sample(icechunk.Repository.create(storage), progress=lambda m: print("  " + m))
+        create_sample(repo_path, lambda m: print("  " + m))
     if foreground:
         from icefs.cli.main import main
 

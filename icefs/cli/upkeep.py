@@ -294,13 +294,11 @@ def _collect(
 ) -> GarbageSummary:
     """Collect garbage; with *lines* not None, show its phases on stderr (one line per
     phase if *lines*, else a status line redrawn in place)."""
-    from icefs.store.upkeep import collect_garbage
+    from icefs.store.rustlog import route_stderr
+    from icefs.store.upkeep import collect_garbage, log_gc_phases
 
     if lines is None:
         return collect_garbage(repository, cutoff, dry_run=dry_run)
-    import icechunk
-
-    from icefs.store.rustlog import route_stderr
 
     # Icechunk logs to descriptor 2: while it runs, that leads into `logging`, where
     # the progress handler reads the phases; the terminal is reached through *out*.
@@ -313,12 +311,12 @@ def _collect(
     icechunk_log.addHandler(progress)
     icechunk_log.setLevel(logging.INFO)
     root.addHandler(others)
-    icechunk.set_logs_filter("error,icechunk::ops=info")
+    log_gc_phases(True)
     progress.show("starting")
     try:
         return collect_garbage(repository, cutoff, dry_run=dry_run)
     finally:
-        icechunk.set_logs_filter("error")
+        log_gc_phases(False)
         time.sleep(0.2)  # the router thread hands over the last lines
         os.dup2(out.fileno(), 2)  # descriptor 2 is the terminal again; the router ends
         icechunk_log.removeHandler(progress)

@@ -112,3 +112,13 @@ def build_sample(
     third = session.commit("experiment: add humidity")
     progress(f"committed {third} on branch experiment")
     return {"v1.0": first, "main": second, "experiment": third}
+
+
+def sample_exists(path: str) -> bool:
+    """Whether an Icechunk repository is at *path* (the demo reuses it)."""
+    return bool(icechunk.Repository.exists(sample_storage(path)))
+
+
+def create_sample(path: str, progress: Callable[[str], None]) -> None:
+    """Create the sample repository at *path*, saying each step to *progress*."""
+    build_sample(icechunk.Repository.create(sample_storage(path)), progress=progress)

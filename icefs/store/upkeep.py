@@ -29,7 +29,14 @@ if TYPE_CHECKING:
 
     from icefs.store.reflock import RefLock
 
-__all__ = ["GC_PHASES", "GarbageSummary", "collect_garbage", "expire", "expire_plan"]
+__all__ = [
+    "GC_PHASES",
+    "GarbageSummary",
+    "collect_garbage",
+    "expire",
+    "expire_plan",
+    "log_gc_phases",
+]
 
 #: The phases of Icechunk's garbage collection, as the first words of the INFO line it
 #: logs when each begins (target ``icechunk::ops::gc``/``walker``), and what we call them.
@@ -42,6 +49,13 @@ GC_PHASES: Final = (
     ("Deleting manifests", "deleting manifests"),
     ("Deleting chunks", "deleting chunks"),
 )
+
+
+def log_gc_phases(on: bool) -> None:
+    """Make Icechunk log (*on*) or not the INFO lines `GC_PHASES` come from."""
+    import icechunk
+
+    icechunk.set_logs_filter("error,icechunk::ops=info" if on else "error")
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
