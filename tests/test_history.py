@@ -286,11 +286,11 @@ def test_commit_metadata_and_log(backend, mount_factory):
     assert meta["committed_by"]
     assert meta["icefs_version"]
 
-    # JSON straight into the control file; reserved keys and bad JSON are refused
+    # JSON straight into the control file; reserved keys and bad requests are refused
     zarr.open_array(str(main / "a"), mode="r+")[0, 0] = 4
     for bad in (
         '{"message": "x", "metadata": {"host": "elsewhere"}}',
-        "{not json",
+        '{"message": "x", "extra": 1}',
         '{"message": ""}',
     ):
         with pytest.raises(OSError) as err:
@@ -446,3 +446,25 @@ def test_gc_on_s3_frees_what_no_ref_reaches(s3_server, tmp_path):
     assert all_values(backend.repository()) == before
     with pytest.raises(icechunk.IcechunkError):
         backend.repository().lookup_snapshot(ids["second"])
+
+
+def test_a_commit_request_is_json_only_when_it_says_so():
+    """Text that merely starts with "{" is a message; a JSON object with "message" is a
+    request, checked (found by the long model run: '{' messages were refused)."""
+    from icefs.errors import InvalidInput
+    from icefs.fs.commitinfo import parse_request
+
+    assert parse_request(b"{fix} units").message == "{fix} units"
+    assert parse_request(b'{"a": 1}').message == '{"a": 1}'
+    assert parse_request(b"[1, 2]\n").message == "[1, 2]"
+    request = parse_request(b'{"message": "m", "metadata": {"ticket": "T-1"}}')
+    assert (request.message, request.metadata) == ("m", {"ticket": "T-1"})
+    for bad in (
+        b'{"message": "m", "other": 1}',
+        b'{"message": ""}',
+        b'{"message": "m", "metadata": []}',
+        b'{"message": "m", "metadata": {"host": "x"}}',
+        b"   ",
+    ):
+        with pytest.raises(InvalidInput):
+            parse_request(bad)

@@ -1,10 +1,11 @@
 """What a commit records: its message, the user's metadata, and who and where made it.
 
 The bytes written to ``<branch>/.icefs/commit`` are either the message itself,
-or, when they start with ``{``, a JSON object::
+or a JSON object with a ``message`` key::
 
     {"message": "...", "metadata": {"key": value, ...}}
 
+Anything else, text starting with ``{`` included, is a plain message.
 (``icefs commit -m MSG --meta KEY=VALUE`` writes that form).  One write carries
 both, so nothing else can slip between the metadata and its commit.  Every
 commit made through icefs also records `SIGNATURE_KEYS`: the user who wrote the
@@ -38,6 +39,17 @@ class CommitRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def _json_object(text: str) -> dict[str, Any] | None:
+    """*text* as a JSON object, if it is one."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def parse_request(data: bytes) -> CommitRequest:
     """The commit *data* asks for; `InvalidInput` naming what is wrong with it."""
     if len(data) > MAX_COMMIT_REQUEST:
@@ -46,17 +58,12 @@ def parse_request(data: bytes) -> CommitRequest:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("the commit message is not UTF-8 text") from None
-    if not text.lstrip().startswith("{"):
+    doc = _json_object(text)
+    if doc is None or "message" not in doc:  # plain text, even if it starts with "{"
         if not text.strip():
             raise InvalidInput("empty commit message")
         return CommitRequest(text.strip())
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise InvalidInput(
-            f"a commit request starting with '{{' is read as JSON, and this is not: {exc}"
-        ) from None
-    if not isinstance(doc, dict) or set(doc) - {"message", "metadata"}:
+    if set(doc) - {"message", "metadata"}:
         raise InvalidInput('a JSON commit request has only "message" and "metadata"')
     message, metadata = doc.get("message"), doc.get("metadata", {})
     if not isinstance(message, str) or not message.strip():
