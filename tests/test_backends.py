@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from urllib.parse import unquote
@@ -15,18 +14,12 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from tests.helpers import run_icefs
 from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, clean_env
 
 
 def icefs(*args, env=None, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "icefs", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=env or clean_env(),
-    )
+    return run_icefs(*args, timeout=timeout, env=env or clean_env())
 
 
 def unique(name):

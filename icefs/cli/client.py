@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from icefs.cli.exits import ExitCode, QuietError, exit_code
 from icefs.paths import CONTROL_DIR
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["ask", "commit", "discard", "find_ref_root", "read_status", "write_control"]
 
@@ -45,17 +48,25 @@ def find_ref_root(path: str) -> str:
 
     Raises `QuietError` (NOT_MOUNTED) when *path* is not inside an icefs ref view.
     """
+    return find_up(
+        path,
+        lambda d: os.path.exists(os.path.join(d, CONTROL_DIR, "snapshot_id")),
+        f"{path} is not inside a branch, tag or snapshot of an icefs mount",
+    )
+
+
+def find_up(path: str, found: Callable[[str], bool], missing: str) -> str:
+    """The nearest directory at or above *path* for which *found* holds.
+
+    Raises `QuietError` (NOT_MOUNTED) with *missing* when none does.
+    """
     current = os.path.abspath(path)
-    while True:
-        if os.path.exists(os.path.join(current, CONTROL_DIR, "snapshot_id")):
-            return current
+    while not found(current):
         parent = os.path.dirname(current)
         if parent == current:
-            raise QuietError(
-                f"{path} is not inside a branch, tag or snapshot of an icefs mount",
-                ExitCode.NOT_MOUNTED,
-            )
+            raise QuietError(missing, ExitCode.NOT_MOUNTED)
         current = parent
+    return current
 
 
 def read_status(path: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any
 
-from icefs.cli.client import ask, write_control
+from icefs.cli.client import ask, find_up, write_control
 from icefs.cli.exits import ExitCode, QuietError, exit_code
 from icefs.paths import CONTROL_DIR, name_to_ref, ref_to_name
 
@@ -31,19 +31,14 @@ class MountRefs:
     """Ref operations through a mounted icefs, found from any *path* inside it."""
 
     def __init__(self, path: str) -> None:
-        current = os.path.abspath(path)
-        while not (
-            os.path.isfile(os.path.join(current, CONTROL_DIR, "pid"))
-            and os.path.isdir(os.path.join(current, "branches"))
-        ):
-            parent = os.path.dirname(current)
-            if parent == current:
-                raise QuietError(
-                    f"{path} is not inside an icefs mount (use --repo STORAGE)",
-                    ExitCode.NOT_MOUNTED,
-                )
-            current = parent
-        self.root = current
+        self.root = find_up(
+            path,
+            lambda d: (
+                os.path.isfile(os.path.join(d, CONTROL_DIR, "pid"))
+                and os.path.isdir(os.path.join(d, "branches"))
+            ),
+            f"{path} is not inside an icefs mount (use --repo STORAGE)",
+        )
 
     def _fail(self, what: str, exc: OSError, where: str = "") -> QuietError:
         """The error for *exc*, with the reason from the ``status`` of *where* (a ref
