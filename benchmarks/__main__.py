@@ -1,5 +1,9 @@
 """Every benchmark row in one table: ``python -m benchmarks [--smoke] [--repeat N] [--dir DIR]``.
 
+``python -m benchmarks --cloud [--delays 20,50]`` runs benchmarks/cloud.py instead:
+icefs and its baselines on the loopback S3 server behind a proxy that adds
+latency to every request.
+
 Runs benchmarks/read.py, write.py, access.py, floor.py and virtual.py (each can also run alone, with
 more options) and prints one Markdown table: each measure, icefs, its baseline
 measured side by side in the same run, the ratio and the target, then the
@@ -15,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import access, floor, read, virtual, write
+from benchmarks import access, cloud, floor, read, virtual, write
 from benchmarks.common import Row, report, steady_memory
 
 
@@ -24,8 +28,13 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny data, one repeat (CI)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", default="bench-data", help="where datasets are built and kept")
+    parser.add_argument("--cloud", action="store_true", help="object storage with latency")
+    parser.add_argument("--delays", default=None, help="with --cloud: ms per request, e.g. 20,50")
     args = parser.parse_args()
     common = ["--repeat", str(args.repeat), *(["--smoke"] if args.smoke else [])]
+    if args.cloud:
+        delays = ["--delays", args.delays] if args.delays else []
+        return cloud.main([*common, *delays, "--dir", f"{args.dir}/cloud"])
     started = time.perf_counter()
     rows: list[Row] = []
     with steady_memory(0.25 if args.smoke else 8.0):

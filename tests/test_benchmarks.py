@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,78 @@ def test_steady_memory_restores_the_knobs(tmp_path, monkeypatch):
         assert "held off" in common.environment()[-1]
     assert (knobs / "min_free_ms").read_text() == "0"
     assert (knobs / "max_waiting_mib").read_text() == "1024"
+
+
+def test_latency_proxy_counts_requests_by_kind(s3_server):
+    """benchmarks/proxy.py forwards every request and counts it by kind, with bytes."""
+    from benchmarks.proxy import Proxy, kind
+
+    assert kind("GET", "/bucket?list-type=2&prefix=a") == "LIST"
+    assert kind("GET", "/bucket/") == "LIST"
+    assert kind("GET", "/bucket/repo/chunks/X") == "GET"
+    bucket = s3_server.create_bucket("proxy-counts")
+    with Proxy(s3_server.endpoint, 0) as proxy:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=proxy.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=s3_server.key_id,
+            aws_secret_access_key=s3_server.secret,
+        )
+        client.put_object(Bucket=bucket, Key="a/one", Body=b"x" * 1000)
+        assert client.get_object(Bucket=bucket, Key="a/one")["Body"].read() == b"x" * 1000
+        client.head_object(Bucket=bucket, Key="a/one")
+        assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]] == ["a/one"]
+        counts = proxy.counts()
+        assert {k: v["requests"] for k, v in counts.items()} == {
+            "GET": 1,
+            "HEAD": 1,
+            "LIST": 1,
+            "PUT": 1,
+        }
+        assert counts["PUT"]["sent"] == 1000
+        assert counts["GET"]["received"] == 1000
+        proxy.set_delay(5)
+        proxy.reset()
+        assert proxy.counts() == {}
+        client.get_object(Bucket=bucket, Key="a/one")
+        assert proxy.counts()["GET"]["requests"] == 1
+
+
+@pytest.mark.fuse
+def test_cloud_benchmark_smoke(tmp_path):
+    """``python -m benchmarks --cloud --smoke`` prints every row with its request counts,
+    and walking a tag's chunk directories makes no request per chunk file."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--cloud", "--smoke", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    for row in (
+        "20 ms per request",
+        "cold read 8 MiB",
+        "cold cp -r",
+        "cold fio",
+        "time to first byte",
+        "find over 400 chunks",
+        "ls -lR over 400 chunks",
+        "write 8 MiB with zarr + commit",
+        "commit of 200 changed",
+        "daemon RSS writing",
+    ):
+        assert any(row in line for line in table), row
+    assert sum("requests (last repeat)" in line for line in table) == 7
+    [line] = [x for x in result.stderr.splitlines() if x.startswith('{"delay"')]
+    counts = json.loads(line)["counts"]
+    for walk in ("find cold", "ls -lR cold"):
+        made = sum(c["requests"] for c in counts[walk].values())
+        assert 0 < made < 20, (walk, counts[walk])  # 400 chunk files, a handful of gets
+    assert counts["find warm"] == {}
+    assert counts["icefs read"]["GET"]["received"] >= 8 << 20
