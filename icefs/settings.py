@@ -248,6 +248,14 @@ _DECLARED: Final = (
         minimum=0,
         metavar="KiB",
     ),
+    _mount(
+        "read_ahead_memory",
+        "size",
+        256 << 20,
+        "RAM for chunks fetched ahead of programs reading chunk files in order, for the "
+        "whole mount (0: no read-ahead across files)",
+        metavar="SIZE",
+    ),
     # -- writes --------------------------------------------------------------------------------
     _mount(
         "write_buffer",

@@ -119,6 +119,16 @@ def gcs_recorder():
     recorder.server.shutdown()
 
 
+@pytest.fixture
+def bridge():
+    """A trio<->asyncio bridge for tests that build the core without a mount."""
+    from icefs.store.bridge import Bridge
+
+    b = Bridge()
+    yield b
+    b.close()
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--long",

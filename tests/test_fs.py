@@ -30,7 +30,6 @@ from icefs.errors import (
 from icefs.fs import AttrChange, Filesystem, MountOptions
 from icefs.fs.inodes import ROOT_INODE
 from icefs.fs.values import IMMUTABLE_TTL
-from icefs.store.bridge import Bridge
 from icefs.store.repo import Repo
 from icefs.store.sample import build_sample, sample_storage
 from icefs.store.tree import SnapshotTree
@@ -55,13 +54,6 @@ def repository(request, tmp_path):
         repo = icechunk.Repository.create(sample_storage(str(tmp_path / "repo")))
     ids = build_sample(repo, times=4, lat=6, lon=8)
     return repo, ids
-
-
-@pytest.fixture
-def bridge():
-    b = Bridge()
-    yield b
-    b.close()
 
 
 _BUILT: dict[int, Filesystem] = {}
@@ -603,104 +595,3 @@ async def test_classify_keys(core, repository):
         await tree.classify("temperature/c/0/0")
     with pytest.raises(NotFound):
         await tree.classify("nothing/c/0")
-
-
-@pytest.mark.parametrize("scan", ["c-order", "walk-order", "backwards"])
-async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, scan):
-    core, data = await rows_tag_core(bridge, tmp_path, 24)
-    core.reads.prefetcher.budget = 3 * 1024
-    order = {
-        "c-order": list(range(24)),
-        "walk-order": sorted(range(24), key=str),
-        "backwards": list(range(23, -1, -1)),
-    }[scan]
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(core.reads.prefetcher.run)
-        await trio.sleep(0.01)
-        for i in order:
-            attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
-            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
-            assert core.reads.prefetcher.held_bytes <= 3 * 1024
-            if scan == "backwards":  # no order sees it coming: nothing is fetched ahead
-                assert core.reads.prefetcher.held_bytes == 0
-        nursery.cancel_scope.cancel()
-    close(core)
-    if scan == "backwards":
-        assert (core.reads.prefetcher.hits, core.reads.prefetcher.unused) == (0, 0)
-        return
-    # the first reads tell the scan's order: C order and walk order agree on 0 -> 1
-    assert core.reads.prefetcher.hits >= 18, (
-        core.reads.prefetcher.hits,
-        core.reads.prefetcher.unused,
-    )
-    assert core.reads.prefetcher.unused <= core.reads.prefetcher.depth
-
-
-async def test_concurrent_readers_fetch_each_chunk_once(bridge, tmp_path, monkeypatch):
-    """Readers of one array in stride (zarr's threads, 8 cat's): no chunk is fetched twice."""
-    core, data = await rows_tag_core(bridge, tmp_path, 32)
-    fetched = count_fetches(monkeypatch)
-    readers = 4
-
-    async def reader(k: int) -> None:
-        for i in range(k, 32, readers):
-            attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
-            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(core.reads.prefetcher.run)
-        await trio.sleep(0.01)
-        async with trio.open_nursery() as readers_nursery:
-            for k in range(readers):
-                readers_nursery.start_soon(reader, k)
-        nursery.cancel_scope.cancel()
-    close(core)
-    assert sorted(fetched) == sorted(set(fetched)), "a chunk was fetched twice"
-    assert len(fetched) == 32
-    assert core.reads.prefetcher.unused == 0
-    assert core.reads.prefetcher.hits > 0
-
-
-async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypatch):
-    """The get of a chunk the kernel has no page of starts at open, before the read."""
-    core, data = await rows_tag_core(bridge, tmp_path, 64)
-    arrived = [trio.Event()]
-    fetched = count_fetches(monkeypatch, on_fetch=lambda: arrived[0].set())
-
-    async def fetches(n: int) -> None:
-        with trio.fail_after(10):
-            while len(fetched) < n:
-                arrived[0] = trio.Event()
-                await arrived[0].wait()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(core.reads.prefetcher.run)
-        await trio.sleep(0.01)
-        attr = await walk(core, "tags", "t", "a", "c", "37", "0")  # random: no look-ahead
-        reply = await core.open(attr.ino, os.O_RDONLY)
-        await fetches(1)  # with no read asked for yet
-        assert fetched == ["a/c/37/0"]
-        assert bytes(await core.read(reply.fh, 0, attr.size)) == data[37].tobytes()
-        core.release(reply.fh)
-        assert (core.reads.prefetcher.at_open, core.reads.prefetcher.hits) == (1, 0)
-        assert fetched == ["a/c/37/0"], "the read used the fetch the open started"
-
-        # Opened again while the kernel keeps the inode (and may keep its pages): the
-        # open starts nothing, and a read fetches as usual.
-        core.reads.prefetcher._recent.clear()  # not "just read": only the open decides here
-        reply = await core.open(attr.ino, os.O_RDONLY)
-        await trio.sleep(0.05)
-        assert fetched == ["a/c/37/0"]
-        assert bytes(await core.read(reply.fh, 0, attr.size)) == data[37].tobytes()
-        core.release(reply.fh)
-        assert fetched == ["a/c/37/0", "a/c/37/0"]
-
-        # Once the kernel forgot the inode, its next first open fetches again.
-        core.forget([(attr.ino, core.inodes.lookup_count(attr.ino))])
-        core.reads.prefetcher._recent.clear()
-        attr = await walk(core, "tags", "t", "a", "c", "37", "0")
-        reply = await core.open(attr.ino, os.O_RDONLY)
-        await fetches(3)
-        core.release(reply.fh)
-        nursery.cancel_scope.cancel()
-    close(core)

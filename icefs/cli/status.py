@@ -105,7 +105,9 @@ def stats_command(args: argparse.Namespace) -> int:
     print(
         f"prefetched chunks read {ahead['hits']}, fetched at open "
         f"{ahead['started_at_open']}, dropped unread {ahead['unused']}, "
-        f"shared by readers {ahead['joined']}, held {ahead['held_bytes']} bytes"
+        f"shared by readers {ahead['joined']}, held {ahead['held_bytes']} bytes, "
+        f"reads that waited {ahead['waited']}, window {ahead['window']} chunks, "
+        f"mean fetch {ahead['fetch_ms']} ms"
     )
     print(
         f"commits {commits['count']} (failed {commits['failed']}), mean "

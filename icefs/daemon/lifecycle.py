@@ -51,6 +51,7 @@ class MountConfig:
     log_level: str = SETTINGS["log_level"].default
     read_ahead_kb: int = SETTINGS["read_ahead"].default
     write_buffer: int = SETTINGS["write_buffer"].default
+    read_ahead_memory: int = SETTINGS["read_ahead_memory"].default
     cache_dir: str = ""
     on_unmount: str = SETTINGS["on_unmount"].default
     commit_interval: float = 0.0
@@ -131,6 +132,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
             mountpoint=mountpoint,
             storage=config.storage.display(),
             write_buffer=config.write_buffer,
+            read_ahead_memory=config.read_ahead_memory,
             cache_dir=cache_dir,
             default_branch=config.default_branch,
             verify_chunks=config.verify_chunks,

@@ -127,6 +127,19 @@ class BranchState:
             stamp = self.stamps[key] = Stamp()
         return stamp
 
+    def unchanged(self, key: str, array: str) -> bool:
+        """Whether the session holds what its base snapshot holds at *key*, a chunk of
+        *array*: nothing stored or deleted there, nor at the metadata of the array or of
+        a group above it. Unknown (False) for a session recovered from the journal."""
+        if self.recovered is not None or key in self.changed_keys:
+            return False
+        node = array
+        while node:
+            if f"{node}/zarr.json" in self.changed_keys:
+                return False
+            node = node.rpartition("/")[0]
+        return "zarr.json" not in self.changed_keys
+
     def moved(self, old: str, new: str) -> None:
         """Carry what was set on *old* to *new* (rename); drop what was set on *new*."""
         stamp = self.stamps.pop(old, None)

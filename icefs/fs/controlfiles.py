@@ -298,6 +298,9 @@ class ControlFiles:
         stats.prefetch_unused = ahead.unused
         stats.prefetch_joined = ahead.joined
         stats.prefetch_held_bytes = ahead.held_bytes
+        stats.prefetch_late = ahead.late
+        stats.prefetch_window = ahead.widest
+        stats.prefetch_fetch_ms = 1000 * ahead.fetch_seconds
         return stats.as_json()
 
     def mount_status(self) -> dict[str, object]:

@@ -103,7 +103,7 @@ class Filesystem:
         inodes = InodeTable()
         handles = HandleTable()
         spool = SpoolBudget(options.write_buffer, options.cache_dir or default_cache_dir())
-        prefetcher = Prefetcher(largest=WHOLE_FETCH_LIMIT)
+        prefetcher = Prefetcher(largest=WHOLE_FETCH_LIMIT, budget=options.read_ahead_memory)
         refs = RefTable(repo, refresh=options.refresh, read_only=options.read_only)
         branches = Branches(
             repo,

@@ -90,6 +90,22 @@ class Namespace:
                 return tree
         return await self.tree(view.snapshot_id)
 
+    async def immutable_tree(
+        self, view: View, tree: SnapshotTree, entry: TreeEntry
+    ) -> SnapshotTree | None:
+        """An immutable tree that holds what *tree* (of *view*) holds at the chunk file
+        *entry*, for the read-ahead: *tree* itself if it is a snapshot's; for the session
+        of a branch, its base snapshot's where the session has not changed the chunk;
+        else None."""
+        if entry.array is None:
+            return None
+        if not tree.reader.writable:
+            return tree
+        state = self._branches.states.get(view.ref) if view.kind == "branch" else None
+        if state is None or state.tree is not tree or not state.unchanged(entry.key, entry.array):
+            return None
+        return await self.tree(tree.snapshot_id)
+
     # -- resolution ---------------------------------------------------------------------------
 
     async def child(self, parent: Node, name: str) -> Node:

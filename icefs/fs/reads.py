@@ -1,10 +1,11 @@
 """Opening snapshot files for reading, and every read.
 
-A file of a tag or snapshot never changes: the kernel keeps its pages, and its
-first open starts fetching it (a read follows at once).  Files up to
-`WHOLE_FETCH_LIMIT` are fetched whole on their first read, through the
-read-ahead for tags and snapshots, and answered from that buffer without a
-copy; larger ones are read in byte ranges.  Files of a branch keep their pages
+A file of a tag or snapshot never changes: the kernel keeps its pages.  The
+first open of a chunk file starts fetching it (a read follows at once).  Files
+up to `WHOLE_FETCH_LIMIT` are fetched whole on their first read, through the
+read-ahead wherever the chunk is a snapshot's (tags, snapshots, a branch's tip,
+chunks a branch's session has not changed), and answered from that buffer
+without a copy; larger ones are read in byte ranges.  Files of a branch keep their pages
 while the branch stands on the same snapshot.
 """
 
@@ -57,15 +58,12 @@ class Reads:
         first = ino not in self._opened_at  # so the kernel holds none of its pages
         keep = node.view.immutable or self._opened_at.get(ino) == version
         self._opened_at[ino] = version
-        if (
-            first
-            and node.view.immutable
-            and node.entry is not None
-            and node.entry.array is not None
-        ):
-            # A read follows at once: start its get now, while the reply to the open
-            # goes back and the read comes in. Reopening a cached file fetches nothing.
-            self.prefetcher.fetch_soon(tree, node.entry)
+        if first and node.entry is not None:
+            ahead = await self._namespace.immutable_tree(node.view, tree, node.entry)
+            if ahead is not None:
+                # A read follows at once: start its get now, while the reply to the open
+                # goes back and the read comes in. Reopening a cached file fetches nothing.
+                self.prefetcher.fetch_soon(ahead, node.entry)
         return OpenReply(self._handles.add(TreeFile(node, ino, tree)), keep_cache=keep)
 
     def forgotten(self, ino: int) -> None:
@@ -108,8 +106,10 @@ class Reads:
         if handle.data is None and entry.size <= WHOLE_FETCH_LIMIT:
             async with handle.lock:  # one fetch even when reads arrive together
                 if handle.data is None:
-                    if view is not None and view.immutable:  # read-ahead: tags, snapshots
-                        handle.data = await self.prefetcher.read_whole(handle.tree, entry)
+                    assert view is not None
+                    ahead = await self._namespace.immutable_tree(view, handle.tree, entry)
+                    if ahead is not None:
+                        handle.data = await self.prefetcher.read_whole(ahead, entry)
                     else:
                         handle.data = await handle.tree.read_whole(entry)
         if handle.data is not None:

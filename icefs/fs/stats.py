@@ -35,12 +35,16 @@ class Stats:
     commit_max_seconds: float = 0.0
     pending_bytes: int = 0
     #: read-ahead across chunk files: fetched ahead and then read / dropped unread / held,
-    #: and reads that shared another reader's fetch of the same chunk
+    #: and reads that shared another reader's fetch of the same chunk; reads that waited
+    #: for the look-ahead, the widest window (chunks) and the mean fetch time
     prefetch_hits: int = 0
     prefetch_at_open: int = 0
     prefetch_unused: int = 0
     prefetch_joined: int = 0
     prefetch_held_bytes: int = 0
+    prefetch_late: int = 0
+    prefetch_window: int = 0
+    prefetch_fetch_ms: float = 0.0
 
     def record_commit(self, seconds: float, ok: bool) -> None:
         """Count one commit attempt that took *seconds*."""
@@ -88,6 +92,9 @@ class Stats:
                 "unused": self.prefetch_unused,
                 "joined": self.prefetch_joined,
                 "held_bytes": self.prefetch_held_bytes,
+                "waited": self.prefetch_late,
+                "window": self.prefetch_window,
+                "fetch_ms": round(self.prefetch_fetch_ms, 3),
             },
             "commits": {
                 "count": self.commits,

@@ -117,6 +117,7 @@ class MountOptions:
     mountpoint: str = ""
     storage: str = ""
     write_buffer: int = SETTINGS["write_buffer"].default
+    read_ahead_memory: int = SETTINGS["read_ahead_memory"].default
     cache_dir: str = ""
     default_branch: str = SETTINGS["default_branch"].default
     #: "decode": compressed chunks are decoded with their array's codecs before storing

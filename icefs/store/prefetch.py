@@ -7,8 +7,18 @@ program is still busy with the current one: in C order of the coordinates, or
 in the order a directory walk meets the files (names sorted as text).
 
 Fetched bytes wait in a bounded holding area until read; a scan that stops
-leaves at most `BUDGET` bytes behind, dropped oldest first. Only tags and
-snapshots are prefetched: their chunks never change.
+leaves at most the budget behind (the ``read_ahead_memory`` setting), dropped
+oldest first. Only immutable trees are prefetched (tags, snapshots, a branch's
+tip): their chunks never change. A branch's session passes the chunks it has
+not changed through here as chunks of its base snapshot.
+
+How far to look follows the store's latency: each scan's window starts at
+`DEPTH` chunks and doubles whenever a read has to wait for a chunk the window
+already asked for (its get takes longer than the reader needs for the chunks
+before it), up to `MAX_DEPTH` and the budget; a scan that stops being
+sequential starts again at `DEPTH`.  Fetches in flight follow the widest
+window.  On local disk the window stays at `DEPTH`; at 20-50 ms per request it
+grows until the reader no longer waits.
 
 Several readers of one array (zarr's threads, ``find | xargs -P``, the
 benchmark's 8 readers) each look ahead over chunks the others are reading at
@@ -20,6 +30,7 @@ read or read within the last `RECENT` reads.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -37,17 +48,21 @@ __all__ = ["Prefetcher"]
 
 log = logging.getLogger(__name__)
 
-#: Chunks fetched ahead of a sequential reader, and fetches in flight at most.
+#: Chunks a new sequential scan looks ahead, and fetches in flight at least.
 DEPTH: Final = 4
-#: Bytes fetched ahead and not yet read, over the whole mount.
-BUDGET: Final = 64 << 20
+#: The widest a scan's window grows, and fetches in flight at most.
+MAX_DEPTH: Final = 64
+#: Bytes fetched ahead and not yet read, over the whole mount (the setting's default).
+BUDGET: Final = 256 << 20
+#: Weight of the newest fetch in the mean fetch time shown in the stats.
+_EWMA: Final = 0.1
 #: A read at most this many chunks after the previous read of the array is sequential.
 NEAR: Final = 8
 #: Chunks remembered as just read: the look-ahead of another reader skips them.
 RECENT: Final = 64
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # hashable by identity: it borrows a fetch slot
 class _Fetch:
     size: int
     #: when it was asked for (counts `_hold` calls)
@@ -61,11 +76,22 @@ class _Fetch:
 class Prefetcher:
     """Fetches the chunks a sequential reader will ask for next (see the module doc)."""
 
-    def __init__(self, largest: int, depth: int = DEPTH, budget: int = BUDGET) -> None:
+    def __init__(
+        self, largest: int, depth: int = DEPTH, budget: int = BUDGET, max_depth: int = MAX_DEPTH
+    ) -> None:
         #: chunks bigger than this are read in ranges, never whole: not prefetched
         self.largest = largest
+        #: a new scan's window, in chunks
         self.depth = depth
+        self.max_depth = max(depth, max_depth)
         self.budget = budget
+        #: reads that waited for a fetch the look-ahead had started (each widens a window)
+        self.late = 0
+        #: the mean seconds of one fetch (EWMA), 0 before the first
+        self.fetch_seconds = 0.0
+        #: per array being scanned (snapshot, array): its window, when wider than `depth`
+        self._windows: dict[tuple[str, str], int] = {}
+        self._limiter = trio.CapacityLimiter(depth)
         #: reads served by the look-ahead
         self.hits = 0
         #: reads served by the fetch their open started
@@ -83,35 +109,40 @@ class Prefetcher:
         self._last: dict[tuple[str, str, bool], tuple[int, int]] = {}
         self._send, self._receive = trio.open_memory_channel[
             "tuple[SnapshotTree, TreeEntry, _Fetch]"
-        ](depth * 8)
+        ](self.max_depth * 2)
         self._running = False
 
     @property
     def held_bytes(self) -> int:
         return self._held_bytes
 
+    @property
+    def widest(self) -> int:
+        """The widest window of any scan now (chunks)."""
+        return max(self._windows.values(), default=self.depth)
+
     async def run(self) -> None:
         """Serve fetches until cancelled (a task of the mount's nursery)."""
         self._running = True
         try:
             async with trio.open_nursery() as nursery:
-                slots = trio.Semaphore(self.depth)
                 async for tree, entry, fetch in self._receive:
-                    await slots.acquire()
-                    nursery.start_soon(self._fetch, tree, entry, fetch, slots)
+                    await self._limiter.acquire_on_behalf_of(fetch)
+                    nursery.start_soon(self._fetch, tree, entry, fetch)
         finally:
             self._running = False
 
-    async def _fetch(
-        self, tree: SnapshotTree, entry: TreeEntry, fetch: _Fetch, slots: trio.Semaphore
-    ) -> None:
+    async def _fetch(self, tree: SnapshotTree, entry: TreeEntry, fetch: _Fetch) -> None:
+        started = time.monotonic()
         try:
             fetch.data = await tree.read_whole(entry)
+            took, mean = time.monotonic() - started, self.fetch_seconds
+            self.fetch_seconds = mean + _EWMA * (took - mean) if mean else took
         except IcefsError as exc:  # the reader's own get will report it
             log.debug("prefetch of %s failed: %s", entry.key, exc)
         finally:
             fetch.done.set()
-            slots.release()
+            self._limiter.release_on_behalf_of(fetch)
 
     async def read_whole(self, tree: SnapshotTree, entry: TreeEntry) -> Buffer:
         """Return all bytes of the chunk *entry*, prefetched if it was; then look ahead."""
@@ -120,7 +151,7 @@ class Prefetcher:
         self._recent.move_to_end(key)
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
-        data = await self._join(key)
+        data = await self._join(key, entry.array)
         if data is None:
             data = await self._read(tree, entry, key)
         if self._running and entry.array is not None:
@@ -128,11 +159,13 @@ class Prefetcher:
             self._look_ahead(tree, entry)
         return data
 
-    async def _join(self, key: tuple[str, str]) -> Buffer | None:
+    async def _join(self, key: tuple[str, str], array: str | None) -> Buffer | None:
         """The chunk's bytes from the read-ahead or another reader's fetch; None if neither."""
         fetch = self._held.pop(key, None)
         if fetch is not None:
             self._held_bytes -= fetch.size
+            if not fetch.done.is_set() and not fetch.at_open and array is not None:
+                self._widen((key[0], array), fetch.size)
             await fetch.done.wait()
             if fetch.data is not None:
                 if fetch.at_open:
@@ -159,6 +192,21 @@ class Prefetcher:
                 del self._reading[key]
         return fetch.data
 
+    def _widen(self, scan: tuple[str, str], size: int) -> None:
+        """A read of the scan *scan* waits for its look-ahead: double its window, as far
+        as the most fetches in flight and the budget (chunks of *size* bytes) allow."""
+        self.late += 1
+        window = self._windows.get(scan, self.depth)
+        wider = min(2 * window, self.max_depth, max(self.depth, self.budget // max(size, 1)))
+        if wider > window:
+            self._windows[scan] = wider
+            self._limiter.total_tokens = self.widest
+
+    def _narrow(self, scan: tuple[str, str]) -> None:
+        """The scan *scan* stopped being sequential: its window starts again at `depth`."""
+        if self._windows.pop(scan, None) is not None:
+            self._limiter.total_tokens = self.widest
+
     def _look_ahead(self, tree: SnapshotTree, entry: TreeEntry) -> None:
         assert entry.array is not None
         # Each order scores the reads in a row it saw coming (a little out of order is
@@ -167,15 +215,19 @@ class Prefetcher:
         best_streak, best_order, best_pos = 0, False, -1
         for by_name in (False, True):
             pos = tree.chunk_position(entry, by_name)
-            scan = (tree.snapshot_id, entry.array, by_name)
-            last, streak = self._last.get(scan, (-1, 0))
+            ordered = (tree.snapshot_id, entry.array, by_name)
+            last, streak = self._last.get(ordered, (-1, 0))
             streak = streak + 1 if pos >= 0 and last < pos <= last + NEAR else 0
-            self._last[scan] = (pos, streak)
+            self._last[ordered] = (pos, streak)
             if streak > best_streak:
                 best_streak, best_order, best_pos = streak, by_name, pos
-        if best_streak:
-            for ahead in tree.chunks_from(entry, best_order, best_pos, self.depth):
-                self._hold(tree, ahead)
+        scan = (tree.snapshot_id, entry.array)
+        if not best_streak:
+            self._narrow(scan)
+            return
+        window = self._windows.get(scan, self.depth)
+        for ahead in tree.chunks_from(entry, best_order, best_pos, window):
+            self._hold(tree, ahead)
 
     def fetch_soon(self, tree: SnapshotTree, entry: TreeEntry) -> None:
         """Fetch the chunk *entry* into the holding area: a read of it is coming."""
@@ -196,7 +248,7 @@ class Prefetcher:
             # Make room only by dropping what many look-aheads since have passed over
             # (a scan that stopped or went elsewhere), never what a live scan will read.
             oldest = next(iter(self._held.values()), None)
-            if oldest is None or self._seq - oldest.seq <= 4 * self.depth:
+            if oldest is None or self._seq - oldest.seq <= 4 * self.widest:
                 return
             self._held.popitem(last=False)
             self._held_bytes -= oldest.size

@@ -85,6 +85,9 @@ async def direct_probe(bridge: Bridge) -> None:
 class SnapshotReader:
     """Reads one immutable snapshot through a read-only session."""
 
+    #: whether what it reads can change (a writable session's uncommitted changes)
+    writable = False
+
     def __init__(self, session: icechunk.Session, bridge: Bridge) -> None:
         self.snapshot_id: str = session.snapshot_id
         self._session = session
@@ -223,6 +226,8 @@ class SessionReader(SnapshotReader):
     (seen under concurrent zarr writes). Keeping readers and writers of one session
     apart in our own trio lock makes that impossible.
     """
+
+    writable = True
 
     def __init__(self, session: icechunk.Session, bridge: Bridge) -> None:
         super().__init__(session, bridge)

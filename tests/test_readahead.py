@@ -1,0 +1,216 @@
+"""Read-ahead across chunk files (`icefs.store.prefetch`), through the core on in-memory
+Icechunk: sequential scans, shared fetches, the fetch started at open, the window that
+widens while readers wait, and branches, whose changed chunks never come from it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+
+from icefs.store.tree import SnapshotTree
+from tests.test_fs import close, count_fetches, read_all, rows_tag_core, walk
+
+
+@pytest.mark.parametrize("scan", ["c-order", "walk-order", "backwards"])
+async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, scan):
+    core, data = await rows_tag_core(bridge, tmp_path, 24)
+    core.reads.prefetcher.budget = 3 * 1024
+    order = {
+        "c-order": list(range(24)),
+        "walk-order": sorted(range(24), key=str),
+        "backwards": list(range(23, -1, -1)),
+    }[scan]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.reads.prefetcher.run)
+        await trio.sleep(0.01)
+        for i in order:
+            attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+            assert core.reads.prefetcher.held_bytes <= 3 * 1024
+            if scan == "backwards":  # no order sees it coming: nothing is fetched ahead
+                assert core.reads.prefetcher.held_bytes == 0
+        nursery.cancel_scope.cancel()
+    close(core)
+    if scan == "backwards":
+        assert (core.reads.prefetcher.hits, core.reads.prefetcher.unused) == (0, 0)
+        return
+    # the first reads tell the scan's order: C order and walk order agree on 0 -> 1
+    assert core.reads.prefetcher.hits >= 18, (
+        core.reads.prefetcher.hits,
+        core.reads.prefetcher.unused,
+    )
+    assert core.reads.prefetcher.unused <= core.reads.prefetcher.depth
+
+
+async def test_concurrent_readers_fetch_each_chunk_once(bridge, tmp_path, monkeypatch):
+    """Readers of one array in stride (zarr's threads, 8 cat's): no chunk is fetched twice."""
+    core, data = await rows_tag_core(bridge, tmp_path, 32)
+    fetched = count_fetches(monkeypatch)
+    readers = 4
+
+    async def reader(k: int) -> None:
+        for i in range(k, 32, readers):
+            attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.reads.prefetcher.run)
+        await trio.sleep(0.01)
+        async with trio.open_nursery() as readers_nursery:
+            for k in range(readers):
+                readers_nursery.start_soon(reader, k)
+        nursery.cancel_scope.cancel()
+    close(core)
+    assert sorted(fetched) == sorted(set(fetched)), "a chunk was fetched twice"
+    assert len(fetched) == 32
+    assert core.reads.prefetcher.unused == 0
+    assert core.reads.prefetcher.hits > 0
+
+
+async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypatch):
+    """The get of a chunk the kernel has no page of starts at open, before the read."""
+    core, data = await rows_tag_core(bridge, tmp_path, 64)
+    arrived = [trio.Event()]
+    fetched = count_fetches(monkeypatch, on_fetch=lambda: arrived[0].set())
+
+    async def fetches(n: int) -> None:
+        with trio.fail_after(10):
+            while len(fetched) < n:
+                arrived[0] = trio.Event()
+                await arrived[0].wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.reads.prefetcher.run)
+        await trio.sleep(0.01)
+        attr = await walk(core, "tags", "t", "a", "c", "37", "0")  # random: no look-ahead
+        reply = await core.open(attr.ino, os.O_RDONLY)
+        await fetches(1)  # with no read asked for yet
+        assert fetched == ["a/c/37/0"]
+        assert bytes(await core.read(reply.fh, 0, attr.size)) == data[37].tobytes()
+        core.release(reply.fh)
+        assert (core.reads.prefetcher.at_open, core.reads.prefetcher.hits) == (1, 0)
+        assert fetched == ["a/c/37/0"], "the read used the fetch the open started"
+
+        # Opened again while the kernel keeps the inode (and may keep its pages): the
+        # open starts nothing, and a read fetches as usual.
+        core.reads.prefetcher._recent.clear()  # not "just read": only the open decides here
+        reply = await core.open(attr.ino, os.O_RDONLY)
+        await trio.sleep(0.05)
+        assert fetched == ["a/c/37/0"]
+        assert bytes(await core.read(reply.fh, 0, attr.size)) == data[37].tobytes()
+        core.release(reply.fh)
+        assert fetched == ["a/c/37/0", "a/c/37/0"]
+
+        # Once the kernel forgot the inode, its next first open fetches again.
+        core.forget([(attr.ino, core.inodes.lookup_count(attr.ino))])
+        core.reads.prefetcher._recent.clear()
+        attr = await walk(core, "tags", "t", "a", "c", "37", "0")
+        reply = await core.open(attr.ino, os.O_RDONLY)
+        await fetches(3)
+        core.release(reply.fh)
+        nursery.cancel_scope.cancel()
+    close(core)
+
+
+def slow_fetches(monkeypatch, seconds):
+    """Make every whole-chunk fetch take *seconds* more (an object store's round trip)."""
+    original = SnapshotTree.read_whole
+
+    async def slow(self, entry):
+        await trio.sleep(seconds)
+        return await original(self, entry)
+
+    monkeypatch.setattr(SnapshotTree, "read_whole", slow)
+
+
+async def test_window_widens_while_reads_wait_and_narrows_when_they_stop(
+    bridge, tmp_path, monkeypatch
+):
+    core, data = await rows_tag_core(bridge, tmp_path, 64)
+    ahead = core.reads.prefetcher
+    ahead.budget = 12 * 1024  # twelve 1 KiB chunks
+    slow_fetches(monkeypatch, 0.02)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ahead.run)
+        await trio.sleep(0.01)
+        for i in range(40):
+            attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+            assert ahead.held_bytes <= ahead.budget
+        assert ahead.late > 0
+        assert ahead.widest == 12, "doubled from 4 while reads waited, up to the budget"
+        assert ahead.fetch_seconds >= 0.02
+        hits = ahead.hits
+        for i in (50, 3, 61, 17):  # random reads: the scan is over
+            attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+        assert ahead.widest == ahead.depth == 4
+        nursery.cancel_scope.cancel()
+    close(core)
+    assert hits >= 30, (hits, ahead.late, ahead.unused)
+
+
+async def test_branch_reads_ahead_but_never_serves_a_changed_chunk(bridge, tmp_path):
+    """On a branch, chunks come through the read-ahead (the tip's, then the session's base
+    snapshot's for chunks the session has not changed); a chunk written in the session
+    is read from the session even when the look-ahead had fetched the old one."""
+    core, data = await rows_tag_core(bridge, tmp_path, 24)
+    ahead = core.reads.prefetcher
+    new = bytes(range(256)) * 4
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ahead.run)
+        await trio.sleep(0.01)
+        for i in range(6):  # a clean branch: its tip is a snapshot
+            attr = await walk(core, "branches", "main", "a", "c", str(i), "0")
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+        assert ahead.hits >= 3
+        attr = await walk(core, "branches", "main", "a", "c", "8", "0")
+        reply = await core.open(attr.ino, os.O_WRONLY | os.O_TRUNC)
+        await core.write(reply.fh, 0, new)
+        await core.flush(reply.fh)
+        core.release(reply.fh)
+        state = core.branches.states["main"]
+        assert state.active
+        assert not state.unchanged("a/c/8/0", "a")
+        assert state.unchanged("a/c/9/0", "a")
+        hits = ahead.hits
+        for i in range(6, 14):  # the session's tree now; 8 was held from the base
+            attr = await walk(core, "branches", "main", "a", "c", str(i), "0")
+            got = (await read_all(core, attr.ino))[0]
+            assert got == (new if i == 8 else data[i].tobytes()), i
+        assert ahead.hits > hits, "unchanged chunks of a session come through the read-ahead"
+
+        # new metadata for the array: none of its chunks is known unchanged any more
+        meta = await walk(core, "branches", "main", "a", "zarr.json")
+        text = (await read_all(core, meta.ino))[0]
+        reply = await core.open(meta.ino, os.O_WRONLY | os.O_TRUNC)
+        await core.write(reply.fh, 0, text.replace(b'"attributes": {}', b'"attributes": {"x": 1}'))
+        await core.flush(reply.fh)
+        core.release(reply.fh)
+        assert not state.unchanged("a/c/20/0", "a")
+        hits = ahead.hits
+        for i in range(14, 20):
+            attr = await walk(core, "branches", "main", "a", "c", str(i), "0")
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+        assert ahead.hits == hits
+        nursery.cancel_scope.cancel()
+    close(core)
+
+
+@pytest.mark.parametrize("budget", [0])
+async def test_no_read_ahead_memory_means_no_read_ahead(bridge, tmp_path, budget):
+    core, data = await rows_tag_core(bridge, tmp_path, 16)
+    ahead = core.reads.prefetcher
+    ahead.budget = budget
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ahead.run)
+        await trio.sleep(0.01)
+        for i in range(16):
+            attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+            assert ahead.held_bytes == 0
+        nursery.cancel_scope.cancel()
+    close(core)
+    assert (ahead.hits, ahead.at_open) == (0, 0)
