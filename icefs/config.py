@@ -11,6 +11,7 @@ A file describes one mount, as top-level keys or in a ``[mount]`` table::
     log_level = "info"
     log_file = "/var/log/icefs/data.log"
     write_buffer = "256M"
+    write_behind = "auto"                # auto | on | off
     cache_dir = "/var/cache/icefs"
     on_unmount = "commit"                # commit | discard
     commit_interval = 600

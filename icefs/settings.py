@@ -266,6 +266,15 @@ _DECLARED: Final = (
         metavar="SIZE",
     ),
     _mount(
+        "write_behind",
+        "choice",
+        "auto",
+        "store closed chunk files in the background: 'on', 'off', or 'auto' (on for "
+        "s3, gcs and azure storage, where each store is a round trip; off for local and "
+        "memory storage, where storing at close is faster)",
+        choices=("auto", "on", "off"),
+    ),
+    _mount(
         "cache_dir",
         "path",
         None,

@@ -98,7 +98,9 @@ def stats_command(args: argparse.Namespace) -> int:
     )
     print(
         f"bytes read {doc['bytes_read']}, written {doc['bytes_written']}, "
-        f"pending (not yet stored) {doc['pending_bytes']}"
+        f"pending (not yet stored) {doc['pending_bytes']}; background stores in flight "
+        f"{doc['background_stores']['in_flight']}, stored {doc['background_stores']['stored']}, "
+        f"failed {doc['background_stores']['failed']}"
     )
     print(f"tree cache hits {doc['cache']['hits']}, misses {doc['cache']['misses']}")
     ahead = doc["prefetch"]

@@ -52,6 +52,7 @@ class MountConfig:
     read_ahead_kb: int = SETTINGS["read_ahead"].default
     write_buffer: int = SETTINGS["write_buffer"].default
     read_ahead_memory: int = SETTINGS["read_ahead_memory"].default
+    write_behind: str = SETTINGS["write_behind"].default
     cache_dir: str = ""
     on_unmount: str = SETTINGS["on_unmount"].default
     commit_interval: float = 0.0
@@ -133,6 +134,8 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
             storage=config.storage.display(),
             write_buffer=config.write_buffer,
             read_ahead_memory=config.read_ahead_memory,
+            write_behind=config.write_behind == "on"
+            or (config.write_behind == "auto" and config.storage.kind in ("s3", "gcs", "azure")),
             cache_dir=cache_dir,
             default_branch=config.default_branch,
             verify_chunks=config.verify_chunks,
@@ -227,22 +230,23 @@ async def _serve(
         summary.branches,
         summary.tags,
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: filesystem.run(
-                journal_interval=config.journal_interval, commit_interval=config.commit_interval
+    async with filesystem.background_stores():  # outlives the request loop: see its doc
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: filesystem.run(
+                    journal_interval=config.journal_interval, commit_interval=config.commit_interval
+                )
             )
-        )
-        nursery.start_soon(_handle_signals, filesystem, config)
-        nursery.start_soon(_announce_ready, mountpoint, reporter, config)
-        await pyfuse3.main(max_tasks=MAX_TASKS)
-        nursery.cancel_scope.cancel()
-    # Commit point: every branch with uncommitted changes, before the daemon exits.
-    dirty = len(filesystem.summary().dirty)
-    notify(f"STOPPING=1\nSTATUS=unmounting: {config.on_unmount} {dirty} dirty branch(es)")
-    committed = await filesystem.shutdown(config.on_unmount, mountpoint)
-    for branch, sid in committed.items():
-        log.info("committed branch %s at unmount: %s", branch, sid)
+            nursery.start_soon(_handle_signals, filesystem, config)
+            nursery.start_soon(_announce_ready, mountpoint, reporter, config)
+            await pyfuse3.main(max_tasks=MAX_TASKS)
+            nursery.cancel_scope.cancel()
+        # Commit point: every branch with uncommitted changes, before the daemon exits.
+        dirty = len(filesystem.summary().dirty)
+        notify(f"STOPPING=1\nSTATUS=unmounting: {config.on_unmount} {dirty} dirty branch(es)")
+        committed = await filesystem.shutdown(config.on_unmount, mountpoint)
+        for branch, sid in committed.items():
+            log.info("committed branch %s at unmount: %s", branch, sid)
     state.clean = True
 
 

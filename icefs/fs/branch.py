@@ -27,6 +27,7 @@ from icefs.errors import (
     InvalidInput,
     NotADirectory,
     NotFound,
+    StorageFailure,
 )
 from icefs.fs.files import Stamp
 from icefs.gate import ALONE, Gate
@@ -83,6 +84,8 @@ class BranchState:
         self.stamps: dict[str, Stamp] = {}
         #: every key stored or deleted in the session: what a discard changes back
         self.changed_keys: set[str] = set()
+        #: files closed whose store runs in the background (write-behind), by key
+        self.uploading: dict[str, OverlayFile] = {}
         self.last_commit: dict[str, Any] | None = None
         #: the last reset made through this mount: {"from", "to", "time"}
         self.last_reset: dict[str, str] | None = None
@@ -103,7 +106,13 @@ class BranchState:
 
     @property
     def dirty(self) -> bool:
-        return self.writer is not None and self.writer.touched
+        """Whether the branch has changes to commit: in the session, being stored in the
+        background, or kept after their background store failed."""
+        return (
+            bool(self.uploading)
+            or (self.writer is not None and self.writer.touched)
+            or any(f.upload_error is not None for f in self.files.values())
+        )
 
     def modified(self, key: str, now: int | None = None) -> int:
         """Note that the file or directory *key* changed at *now*; return the time.
@@ -188,15 +197,32 @@ class BranchState:
         except (NotFound, InvalidInput):
             return KeyClass("chunk", key)
 
+    async def settle(self, key: str | None = None) -> None:
+        """Wait until the background store of *key* (of every key if None) has ended."""
+        while True:
+            if key is None:
+                overlay = next(iter(self.uploading.values()), None)
+            else:
+                overlay = self.uploading.get(key)
+            if overlay is None or overlay.upload is None:
+                return
+            await overlay.upload.wait()
+
     async def store(self, key: str, data: Any, size: int) -> None:
         """Validate and store *data* (*size* bytes) at the Zarr key *key* in the session.
 
         Raises `InvalidInput` (bad metadata, chunk outside the grid, wrong number of
         coordinates) or `NotFound` (no such array); the previous content stays and the
-        reason goes to `last_error`.
+        reason goes to `last_error`. A background store of *key* ends first.
         """
+        await self.settle(key)
+        what = await self.check(key, data, size)
+        await self.store_checked(key, what, data, size)
+
+    async def check(self, key: str, data: Any, size: int) -> KeyClass:
+        """Check that *data* may be stored at *key* (as `store` does); return what it is."""
         async with self._lock.hold("store"):
-            writer = await self._ensure_writer()
+            await self._ensure_writer()
             assert self.tree is not None
             try:
                 what = await self.tree.classify(key)
@@ -208,6 +234,17 @@ class BranchState:
                         f"{MAX_METADATA_SIZE} (every snapshot carries it)"
                     )
                 await self._check(what, data)
+            except IcefsError as exc:
+                self.error(f"storing {key} failed: {exc}", key)
+                raise
+            return what
+
+    async def store_checked(self, key: str, what: KeyClass, data: Any, size: int) -> None:
+        """Store *data* at *key*, checked by `check` as *what*."""
+        async with self._lock.hold("store"):
+            writer = await self._ensure_writer()
+            assert self.tree is not None
+            try:
                 if key not in self.changed_keys and await self._holds(key, data, size):
                     # the same bytes as the branch holds (rsync or cp run again): no change
                     self._clear_error(key)
@@ -279,7 +316,9 @@ class BranchState:
                     overlay.spool.close()
 
     async def delete(self, key: str, what: KeyClass) -> None:
-        """Delete the key *key* (a node's ``zarr.json`` deletes the node)."""
+        """Delete the key *key* (a node's ``zarr.json`` deletes the node), once every
+        background store has ended (one below a deleted node would bring a key back)."""
+        await self.settle()
         async with self._lock.hold("store"):
             writer = await self._ensure_writer()
             assert self.tree is not None
@@ -305,8 +344,11 @@ class BranchState:
         """Commit the session with *message* and *metadata*; return the snapshot id, None if
         nothing changed.
 
-        Raises `Busy` when another writer's changes overlap ours (the changes stay).
+        Raises `Busy` when another writer's changes overlap ours (the changes stay), and
+        `StorageFailure` when a file closed before could not be stored (it stays, and
+        the next commit tries again).
         """
+        await self.store_failed()
         async with self._lock.hold(ALONE):
             writer = self.writer
             if writer is None or not await writer.has_changes():
@@ -337,8 +379,26 @@ class BranchState:
             log.info("branch %s: committed %s (%s)", self.branch, sid, message.splitlines()[0])
             return sid
 
+    async def store_failed(self) -> None:
+        """Wait for every background store, and store again those that failed; raise
+        `StorageFailure` naming the first file that still cannot be stored."""
+        await self.settle()
+        for key, overlay in list(self.files.items()):
+            if overlay.upload_error is None or self.files.get(key) is not overlay:
+                continue
+            try:
+                await self.store(key, overlay.spool.contents(), overlay.spool.size)
+            except IcefsError as exc:
+                raise StorageFailure(f"{key}, closed before, could not be stored: {exc}") from None
+            overlay.upload_error = None
+            overlay.dirty = False
+            if overlay.handles <= 0 and self.files.get(key) is overlay:
+                del self.files[key]
+                overlay.spool.close()
+
     async def discard(self) -> None:
         """Drop every uncommitted change: the session and files being written (scratch stays)."""
+        await self.settle()
         async with self._lock.hold(ALONE):
             self._forget_session()
             for key in [k for k, f in self.files.items() if not f.scratch]:
@@ -391,44 +451,6 @@ class BranchState:
             self.writer.base_snapshot_id,
         )
 
-    def kept_because(self, *, scratch: bool = True) -> str:
-        """Say what in this mount keeps the branch from being deleted (or reset: *scratch*
-        False, since scratch files survive a reset), in status's words; "nothing" if nothing."""
-
-        def listed(kind: str) -> list[str]:
-            return sorted(
-                k
-                for k, f in self.files.items()
-                if (
-                    f.scratch
-                    if kind == "scratch"
-                    else f.pending
-                    if kind == "pending"
-                    else not (f.scratch or f.pending)
-                )
-            )
-
-        reasons = []
-        if self.dirty:
-            reasons.append("it has uncommitted changes (commit or discard them)")
-        for kind, field_name, what in (
-            ("open", "files_being_written", "files being written"),
-            ("pending", "pending_chunks", "chunks waiting for their array's zarr.json"),
-            (
-                "scratch",
-                "scratch_files",
-                "scratch files, which live only in this mount "
-                "and are never committed (delete them)",
-            ),
-        ):
-            names = listed(kind) if scratch or kind != "scratch" else []
-            if names:
-                shown = ", ".join(names[:5]) + (
-                    f" and {len(names) - 5} more" if len(names) > 5 else ""
-                )
-                reasons.append(f"it holds {what}: {shown} (status: {field_name})")
-        return "; ".join(reasons) or "nothing"
-
     def uncommitted_since(self) -> str | None:
         """When the uncommitted changes began (their chunks are no older), None if none."""
         if not self.dirty or self.writer is None or not self.writer.since_ns:
@@ -440,28 +462,4 @@ class BranchState:
         return {
             "scratch_files": sorted(k for k, f in self.files.items() if f.scratch),
             "pending_chunks": sorted(k for k, f in self.files.items() if f.pending),
-        }
-
-    async def status(self) -> dict[str, Any]:
-        """Return the write-related part of the branch's status document."""
-        counts = await self.writer.counts() if self.writer is not None else None
-        return {
-            "has_uncommitted_changes": self.dirty,
-            "changed_nodes": counts.nodes if counts else 0,
-            "changed_chunks": counts.chunks if counts else 0,
-            "changed_paths": list(counts.paths) if counts else [],
-            "scratch_files": sorted(k for k, f in self.files.items() if f.scratch),
-            "pending_chunks": sorted(k for k, f in self.files.items() if f.pending),
-            "files_being_written": sorted(
-                k for k, f in self.files.items() if not f.scratch and not f.pending
-            ),
-            "empty_directories": sorted(self.dirs),
-            "recovered_from_journal": self.recovered,
-            "uncommitted_since": self.uncommitted_since(),
-            "last_commit": self.last_commit,
-            "last_reset": self.last_reset,
-            "last_error": self.last_error,
-            "last_error_at": self.last_error_at,
-            "last_error_path": self.last_error_path,
-            "conflicts": self.conflicts,
         }

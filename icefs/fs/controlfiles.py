@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 from icefs import __version__
 from icefs.errors import Busy, IcefsError, InvalidInput, NotFound, PermissionDenied, ReadOnly
 from icefs.fs import control
+from icefs.fs.branchstatus import kept_because
+from icefs.fs.branchstatus import status as branch_status
 from icefs.fs.commitinfo import parse_request
 from icefs.fs.handles import Command, Query, Text
 from icefs.fs.values import NodeKind, OpenReply
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from icefs.fs.refdirs import RefDirectories
     from icefs.fs.refs import RefTable
     from icefs.fs.stats import Stats
+    from icefs.fs.uploads import Uploader
     from icefs.fs.values import Invalidator, MountOptions, Node, View
     from icefs.store.prefetch import Prefetcher
     from icefs.store.repo import Repo
@@ -63,7 +66,9 @@ class ControlFiles:
         prefetcher: Prefetcher,
         options: MountOptions,
         kernel: Invalidator,
+        uploader: Uploader,
     ) -> None:
+        self._uploader = uploader
         self._repo = repo
         self._refs = refs
         self._branches = branches
@@ -187,7 +192,7 @@ class ControlFiles:
                 target = target.decode("utf-8").strip()
             if not isinstance(target, str) or not target:
                 raise InvalidInput("write the branch, tag or snapshot id to reset to")
-            held = state.kept_because(scratch=False)
+            held = kept_because(state, scratch=False)
             if held != "nothing" and not request.get("discard"):
                 raise Busy(
                     f"branch {branch} is not reset: {held}; or reset with discard "
@@ -298,6 +303,9 @@ class ControlFiles:
         stats.prefetch_unused = ahead.unused
         stats.prefetch_joined = ahead.joined
         stats.prefetch_held_bytes = ahead.held_bytes
+        stats.uploads_in_flight = sum(len(st.uploading) for st in self._branches.states.values())
+        stats.uploads_stored = self._uploader.stored
+        stats.uploads_failed = self._uploader.failed
         stats.prefetch_late = ahead.late
         stats.prefetch_window = ahead.widest
         stats.prefetch_fetch_ms = 1000 * ahead.fetch_seconds
@@ -352,7 +360,7 @@ class ControlFiles:
         }
         state = self._branches.of_view(view)
         if state is not None:
-            doc.update(await state.status())
+            doc.update(await branch_status(state))
         if view.kind == "branch":
             doc["tip_snapshot_id"] = self._refs.branches.get(view.ref)
         return doc

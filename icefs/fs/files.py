@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import trio
+
+    from icefs.errors import IcefsError
     from icefs.fs.spool import SpoolFile
 
 __all__ = ["JournalEntryLike", "OverlayFile", "SessionJournal", "Stamp", "describe_leftovers"]
@@ -102,3 +105,7 @@ class OverlayFile:
     #: no longer in the branch (unlinked or renamed away while open): its open handles
     #: alone hold it, and the last one to close frees it
     detached: bool = False
+    #: set when its background store (write-behind) ends; None if none was started
+    upload: trio.Event | None = None
+    #: why its last background store failed; its bytes stay until stored
+    upload_error: IcefsError | None = None

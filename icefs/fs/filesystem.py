@@ -31,6 +31,7 @@ from icefs.fs.refdirs import RefDirectories
 from icefs.fs.refs import RefTable
 from icefs.fs.spool import SpoolBudget
 from icefs.fs.stats import Stats
+from icefs.fs.uploads import Uploader
 from icefs.fs.values import NoKernel
 from icefs.store.prefetch import Prefetcher
 
@@ -77,10 +78,19 @@ class _NoJournal:
 class Filesystem:
     """One mounted repository: the request layer and what runs beside it."""
 
-    def __init__(self, core: IcefsCore, spool: SpoolBudget, prefetcher: Prefetcher) -> None:
+    def __init__(
+        self, core: IcefsCore, spool: SpoolBudget, prefetcher: Prefetcher, uploader: Uploader
+    ) -> None:
         self.core = core
         self._spool = spool
         self._prefetcher = prefetcher
+        self.uploader = uploader
+
+    def background_stores(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Inside, closes may leave stores to the background (write-behind); leaving
+        waits for those in flight. Hold it around serving requests *and* the unmount's
+        commits: a store cancelled with the request loop would be lost."""
+        return self.uploader.running()
 
     @classmethod
     def build(
@@ -117,11 +127,22 @@ class Filesystem:
         listings = Listings(namespace, refs, branches)
         attrs = Attributes(options, refs, branches)
         reads = Reads(namespace, refs, handles, prefetcher, stats)
-        overlay = WriteOverlay(namespace, branches, handles, inodes, spool, stats, kernel)
+        uploader = Uploader(options.write_buffer, enabled=options.write_behind)
+        overlay = WriteOverlay(namespace, branches, handles, inodes, spool, stats, kernel, uploader)
         changes = NamespaceChanges(namespace, branches, listings, overlay, handles, inodes, attrs)
         refdirs = RefDirectories(refs, branches, namespace, listings, inodes, options)
         controls = ControlFiles(
-            repo, refs, branches, refdirs, handles, inodes, stats, prefetcher, options, kernel
+            repo,
+            refs,
+            branches,
+            refdirs,
+            handles,
+            inodes,
+            stats,
+            prefetcher,
+            options,
+            kernel,
+            uploader,
         )
         core = IcefsCore(
             inodes=inodes,
@@ -138,7 +159,7 @@ class Filesystem:
             controls=controls,
             stats=stats,
         )
-        return cls(core, spool, prefetcher)
+        return cls(core, spool, prefetcher, uploader)
 
     async def start(self, *, recover: bool) -> None:
         """Read the refs; with *recover*, restore the sessions a crash left in the journal."""

@@ -12,6 +12,7 @@ they live in the mount only.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import time
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from icefs.fs.namespace import Namespace
     from icefs.fs.spool import SpoolBudget
     from icefs.fs.stats import Stats
+    from icefs.fs.uploads import Uploader
     from icefs.fs.values import Invalidator
 
 __all__ = ["WriteOverlay"]
@@ -50,7 +52,9 @@ class WriteOverlay:
         spool: SpoolBudget,
         stats: Stats,
         kernel: Invalidator,
+        uploader: Uploader,
     ) -> None:
+        self._uploader = uploader
         self._namespace = namespace
         self._branches = branches
         self._handles = handles
@@ -132,18 +136,37 @@ class WriteOverlay:
 
         A chunk whose array does not exist yet stays in the mount, pending, until
         the array's zarr.json is stored (copy tools write files in any order);
-        fsync of such a chunk answers ENOENT.
+        fsync of such a chunk answers ENOENT.  With write-behind a close leaves the
+        store of a chunk to the background (`icefs.fs.uploads`), after checking it;
+        an fsync waits for the store, and a file whose background store failed is
+        stored again now.
         """
         overlay, state = handle.overlay, handle.branch
         if state is None or overlay.scratch:
             return
+        if sync and overlay.upload is not None:
+            await overlay.upload.wait()
         if not overlay.dirty and not (sync and overlay.pending):
             return
         key = handle.node.key
         if state.files.get(key) is not overlay:
             return  # deleted while open: its bytes went with it
+        data = overlay.spool.contents()
         try:
-            await state.store(key, overlay.spool.contents(), overlay.spool.size)
+            if (
+                self._uploader.active
+                and not sync
+                and overlay.upload_error is None
+                and not isinstance(data, mmap.mmap)  # a live view of the spool file
+            ):
+                await state.settle(key)
+                what = await state.check(key, data, overlay.spool.size)
+                if what.kind == "chunk":
+                    await self._uploader.submit(state, key, overlay, what, data)
+                    return
+                await state.store_checked(key, what, data, overlay.spool.size)
+            else:
+                await state.store(key, data, overlay.spool.size)
         except NotFound:
             if sync:
                 raise
@@ -152,10 +175,12 @@ class WriteOverlay:
             return
         except IcefsError:
             overlay.dirty = False  # the previous content stays; do not retry at release
+            overlay.upload_error = None  # this close (or fsync) reports it
             self.drop(state, key, overlay)
             self._forget_kernel(handle.node.path)  # the kernel saw the new size (or name)
             raise
         overlay.dirty = overlay.pending = False
+        overlay.upload_error = None
 
     def release(self, handle: Buffered) -> bool:
         """A descriptor of *handle* closed; return True if it was an unlinked file's last."""
@@ -166,7 +191,10 @@ class WriteOverlay:
                 overlay.spool.close()
                 return True
             return False
-        keep = overlay.scratch or overlay.pending
+        # a background store drops the file when it ends; a failed one keeps it
+        keep = overlay.scratch or overlay.pending or overlay.upload_error is not None
+        if state is not None and state.uploading.get(handle.node.key) is overlay:
+            keep = True
         if overlay.handles <= 0 and not keep and state is not None:
             if overlay.dirty:
                 state.error(f"{handle.node.key}: released with unstored changes (dropped)")

@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from icefs.errors import IcefsError, InvalidInput, NotPermitted, ReadOnly
+from icefs.fs.branchstatus import kept_because
 from icefs.paths import check_ref_name, name_to_ref, ref_to_name
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class RefDirectories:
         if default:
             raise self._failed(NotPermitted(f"{view.ref} is the default branch"))
         if state is not None and (state.dirty or state.files):
-            raise self._failed(NotPermitted(f"branch {view.ref}: {state.kept_because()}"))
+            raise self._failed(NotPermitted(f"branch {view.ref}: {kept_because(state)}"))
         try:
             await self._refs.delete_branch(view.ref)
         except IcefsError as exc:

@@ -34,6 +34,10 @@ class Stats:
     commit_seconds: float = 0.0
     commit_max_seconds: float = 0.0
     pending_bytes: int = 0
+    #: write-behind: background stores running or queued, ended well, failed
+    uploads_in_flight: int = 0
+    uploads_stored: int = 0
+    uploads_failed: int = 0
     #: read-ahead across chunk files: fetched ahead and then read / dropped unread / held,
     #: and reads that shared another reader's fetch of the same chunk; reads that waited
     #: for the look-ahead, the widest window (chunks) and the mean fetch time
@@ -86,6 +90,11 @@ class Stats:
             "bytes_written": self.bytes_written,
             "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
             "pending_bytes": self.pending_bytes,
+            "background_stores": {
+                "in_flight": self.uploads_in_flight,
+                "stored": self.uploads_stored,
+                "failed": self.uploads_failed,
+            },
             "prefetch": {
                 "hits": self.prefetch_hits,
                 "started_at_open": self.prefetch_at_open,

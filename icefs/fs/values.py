@@ -118,6 +118,8 @@ class MountOptions:
     storage: str = ""
     write_buffer: int = SETTINGS["write_buffer"].default
     read_ahead_memory: int = SETTINGS["read_ahead_memory"].default
+    #: closes leave the store of a chunk to the background (`icefs.fs.uploads`)
+    write_behind: bool = False
     cache_dir: str = ""
     default_branch: str = SETTINGS["default_branch"].default
     #: "decode": compressed chunks are decoded with their array's codecs before storing

@@ -71,6 +71,8 @@ class _Fetch:
     at_open: bool = False
     done: trio.Event = field(default_factory=trio.Event)
     data: Buffer | None = None
+    #: why the fetch failed: a read that waited for it fails the same way, at once
+    error: IcefsError | None = None
 
 
 class Prefetcher:
@@ -138,8 +140,9 @@ class Prefetcher:
             fetch.data = await tree.read_whole(entry)
             took, mean = time.monotonic() - started, self.fetch_seconds
             self.fetch_seconds = mean + _EWMA * (took - mean) if mean else took
-        except IcefsError as exc:  # the reader's own get will report it
+        except IcefsError as exc:  # the read that waited for it reports it
             log.debug("prefetch of %s failed: %s", entry.key, exc)
+            fetch.error = exc
         finally:
             fetch.done.set()
             self._limiter.release_on_behalf_of(fetch)
@@ -167,6 +170,8 @@ class Prefetcher:
             if not fetch.done.is_set() and not fetch.at_open and array is not None:
                 self._widen((key[0], array), fetch.size)
             await fetch.done.wait()
+            if fetch.error is not None:
+                raise fetch.error
             if fetch.data is not None:
                 if fetch.at_open:
                     self.at_open += 1
@@ -177,6 +182,8 @@ class Prefetcher:
         if fetch is None:
             return None
         await fetch.done.wait()
+        if fetch.error is not None:
+            raise fetch.error
         if fetch.data is not None:
             self.joined += 1
         return fetch.data
@@ -186,6 +193,9 @@ class Prefetcher:
         self._reading[key] = fetch
         try:
             fetch.data = await tree.read_whole(entry)
+        except IcefsError as exc:
+            fetch.error = exc
+            raise
         finally:
             fetch.done.set()
             if self._reading.get(key) is fetch:
