@@ -278,3 +278,54 @@ def _keys(s3_server, tmp_path):
     )
     conf.chmod(0o600)
     return conf
+
+
+async def test_files_still_being_stored_at_a_crash_are_reported_lost(bridge, tmp_path, monkeypatch):
+    """The journal saved with a store in flight names that file; after the crash the
+    next mount recovers what was stored and reports the rest as lost (status, log)."""
+    from icefs.daemon.journal import Journal
+    from icefs.fs import Filesystem, MountOptions
+    from icefs.store.repo import Repo
+
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(tmp_path / "r")))
+    session = repo.writable_session("main")
+    data = np.arange(ROWS * 256, dtype="f4").reshape(ROWS, 256)
+    zarr.group(store=session.store).create_array(
+        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None
+    )[:] = data
+    session.commit("data")
+    options = MountOptions(write_behind=True, cache_dir=str(tmp_path / "cache"))
+
+    def build() -> Filesystem:
+        journal = Journal(str(tmp_path / "cache"), "the test repository")
+        return Filesystem.build(Repo(repo, bridge, "test"), options, journal=journal)
+
+    stores = Stores(monkeypatch)
+    fs = build()
+    await fs.start(recover=True)
+    core = fs.core
+    with trio.CancelScope() as crash:
+        async with fs.background_stores():
+            stores.hold("a/c/3/0")
+            await rewrite(core, 2)
+            state = core.branches.state("main")
+            await state.settle("a/c/2/0")
+            await rewrite(core, 3)  # its store never ends: the daemon dies first
+            await state.save_journal()
+            crash.cancel()
+    fs.close()
+
+    stores.gates.clear()
+    fs = build()
+    await fs.start(recover=True)
+    core = fs.core
+    state = core.branches.states["main"]
+    assert state.lost_at_crash == ["a/c/3/0"]
+    assert "a/c/3/0" in (state.last_error or "")
+    assert await read_row(core, "branches", "main", "a", "c", "2", "0") == NEW, "recovered"
+    assert await read_row(core, "branches", "main", "a", "c", "3", "0") == data[3].tobytes()
+    status = json.loads(await read_row(core, "branches", "main", ".icefs", "status"))
+    assert status["lost_at_crash"] == ["a/c/3/0"]
+    assert await state.commit("after the crash") is not None
+    assert state.lost_at_crash == []
+    fs.close()

@@ -22,7 +22,10 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["Journal", "JournalEntry"]
 
@@ -40,6 +43,8 @@ class JournalEntry:
     saved_ns: int
     #: when the session's first change was made (its oldest chunk is no older)
     since_ns: int
+    #: files closed but not yet stored when it was saved (write-behind): not in *data*
+    unstored: tuple[str, ...] = ()
 
 
 class Journal:
@@ -70,8 +75,11 @@ class Journal:
         # hex: any branch name becomes a safe file name
         return os.path.join(self.dir, branch.encode().hex() + _SUFFIX)
 
-    def save(self, branch: str, token: str, data: bytes, since_ns: int) -> None:
-        """Replace the saved session of *branch* with *data*, atomically and durably."""
+    def save(
+        self, branch: str, token: str, data: bytes, since_ns: int, unstored: Sequence[str] = ()
+    ) -> None:
+        """Replace the saved session of *branch* with *data*, atomically and durably;
+        *unstored* names the files closed whose background store had not ended."""
         if not self.enabled:
             return
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -84,7 +92,13 @@ class Journal:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             header = json.dumps(
-                {"format": 1, "branch": branch, "token": token, "since_ns": since_ns}
+                {
+                    "format": 1,
+                    "branch": branch,
+                    "token": token,
+                    "since_ns": since_ns,
+                    "unstored": list(unstored),
+                }
             ).encode()
             view = memoryview(header + b"\n" + data)
             while view:
@@ -123,10 +137,11 @@ class Journal:
                 token = str(header["token"])
                 saved = os.stat(path).st_mtime_ns
                 since = int(header.get("since_ns") or saved)
+                unstored = tuple(str(k) for k in header.get("unstored") or ())
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("journal: cannot read %s: %s", path, exc)
                 continue
-            out.append(JournalEntry(branch, token, data, saved, since))
+            out.append(JournalEntry(branch, token, data, saved, since, unstored))
         return sorted(out, key=lambda e: e.saved_ns)
 
     def set_aside(self, branch: str, reason: str) -> str:

@@ -93,6 +93,8 @@ class BranchState:
         self.last_error_path: str | None = None
         self.last_error_at: str | None = None
         self.conflicts: list[str] = []
+        #: files closed whose background store had not ended when the daemon died
+        self.lost_at_crash: list[str] = []
         #: bumped whenever a directory of the branch may have changed what it is (a new
         #: or dropped session, a stored zarr.json, a delete): nodes resolved before are stale
         self.layout = 0
@@ -415,6 +417,7 @@ class BranchState:
         self.conflicts = []
         self.journal_wanted = False
         self.recovered = None
+        self.lost_at_crash = []
         self._journal.drop(self.branch)
 
     async def save_journal(self) -> None:
@@ -427,8 +430,16 @@ class BranchState:
             self.journal_wanted = False
             try:
                 data = await self.writer.serialized()
+                unstored = sorted(
+                    k for k, f in self.files.items() if k in self.uploading or f.upload_error
+                )
                 await trio.to_thread.run_sync(
-                    self._journal.save, self.branch, self.writer.token, data, self.writer.since_ns
+                    self._journal.save,
+                    self.branch,
+                    self.writer.token,
+                    data,
+                    self.writer.since_ns,
+                    unstored,
                 )
             except (OSError, IcefsError) as exc:
                 self.journal_wanted = True
@@ -443,6 +454,12 @@ class BranchState:
             self.tree = SnapshotTree(self.writer.reader)
             self.layout += 1
             self.recovered = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.saved_ns / 1e9))
+            self.lost_at_crash = list(entry.unstored)
+        if self.lost_at_crash:
+            self.error(
+                f"{len(self.lost_at_crash)} file(s) closed before the daemon died were still "
+                f"being stored and are lost: {', '.join(self.lost_at_crash[:10])}"
+            )
         log.warning(
             "branch %s: recovered the uncommitted session saved at %s (base %s); "
             "commit or discard it",

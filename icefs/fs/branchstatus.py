@@ -61,6 +61,7 @@ async def status(state: BranchState) -> dict[str, Any]:
         ),
         "empty_directories": sorted(state.dirs),
         "recovered_from_journal": state.recovered,
+        "lost_at_crash": state.lost_at_crash,
         "uncommitted_since": state.uncommitted_since(),
         "last_commit": state.last_commit,
         "last_reset": state.last_reset,

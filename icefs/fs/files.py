@@ -40,13 +40,18 @@ class JournalEntryLike(Protocol):
     @property
     def since_ns(self) -> int: ...
 
+    @property
+    def unstored(self) -> Sequence[str]: ...
+
 
 class SessionJournal(Protocol):
     """Where uncommitted sessions are saved (`icefs.daemon.journal.Journal`)."""
 
     enabled: bool
 
-    def save(self, branch: str, token: str, data: bytes, since_ns: int) -> None: ...
+    def save(
+        self, branch: str, token: str, data: bytes, since_ns: int, unstored: Sequence[str] = ()
+    ) -> None: ...
 
     def drop(self, branch: str) -> None: ...
 

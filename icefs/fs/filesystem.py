@@ -36,6 +36,8 @@ from icefs.fs.values import NoKernel
 from icefs.store.prefetch import Prefetcher
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from icefs.fs.files import SessionJournal
     from icefs.fs.values import Invalidator, MountOptions
     from icefs.store.repo import Repo
@@ -62,7 +64,9 @@ class _NoJournal:
 
     enabled = False
 
-    def save(self, branch: str, token: str, data: bytes, since_ns: int) -> None:
+    def save(
+        self, branch: str, token: str, data: bytes, since_ns: int, unstored: Sequence[str] = ()
+    ) -> None:
         pass
 
     def drop(self, branch: str) -> None:

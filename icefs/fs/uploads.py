@@ -87,6 +87,7 @@ class Uploader:
         overlay.upload_error = None
         overlay.dirty = False
         state.uploading[key] = overlay
+        state.journal_wanted = True  # the journal names files not yet stored
         self.waiting_bytes += size
         self._nursery.start_soon(self._store, state, key, overlay, what, data, size, done)
 
