@@ -8,7 +8,9 @@ directory holding the same arrays:
 
 * ``big``:   float32, 2 MiB chunks, --big-mib in total (concurrent readers, fio);
 * ``many``:  uint8, --many chunks of 16 bytes (``find`` and ``ls -lR``);
-* ``small``: uint8, --small chunks of 1 KiB (random reads).
+* ``small``: uint8, --small chunks of 1 KiB (random reads);
+* ``tree``:  uint8, a 3-D grid of --tree chunks of 16 bytes: hundreds of chunk
+  directories, as real arrays have (``find`` cold and warm, and its floor).
 
 Rows: 8 concurrent readers vs 1 through the mount (cold daemon each time);
 ``find`` / ``ls -lR`` of ``many`` through the mount vs the native directory vs
@@ -56,8 +58,11 @@ from tests.helpers import Mount
 icechunk.set_logs_filter("error")
 
 
-def build(base: Path, big_mib: int, many: int, small: int) -> None:
-    marker = base / f"built-{big_mib}-{many}-{small}"
+TREE_CHUNK = (1, 1, 16)
+
+
+def build(base: Path, big_mib: int, many: int, small: int, tree: tuple[int, ...]) -> None:
+    marker = base / f"built-{big_mib}-{many}-{small}-{'x'.join(map(str, tree))}"
     if marker.exists():
         return
     shutil.rmtree(base, ignore_errors=True)
@@ -66,6 +71,8 @@ def build(base: Path, big_mib: int, many: int, small: int) -> None:
     big = rng.random((max(1, big_mib // 2), 512, 1024), dtype="f4")
     many_data = rng.integers(0, 255, many * 16, dtype="u1")
     small_data = rng.integers(0, 255, small * 1024, dtype="u1")
+    tree_shape = tuple(n * c for n, c in zip(tree, TREE_CHUNK, strict=True))
+    tree_data = rng.integers(0, 255, tree_shape, dtype="u1")
     repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(base / "repo")))
     session = repo.writable_session("main")
     for store in (session.store, LocalStore(base / "native")):
@@ -74,6 +81,7 @@ def build(base: Path, big_mib: int, many: int, small: int) -> None:
             ("big", big, (1, 512, 1024)),
             ("many", many_data, (16,)),
             ("small", small_data, (1024,)),
+            ("tree", tree_data, TREE_CHUNK),
         ):
             root.create_array(
                 name, shape=data.shape, chunks=chunks, dtype=data.dtype, compressors=None
@@ -145,11 +153,13 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         small=(20_000, 200),
         reads=(10_000, 200),
         readers=(8, 8),
+        tree=("4,50,100", "2,5,20", "chunks of tree along each axis"),
     )
     if args.smoke:
         args.dir = f"{args.dir}-smoke"
     base = Path(args.dir).resolve()
-    build(base, args.big_mib, args.many, args.small)
+    tree_grid = tuple(int(n) for n in args.tree.split(","))
+    build(base, args.big_mib, args.many, args.small, tree_grid)
     repo_path, mnt, native = str(base / "repo"), base / "mnt", base / "native"
     rows: list[Row] = []
 
@@ -247,6 +257,8 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
             )
         )
 
+    rows += tree_rows(base, tree_grid, args.repeat)
+
     def direct_list() -> int:
         repo = icechunk.Repository.open(icechunk.local_filesystem_storage(repo_path))
         store = repo.readonly_session(tag="v1").store
@@ -339,6 +351,50 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
             )
         )
     return rows, args.repeat
+
+
+def tree_rows(base: Path, grid: tuple[int, ...], repeat: int) -> list[Row]:
+    """``find`` over ``tree`` (many chunk directories), cold and warm: through the mount,
+    a null pyfuse3 fs with as many directories of as many files, and natively; and what
+    each directory costs us beyond the null fs."""
+    chunks, dirs = int(np.prod(grid)), int(np.prod(grid[:-1]))
+    find = {}
+    with NullMount(base / "null", entries=chunks, dirs=dirs) as null:
+        find["null"] = _cold_warm(null.mountpoint / "listing", repeat)
+    with Mount(str(base / "repo"), base / "mnt"):
+        find["icefs"] = _cold_warm(base / "mnt" / "tags" / "v1" / "tree", repeat)
+    find["native"] = _cold_warm(base / "native" / "tree", repeat)
+    rows: list[Row] = []
+    for state in (0, 1):
+        ice, null, nat = (find[k][state] for k in ("icefs", "null", "native"))
+        rows.append(
+            (
+                f"`find` over {chunks} chunks in {dirs} directories, "
+                f"{('cold', 'warm')[state]}: s best",
+                f"{ice:.3f}",
+                f"native {nat:.3f}; null pyfuse3 fs {null:.3f}",
+                f"{ice / nat:.2f}x time (null fs {null / nat:.2f}x)",
+                "<= 2x",
+            )
+        )
+        rows.append(
+            (
+                f"  per directory, {('cold', 'warm')[state]}: us beyond the null fs / "
+                "the null fs beyond native",
+                f"{(ice - null) / dirs * 1e6:.0f}",
+                f"{(null - nat) / dirs * 1e6:.0f}",
+                "-",
+                "-",
+            )
+        )
+    return rows
+
+
+def _cold_warm(root: Path, repeat: int) -> tuple[float, float]:
+    """The best times of ``find`` over *root*: caches dropped first, and not."""
+    cold = measure("find cold", lambda: int(timed(["find", str(root)])), repeat, drop_caches)
+    warm = measure("find warm", lambda: int(timed(["find", str(root)])), repeat)
+    return cold.best, warm.best
 
 
 def main(argv: list[str] | None = None) -> int:

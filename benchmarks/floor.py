@@ -52,8 +52,9 @@ THREADS = 6
 # -- the null filesystem (runs in its own process) -------------------------------------------
 
 
-def serve(mountpoint: str, entries: int = 0) -> None:
-    """Serve the null filesystem; with *entries*, also ``listing/`` of that many 1 KiB files."""
+def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
+    """Serve the null filesystem; with *entries*, also ``listing/`` of that many 1 KiB files,
+    spread over ``listing/<d>/`` for d < *dirs* when *dirs* is given."""
     import pyfuse3
     import trio
 
@@ -72,12 +73,21 @@ def serve(mountpoint: str, entries: int = 0) -> None:
             self.listings: dict[int, list[tuple[bytes, Any]]] = {}
             if entries:
                 folder = self._add(pyfuse3.ROOT_INODE, b"listing", True)
-                kids = []
-                for i in range(entries):
-                    ino = self._add(folder, str(i).encode(), False)
-                    self.nodes[ino][2] = 1024
-                    kids.append((str(i).encode(), self._attr(ino)))
-                self.listings[folder] = kids
+                parents = [folder]
+                if dirs:
+                    subs = [self._add(folder, str(d).encode(), True) for d in range(dirs)]
+                    self.listings[folder] = [
+                        (str(d).encode(), self._attr(s)) for d, s in enumerate(subs)
+                    ]
+                    parents = subs
+                per = -(-entries // len(parents))
+                for parent in parents:
+                    kids = []
+                    for i in range(per):
+                        ino = self._add(parent, str(i).encode(), False)
+                        self.nodes[ino][2] = 1024
+                        kids.append((str(i).encode(), self._attr(ino)))
+                    self.listings[parent] = kids
 
         def _attr(self, ino: int) -> Any:
             _, is_dir, size = self.nodes[ino]
@@ -186,11 +196,11 @@ def serve(mountpoint: str, entries: int = 0) -> None:
 class NullMount:
     """`serve` in a subprocess, with icefs's read-ahead."""
 
-    def __init__(self, mountpoint: Path, entries: int = 0) -> None:
+    def __init__(self, mountpoint: Path, entries: int = 0, dirs: int = 0) -> None:
         mountpoint.mkdir(parents=True, exist_ok=True)
         self.mountpoint = mountpoint
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(mountpoint), str(entries)]
+            [sys.executable, __file__, "--serve", str(mountpoint), str(entries), str(dirs)]
         )
         deadline = time.monotonic() + 60
         while not os.path.ismount(mountpoint):
@@ -371,8 +381,8 @@ def read_on_cue(root: str, files: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and len(sys.argv) in (3, 4) and sys.argv[1] == "--serve":
-        serve(sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else 0)
+    if argv is None and len(sys.argv) in (3, 4, 5) and sys.argv[1] == "--serve":
+        serve(sys.argv[2], *(int(a) for a in sys.argv[3:]))
         return 0
     if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--read-on-cue":
         read_on_cue(sys.argv[2], int(sys.argv[3]))
