@@ -329,3 +329,27 @@ async def test_files_still_being_stored_at_a_crash_are_reported_lost(bridge, tmp
     assert await state.commit("after the crash") is not None
     assert state.lost_at_crash == []
     fs.close()
+
+
+async def test_a_write_during_a_close_is_stored_by_the_next_close(setup):
+    """Two descriptors of one file: a write through one while the other's close waits is
+    not taken as stored by that close; the writer's own close stores it."""
+    core, _data, stores, state = setup
+    first, second, third = (np.full(256, v, dtype="f4").tobytes() for v in (1.0, 2.0, 3.0))
+    gate = stores.hold("a/c/0/0")
+    await rewrite(core, 0, first)  # its store is held: the next close of the file waits
+    attr = await walk(core, "branches", "main", "a", "c", "0", "0")
+    a = await core.open(attr.ino, os.O_WRONLY)
+    b = await core.open(attr.ino, os.O_WRONLY)
+    await core.write(a.fh, 0, second)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.flush, a.fh)  # waits for the first store
+        await trio.sleep(0.02)
+        await core.write(b.fh, 0, third)  # while that close waits
+        gate.set()
+    core.release(a.fh)
+    await core.flush(b.fh)
+    core.release(b.fh)
+    sid = await state.commit("both")
+    assert sid is not None
+    assert await committed_row(core, sid, 0) == third

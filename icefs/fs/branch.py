@@ -305,13 +305,14 @@ class BranchState:
             if f.pending and (k.startswith(prefix) or k == prefix[:-1])
         ]
         for key, overlay in waiting:
+            version = overlay.version
             try:
                 await self.store(key, overlay.spool.contents(), overlay.spool.size)
             except NotFound:
                 continue  # still no array there (e.g. a group was stored)
             except IcefsError:
                 pass  # recorded in last_error; the chunk cannot be stored
-            if self.files.get(key) is overlay:
+            if self.files.get(key) is overlay and overlay.version == version:
                 overlay.pending = overlay.dirty = False
                 if overlay.handles <= 0:
                     del self.files[key]
@@ -388,11 +389,14 @@ class BranchState:
         for key, overlay in list(self.files.items()):
             if overlay.upload_error is None or self.files.get(key) is not overlay:
                 continue
+            version = overlay.version
             try:
                 await self.store(key, overlay.spool.contents(), overlay.spool.size)
             except IcefsError as exc:
                 raise StorageFailure(f"{key}, closed before, could not be stored: {exc}") from None
             overlay.upload_error = None
+            if overlay.version != version:
+                continue  # written again meanwhile: its next close stores it
             overlay.dirty = False
             if overlay.handles <= 0 and self.files.get(key) is overlay:
                 del self.files[key]

@@ -110,6 +110,9 @@ class OverlayFile:
     #: no longer in the branch (unlinked or renamed away while open): its open handles
     #: alone hold it, and the last one to close frees it
     detached: bool = False
+    #: bumped by every change of its bytes: a store marks the file clean only if no
+    #: change came in while it ran
+    version: int = 0
     #: set when its background store (write-behind) ends; None if none was started
     upload: trio.Event | None = None
     #: why its last background store failed; its bytes stay until stored

@@ -90,6 +90,7 @@ class WriteOverlay:
             if overlay.spool.size:
                 overlay.spool.truncate(0)
                 overlay.dirty = True
+                overlay.version += 1
             # POSIX: O_TRUNC of an existing file changes its mtime and ctime, empty or not
             overlay.mtime_ns = state.modified(node.key)
         overlay.handles += 1
@@ -125,6 +126,7 @@ class WriteOverlay:
         except OverflowError:
             raise FileTooLarge(f"{handle.node.key}: past the largest file size") from None
         handle.overlay.dirty = True
+        handle.overlay.version += 1
         handle.overlay.mtime_ns = (
             handle.branch.modified(handle.node.key) if handle.branch else time.time_ns()
         )
@@ -151,7 +153,7 @@ class WriteOverlay:
         key = handle.node.key
         if state.files.get(key) is not overlay:
             return  # deleted while open: its bytes went with it
-        data = overlay.spool.contents()
+        data, version = overlay.spool.contents(), overlay.version
         try:
             if (
                 self._uploader.active
@@ -162,7 +164,7 @@ class WriteOverlay:
                 await state.settle(key)
                 what = await state.check(key, data, overlay.spool.size)
                 if what.kind == "chunk":
-                    await self._uploader.submit(state, key, overlay, what, data)
+                    await self._uploader.submit(state, key, overlay, what, data, version)
                     return
                 await state.store_checked(key, what, data, overlay.spool.size)
             else:
@@ -174,12 +176,14 @@ class WriteOverlay:
             log.info("%s waits for its array's zarr.json (kept in the mount)", key)
             return
         except IcefsError:
-            overlay.dirty = False  # the previous content stays; do not retry at release
+            # the previous content stays; do not retry at release (unless written since)
+            overlay.dirty = overlay.version != version
             overlay.upload_error = None  # this close (or fsync) reports it
             self.drop(state, key, overlay)
             self._forget_kernel(handle.node.path)  # the kernel saw the new size (or name)
             raise
-        overlay.dirty = overlay.pending = False
+        if overlay.version == version:  # else a write came in meanwhile: still to store
+            overlay.dirty = overlay.pending = False
         overlay.upload_error = None
 
     def release(self, handle: Buffered) -> bool:
@@ -221,6 +225,7 @@ class WriteOverlay:
                 f"{node.key}: {size} bytes is past the largest file size icefs holds"
             ) from None
         overlay.dirty = True
+        overlay.version += 1
         overlay.mtime_ns = time.time_ns()
 
     async def truncate_file(self, node: Node, ino: int, state: BranchState, size: int) -> None:

@@ -74,10 +74,16 @@ class Uploader:
                 self._nursery = None
 
     async def submit(
-        self, state: BranchState, key: str, overlay: OverlayFile, what: KeyClass, data: Any
+        self,
+        state: BranchState,
+        key: str,
+        overlay: OverlayFile,
+        what: KeyClass,
+        data: Any,
+        version: int,
     ) -> None:
-        """Store *data* (the bytes of *overlay*, checked as *what*) at *key* in the
-        background; return once it is queued."""
+        """Store *data* (the bytes of *overlay* at its *version*, checked as *what*) at
+        *key* in the background; return once it is queued."""
         await state.settle(key)  # one store per file at a time, in the order of the closes
         size = overlay.spool.size
         while self.waiting_bytes and self.waiting_bytes + size > self.budget:
@@ -85,7 +91,8 @@ class Uploader:
         assert self._nursery is not None
         done = overlay.upload = trio.Event()
         overlay.upload_error = None
-        overlay.dirty = False
+        if overlay.version == version:  # else a write came in meanwhile: still to store
+            overlay.dirty = False
         state.uploading[key] = overlay
         state.journal_wanted = True  # the journal names files not yet stored
         self.waiting_bytes += size
