@@ -175,15 +175,22 @@ def _handler(
     return Handler
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 def serve(upstream: str, delay_ms: float, port: int = 0) -> http.server.ThreadingHTTPServer:
     """A started proxy server (in a daemon thread) forwarding to *upstream*."""
     url = urllib.parse.urlsplit(upstream)
     counts = _Counts()
     counts.delay = delay_ms / 1000
-    server = http.server.ThreadingHTTPServer(
+    server = _Server(
         ("127.0.0.1", port), _handler((url.hostname or "127.0.0.1", url.port or 80), counts)
     )
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
