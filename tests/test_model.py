@@ -67,7 +67,10 @@ def _step(fn):
     @functools.wraps(fn)
     def run(self, **kwargs):
         self.history.append(f"{fn.__name__}({kwargs})")
-        return fn(self, **kwargs)
+        try:
+            return fn(self, **kwargs)
+        except OSError as exc:  # an errno no rule expected: say what led to it
+            raise AssertionError(self._story(f"{fn.__name__}: {exc!r}")) from exc
 
     return run
 
