@@ -12,10 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.fuse
-def test_benchmark_command_smoke(tmp_path):
+def run_benchmarks(*args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run ``python -m benchmarks --smoke *args*``; return it and its table's lines."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--dir", str(tmp_path / "bench")],
+        [sys.executable, "-m", "benchmarks", "--smoke", *args],
         capture_output=True,
         text=True,
         timeout=900,
@@ -23,7 +23,12 @@ def test_benchmark_command_smoke(tmp_path):
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    return result, [line for line in result.stdout.splitlines() if line.startswith("| ")]
+
+
+@pytest.mark.fuse
+def test_benchmark_command_smoke(tmp_path):
+    result, table = run_benchmarks("--dir", str(tmp_path / "bench"))
     for row in (
         "warm read big",
         "cold read big",
@@ -115,16 +120,7 @@ def test_latency_proxy_counts_requests_by_kind(s3_server):
 def test_cloud_benchmark_smoke(tmp_path):
     """``python -m benchmarks --cloud --smoke`` prints every row with its request counts,
     and walking a tag's chunk directories makes no request per chunk file."""
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--cloud", "--smoke", "--dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    result, table = run_benchmarks("--cloud", "--dir", str(tmp_path))
     for row in (
         "20 ms per request",
         "cold read 8 MiB",

@@ -113,16 +113,23 @@ async def listing(core, ino):
     return [name for _, name, _ in found]
 
 
-async def rows_tag_core(bridge, tmp_path, rows):
-    """A core over an in-memory repository whose tag ``t`` holds array ``a``: *rows*
-    rows of 256 float32, one 1 KiB chunk per row (stored as objects, not inline)."""
-    repo = icechunk.Repository.create(icechunk.in_memory_storage())
+def rows_repo(storage, rows):
+    """A repository on *storage* whose branch main holds array ``a``: *rows* rows of
+    256 float32, one 1 KiB chunk per row (stored as objects, not inline); return it,
+    the rows and the snapshot."""
+    repo = icechunk.Repository.create(storage)
     session = repo.writable_session("main")
     data = np.arange(rows * 256, dtype="f4").reshape(rows, 256)
     zarr.group(store=session.store).create_array(
         "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None
     )[:] = data
-    repo.create_tag("t", session.commit("data"))
+    return repo, data, session.commit("data")
+
+
+async def rows_tag_core(bridge, tmp_path, rows):
+    """A core over an in-memory `rows_repo` whose tag ``t`` holds its snapshot."""
+    repo, data, snapshot = rows_repo(icechunk.in_memory_storage(), rows)
+    repo.create_tag("t", snapshot)
     core = await make_core(repo, bridge, cache_dir=str(tmp_path / "c"))
     return core, data
 

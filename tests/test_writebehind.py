@@ -22,7 +22,7 @@ import zarr
 
 from icefs.errors import InvalidInput, NotFound, StorageFailure
 from icefs.store.writer import BranchWriter
-from tests.test_fs import _BUILT, close, make_core, read_all, walk
+from tests.test_fs import _BUILT, close, make_core, read_all, rows_repo, walk
 
 ROWS = 8
 NEW = np.full(256, 7.5, dtype="f4").tobytes()
@@ -57,13 +57,7 @@ class Stores:
 
 @pytest.fixture
 async def setup(bridge, tmp_path, monkeypatch):
-    repo = icechunk.Repository.create(icechunk.in_memory_storage())
-    session = repo.writable_session("main")
-    data = np.arange(ROWS * 256, dtype="f4").reshape(ROWS, 256)
-    zarr.group(store=session.store).create_array(
-        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None
-    )[:] = data
-    session.commit("data")
+    repo, data, _ = rows_repo(icechunk.in_memory_storage(), ROWS)
     core = await make_core(repo, bridge, write_behind=True, cache_dir=str(tmp_path / "c"))
     stores = Stores(monkeypatch)
     async with _BUILT[id(core)].background_stores():
@@ -287,13 +281,7 @@ async def test_files_still_being_stored_at_a_crash_are_reported_lost(bridge, tmp
     from icefs.fs import Filesystem, MountOptions
     from icefs.store.repo import Repo
 
-    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(tmp_path / "r")))
-    session = repo.writable_session("main")
-    data = np.arange(ROWS * 256, dtype="f4").reshape(ROWS, 256)
-    zarr.group(store=session.store).create_array(
-        "a", shape=data.shape, chunks=(1, 256), dtype="f4", compressors=None
-    )[:] = data
-    session.commit("data")
+    repo, data, _ = rows_repo(icechunk.local_filesystem_storage(str(tmp_path / "r")), ROWS)
     options = MountOptions(write_behind=True, cache_dir=str(tmp_path / "cache"))
 
     def build() -> Filesystem:
