@@ -87,10 +87,34 @@ install_test_servers() {
         "azurite@$AZURITE_VERSION" >/dev/null
 }
 
+# The legacy programs the Zarr v2 view is tested with: netCDF-C and GDAL from Debian, and
+# zarr-python 2 with an xarray that still reads it, in their own venv (the main one has zarr 3).
+install_legacy_readers() {
+    local missing=()
+    for pkg in netcdf-bin gdal-bin; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        say "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    local zarr2="$here/.tools/zarr2"
+    if [ -x "$zarr2/bin/python" ] && "$zarr2/bin/python" -c 'import zarr, xarray' 2>/dev/null; then
+        return 0
+    fi
+    say "installing zarr-python 2 into .tools/zarr2 (not tracked by git)"
+    mkdir -p "$here/.tools"
+    "$venv/bin/python" -m venv "$zarr2"
+    "$zarr2/bin/python" -m pip install -q "zarr>=2.18,<3" "xarray>=2024.10,<2025.1"
+}
+
 install_debian_packages
 make_venv
 if [ "$job" = "test" ]; then
     install_test_servers
+    install_legacy_readers
 fi
 
 export PATH="$venv/bin:$PATH"

@@ -150,7 +150,13 @@ def count_fetches(monkeypatch, on_fetch=None):
 
 
 async def test_root_listing_hides_control_dir(core):
-    assert await listing(core, ROOT_INODE) == ["branches", "tags", "snapshots"]
+    assert await listing(core, ROOT_INODE) == [
+        "branches",
+        "tags",
+        "snapshots",
+        "zarr2",
+        "zarr2-decoded",
+    ]
     ctrl = await core.lookup(ROOT_INODE, ".icefs")
     assert stat.S_ISDIR(ctrl.mode)
     assert await listing(core, ctrl.ino) == ["ops", "pid", "refresh", "stats", "status", "version"]

@@ -34,7 +34,7 @@ def process_gone(pid: int) -> bool:
 def test_namespace_listing(sample_mount, sample_repo):
     mnt = sample_mount.mountpoint
     _, ids = sample_repo
-    assert sorted(os.listdir(mnt)) == ["branches", "snapshots", "tags"]
+    assert sorted(os.listdir(mnt)) == ["branches", "snapshots", "tags", "zarr2", "zarr2-decoded"]
     assert sorted(os.listdir(mnt / "branches")) == ["experiment", "main"]
     assert os.listdir(mnt / "tags") == ["v1.0"]
     assert set(os.listdir(mnt / "snapshots")) == {*ids.values(), "1CECHNKREP0F1RSTCMT0"}

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Final
 
 from icefs.errors import NoAttribute, NotSupported
 from icefs.fs import control
-from icefs.fs.values import IMMUTABLE_DIR, IMMUTABLE_FILE, IMMUTABLE_TTL, Attr, NodeKind, StatFs
+from icefs.fs.values import (
+    IMMUTABLE_DIR,
+    IMMUTABLE_FILE,
+    IMMUTABLE_TTL,
+    Attr,
+    NodeKind,
+    StatFs,
+    rendered,
+)
 
 if TYPE_CHECKING:
     from icefs.fs.branches import Branches
@@ -90,8 +98,8 @@ class Attributes:
         elif kind is NodeKind.REF_CTRL_FILE:
             writable = node.ctrl in control.writable_files(root=False)
             mode, ttl = stat.S_IFREG | (0o600 if writable else 0o400), 0.0
-        elif kind in (NodeKind.ROOT, NodeKind.REF_LIST):
-            read_only = opts.read_only or node.path == ("snapshots",)
+        elif kind in (NodeKind.ROOT, NodeKind.RENDERING, NodeKind.REF_LIST):
+            read_only = opts.read_only or node.path == ("snapshots",) or rendered(node.path)
             mode, ttl = stat.S_IFDIR | (0o555 if read_only else 0o755), refresh
         else:
             assert view is not None

@@ -80,8 +80,9 @@ class Branches:
         return self.state(view.ref)
 
     def of_view(self, view: View | None) -> BranchState | None:
-        """The state of the branch *view* shows, if it has one (None for tags, snapshots)."""
-        if view is None or view.kind != "branch":
+        """The state of the branch *view* shows, if it has one (None for tags, snapshots,
+        and the Zarr v2 renderings, which show only what is stored)."""
+        if view is None or view.kind != "branch" or view.render:
             return None
         return self.states.get(view.ref)
 

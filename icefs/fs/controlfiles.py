@@ -28,11 +28,13 @@ from icefs.fs.commitinfo import parse_request
 from icefs.fs.handles import Command, Query, Text
 from icefs.fs.values import NodeKind, OpenReply
 from icefs.store import history
+from icefs.store.zarr2tree import left_out
 
 if TYPE_CHECKING:
     from icefs.fs.branches import Branches
     from icefs.fs.handles import HandleTable
     from icefs.fs.inodes import InodeTable, Path
+    from icefs.fs.namespace import Namespace
     from icefs.fs.refdirs import RefDirectories
     from icefs.fs.refs import RefTable
     from icefs.fs.stats import Stats
@@ -67,8 +69,10 @@ class ControlFiles:
         options: MountOptions,
         kernel: Invalidator,
         uploader: Uploader,
+        namespace: Namespace,
     ) -> None:
         self._uploader = uploader
+        self._namespace = namespace
         self._repo = repo
         self._refs = refs
         self._branches = branches
@@ -363,6 +367,8 @@ class ControlFiles:
             doc.update(await branch_status(state))
         if view.kind == "branch":
             doc["tip_snapshot_id"] = self._refs.branches.get(view.ref)
+        tree = await self._namespace.tree_for(view)
+        doc["zarr2_left_out"] = await left_out(tree, self._namespace.translations)
         return doc
 
 

@@ -29,7 +29,7 @@ from icefs.errors import (
 )
 from icefs.fs.attrs import XATTR_LOCATION
 from icefs.fs.handles import Buffered, Command, Listing, Query
-from icefs.fs.values import NodeKind, OpenReply
+from icefs.fs.values import NodeKind, OpenReply, rendered
 
 if TYPE_CHECKING:
     from icefs.fs.attrs import Attributes
@@ -261,6 +261,8 @@ class IcefsCore:
         """
         parent = await self.namespace.node(parent_ino)
         path: Path
+        if rendered(parent.path):
+            raise ReadOnly(f"{'/'.join(parent.path)} is read-only")
         if parent.kind is NodeKind.REF_LIST and parent.path == ("branches",):
             await self.refdirs.mkdir_branch(name)
             path = ("branches", name)
@@ -279,6 +281,8 @@ class IcefsCore:
         path = (*self.inodes.path(parent_ino), name)
         try:
             parent = await self.namespace.node(parent_ino)
+            if rendered(parent.path):
+                raise ReadOnly(f"{'/'.join(parent.path)} is read-only")
             if parent.kind is NodeKind.REF_LIST:
                 await self.refdirs.rmdir(parent, name)
             else:

@@ -147,6 +147,7 @@ class Filesystem:
             options,
             kernel,
             uploader,
+            namespace,
         )
         core = IcefsCore(
             inodes=inodes,

@@ -19,7 +19,7 @@ from cachetools import LRUCache
 from icefs.errors import NotADirectory, NotFound
 from icefs.fs import control
 from icefs.fs.handles import Listing
-from icefs.fs.values import KINDS, ROOT_POS, Node, NodeKind
+from icefs.fs.values import KINDS, RENDERINGS, ROOT_POS, Node, NodeKind
 from icefs.paths import METADATA_NAME, ref_to_name
 from icefs.store.tree import TreeEntry
 
@@ -74,7 +74,11 @@ class Listings:
         """The entries of the directory *node*, as they are now."""
         kind = node.kind
         if kind is NodeKind.ROOT:
-            return [Node((name,), NodeKind.REF_LIST) for name in KINDS]
+            return [Node((name,), NodeKind.REF_LIST) for name in KINDS] + [
+                Node((name,), NodeKind.RENDERING) for name in RENDERINGS
+            ]
+        if kind is NodeKind.RENDERING:
+            return [Node((*node.path, name), NodeKind.REF_LIST) for name in KINDS]
         if kind is NodeKind.ROOT_CTRL_DIR:
             return [
                 Node((*node.path, f), NodeKind.ROOT_CTRL_FILE, ctrl=f) for f in control.ROOT_FILES
@@ -119,7 +123,7 @@ class Listings:
         return [entries[n] for n in sorted(entries, key=lambda n: (n == METADATA_NAME, n))]
 
     async def _refs_in(self, node: Node) -> list[Node]:
-        kind = KINDS[node.path[0]]
+        kind = KINDS[node.path[-1]]
         if kind == "snapshot":
             ids = await self._refs.snapshot_ids()
         else:
@@ -130,9 +134,8 @@ class Listings:
             if name is None:
                 log.warning("%s %r cannot be shown as a file name; skipped", kind, ref)
                 continue
-            base = self._branches.session_base(ref) if kind == "branch" else None
             try:
-                view = await self._refs.view(kind, name, base)
+                view = await self._namespace.ref_view(node, name)
             except NotFound:
                 continue  # deleted since the refresh
             out.append(

@@ -11,15 +11,18 @@ branches start from a directory resolved before, while the branch's stamp
 from __future__ import annotations
 
 import logging
+import weakref
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 from cachetools import LRUCache
 
 from icefs.errors import InvalidInput, NotADirectory, NotFound, PermissionDenied, Stale
 from icefs.fs import control
-from icefs.fs.values import KINDS, ROOT_POS, Node, NodeKind
+from icefs.fs.values import KINDS, RENDERINGS, ROOT_POS, Node, NodeKind
 from icefs.paths import CONTROL_DIR, check_name, name_to_ref
 from icefs.store.tree import DirPos, SnapshotTree, TreeEntry
+from icefs.store.zarr2tree import Translations, Zarr2Tree
 
 if TYPE_CHECKING:
     from icefs.fs.branch import BranchState
@@ -68,6 +71,11 @@ class Namespace:
         #: files unlinked (or replaced by a rename) while open, by inode: fstat, read and
         #: write through their descriptors go on until the last one is closed
         self.orphans: dict[int, Node] = {}
+        #: the v2 renderings of trees in use, and the translations they share
+        self.translations = Translations()
+        self._rendered: weakref.WeakKeyDictionary[SnapshotTree, dict[bool, Zarr2Tree]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- trees --------------------------------------------------------------------------------
 
@@ -83,12 +91,20 @@ class Namespace:
         return tree
 
     async def tree_for(self, view: View) -> SnapshotTree:
-        """The tree a view shows: a branch's session while it is being written."""
-        if view.kind == "branch":
-            tree = self._branches.session_tree(view.ref)
-            if tree is not None:
-                return tree
-        return await self.tree(view.snapshot_id)
+        """The tree a view shows: a branch's session while it is being written; rendered
+        as Zarr v2 for the views below `RENDERINGS` (a `Zarr2Tree` answers alike)."""
+        tree = self._branches.session_tree(view.ref) if view.kind == "branch" else None
+        if tree is None:
+            tree = await self.tree(view.snapshot_id)
+        return self._render(tree, view.render) if view.render else tree
+
+    def _render(self, tree: SnapshotTree, render: str) -> SnapshotTree:
+        decoded = render == "zarr2-decoded"
+        kept = self._rendered.setdefault(tree, {})
+        rendered = kept.get(decoded)
+        if rendered is None:
+            rendered = kept[decoded] = Zarr2Tree(tree, decoded, self.translations)
+        return rendered  # type: ignore[return-value]  # the same calls, duck-typed
 
     async def immutable_tree(
         self, view: View, tree: SnapshotTree, entry: TreeEntry
@@ -99,6 +115,12 @@ class Namespace:
         else None."""
         if entry.array is None:
             return None
+        shown: object = tree  # a rendering stands in for a SnapshotTree (see `_render`)
+        if isinstance(shown, Zarr2Tree):  # its chunk entries keep their v3 key
+            inner = await self.immutable_tree(view, shown.inner, entry)
+            if inner is None or not shown.decoded:
+                return inner
+            return self._render(inner, "zarr2-decoded")
         if not tree.reader.writable:
             return tree
         state = self._branches.states.get(view.ref) if view.kind == "branch" else None
@@ -117,13 +139,16 @@ class Namespace:
                 return Node(path, NodeKind.REF_LIST)
             if name == CONTROL_DIR:
                 return Node(path, NodeKind.ROOT_CTRL_DIR)
+            if name in RENDERINGS:
+                return Node(path, NodeKind.RENDERING)
+        elif kind is NodeKind.RENDERING:
+            if name in KINDS:
+                return Node(path, NodeKind.REF_LIST)
         elif kind is NodeKind.ROOT_CTRL_DIR:
             if name in control.ROOT_FILES:
                 return Node(path, NodeKind.ROOT_CTRL_FILE, ctrl=name)
         elif kind is NodeKind.REF_LIST:
-            ref_kind = KINDS[parent.path[0]]
-            base = self._branches.session_base(name_to_ref(name)) if ref_kind == "branch" else None
-            view = await self._refs.view(ref_kind, name, base)
+            view = await self.ref_view(parent, name)
             return Node(path, NodeKind.REF_ROOT, view, TreeEntry(True, pos=ROOT_POS))
         elif kind is NodeKind.REF_CTRL_DIR:
             assert parent.view is not None
@@ -132,9 +157,9 @@ class Namespace:
         elif kind in (NodeKind.REF_ROOT, NodeKind.TREE_DIR):
             assert parent.view is not None
             assert parent.entry is not None
-            if kind is NodeKind.REF_ROOT and name == CONTROL_DIR:
+            if kind is NodeKind.REF_ROOT and name == CONTROL_DIR and not parent.view.render:
                 return Node(path, NodeKind.REF_CTRL_DIR, parent.view)
-            overlaid = self.overlay_child(parent.view, path)
+            overlaid = None if parent.view.render else self.overlay_child(parent.view, path)
             if overlaid is not None:
                 return overlaid
             assert parent.entry.pos is not None
@@ -146,6 +171,15 @@ class Namespace:
         else:
             raise NotADirectory("/".join(parent.path))
         raise NotFound("/".join(path))
+
+    async def ref_view(self, ref_list: Node, name: str) -> View:
+        """The view of the ref *name* in the directory *ref_list* (`NotFound` if none)."""
+        ref_kind = KINDS[ref_list.path[-1]]
+        base = self._branches.session_base(name_to_ref(name)) if ref_kind == "branch" else None
+        view = await self._refs.view(ref_kind, name, base)
+        if len(ref_list.path) > 1:  # below one of RENDERINGS
+            view = replace(view, render=ref_list.path[0], read_only=True)
+        return view
 
     def overlay_child(self, view: View, path: Path) -> Node | None:
         """The node at *path* if it lives in the branch's overlay (only in this mount)."""

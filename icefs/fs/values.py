@@ -8,6 +8,7 @@ Namespace (docs/semantics.md)::
     /<kind>/<ref>/          REF_ROOT        the Zarr tree at the view's snapshot
     /<kind>/<ref>/.icefs/   REF_CTRL_*      status snapshot_id log commit ...
     /<kind>/<ref>/<key...>  TREE_DIR/FILE   groups, arrays, chunk directories, files
+    /zarr2/ /zarr2-decoded/ RENDERING       the same ref lists, each ref's tree in Zarr v2
 
 A `Node` is a resolved path; `Attr`, `OpenReply` and `StatFs` are what requests
 answer.  Nothing here does I/O.
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IMMUTABLE_TTL",
     "KINDS",
+    "RENDERINGS",
     "Attr",
     "AttrChange",
     "Invalidator",
@@ -41,12 +43,24 @@ __all__ = [
     "OpenReply",
     "StatFs",
     "View",
+    "rendered",
 ]
 
 #: Kernel cache lifetime for what can never change (tag and snapshot contents).
 IMMUTABLE_TTL: Final = 24 * 3600.0
 #: The ref lists at the root, and the kind of ref each holds.
 KINDS: Final = {"branches": "branch", "tags": "tag", "snapshots": "snapshot"}
+#: The directories at the root that show every ref again in another rendering of its
+#: tree, read-only (icefs.store.zarr2tree): Zarr v2 with the chunks' own bytes, and
+#: Zarr v2 with each chunk decoded. Paths below them are one name longer.
+RENDERINGS: Final = ("zarr2", "zarr2-decoded")
+
+
+def rendered(path: Path) -> bool:
+    """Whether *path* lies below one of `RENDERINGS` (where nothing can be changed)."""
+    return bool(path) and path[0] in RENDERINGS
+
+
 #: Where a ref's tree starts.
 ROOT_POS: Final = DirPos("")
 #: First name of the path an unlinked open file is shown under (no name can hold NUL).
@@ -60,6 +74,7 @@ class NodeKind(enum.Enum):
     ROOT = "root"
     ROOT_CTRL_DIR = "root control directory"
     ROOT_CTRL_FILE = "root control file"
+    RENDERING = "rendering"
     REF_LIST = "ref list"
     REF_ROOT = "ref root"
     REF_CTRL_DIR = "ref control directory"
@@ -74,6 +89,7 @@ _DIRS: Final = frozenset(
     {
         NodeKind.ROOT,
         NodeKind.ROOT_CTRL_DIR,
+        NodeKind.RENDERING,
         NodeKind.REF_LIST,
         NodeKind.REF_ROOT,
         NodeKind.REF_CTRL_DIR,
@@ -190,6 +206,8 @@ class View:
     snapshot_id: str
     mtime_ns: int
     read_only: bool
+    #: "" for the Zarr v3 tree, else one of `RENDERINGS` (always read-only)
+    render: str = ""
 
     @property
     def immutable(self) -> bool:
@@ -213,6 +231,8 @@ class Node:
     @property
     def key(self) -> str:
         """The path inside the ref ('' for the ref's root)."""
+        if self.view is not None and self.view.render:
+            return "/".join(self.path[3:])
         return "/".join(self.path[2:])
 
     @property

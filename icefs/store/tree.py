@@ -162,6 +162,22 @@ class SnapshotTree:
                 self._listings[path] = names
         return names
 
+    async def metadata(self, path: str) -> bytes | None:
+        """The `zarr.json` of the node at *path*; None where there is no node."""
+        return (await self._node(path)).metadata
+
+    async def is_array(self, path: str) -> bool:
+        return (await self._node(path)).is_array
+
+    async def chunk_count(self, array: str) -> int:
+        """How many chunks of the array at *array* are stored."""
+        node = await self._node(array)
+        return len((await self._chunk_index(array, node.ndim)).lengths) if node.is_array else 0
+
+    async def node_paths(self) -> frozenset[str]:
+        """The path of every node (group or array) in the tree."""
+        return frozenset(await self._known_nodes())
+
     async def _chunk_index(self, array: str, ndim: int) -> ChunkIndex:
         index = self._chunks.get(array)
         if index is None:

@@ -1,0 +1,255 @@
+"""Zarr v3 metadata as Zarr v2 shows it: `.zarray`, `.zgroup`, `.zattrs`, `.zmetadata`.
+
+A v2 reader sees the very bytes of each v3 chunk when the array's codecs are
+ones v2 names the same way: optionally ``transpose`` to C or F order, then
+``bytes`` (or ``vlen-utf8`` for strings), then at most one of ``gzip``,
+``zstd``, ``blosc``.  Anything else (sharding, ``crc32c``, another codec or
+data type, a chunk grid that is not regular, storage transformers) has no v2
+form: `translate_array` raises `Untranslatable` with the reason, and the view
+leaves the array out.  zarr's own metadata classes parse the v3 document and
+write the v2 one, so both follow zarr's rules for data types and fill values.
+
+The *decoded* rendering shows each chunk decoded (``compressor: null``), for
+readers without codec plugins; its chunk size follows from the chunk shape and
+the item size alone.  docs/legacy.md has the table of these rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+__all__ = [
+    "ATTRS",
+    "CONSOLIDATED",
+    "GROUP",
+    "Untranslatable",
+    "V2Array",
+    "consolidated",
+    "decode_chunk",
+    "group_documents",
+    "translate_array",
+    "without_fill",
+]
+
+GROUP: Final = ".zgroup"
+ARRAY: Final = ".zarray"
+ATTRS: Final = ".zattrs"
+CONSOLIDATED: Final = ".zmetadata"
+#: The attribute xarray and netCDF-C read the dimension names from.
+DIMENSIONS_ATTR: Final = "_ARRAY_DIMENSIONS"
+#: The attribute xarray keeps a v3 array's missing-value marker in (v2 has `fill_value`).
+FILL_VALUE_ATTR: Final = "_FillValue"
+#: The bytes-to-bytes codecs v2 has under the same name, and how their settings map.
+_COMPRESSORS: Final = ("gzip", "zstd", "blosc")
+_BLOSC_SHUFFLE: Final = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+class Untranslatable(ValueError):
+    """The v3 array has no Zarr v2 form; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class V2Array:
+    """One v3 array in v2 terms: its documents raw and decoded, and how to decode chunks."""
+
+    zarray: bytes
+    zattrs: bytes
+    #: the `.zarray` of the decoded rendering; None if it cannot show the array (`why_not`)
+    decoded_zarray: bytes | None
+    why_not: str
+    #: whether `fill_value` came from the `_FillValue` attribute (kept whatever the chunks)
+    fill_from_attribute: bool
+    #: chunks in the whole grid (with all of them stored, no chunk is ever filled)
+    grid_chunks: int
+    #: the numcodecs config of the compressor (None: chunks are stored uncompressed)
+    compressor: dict[str, Any] | None
+    #: bytes of one decoded chunk
+    chunk_bytes: int
+    ndim: int
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False).encode()
+
+
+def _attributes(doc: dict[str, Any]) -> dict[str, Any]:
+    attributes = dict(doc.get("attributes") or {})
+    names = doc.get("dimension_names")
+    if names and all(isinstance(n, str) for n in names):
+        attributes.setdefault(DIMENSIONS_ATTR, list(names))
+    return attributes
+
+
+def group_documents(metadata: bytes | None) -> tuple[bytes, bytes]:
+    """`.zgroup` and `.zattrs` of the v3 group *metadata* (None: an implicit group)."""
+    attributes: dict[str, Any] = {}
+    if metadata is not None:
+        try:
+            attributes = dict(json.loads(metadata).get("attributes") or {})
+        except (ValueError, TypeError, AttributeError):
+            attributes = {}
+    return _dump({"zarr_format": 2}), _dump(attributes)
+
+
+def _compressor(codec: Any) -> dict[str, Any]:
+    """The numcodecs config of the v3 bytes-to-bytes *codec* (zarr's own codec object)."""
+    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+    if isinstance(codec, GzipCodec):
+        return {"id": "gzip", "level": codec.level}
+    if isinstance(codec, ZstdCodec):
+        config: dict[str, Any] = {"id": "zstd", "level": codec.level}
+        if codec.checksum:
+            config["checksum"] = True
+        return config
+    if isinstance(codec, BloscCodec):
+        return {
+            "id": "blosc",
+            "cname": getattr(codec.cname, "value", codec.cname),
+            "clevel": codec.clevel,
+            "shuffle": _BLOSC_SHUFFLE[getattr(codec.shuffle, "value", codec.shuffle)],
+            "blocksize": codec.blocksize,
+        }
+    raise Untranslatable(f"the codec {codec.to_dict()['name']!r} has no Zarr v2 compressor")
+
+
+def translate_array(metadata: bytes) -> V2Array:
+    """The v2 form of the v3 array *metadata* (a `zarr.json`); `Untranslatable` if none."""
+    from zarr.codecs import BytesCodec, TransposeCodec, VLenUTF8Codec
+    from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+    from zarr.core.metadata.v2 import ArrayV2Metadata
+    from zarr.core.metadata.v3 import ArrayV3Metadata, RegularChunkGridMetadata
+
+    doc = json.loads(metadata)
+    try:
+        meta = ArrayV3Metadata.from_dict(dict(doc))
+    except Exception as exc:  # zarr raises many kinds; what it rejects v2 cannot show
+        raise Untranslatable(f"zarr cannot read this array's metadata: {exc}") from None
+    if meta.storage_transformers:
+        raise Untranslatable("storage transformers have no Zarr v2 form")
+    if not isinstance(meta.chunk_grid, RegularChunkGridMetadata):
+        raise Untranslatable("only a regular chunk grid has a Zarr v2 form")
+    encoding = meta.chunk_key_encoding
+    if not isinstance(encoding, DefaultChunkKeyEncoding) or encoding.separator != "/":
+        raise Untranslatable("only the default chunk key encoding with '/' is shown")
+    codecs = list(meta.codecs)
+    order = "C"
+    first = codecs[0] if codecs else None
+    if isinstance(first, TransposeCodec):
+        codecs.pop(0)
+        permutation = tuple(first.order)
+        ndim = len(meta.shape)
+        if permutation == tuple(range(ndim))[::-1]:
+            order = "F"
+        elif permutation != tuple(range(ndim)):
+            raise Untranslatable(f"transpose {list(permutation)} is neither C nor F order")
+    if not codecs:
+        raise Untranslatable("no array-to-bytes codec")
+    serializer = codecs.pop(0)
+    filters = None
+    if isinstance(serializer, VLenUTF8Codec):
+        from numcodecs import VLenUTF8
+
+        filters = [VLenUTF8()]
+    elif not isinstance(serializer, BytesCodec):
+        name = serializer.to_dict()["name"]
+        raise Untranslatable(f"the codec {name!r} has no Zarr v2 form")
+    if len(codecs) > 1:
+        names = ", ".join(repr(c.to_dict()["name"]) for c in codecs)
+        raise Untranslatable(f"v2 has one compressor, the array has {names}")
+    compressor = _compressor(codecs[0]) if codecs else None
+    dtype = meta.data_type
+    endian = getattr(serializer, "endian", None)
+    if endian is not None and hasattr(dtype, "endianness"):  # v3 keeps it in the codec
+        dtype = dataclasses.replace(cast("Any", dtype), endianness=getattr(endian, "value", endian))
+    try:
+        dtype.to_json(zarr_format=2)
+    except Exception:  # zarr's own verdict on whether v2 knows the type
+        name = doc.get("data_type")
+        raise Untranslatable(f"the data type {name!r} has no Zarr v2 form") from None
+    chunks = tuple(meta.chunk_grid.chunk_shape)
+    attributes = _attributes(doc)
+    fill_value = meta.fill_value
+    fill_from_attribute = FILL_VALUE_ATTR in attributes
+    if fill_from_attribute:  # what v2 readers take the missing-value marker from
+        try:
+            fill_value = dtype.from_json_scalar(attributes.pop(FILL_VALUE_ATTR), zarr_format=2)
+        except Exception:  # zarr's verdict on the attribute's value
+            raise Untranslatable(f"{FILL_VALUE_ATTR} does not fit the data type") from None
+
+    def render(compressed: dict[str, Any] | None) -> bytes:
+        import numcodecs
+
+        v2 = ArrayV2Metadata(
+            shape=tuple(meta.shape),
+            dtype=dtype,
+            chunks=chunks,
+            fill_value=fill_value,
+            order=order,  # type: ignore[arg-type]
+            dimension_separator="/",
+            compressor=None if compressed is None else numcodecs.get_codec(dict(compressed)),
+            filters=filters,
+        )
+        from zarr.core.buffer import default_buffer_prototype
+
+        return _dump(json.loads(v2.to_buffer_dict(default_buffer_prototype())[ARRAY].to_bytes()))
+
+    try:
+        zarray = render(compressor)
+    except Exception as exc:  # zarr refuses to write this as v2
+        raise Untranslatable(f"zarr cannot write it as v2: {exc}") from None
+    itemsize = dtype.to_native_dtype().itemsize
+    decoded, why_not = None, ""
+    if filters is not None:
+        why_not = "variable-length strings have no decoded size"
+    else:
+        decoded = render(None)
+    return V2Array(
+        zarray=zarray,
+        zattrs=_dump(attributes),
+        decoded_zarray=decoded,
+        why_not=why_not,
+        compressor=compressor,
+        chunk_bytes=math.prod(chunks) * itemsize,
+        ndim=len(meta.shape),
+        fill_from_attribute=fill_from_attribute,
+        grid_chunks=math.prod(-(-n // c) for n, c in zip(meta.shape, chunks, strict=True)),
+    )
+
+
+def without_fill(zarray: bytes) -> bytes:
+    """*zarray* with ``fill_value: null``: for an array whose every chunk is stored, where
+    v2 readers (xarray, netCDF-C) would take the fill value for a missing-value marker."""
+    doc = json.loads(zarray)
+    doc["fill_value"] = None
+    return _dump(doc)
+
+
+def decode_chunk(array: V2Array, data: bytes) -> bytes:
+    """The chunk *data* of *array* decompressed; `ValueError` if it does not decode to
+    exactly one chunk's bytes."""
+    if array.compressor is not None:
+        import numcodecs
+
+        codec = numcodecs.get_codec(dict(array.compressor))
+        try:
+            data = bytes(codec.decode(data))
+        except Exception as exc:  # each codec has its own error types for corrupt input
+            raise ValueError(f"the chunk does not decode with {codec.codec_id}: {exc}") from exc
+    if len(data) != array.chunk_bytes:
+        raise ValueError(f"a chunk decodes to {len(data)} bytes, not {array.chunk_bytes}")
+    return data
+
+
+def consolidated(documents: dict[str, bytes]) -> bytes:
+    """The `.zmetadata` holding *documents* (v2 key -> document bytes)."""
+    return _dump(
+        {
+            "zarr_consolidated_format": 1,
+            "metadata": {key: json.loads(documents[key]) for key in sorted(documents)},
+        }
+    )
