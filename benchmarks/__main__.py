@@ -4,9 +4,9 @@
 icefs and its baselines on the loopback S3 server behind a proxy that adds
 latency to every request.
 
-Runs benchmarks/read.py, write.py, access.py, floor.py and virtual.py (each can also run alone, with
-more options) and prints one Markdown table: each measure, icefs, its baseline
-measured side by side in the same run, the ratio and the target, then the
+Runs benchmarks/read.py, write.py, access.py, floor.py, virtual.py and legacy.py (each can
+also run alone, with more options) and prints one Markdown table: each measure, icefs, its
+baseline measured side by side in the same run, the ratio and the target, then the
 environment.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import access, cloud, floor, read, virtual, write
+from benchmarks import access, cloud, floor, legacy, read, virtual, write
 from benchmarks.common import Row, report, steady_memory
 
 
@@ -44,6 +44,7 @@ def main() -> int:
         rows += access.collect([*common, "--dir", f"{args.dir}/access"])[0]
         rows += floor.collect([*common, "--dir", f"{args.dir}/floor"])[0]
         rows += virtual.collect([*common, "--dir", f"{args.dir}/virtual"])[0]
+        rows += legacy.collect([*common, "--dir", f"{args.dir}/legacy"])[0]
     repeats = 1 if args.smoke else args.repeat
     report(
         f"icefs benchmarks ({repeats} repeats, min and median; "

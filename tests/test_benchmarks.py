@@ -54,6 +54,9 @@ def test_benchmark_command_smoke(tmp_path):
         "CPU-seconds per GiB",
         "cold read of a virtual array",
         "(floor) both halves at once: the direct virtual read",
+        "through zarr2/ vs the v3 tree, same reader",
+        "the same through zarr2-decoded/",
+        "of zarr2/ vs the v3 tree",
     ):
         assert any(row in line for line in table), row
     assert "fio not installed" not in result.stdout, "bootstrap installs fio"

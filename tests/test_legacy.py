@@ -167,3 +167,55 @@ def test_zarr2_and_xarray_read_every_array_of_the_sample(sample_repo, mount_fact
             for key in (name, "xr:" + name):
                 assert got[key].dtype == values.dtype, key
                 assert np.array_equal(got[key], values, equal_nan=True), key
+
+
+ZARR2_WRITE = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, xarray as xr, zarr
+    root = sys.argv[1]
+    group = zarr.open_group(root, mode="a")
+    array = group.create_dataset(
+        "written", data=np.arange(30, dtype="<i4").reshape(5, 6), chunks=(2, 4)
+    )
+    array.attrs["_ARRAY_DIMENSIONS"] = ["rows", "cols"]
+    array.attrs["by"] = "zarr 2"
+    ds = xr.Dataset(
+        {"temp": (("t", "x"), np.linspace(0, 1, 12, dtype="f4").reshape(3, 4))},
+        coords={"x": np.arange(4.0)},
+        attrs={"title": "from xarray on zarr 2"},
+    )
+    ds.to_zarr(root + "/ds", mode="w", consolidated=True)
+    print(xr.open_zarr(root + "/ds").temp.values.sum())
+    """
+)
+
+
+def test_zarr2_and_xarray_write_into_a_branch(legacy):
+    if not ZARR2_PYTHON.exists():
+        pytest.fail(f"{ZARR2_PYTHON} is required: scripts/bootstrap.sh test installs it")
+    mount, repo = legacy
+    mnt = mount.mountpoint
+    result = subprocess.run(
+        [str(ZARR2_PYTHON), "-c", ZARR2_WRITE, str(mnt / "zarr2" / "branches" / "main")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # in the v3 tree at once, then committed as usual
+    v3 = zarr.open_group(str(mnt / "branches" / "main"), mode="r")
+    assert np.array_equal(v3["written"][...], np.arange(30).reshape(5, 6))
+    (mnt / "branches" / "main" / ".icefs" / "commit").write_text("written by zarr 2")
+    session = icechunk.Repository.open(sample_storage(str(repo))).readonly_session(branch="main")
+    direct = zarr.open_group(session.store, mode="r")
+    written = direct["written"]
+    assert np.array_equal(written[...], np.arange(30, dtype="<i4").reshape(5, 6))
+    assert written.metadata.dimension_names == ("rows", "cols")
+    assert written.attrs["by"] == "zarr 2"
+    assert direct["ds"].attrs["title"] == "from xarray on zarr 2"
+    expected = np.linspace(0, 1, 12, dtype="f4").reshape(3, 4)
+    assert np.array_equal(direct["ds/temp"][...], expected)
+    assert direct["ds/temp"].metadata.dimension_names == ("t", "x")
+    assert np.array_equal(direct["ds/x"][...], np.arange(4.0))

@@ -318,7 +318,7 @@ def test_fill_value_follows_the_stored_chunks(legacy):
     assert json.loads((v2 / "x" / ".zarray").read_text())["fill_value"] is None
     # a chunk missing: it reads as the fill value
     assert json.loads((v2 / "sparse" / ".zarray").read_text())["fill_value"] == -9.0
-    assert os.listdir(v2 / "sparse") == [".zarray", ".zattrs", "0"]
+    assert sorted(os.listdir(v2 / "sparse")) == [".zarray", ".zattrs", "0"]
 
 
 def test_decoded_rendering(legacy):
@@ -356,15 +356,18 @@ def test_decoded_rendering(legacy):
     assert raw.read_bytes() != (decoded / "z" / "0" / "0").read_bytes()
 
 
-def test_renderings_are_read_only(legacy):
+def test_only_the_v2_view_of_branches_is_writable(legacy):
     mnt = legacy.mountpoint
-    branch = mnt / "zarr2" / "branches" / "main"
+    decoded = mnt / "zarr2-decoded" / "branches" / "main"
+    tag = mnt / "zarr2" / "tags" / "v1"
     for call in (
-        lambda: open(branch / "new", "w"),
-        lambda: open(branch / "t" / ".zattrs", "w"),
-        lambda: os.mkdir(branch / "d"),
-        lambda: os.unlink(branch / "t" / "0"),
-        lambda: os.rename(branch / "t", branch / "u"),
+        lambda: open(decoded / "new", "w"),
+        lambda: open(decoded / "t" / ".zattrs", "w"),
+        lambda: os.mkdir(decoded / "d"),
+        lambda: os.unlink(decoded / "t" / "0"),
+        lambda: open(tag / "t" / ".zattrs", "w"),
+        lambda: os.unlink(tag / "t" / "0"),
+        lambda: os.mkdir(tag / "d"),
         lambda: os.mkdir(mnt / "zarr2" / "branches" / "new"),
         lambda: os.rmdir(mnt / "zarr2" / "branches" / "main"),
         lambda: os.rmdir(mnt / "zarr2-decoded" / "tags" / "v1"),
@@ -374,6 +377,13 @@ def test_renderings_are_read_only(legacy):
         assert caught.value.errno == errno.EROFS, caught.value
     assert "main" in os.listdir(mnt / "branches")
     assert sorted(os.listdir(mnt / "tags")) == ["nc", "v1"]
+    branch = mnt / "zarr2" / "branches" / "main"
+    with pytest.raises(OSError) as caught:
+        os.link(branch / "t" / "0", branch / "t" / "copy")
+    assert caught.value.errno == errno.EPERM
+    with pytest.raises(OSError) as caught:
+        os.rename(branch / "t", branch / "u")
+    assert caught.value.errno == errno.EXDEV, "mv copies directories instead"
 
 
 def test_branch_rendering_shows_uncommitted_writes(legacy):

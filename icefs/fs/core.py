@@ -30,6 +30,7 @@ from icefs.errors import (
 from icefs.fs.attrs import XATTR_LOCATION
 from icefs.fs.handles import Buffered, Command, Listing, Query
 from icefs.fs.values import NodeKind, OpenReply, rendered
+from icefs.fs.zarr2writes import Zarr2Buffered
 
 if TYPE_CHECKING:
     from icefs.fs.attrs import Attributes
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from icefs.fs.refs import RefTable
     from icefs.fs.stats import Stats
     from icefs.fs.values import Attr, AttrChange, Node, StatFs
+    from icefs.fs.zarr2writes import Zarr2Writes
     from icefs.store.tree import SnapshotTree, TreeEntry
 
 __all__ = ["IcefsCore"]
@@ -71,8 +73,10 @@ class IcefsCore:
         changes: NamespaceChanges,
         refdirs: RefDirectories,
         controls: ControlFiles,
+        zarr2: Zarr2Writes,
         stats: Stats,
     ) -> None:
+        self.zarr2 = zarr2
         self.inodes = inodes
         self.handles = handles
         self.refs = refs
@@ -125,6 +129,9 @@ class IcefsCore:
             return self.attrs.of(node, ino)
         if node.kind not in (NodeKind.TREE_FILE, NodeKind.TREE_DIR, NodeKind.REF_ROOT):
             raise ReadOnly(f"{'/'.join(node.path) or '/'} is read-only")
+        if _in_v2(node):
+            await self.zarr2.setattr(node, ino, change.size)
+            return self.attrs.of(await self.namespace.resolve(node.path), ino)
         state = self.branches.writable(node.view)
         if node.orphan:  # unlinked, still open: only its bytes matter now
             if change.size is not None and node.overlay is not None:
@@ -261,6 +268,9 @@ class IcefsCore:
         """
         parent = await self.namespace.node(parent_ino)
         path: Path
+        if _in_v2(parent):
+            path = await self.zarr2.mkdir(parent, name)
+            return self.attrs.of(await self.namespace.resolve(path), self.inodes.lookup(path))
         if rendered(parent.path):
             raise ReadOnly(f"{'/'.join(parent.path)} is read-only")
         if parent.kind is NodeKind.REF_LIST and parent.path == ("branches",):
@@ -281,6 +291,9 @@ class IcefsCore:
         path = (*self.inodes.path(parent_ino), name)
         try:
             parent = await self.namespace.node(parent_ino)
+            if _in_v2(parent):
+                await self.zarr2.rmdir(parent, name)
+                return
             if rendered(parent.path):
                 raise ReadOnly(f"{'/'.join(parent.path)} is read-only")
             if parent.kind is NodeKind.REF_LIST:
@@ -301,6 +314,8 @@ class IcefsCore:
             raise IsADirectory("/".join(node.path))
         writing = bool((flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC)
         if node.kind is NodeKind.TREE_FILE:
+            if _in_v2(node) and (writing or node.overlay is not None):
+                return await self.zarr2.open(node, ino, flags)
             if writing or node.overlay is not None:
                 return await self.overlay.open(node, ino, flags, writing)
             return await self.reads.open(node, ino)
@@ -309,6 +324,10 @@ class IcefsCore:
     async def create(self, parent_ino: int, name: str, flags: int) -> tuple[OpenReply, Attr]:
         """Create the file *name* in *parent_ino* and open it."""
         parent = await self.namespace.node(parent_ino)
+        if _in_v2(parent):
+            made = await self.zarr2.create(parent, name, flags)
+            handle = self.handles.file(made)
+            return OpenReply(made), self.attrs.of(handle.node, handle.ino)
         state = self.changes.writable(parent)
         path = (*parent.path, name)
         existing = await self.namespace.child_or_none(parent, name)
@@ -361,7 +380,9 @@ class IcefsCore:
         before it writes; only the last close (`release`) can tell.
         """
         handle = self.handles.file(fh)
-        if isinstance(handle, Buffered):
+        if isinstance(handle, Zarr2Buffered):
+            await self.zarr2.store(handle, sync)
+        elif isinstance(handle, Buffered):
             await self.overlay.store(handle, sync)
         state = self.branches.of_view(handle.node.view) if sync else None
         if state is not None:  # fsync of any file of a branch: what is stored survives a crash
@@ -372,12 +393,18 @@ class IcefsCore:
         handle = self.handles.pop(fh)
         if isinstance(handle, Command):
             self.controls.released(handle)
+        elif isinstance(handle, Zarr2Buffered):
+            self.zarr2.release(handle)
         elif isinstance(handle, Buffered) and self.overlay.release(handle):
             self.namespace.orphans.pop(handle.ino, None)
 
     async def unlink(self, parent_ino: int, name: str) -> None:
         """Remove the file *name*: a chunk, a node (its ``zarr.json``) or a scratch file."""
-        await self.changes.unlink(await self.namespace.node(parent_ino), name)
+        parent = await self.namespace.node(parent_ino)
+        if _in_v2(parent):
+            await self.zarr2.unlink(parent, name)
+        else:
+            await self.changes.unlink(parent, name)
 
     async def rename(
         self, old_ino: int, old_name: str, new_ino: int, new_name: str, flags: int = 0
@@ -385,11 +412,23 @@ class IcefsCore:
         """Rename a file inside one branch; the target, if any, is replaced atomically."""
         old_parent = await self.namespace.node(old_ino)
         new_parent = old_parent if new_ino == old_ino else await self.namespace.node(new_ino)
-        await self.changes.rename(old_parent, old_name, new_parent, new_name, flags)
+        if _in_v2(old_parent) or _in_v2(new_parent):
+            if flags:
+                raise NotSupported("rename flags in the Zarr v2 view")
+            await self.zarr2.rename(old_parent, old_name, new_parent, new_name)
+        else:
+            await self.changes.rename(old_parent, old_name, new_parent, new_name, flags)
 
     async def link(self, ino: int, new_parent_ino: int, new_name: str) -> Attr:
         """Make *new_name* a copy of the file *ino* (Icechunk has no hard links)."""
         src = await self.namespace.node(ino)
         new_parent = await self.namespace.node(new_parent_ino)
+        if _in_v2(src) or _in_v2(new_parent):
+            raise NotPermitted("no hard links in the Zarr v2 view")
         path = await self.changes.link(src, new_parent, new_name)
         return self.attrs.of(await self.namespace.resolve(path), self.inodes.lookup(path))
+
+
+def _in_v2(node: Node) -> bool:
+    """Whether *node* lies in a Zarr v2 view (`icefs.fs.zarr2writes` writes there)."""
+    return node.view is not None and bool(node.view.render)

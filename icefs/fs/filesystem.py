@@ -33,6 +33,7 @@ from icefs.fs.spool import SpoolBudget
 from icefs.fs.stats import Stats
 from icefs.fs.uploads import Uploader
 from icefs.fs.values import NoKernel
+from icefs.fs.zarr2writes import Zarr2Files, Zarr2Writes
 from icefs.store.prefetch import Prefetcher
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class Filesystem:
             decode_chunks=options.verify_chunks == "decode",
             mountpoint=options.mountpoint,
         )
-        namespace = Namespace(repo, refs, branches, inodes, stats)
+        namespace = Namespace(repo, refs, branches, inodes, stats, Zarr2Files())
         listings = Listings(namespace, refs, branches)
         attrs = Attributes(options, refs, branches)
         reads = Reads(namespace, refs, handles, prefetcher, stats)
@@ -149,6 +150,9 @@ class Filesystem:
             uploader,
             namespace,
         )
+        zarr2 = Zarr2Writes(
+            namespace, branches, handles, inodes, overlay, namespace.zarr2_files, kernel
+        )
         core = IcefsCore(
             inodes=inodes,
             handles=handles,
@@ -162,6 +166,7 @@ class Filesystem:
             changes=changes,
             refdirs=refdirs,
             controls=controls,
+            zarr2=zarr2,
             stats=stats,
         )
         return cls(core, spool, prefetcher, uploader)

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 LISTED_ENTRIES_KEPT: Final = 150_000
 
 
+#: The names of node documents (v3, and v2 in its views), listed after their siblings.
+_NODE_DOCUMENTS: Final = frozenset({METADATA_NAME, ".zarray", ".zgroup"})
+
+
 class Listings:
     """Builds listings, and keeps those of tags and snapshots."""
 
@@ -107,6 +111,12 @@ class Listings:
             )
             for name, e in await tree.listdir(node.entry.pos)
         }
+        if node.view.render:
+            files = self._namespace.zarr2_files
+            for name in files.names_below(node.view, node.key):
+                child = files.child(node.view, (*node.path, name))
+                if child is not None:
+                    entries[name] = child
         state = self._branches.of_view(node.view)
         if state is not None:
             prefix = f"{node.key}/" if node.key else ""
@@ -119,8 +129,8 @@ class Listings:
                 child = self._namespace.overlay_child(node.view, (*node.path, key[len(prefix) :]))
                 if child is not None:
                     entries[child.path[-1]] = child
-        # zarr.json last: `rm -r` then deletes a node's contents before the node itself.
-        return [entries[n] for n in sorted(entries, key=lambda n: (n == METADATA_NAME, n))]
+        # A node's document last: `rm -r` then deletes its contents before the node itself.
+        return [entries[n] for n in sorted(entries, key=lambda n: (n in _NODE_DOCUMENTS, n))]
 
     async def _refs_in(self, node: Node) -> list[Node]:
         kind = KINDS[node.path[-1]]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from icefs.fs.refs import RefTable
     from icefs.fs.stats import Stats
     from icefs.fs.values import View
+    from icefs.fs.zarr2writes import Zarr2Files
     from icefs.store.repo import Repo
 
 __all__ = ["Namespace"]
@@ -55,8 +56,11 @@ class Namespace:
         branches: Branches,
         inodes: InodeTable,
         stats: Stats,
+        zarr2_files: Zarr2Files,
     ) -> None:
         self._repo = repo
+        #: files and directories being written through the v2 views of branches
+        self.zarr2_files = zarr2_files
         self._refs = refs
         self._branches = branches
         self.inodes = inodes
@@ -159,7 +163,11 @@ class Namespace:
             assert parent.entry is not None
             if kind is NodeKind.REF_ROOT and name == CONTROL_DIR and not parent.view.render:
                 return Node(path, NodeKind.REF_CTRL_DIR, parent.view)
-            overlaid = None if parent.view.render else self.overlay_child(parent.view, path)
+            overlaid = (
+                self.zarr2_files.child(parent.view, path)
+                if parent.view.render
+                else self.overlay_child(parent.view, path)
+            )
             if overlaid is not None:
                 return overlaid
             assert parent.entry.pos is not None
@@ -177,8 +185,10 @@ class Namespace:
         ref_kind = KINDS[ref_list.path[-1]]
         base = self._branches.session_base(name_to_ref(name)) if ref_kind == "branch" else None
         view = await self._refs.view(ref_kind, name, base)
-        if len(ref_list.path) > 1:  # below one of RENDERINGS
-            view = replace(view, render=ref_list.path[0], read_only=True)
+        if len(ref_list.path) > 1:  # below one of RENDERINGS: only zarr2/branches is writable
+            render = ref_list.path[0]
+            writable = render == "zarr2" and ref_kind == "branch" and not view.read_only
+            view = replace(view, render=render, read_only=not writable)
         return view
 
     def overlay_child(self, view: View, path: Path) -> Node | None:

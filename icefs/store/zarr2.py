@@ -25,9 +25,11 @@ from typing import Any, Final, cast
 __all__ = [
     "ATTRS",
     "CONSOLIDATED",
+    "EMPTY_ATTRIBUTES",
     "GROUP",
     "Untranslatable",
     "V2Array",
+    "attributes_document",
     "consolidated",
     "decode_chunk",
     "group_documents",
@@ -76,12 +78,21 @@ def _dump(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False).encode()
 
 
+#: `.zattrs` of a node without attributes (the view shows no such file)
+EMPTY_ATTRIBUTES: Final = _dump({})
+
+
 def _attributes(doc: dict[str, Any]) -> dict[str, Any]:
     attributes = dict(doc.get("attributes") or {})
     names = doc.get("dimension_names")
     if names and all(isinstance(n, str) for n in names):
         attributes.setdefault(DIMENSIONS_ATTR, list(names))
     return attributes
+
+
+def attributes_document(metadata: bytes) -> bytes:
+    """The `.zattrs` of the v3 node *metadata* (with an array's dimension names)."""
+    return _dump(_attributes(json.loads(metadata)))
 
 
 def group_documents(metadata: bytes | None) -> tuple[bytes, bytes]:
@@ -253,3 +264,118 @@ def consolidated(documents: dict[str, bytes]) -> bytes:
             "metadata": {key: json.loads(documents[key]) for key in sorted(documents)},
         }
     )
+
+
+# -- v2 documents written through the view, as v3 ---------------------------------------------
+
+
+def _v2_attributes(zattrs: bytes | None) -> dict[str, Any]:
+    if zattrs is None:
+        return {}
+    try:
+        attributes = json.loads(zattrs)
+    except ValueError as exc:
+        raise Untranslatable(f"{ATTRS} is not JSON: {exc}") from None
+    if not isinstance(attributes, dict):
+        raise Untranslatable(f"{ATTRS} must hold a JSON object")
+    return attributes
+
+
+def group_from_v2(zattrs: bytes | None) -> bytes:
+    """The v3 `zarr.json` of a group with the v2 attributes *zattrs* (None: none)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.group import GroupMetadata
+
+    metadata = GroupMetadata(attributes=_v2_attributes(zattrs), zarr_format=3)
+    return metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+
+
+def array_from_v2(zarray: bytes, zattrs: bytes | None) -> bytes:
+    """The v3 `zarr.json` of the v2 array *zarray* with attributes *zattrs*, stored so that
+    each v2 chunk is the v3 chunk's bytes; `Untranslatable` if v3 (or icefs) cannot."""
+    from zarr.codecs import BytesCodec, TransposeCodec, VLenUTF8Codec
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+    from zarr.core.metadata.v2 import ArrayV2Metadata
+    from zarr.core.metadata.v3 import ArrayV3Metadata, RegularChunkGridMetadata
+
+    try:
+        doc = json.loads(zarray)
+        if not isinstance(doc, dict) or doc.get("zarr_format") != 2:
+            raise ValueError("not a Zarr v2 array (zarr_format 2)")
+        v2 = ArrayV2Metadata.from_dict(dict(doc))
+    except Exception as exc:  # zarr's own verdict on the document
+        raise Untranslatable(f"zarr cannot read this {ARRAY}: {exc}") from None
+    attributes = _v2_attributes(zattrs)
+    names = attributes.pop(DIMENSIONS_ATTR, None)
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != len(v2.shape)
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise Untranslatable(f"{DIMENSIONS_ATTR} must name each of {len(v2.shape)} dimensions")
+    codecs: list[Any] = []
+    if v2.order == "F" and len(v2.shape) > 1:
+        codecs.append(TransposeCodec(order=list(range(len(v2.shape)))[::-1]))
+    filters = [f.get_config()["id"] for f in v2.filters or ()]
+    if filters == ["vlen-utf8"]:
+        codecs.append(VLenUTF8Codec())
+    elif filters:
+        raise Untranslatable(f"the filters {filters} have no place in this view")
+    else:
+        codecs.append(BytesCodec(endian=getattr(v2.dtype, "endianness", None)))
+    if v2.compressor is not None:
+        config = v2.compressor.get_config()
+        if config["id"] not in _COMPRESSORS:
+            raise Untranslatable(f"the compressor {config['id']!r} is not one of {_COMPRESSORS}")
+        codecs.append(_v3_compressor(config, v2.dtype.to_native_dtype().itemsize))
+    fill_value: Any = v2.fill_value
+    if fill_value is None:  # v2 may leave it out; v3 needs one
+        fill_value = v2.dtype.default_scalar()
+    try:
+        v3 = ArrayV3Metadata(
+            shape=v2.shape,
+            data_type=v2.dtype,
+            chunk_grid=RegularChunkGridMetadata(chunk_shape=v2.chunks),
+            chunk_key_encoding=DefaultChunkKeyEncoding(separator="/"),
+            fill_value=fill_value,
+            codecs=codecs,
+            attributes=attributes,
+            dimension_names=names,
+            storage_transformers=None,
+        )
+        return v3.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+    except Exception as exc:  # zarr's own verdict on the combination
+        raise Untranslatable(f"zarr cannot write it as v3: {exc}") from None
+
+
+def _v3_compressor(config: dict[str, Any], itemsize: int) -> Any:
+    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+    if config["id"] == "gzip":
+        return GzipCodec(level=config.get("level", 5))
+    if config["id"] == "zstd":
+        return ZstdCodec(level=config.get("level", 0), checksum=bool(config.get("checksum")))
+    shuffle: Any = {v: k for k, v in _BLOSC_SHUFFLE.items()}.get(config.get("shuffle", 1))
+    return BloscCodec(
+        typesize=itemsize,
+        cname=config.get("cname", "lz4"),
+        clevel=config.get("clevel", 5),
+        shuffle=shuffle,
+        blocksize=config.get("blocksize", 0),
+    )
+
+
+def with_attributes(metadata: bytes, zattrs: bytes) -> bytes:
+    """The v3 `zarr.json` *metadata* with its attributes (and, for an array, its dimension
+    names) replaced by the v2 attributes *zattrs*."""
+    doc = json.loads(metadata)
+    attributes = _v2_attributes(zattrs)
+    if doc.get("node_type") == "array":
+        names = attributes.pop(DIMENSIONS_ATTR, None)
+        if names is not None:
+            if not isinstance(names, list) or len(names) != len(doc.get("shape", ())):
+                raise Untranslatable(f"{DIMENSIONS_ATTR} must name each dimension")
+            doc["dimension_names"] = names
+    doc["attributes"] = attributes
+    return json.dumps(doc, indent=2).encode()

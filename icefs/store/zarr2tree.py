@@ -27,6 +27,7 @@ from icefs.store.zarr2 import (
     ARRAY,
     ATTRS,
     CONSOLIDATED,
+    EMPTY_ATTRIBUTES,
     GROUP,
     Untranslatable,
     V2Array,
@@ -60,7 +61,7 @@ class Translations:
 
     def __init__(self) -> None:
         self._arrays: LRUCache[bytes, V2Array | str] = LRUCache(TRANSLATIONS_KEPT)
-        self.consolidated: LRUCache[tuple[str, bool], bytes] = LRUCache(CONSOLIDATED_KEPT)
+        self.consolidated: LRUCache[tuple[str, bool, str], bytes] = LRUCache(CONSOLIDATED_KEPT)
         #: (snapshot id, array path) -> why the v2 view leaves the array out
         self.left_out: LRUCache[tuple[str, str], str] = LRUCache(TRANSLATIONS_KEPT)
 
@@ -113,29 +114,48 @@ class Zarr2Tree:
     async def _documents(
         self, path: str, form: V2Array | None, whole: bool = True
     ) -> dict[str, bytes]:
-        """The v2 documents of the node directory *path* by name (at the root with
-        *whole* also `.zmetadata`)."""
-        if form is None:
-            zgroup, zattrs = group_documents(await self.inner.metadata(path))
-            documents = {GROUP: zgroup, ATTRS: zattrs}
-            if not path and whole:
-                documents[CONSOLIDATED] = await self._consolidated()
-            return documents
-        zarray = form.decoded_zarray if self.decoded else form.zarray
-        assert zarray is not None
-        if not form.fill_from_attribute and await self.inner.chunk_count(path) == form.grid_chunks:
-            zarray = without_fill(zarray)
-        return {ARRAY: zarray, ATTRS: form.zattrs}
+        """The v2 documents of the node directory *path* by name.
 
-    async def _consolidated(self) -> bytes:
-        """`.zmetadata`: every shown node's documents (cached for immutable snapshots)."""
-        key = (self.inner.snapshot_id, self.decoded)
+        As zarr 2 writes them: `.zgroup` for a group the tree holds (a group only
+        implied by deeper nodes has it in `.zmetadata` alone), `.zattrs` only if the
+        node has attributes. So a copy tool's exclusive create of either finds no
+        file in its way. With *whole*, the root and each group the tree holds also
+        have `.zmetadata`: their subtree consolidated, so a reader opens any of them
+        in one read.
+        """
+        documents: dict[str, bytes] = {}
+        if form is None:
+            metadata = await self.inner.metadata(path)
+            if metadata is not None or not whole:
+                documents[GROUP], documents[ATTRS] = group_documents(metadata)
+            if whole and (not path or metadata is not None):
+                documents[CONSOLIDATED] = await self._consolidated(path)
+        else:
+            zarray = form.decoded_zarray if self.decoded else form.zarray
+            assert zarray is not None
+            if (
+                not form.fill_from_attribute
+                and await self.inner.chunk_count(path) == form.grid_chunks
+            ):
+                zarray = without_fill(zarray)
+            documents[ARRAY], documents[ATTRS] = zarray, form.zattrs
+        if documents.get(ATTRS) == EMPTY_ATTRIBUTES:
+            del documents[ATTRS]
+        return documents
+
+    async def _consolidated(self, top: str) -> bytes:
+        """`.zmetadata` of the group at *top*: the documents of every node it shows below
+        it, keyed from there (cached for immutable snapshots)."""
+        key = (self.inner.snapshot_id, self.decoded, top)
         immutable = not self.inner.reader.writable
         kept = self._translations.consolidated.get(key) if immutable else None
         if kept is not None:
             return kept
-        paths = {""}
+        paths = {top}
+        prefix = f"{top}/" if top else ""
         for path in await self.inner.node_paths():
+            if not path.startswith(prefix):
+                continue
             while path not in paths:  # with the groups only implied by deeper nodes
                 paths.add(path)
                 path = path.rpartition("/")[0]
@@ -144,7 +164,7 @@ class Zarr2Tree:
             form = await self._node(path)
             if not isinstance(form, str):
                 for name, doc in (await self._documents(path, form, whole=False)).items():
-                    documents[join_key(path, name)] = doc
+                    documents[join_key(path[len(prefix) :], name)] = doc
         result = consolidated(documents)
         if immutable:
             self._translations.consolidated[key] = result
