@@ -219,3 +219,27 @@ def test_zarr2_and_xarray_write_into_a_branch(legacy):
     assert np.array_equal(direct["ds/temp"][...], expected)
     assert direct["ds/temp"].metadata.dimension_names == ("t", "x")
     assert np.array_equal(direct["ds/x"][...], np.arange(4.0))
+
+
+def test_nccopy_writes_netcdf_into_a_branch(legacy, tmp_path):
+    mount, repo = legacy
+    mnt = mount.mountpoint
+    cdl = tmp_path / "t.cdl"
+    cdl.write_text(
+        "netcdf t {\ndimensions:\n  x = 5 ;\nvariables:\n  double v(x) ;\n"
+        '    v:units = "K" ;\n  int x(x) ;\n// global attributes:\n  :source = "nccopy" ;\n'
+        "data:\n  v = 1.5, 2.5, -3, 4, 0.25 ;\n  x = 10, 20, 30, 40, 50 ;\n}\n"
+    )
+    subprocess.run([_program("ncgen"), "-4", "-o", str(tmp_path / "t.nc"), str(cdl)], check=True)
+    target = _url(mnt / "zarr2" / "branches" / "main" / "nc")
+    subprocess.run([_program("nccopy"), str(tmp_path / "t.nc"), target], check=True, timeout=120)
+    assert np.array_equal(_ncdump_values(target, "v"), [1.5, 2.5, -3, 4, 0.25])
+    status = json.loads((mnt / "branches" / "main" / ".icefs" / "status").read_text())
+    assert status["last_error"] is None, status["last_error"]
+    (mnt / "branches" / "main" / ".icefs" / "commit").write_text("nccopy")
+    session = icechunk.Repository.open(sample_storage(str(repo))).readonly_session(branch="main")
+    direct = zarr.open_group(session.store, mode="r")
+    assert np.array_equal(direct["nc/v"][...], [1.5, 2.5, -3, 4, 0.25])
+    assert list(direct["nc/x"][...]) == [10, 20, 30, 40, 50]
+    assert direct["nc/v"].attrs["units"] == "K"
+    assert direct["nc/v"].metadata.dimension_names == ("x",)

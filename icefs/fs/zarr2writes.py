@@ -173,7 +173,11 @@ class Zarr2Writes:
         if overlay is None:
             assert node.entry is not None
             tree = await self._namespace.tree_for(node.view)
-            data = b"" if flags & os.O_TRUNC else bytes(await tree.read_whole(node.entry))
+            # A document is rewritten whole, and the view's rendering of it need not be as
+            # long as what the writer wrote before (netCDF-C rewrites without truncating):
+            # written to, it starts empty.
+            fresh = flags & os.O_TRUNC or (writing and node.path[-1] in _DOCUMENTS)
+            data = b"" if fresh else bytes(await tree.read_whole(node.entry))
             overlay = OverlayFile(self._overlay.spooled(data), scratch=False)
             self.files.files[(node.view.ref, node.key)] = overlay
         if flags & os.O_TRUNC and overlay.spool.size:
@@ -243,7 +247,7 @@ class Zarr2Writes:
         """Store *overlay*, the file at the v2 key *key*; keep it if it must wait. The
         names the kernel must forget go to *stale*."""
         node_path, _, name = key.rpartition("/")
-        data = bytes(overlay.spool.contents())
+        data, version = bytes(overlay.spool.contents()), overlay.version
         try:
             if name == CONSOLIDATED:  # the view makes its own
                 stored = True
@@ -261,7 +265,7 @@ class Zarr2Writes:
         except (InvalidInput, NotFound):
             self._failed(state, view, key, overlay)
             raise
-        overlay.dirty = False
+        overlay.dirty = overlay.version != version  # written again while it was stored
         overlay.pending = not stored
         if stored:  # the directories above it are the tree's now
             parts = key.split("/")
@@ -441,8 +445,10 @@ class Zarr2Writes:
         ref = src_parent.view.ref
         overlay = src.overlay
         del self.files.files[(ref, src.key)]
-        if dst is not None and dst.overlay is not None:
+        if dst is not None and dst.overlay is not None:  # replaced: its open handles keep it
             dst.overlay.detached = True
+            if dst.overlay.handles <= 0:
+                dst.overlay.spool.close()
         dst_key = "/".join((*dst_parent.path, dst_name)[3:])
         self.files.files[(ref, dst_key)] = overlay
         overlay.scratch = not _stored_name(dst_name)
