@@ -230,3 +230,16 @@ def test_cp_r_rm_r_and_rewrites(mounted, tmp_path):
     names = set(zarr.open_group(session.store, mode="r").array_keys())
     assert "t" not in names
     assert "z" in names
+
+
+def test_both_views_of_a_branch_see_each_others_writes(mounted):
+    mount, _ = mounted
+    mnt = mount.mountpoint
+    v2 = mnt / "zarr2" / "branches" / "main" / "t"
+    v3 = mnt / "branches" / "main" / "t" / "c"
+    assert (v2 / "1").read_bytes() == (v3 / "1").read_bytes()  # both read, both cached
+    for round_, view in enumerate((v3, v2, v3, v2)):
+        data = np.full(3, float(round_), dtype="<f4").tobytes()
+        _write(view / "1", data)
+        assert (v2 / "1").read_bytes() == data
+        assert (v3 / "1").read_bytes() == data

@@ -56,7 +56,8 @@ class Reads:
         tree = await self._namespace.tree_for(node.view)
         version = f"{node.view.snapshot_id}:{id(tree)}"
         first = ino not in self._opened_at  # so the kernel holds none of its pages
-        keep = node.view.immutable or self._opened_at.get(ino) == version
+        # a branch's v2 rendering changes under any name when either view writes: not kept
+        keep = node.view.immutable or (not node.view.render and self._opened_at.get(ino) == version)
         self._opened_at[ino] = version
         if first and node.entry is not None:
             ahead = await self._namespace.immutable_tree(node.view, tree, node.entry)
