@@ -237,9 +237,12 @@ def test_both_views_of_a_branch_see_each_others_writes(mounted):
     mnt = mount.mountpoint
     v2 = mnt / "zarr2" / "branches" / "main" / "t"
     v3 = mnt / "branches" / "main" / "t" / "c"
-    assert (v2 / "1").read_bytes() == (v3 / "1").read_bytes()  # both read, both cached
+    decoded = mnt / "zarr2-decoded" / "branches" / "main" / "t"
+    assert (v2 / "1").read_bytes() == (v3 / "1").read_bytes()  # all read, all cached
+    assert (decoded / "1").read_bytes() == (v3 / "1").read_bytes()
     for round_, view in enumerate((v3, v2, v3, v2)):
         data = np.full(3, float(round_), dtype="<f4").tobytes()
         _write(view / "1", data)
         assert (v2 / "1").read_bytes() == data
         assert (v3 / "1").read_bytes() == data
+        assert (decoded / "1").read_bytes() == data

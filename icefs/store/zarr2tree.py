@@ -255,7 +255,8 @@ class Zarr2Tree:
             return (await self._documents(node, form))[name]
         if not self.decoded:
             return await self.inner.read_whole(entry)
-        kept = self._decoded.get((self.inner.snapshot_id, entry.key))
+        immutable = not self.inner.reader.writable  # a session's chunk may change
+        kept = self._decoded.get((self.inner.snapshot_id, entry.key)) if immutable else None
         if kept is not None:
             return kept
         form = await self._form(entry.array)
@@ -264,7 +265,8 @@ class Zarr2Tree:
             data = await trio.to_thread.run_sync(decode_chunk, form, bytes(raw))
         except ValueError as exc:
             raise StorageFailure(f"chunk /{entry.key} does not decode: {exc}") from None
-        self._decoded[(self.inner.snapshot_id, entry.key)] = data
+        if immutable:
+            self._decoded[(self.inner.snapshot_id, entry.key)] = data
         return data
 
     async def _raw(self, entry: TreeEntry) -> TreeEntry:
