@@ -384,6 +384,9 @@ def test_only_the_v2_view_of_branches_is_writable(legacy):
     with pytest.raises(OSError) as caught:
         os.rename(branch / "t", branch / "u")
     assert caught.value.errno == errno.EXDEV, "mv copies directories instead"
+    with pytest.raises(OSError) as caught:
+        os.rename(mnt / "branches" / "main" / "t" / "c" / "0", branch / "t" / "1")
+    assert caught.value.errno == errno.EXDEV, "mv copies between the views"
 
 
 def test_branch_rendering_shows_uncommitted_writes(legacy):

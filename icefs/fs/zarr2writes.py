@@ -430,6 +430,12 @@ class Zarr2Writes:
         self, src_parent: Node, src_name: str, dst_parent: Node, dst_name: str
     ) -> None:
         """Move a file written here onto a name (zarr 2's temporary file and replace)."""
+        if (
+            src_parent.view is None
+            or dst_parent.view is None
+            or (src_parent.view.render != dst_parent.view.render)
+        ):
+            raise CrossDevice("rename between views")  # mv copies instead
         state = self._state(src_parent.view)
         self._state(dst_parent.view)
         assert src_parent.view is not None
