@@ -33,7 +33,8 @@ from icefs.fs.spool import SpoolBudget
 from icefs.fs.stats import Stats
 from icefs.fs.uploads import Uploader
 from icefs.fs.values import NoKernel
-from icefs.fs.zarr2writes import Zarr2Files, Zarr2Writes
+from icefs.fs.zarr2files import Zarr2Files
+from icefs.fs.zarr2writes import Zarr2Writes
 from icefs.store.prefetch import Prefetcher
 
 if TYPE_CHECKING:

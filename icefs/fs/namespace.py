@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from icefs.fs.refs import RefTable
     from icefs.fs.stats import Stats
     from icefs.fs.values import View
-    from icefs.fs.zarr2writes import Zarr2Files
+    from icefs.fs.zarr2files import Zarr2Files
     from icefs.store.repo import Repo
 
 __all__ = ["Namespace"]

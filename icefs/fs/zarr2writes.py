@@ -2,8 +2,8 @@
 
 A v2 writer (zarr-python 2, ``cp -r`` of a v2 directory) writes `.zgroup`,
 `.zarray`, `.zattrs` and chunk files named ``0.1`` (or ``0/1``), most of them
-as a temporary file renamed into place.  Each file lives here, in
-`Zarr2Files`, while it is written; the close (or fsync, or the rename onto its
+as a temporary file renamed into place.  Each file lives in `Zarr2Files`
+while it is written; the close (or fsync, or the rename onto its
 name) translates and stores it through the branch's own `BranchState.store`,
 so checks, journal and commits are the v3 tree's:
 
@@ -16,10 +16,10 @@ so checks, journal and commits are the v3 tree's:
 
 What cannot be translated fails that close with `EINVAL` and the reason (log,
 `status`); the previous content stays.  `.zattrs` and chunks that come before
-their node's document (copy tools write in any order) wait here until it is
-stored.  Once stored, a file is shown as the view renders the tree, which is
+their node's document (copy tools write in any order) wait in the mount until
+it is stored.  Once stored, a file is shown as the view renders the tree, which is
 also what the v3 tree shows.  Names that are none of these are scratch files:
-readable and writable here, never stored.  The decoded view stays read-only.
+readable and writable in the mount, never stored.  The decoded view stays read-only.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -47,8 +46,9 @@ from icefs.fs.files import OverlayFile
 from icefs.fs.handles import Buffered
 from icefs.fs.spool import SpoolFile
 from icefs.fs.values import Node, NodeKind, OpenReply
+from icefs.fs.zarr2files import DOCUMENTS, stored_name
 from icefs.paths import METADATA_NAME, join_key
-from icefs.store.tree import CHUNK_DIR, DirPos, KeyClass, TreeEntry
+from icefs.store.tree import CHUNK_DIR, KeyClass, TreeEntry
 from icefs.store.zarr2 import (
     ARRAY,
     ATTRS,
@@ -69,52 +69,16 @@ if TYPE_CHECKING:
     from icefs.fs.namespace import Namespace
     from icefs.fs.overlay import WriteOverlay
     from icefs.fs.values import Invalidator, View
+    from icefs.fs.zarr2files import Zarr2Files
     from icefs.store.tree import SnapshotTree
 
-__all__ = ["Zarr2Buffered", "Zarr2Files", "Zarr2Writes"]
+__all__ = ["Zarr2Buffered", "Zarr2Writes"]
 
 log = logging.getLogger(__name__)
-
-#: A chunk's name in a v2 array directory: coordinates joined by "." (or one of them).
-_CHUNK_NAME: Final = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-_DOCUMENTS: Final = (GROUP, ARRAY, ATTRS, CONSOLIDATED)
 
 
 class Zarr2Buffered(Buffered):
     """An open file of a v2 view (its bytes in `Zarr2Files`, stored at close)."""
-
-
-def _stored_name(name: str) -> bool:
-    """Whether a file named *name* is stored (a v2 document or chunk), not scratch."""
-    return name in _DOCUMENTS or _CHUNK_NAME.fullmatch(name) is not None
-
-
-class Zarr2Files:
-    """Files and empty directories written through v2 views, by (branch, v2 key)."""
-
-    def __init__(self) -> None:
-        self.files: dict[tuple[str, str], OverlayFile] = {}
-        self.dirs: dict[tuple[str, str], int] = {}
-
-    def child(self, view: View, path: Path) -> Node | None:
-        """The node at *path* (a v2 view's) if it lives here."""
-        key = "/".join(path[3:])
-        overlay = self.files.get((view.ref, key))
-        if overlay is not None:
-            entry = TreeEntry(False, key, overlay.spool.size)
-            return Node(path, NodeKind.TREE_FILE, view, entry, overlay=overlay)
-        if (view.ref, key) in self.dirs:
-            return Node(path, NodeKind.TREE_DIR, view, TreeEntry(True, pos=DirPos(key)))
-        return None
-
-    def names_below(self, view: View, key: str) -> list[str]:
-        """Names of the files and directories here directly inside *key*."""
-        prefix = f"{key}/" if key else ""
-        return [
-            k[len(prefix) :]
-            for ref, k in (*self.files, *self.dirs)
-            if ref == view.ref and k.startswith(prefix) and "/" not in k[len(prefix) :] and k
-        ]
 
 
 class Zarr2Writes:
@@ -156,7 +120,7 @@ class Zarr2Writes:
             if flags & os.O_EXCL or existing.is_dir:
                 raise Exists("/".join(path))
             return (await self.open(existing, self._inodes.lookup(path), flags | os.O_TRUNC)).fh
-        overlay = OverlayFile(SpoolFile(self._overlay.spool), scratch=not _stored_name(name))
+        overlay = OverlayFile(SpoolFile(self._overlay.spool), scratch=not stored_name(name))
         overlay.dirty = True
         self.files.files[(parent.view.ref, "/".join(path[3:]))] = overlay
         node = Node(path, NodeKind.TREE_FILE, parent.view, TreeEntry(False, "", 0), overlay=overlay)
@@ -176,7 +140,7 @@ class Zarr2Writes:
             # A document is rewritten whole, and the view's rendering of it need not be as
             # long as what the writer wrote before (netCDF-C rewrites without truncating):
             # written to, it starts empty.
-            fresh = flags & os.O_TRUNC or (writing and node.path[-1] in _DOCUMENTS)
+            fresh = flags & os.O_TRUNC or (writing and node.path[-1] in DOCUMENTS)
             data = b"" if fresh else bytes(await tree.read_whole(node.entry))
             overlay = OverlayFile(self._overlay.spooled(data), scratch=False)
             self.files.files[(node.view.ref, node.key)] = overlay
@@ -457,7 +421,7 @@ class Zarr2Writes:
                 dst.overlay.spool.close()
         dst_key = "/".join((*dst_parent.path, dst_name)[3:])
         self.files.files[(ref, dst_key)] = overlay
-        overlay.scratch = not _stored_name(dst_name)
+        overlay.scratch = not stored_name(dst_name)
         self._inodes.rename(src.path, (*dst_parent.path, dst_name))
         if not overlay.scratch:
             overlay.dirty = True
