@@ -19,9 +19,10 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-install_debian_packages() {
+# Install the Debian packages named that are not installed yet.
+install_missing() {
     local missing=()
-    for pkg in fuse3 libfuse3-dev pkg-config gcc rsync attr fio; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
             || missing+=("$pkg")
     done
@@ -30,6 +31,10 @@ install_debian_packages() {
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+}
+
+install_debian_packages() {
+    install_missing fuse3 libfuse3-dev pkg-config gcc rsync attr fio
 }
 
 # Print a Python interpreter >= 3.12 (icechunk 2.x and zarr 3.4 need it).
@@ -90,16 +95,7 @@ install_test_servers() {
 # The legacy programs the Zarr v2 view is tested with: netCDF-C and GDAL from Debian, and
 # zarr-python 2 with an xarray that still reads it, in their own venv (the main one has zarr 3).
 install_legacy_readers() {
-    local missing=()
-    for pkg in netcdf-bin gdal-bin; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-            || missing+=("$pkg")
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        say "installing Debian packages: ${missing[*]}"
-        as_root apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    install_missing netcdf-bin gdal-bin
     local zarr2="$here/.tools/zarr2"
     if [ -x "$zarr2/bin/python" ] && "$zarr2/bin/python" -c 'import zarr, xarray' 2>/dev/null; then
         return 0

@@ -51,13 +51,15 @@ IMMUTABLE_TTL: Final = 24 * 3600.0
 #: The ref lists at the root, and the kind of ref each holds.
 KINDS: Final = {"branches": "branch", "tags": "tag", "snapshots": "snapshot"}
 #: The directories at the root that show every ref again in another rendering of its
-#: tree, read-only (icefs.store.zarr2tree): Zarr v2 with the chunks' own bytes, and
-#: Zarr v2 with each chunk decoded. Paths below them are one name longer.
+#: tree (icefs.store.zarr2tree): Zarr v2 with the chunks' own bytes (its branches take
+#: v2 writes, icefs.fs.zarr2writes), and Zarr v2 with each chunk decoded (read-only).
+#: Paths below them are one name longer.
 RENDERINGS: Final = ("zarr2", "zarr2-decoded")
 
 
 def rendered(path: Path) -> bool:
-    """Whether *path* lies below one of `RENDERINGS` (where nothing can be changed)."""
+    """Whether *path* lies below one of `RENDERINGS` (where refs are neither made nor
+    removed)."""
     return bool(path) and path[0] in RENDERINGS
 
 
@@ -206,7 +208,7 @@ class View:
     snapshot_id: str
     mtime_ns: int
     read_only: bool
-    #: "" for the Zarr v3 tree, else one of `RENDERINGS` (always read-only)
+    #: "" for the Zarr v3 tree, else one of `RENDERINGS`
     render: str = ""
 
     @property
