@@ -24,7 +24,6 @@ readable and writable in the mount, never stored.  The decoded view stays read-o
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -268,8 +267,7 @@ class Zarr2Writes:
         elif current is not None:
             zattrs = attributes_document(current)
         if name == GROUP:
-            _check_zgroup(data)
-            metadata = await trio.to_thread.run_sync(group_from_v2, zattrs)
+            metadata = await trio.to_thread.run_sync(group_from_v2, data, zattrs)
         else:
             metadata = await trio.to_thread.run_sync(array_from_v2, data, zattrs)
         await state.store(join_key(node_path, METADATA_NAME), metadata, len(metadata))
@@ -317,12 +315,10 @@ class Zarr2Writes:
         parts = key.split("/")
         for cut in range(len(parts) - 1, -1, -1):  # the nearest array above it
             array = "/".join(parts[:cut])
-            if not await tree.is_array(array):
+            ndim = await tree.array_ndim(array)
+            if ndim is None:
                 continue
             coords = [c for part in parts[cut:] for c in part.split(".")]
-            metadata = await tree.metadata(array)
-            assert metadata is not None
-            ndim = len(_shape(metadata))
             if ndim == 0 and coords == ["0"]:
                 v3 = join_key(array, CHUNK_DIR)
             elif len(coords) == ndim:
@@ -469,16 +465,3 @@ class Zarr2Writes:
         """Have the kernel forget *names* without waiting (a directory may be held)."""
         for parent, name in names:
             self._kernel.entry(parent, name)
-
-
-def _check_zgroup(data: bytes) -> None:
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise Untranslatable(f"{GROUP} is not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("zarr_format") != 2:
-        raise Untranslatable(f'{GROUP} must be {{"zarr_format": 2}}')
-
-
-def _shape(metadata: bytes) -> list[int]:
-    return list(json.loads(metadata).get("shape", ()))

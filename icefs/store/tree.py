@@ -166,8 +166,10 @@ class SnapshotTree:
         """The `zarr.json` of the node at *path*; None where there is no node."""
         return (await self._node(path)).metadata
 
-    async def is_array(self, path: str) -> bool:
-        return (await self._node(path)).is_array
+    async def array_ndim(self, path: str) -> int | None:
+        """The number of dimensions of the array at *path*; None where there is none."""
+        node = await self._node(path)
+        return node.ndim if node.is_array else None
 
     async def chunk_count(self, array: str) -> int:
         """How many chunks of the array at *array* are stored."""

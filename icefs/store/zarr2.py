@@ -269,22 +269,29 @@ def consolidated(documents: dict[str, bytes]) -> bytes:
 # -- v2 documents written through the view, as v3 ---------------------------------------------
 
 
-def _v2_attributes(zattrs: bytes | None) -> dict[str, Any]:
-    if zattrs is None:
-        return {}
+def _json_object(data: bytes, name: str) -> dict[str, Any]:
+    """The JSON object the v2 document *name* holds; `Untranslatable` if none."""
     try:
-        attributes = json.loads(zattrs)
+        doc = json.loads(data)
     except ValueError as exc:
-        raise Untranslatable(f"{ATTRS} is not JSON: {exc}") from None
-    if not isinstance(attributes, dict):
-        raise Untranslatable(f"{ATTRS} must hold a JSON object")
-    return attributes
+        raise Untranslatable(f"{name} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise Untranslatable(f"{name} must hold a JSON object")
+    return doc
 
 
-def group_from_v2(zattrs: bytes | None) -> bytes:
-    """The v3 `zarr.json` of a group with the v2 attributes *zattrs* (None: none)."""
+def _v2_attributes(zattrs: bytes | None) -> dict[str, Any]:
+    return {} if zattrs is None else _json_object(zattrs, ATTRS)
+
+
+def group_from_v2(zgroup: bytes, zattrs: bytes | None) -> bytes:
+    """The v3 `zarr.json` of the v2 group *zgroup* with the v2 attributes *zattrs*
+    (None: none)."""
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.group import GroupMetadata
+
+    if _json_object(zgroup, GROUP).get("zarr_format") != 2:
+        raise Untranslatable(f'{GROUP} must be {{"zarr_format": 2}}')
 
     metadata = GroupMetadata(attributes=_v2_attributes(zattrs), zarr_format=3)
     return metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()

@@ -97,7 +97,7 @@ class Zarr2Tree:
         """What the node directory *path* is: an array's v2 form, why an array is left out
         (a str), or None for a group (also one only implied by deeper nodes)."""
         metadata = await self.inner.metadata(path)
-        if metadata is None or not await self.inner.is_array(path):
+        if metadata is None or await self.inner.array_ndim(path) is None:
             return None
         form = await self._translations.array(metadata)
         if isinstance(form, V2Array) and self.decoded and form.decoded_zarray is None:
