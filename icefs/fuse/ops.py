@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -47,9 +47,6 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: Listings of tags and snapshots with this many entries have their replies built once.
-_REPLIES_FROM: Final = 256
 
 
 def _serve(
@@ -188,7 +185,7 @@ class FuseOperations(pyfuse3.Operations):
     @_serve("readdir")
     async def readdir(self, fh: FileHandleT, start_id: int, token: ReaddirToken) -> None:
         listing = self.core.readdir(int(fh), start_id)
-        if listing.fixed and len(listing.entries) >= _REPLIES_FROM:
+        if listing.fixed:
             self._readdir_fixed(listing, start_id, token)
             return
         entry = None
