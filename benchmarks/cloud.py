@@ -17,7 +17,8 @@ each side made.  The repository (built once per run at zero delay) holds
 Rows: cold read of ``big`` with zarr (mount vs Icechunk + zarr); the same
 through one-file-at-a-time readers (``cp -r``, fio's sequential psync reads);
 time to the first byte of a chunk whose array is known (mount vs one get);
-``find`` and ``ls -lR`` of ``grid``, cold and warm (mount vs native); zarr
+``find`` and ``ls -lR`` of ``grid``, cold and warm (mount vs native, beside the
+floor: a null pyfuse3 filesystem with as many files in as many directories); zarr
 write of --size-mib + commit; a commit of --commit-chunks changed chunks; the
 daemon's RSS while writing --rss-mib through the mount.
 """
@@ -46,6 +47,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
 from benchmarks.common import Row, Timing, drop_caches, parse_args, report, steady_memory
+from benchmarks.floor import NullMount
 from benchmarks.proxy import Proxy, summary
 from benchmarks.read import BIG_CHUNK, read_one
 from benchmarks.write import RssSampler, make_data, write_array
@@ -271,30 +273,45 @@ def first_byte_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> lis
     ]
 
 
-def walk_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts], chunks: int) -> list[Row]:
+def walk_rows(
+    cloud: Cloud, repeat: int, counts: dict[str, Counts], grid: tuple[int, int, int]
+) -> list[Row]:
+    """``find`` and ``ls -lR`` of ``grid``: cold is a new mount (the snapshot and its
+    manifest fetched through the proxy) with the kernel's caches dropped, warm the same
+    walk again.  The floor: floor.py's null pyfuse3 filesystem holding as many files in
+    as many leaf directories, walked in the same run."""
+    chunks, dirs = int(np.prod(grid)), int(np.prod(grid[:-1]))
     rows: list[Row] = []
     for argv in (["find"], ["ls", "-lR"]):
         name = " ".join(argv)
-        times = {k: Timing(k) for k in ("icefs cold", "icefs warm", "native cold", "native warm")}
+        sides = ("icefs", "native", "null")
+        times = {f"{k} {s}": Timing(k) for k in sides for s in ("cold", "warm")}
         for _ in range(repeat):
             with cloud.mount("read") as m:
-                grid = m.mountpoint / "tags" / "v1" / "grid"
+                grid_dir = m.mountpoint / "tags" / "v1" / "grid"
+                drop_caches()
                 with cloud.counted(counts, f"{name} cold"):
-                    times["icefs cold"].timed(_walk(argv, grid))
+                    times["icefs cold"].timed(_walk(argv, grid_dir))
                 with cloud.counted(counts, f"{name} warm"):
-                    times["icefs warm"].timed(_walk(argv, grid))
-            native = cloud.base / "native" / "grid"
-            drop_caches()
-            times["native cold"].timed(_walk(argv, native))
-            times["native warm"].timed(_walk(argv, native))
+                    times["icefs warm"].timed(_walk(argv, grid_dir))
+            for side, root in (("native", cloud.base / "native" / "grid"), ("null", None)):
+                with contextlib.ExitStack() as stack:
+                    if root is None:
+                        null = stack.enter_context(
+                            NullMount(cloud.base / "null", entries=chunks, dirs=dirs)
+                        )
+                        root = null.mountpoint / "listing"
+                    drop_caches()
+                    times[f"{side} cold"].timed(_walk(argv, root))
+                    times[f"{side} warm"].timed(_walk(argv, root))
         for state in ("cold", "warm"):
-            ice, nat = times[f"icefs {state}"], times[f"native {state}"]
+            ice, nat, null_t = (times[f"{k} {state}"] for k in sides)
             rows.append(
                 (
-                    f"{name} over {chunks} chunks of a 3-D array, {state}: s best",
+                    f"{name} over {chunks} chunks in {dirs} directories, {state}: s best",
                     f"{ice.best:.2f}",
-                    f"native {nat.best:.2f}",
-                    f"{ice.best / nat.best:.2f}x time",
+                    f"native {nat.best:.2f}; null pyfuse3 fs {null_t.best:.2f}",
+                    f"{ice.best / nat.best:.2f}x time (null fs {null_t.best / nat.best:.2f}x)",
                     "<= 2x",
                 )
             )
@@ -430,7 +447,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                 rows.append((f"**{delay:g} ms per request**", "", "", "", ""))
                 rows += read_rows(cloud, args.repeat, counts)
                 rows += first_byte_rows(cloud, args.repeat, counts)
-                rows += walk_rows(cloud, args.repeat, counts, int(np.prod(grid)))
+                rows += walk_rows(cloud, args.repeat, counts, grid)  # type: ignore[arg-type]
                 rows += write_rows(cloud, args.repeat, counts, args.size_mib, args.commit_chunks)
                 rows += rss_rows(cloud, args.rss_mib)
                 print(json.dumps({"delay": delay, "counts": counts}), file=sys.stderr)

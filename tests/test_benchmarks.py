@@ -121,8 +121,8 @@ def test_latency_proxy_counts_requests_by_kind(s3_server):
 
 @pytest.mark.fuse
 def test_cloud_benchmark_smoke(tmp_path):
-    """``python -m benchmarks --cloud --smoke`` prints every row with its request counts,
-    and walking a tag's chunk directories makes no request per chunk file."""
+    """``python -m benchmarks --cloud --smoke`` prints every row with its request counts
+    (the walks beside the null filesystem's floor), and walking a tag's chunk directories makes no request per chunk file."""
     result, table = run_benchmarks("--cloud", "--dir", str(tmp_path))
     for row in (
         "20 ms per request",
@@ -138,6 +138,8 @@ def test_cloud_benchmark_smoke(tmp_path):
     ):
         assert any(row in line for line in table), row
     assert sum("requests (last repeat)" in line for line in table) == 7
+    for walk in ("find over", "ls -lR over"):  # each walk beside its floor, cold and warm
+        assert sum(walk in x and "null pyfuse3 fs" in x for x in table) == 2, walk
     [line] = [x for x in result.stderr.splitlines() if x.startswith('{"delay"')]
     counts = json.loads(line)["counts"]
     for walk in ("find cold", "ls -lR cold"):
