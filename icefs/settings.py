@@ -269,9 +269,10 @@ _DECLARED: Final = (
         "write_behind",
         "choice",
         "auto",
-        "store closed chunk files in the background: 'on', 'off', or 'auto' (on for "
-        "s3, gcs and azure storage, where each store is a round trip; off for local and "
-        "memory storage, where storing at close is faster)",
+        "store chunk files in the background once closed or renamed into place: 'on', "
+        "'off', or 'auto' (on for s3, gcs and azure storage, where each store is a round "
+        "trip; off for local and memory storage, where it measured no faster and a close "
+        "then reports its own storage errors)",
         choices=("auto", "on", "off"),
     ),
     _mount(

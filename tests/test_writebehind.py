@@ -3,7 +3,8 @@
 Through the core on in-memory Icechunk, with the store of chosen keys held back or
 failing: the close returns at once, reads see the bytes, the commit waits for the
 store and includes it, failures surface at the next close, fsync and commit, bad
-input still fails the close, stores land in the order of the closes, and the bytes
+input still fails the close, a rename onto a chunk (how zarr publishes one) stores
+the same way, stores land in the order of the closes, and the bytes
 waiting are bounded.  Then once through a real mount on the loopback S3 server,
 where ``auto`` turns it on.
 """
@@ -231,6 +232,68 @@ async def test_bytes_waiting_to_be_stored_are_bounded(setup):
         for gate in gates[1:]:
             gate.set()
     assert await state.commit("bounded") is not None
+
+
+async def publish(core, row: int, data: bytes = NEW) -> None:
+    """Write row *row*'s chunk as zarr does: a temporary file, renamed onto the chunk."""
+    c = await walk(core, "branches", "main", "a", "c", str(row))
+    reply, _ = await core.create(c.ino, "0.partial", os.O_WRONLY)
+    try:
+        await core.write(reply.fh, 0, data)
+        await core.flush(reply.fh)
+    finally:
+        core.release(reply.fh)
+    await core.rename(c.ino, "0.partial", c.ino, "0")
+
+
+async def test_a_rename_onto_a_chunk_leaves_its_store_to_the_background(setup):
+    core, data, stores, state = setup
+    gate = stores.hold("a/c/2/0")
+    with trio.fail_after(5):  # a rename that waited for the store would wait for the gate
+        await publish(core, 2)
+    assert "a/c/2/0" in state.uploading, "the rename returned with the store in flight"
+    assert await read_row(core, "branches", "main", "a", "c", "2", "0") == NEW
+    c = await walk(core, "branches", "main", "a", "c", "2")
+    with pytest.raises(NotFound):
+        await core.lookup(c.ino, "0.partial")
+    done: list[str | None] = []
+
+    async def commit() -> None:
+        done.append(await state.commit("renamed"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit)
+        await trio.sleep(0.05)
+        assert done == [], "the commit waits for the store"
+        gate.set()
+    assert done[0] is not None
+    assert await committed_row(core, done[0], 2) == NEW
+    assert "a/c/2/0" not in state.files, "a stored file leaves the overlay"
+    # bad input still fails the rename itself, and nothing is stored
+    with pytest.raises(InvalidInput):
+        await publish(core, 3, b"xyz")
+    assert "a/c/3/0" not in state.uploading
+    assert await read_row(core, "branches", "main", "a", "c", "3", "0") == data[3].tobytes()
+
+
+async def test_a_failed_store_of_a_renamed_chunk_surfaces_at_fsync_and_commit(setup):
+    core, data, stores, state = setup
+    tip = core.refs.branches["main"]
+    stores.failing["a/c/4/0"] = -1
+    await publish(core, 4)
+    await state.settle()
+    assert isinstance(state.files["a/c/4/0"].upload_error, StorageFailure)
+    assert await read_row(core, "branches", "main", "a", "c", "4", "0") == NEW
+    with pytest.raises(StorageFailure, match="a/c/4/0"):
+        await state.commit("fails")
+    assert core.refs.branches["main"] == tip, "nothing was committed"
+    attr = await walk(core, "branches", "main", "a", "c", "4", "0")
+    reply = await core.open(attr.ino, os.O_RDONLY)
+    with pytest.raises(StorageFailure, match="injected"):
+        await core.flush(reply.fh, sync=True)
+    core.release(reply.fh)
+    stores.failing.clear()
+    assert await read_row(core, "branches", "main", "a", "c", "4", "0") == data[4].tobytes()
 
 
 @pytest.mark.fuse

@@ -224,12 +224,7 @@ class NamespaceChanges:
         if what.kind == "scratch":
             copy = OverlayFile(self._overlay.spooled(data), scratch=True)
         else:
-            try:
-                await state.store(key, data, size)
-            except NotFound:  # its array is not there yet: keep it pending
-                copy = OverlayFile(
-                    self._overlay.spooled(data), scratch=False, dirty=True, pending=True
-                )
+            copy = await self._overlay.place(state, key, data, size)
         old = state.files.pop(key, None)
         if copy is not None:
             state.files[key] = copy

@@ -186,6 +186,38 @@ class WriteOverlay:
             overlay.dirty = overlay.pending = False
         overlay.upload_error = None
 
+    async def place(
+        self, state: BranchState, key: str, data: object, size: int
+    ) -> OverlayFile | None:
+        """Store *data* at *key* for a rename or link onto it; return the file to keep at
+        *key* in the mount, if any.
+
+        As at close: bad input fails here, with the errno of its check; a chunk whose
+        array does not exist yet stays pending (the returned file).  With write-behind
+        a chunk is stored in the background from the returned file, which reads see
+        until the store ends; a failed store surfaces at its fsync, its next close and
+        the commit.  zarr publishes every chunk by renaming a temporary file onto it,
+        and the kernel renames in one directory one at a time: waiting for each store
+        here cost a round trip per chunk on object storage.
+        """
+        try:
+            if self._uploader.active:
+                await state.settle(key)
+                what = await state.check(key, data, size)
+                if what.kind == "chunk":
+                    copy = OverlayFile(self.spooled(data), scratch=False, dirty=True)
+                    held = copy.spool.contents()
+                    if not isinstance(held, mmap.mmap):  # else a live view of the spool file
+                        await self._uploader.submit(state, key, copy, what, held, copy.version)
+                        return copy
+                    copy.spool.close()
+                await state.store_checked(key, what, data, size)
+            else:
+                await state.store(key, data, size)
+        except NotFound:  # its array is not there yet: keep it pending
+            return OverlayFile(self.spooled(data), scratch=False, dirty=True, pending=True)
+        return None
+
     def release(self, handle: Buffered) -> bool:
         """A descriptor of *handle* closed; return True if it was an unlinked file's last."""
         overlay, state = handle.overlay, handle.branch
