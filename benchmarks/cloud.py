@@ -2,6 +2,7 @@
 
     python benchmarks/cloud.py [--delays 20,50] [--size-mib 1024] [--grid 10,40,250]
                                [--commit-chunks 10000] [--rss-mib 4096] [--repeat 3]
+                               [--rows read,first-byte,walk,write,rss]
     python benchmarks/cloud.py --smoke     # tiny data, one repeat, one delay
 
 Starts the loopback S3 server (moto) and proxy.py in front of it, which delays
@@ -14,13 +15,16 @@ each side made.  The repository (built once per run at zero delay) holds
 * ``grid``: a 3-D uint8 array of --grid chunks (hundreds of chunk directories),
   16 bytes each, and a native directory holding the same array.
 
-Rows: cold read of ``big`` with zarr (mount vs Icechunk + zarr); the same
+Rows: cold read of ``big`` with zarr (mount vs Icechunk + zarr; the floor: that
+direct read while a null pyfuse3 filesystem serves as many bytes); the same
 through one-file-at-a-time readers (``cp -r``, fio's sequential psync reads);
 time to the first byte of a chunk whose array is known (mount vs one get);
-``find`` and ``ls -lR`` of ``grid``, cold and warm (mount vs native, beside the
-floor: a null pyfuse3 filesystem with as many files in as many directories); zarr
-write of --size-mib + commit; a commit of --commit-chunks changed chunks; the
-daemon's RSS while writing --rss-mib through the mount.
+``find`` and ``ls -lR`` of ``grid``, cold and warm (mount vs native; the floors:
+a null pyfuse3 filesystem with as many files in as many directories, and Icechunk
+listing the keys directly); zarr write of --size-mib + commit; a commit of
+--commit-chunks changed chunks (their background stores ended first, as the
+direct side's are); the daemon's RSS while writing --rss-mib through the mount.
+``--rows`` runs some of these groups only.
 """
 
 from __future__ import annotations
@@ -47,9 +51,9 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
 from benchmarks.common import Row, Timing, drop_caches, parse_args, report, steady_memory
-from benchmarks.floor import NullMount
+from benchmarks.floor import FILE_SIZE, NullMount
 from benchmarks.proxy import Proxy, summary
-from benchmarks.read import BIG_CHUNK, read_one
+from benchmarks.read import BIG_CHUNK, floor_reads, read_one
 from benchmarks.write import RssSampler, make_data, write_array
 from tests.helpers import Mount
 from tests.servers import S3Server, start_moto, stop
@@ -60,6 +64,8 @@ if TYPE_CHECKING:
 icechunk.set_logs_filter("error")
 
 GRID_CHUNK = (1, 1, 16)
+#: The groups of rows, in the order they run (``--rows``).
+GROUPS = ("read", "first-byte", "walk", "write", "rss")
 Counts = dict[str, dict[str, int]]
 
 
@@ -166,6 +172,13 @@ def _commit_session(session: icechunk.Session, chunks: int) -> int:
     return chunks
 
 
+def _uploaded(mountpoint: Path) -> None:
+    """Wait until the mount's background stores (write-behind) have ended."""
+    stats = mountpoint / ".icefs" / "stats"
+    while json.loads(stats.read_text())["background_stores"]["in_flight"]:
+        time.sleep(0.05)
+
+
 def _fio(directory: Path) -> int:
     """Sequential 1 MiB psync reads of every file below *directory*, one file after the
     other in the order a directory walk meets them (fio's opendir); bytes read."""
@@ -208,6 +221,7 @@ def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]
             cp.timed(partial(_copy, tag(m) / "big", Path(out)))
         with cloud.mount("read") as m, cloud.counted(counts, "fio"):
             fio.timed(lambda: _fio(tag(m) / "big" / "c"))
+    both, _ = floor_reads(cloud.base, direct_read, direct.nbytes // FILE_SIZE, repeat)
     size = f"{direct.nbytes >> 20} MiB, 2 MiB chunks"
     rows: list[Row] = [
         (
@@ -218,6 +232,15 @@ def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]
             ">= 0.9x",
         ),
         _requests("icefs", counts["icefs read"], "direct", counts["direct read"]),
+        (
+            "  (floor) both halves at once: the direct read while a null pyfuse3 fs serves "
+            "as many bytes to another process: MiB/s best",
+            "",
+            f"both done at {both.mib_s(both.best):.0f}",
+            f"{direct.best / both.best:.2f}x of direct; icefs {both.best / mounted.best:.2f}x "
+            "of it",
+            "-",
+        ),
     ]
     for t, name in ((cp, "cp -r"), (fio, "fio psync 1 MiB, one file at a time")):
         rows.append(
@@ -234,7 +257,8 @@ def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]
 
 
 def first_byte_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]:
-    """Time to the first byte of a chunk not read before, its array's index in memory."""
+    """Time to the first byte of a chunk not read before (nor read ahead), its array's
+    index in memory."""
     n = max(3, repeat * 3)
     direct, mounted = Timing("direct get"), Timing("icefs head -c1")
     session = icechunk.Repository.open(cloud.storage("read")).readonly_session(tag="v1")
@@ -246,14 +270,19 @@ def first_byte_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> lis
         return len(buf)
 
     asyncio.run(get("big/c/0/0/0"))  # the manifest, once
+    # Backwards, so that no read follows another the way a scan does: read-ahead would
+    # have the chunk in hand before it is asked for.
+    last = zarr.open_array(store, path="big", mode="r").shape[0] - 1
+    step = max(1, last // n)
+    rows_read = [last - k * step for k in range(n) if last - k * step > 0]
     with cloud.counted(counts, "direct get"):
-        for i in range(1, n + 1):
+        for i in rows_read:
             direct.timed(lambda i=i: asyncio.run(get(f"big/c/{i}/0/0")))
     with cloud.mount("read") as m:
         chunks = m.mountpoint / "tags" / "v1" / "big" / "c"
         (chunks / "0" / "0" / "0").stat()  # the manifest, once
         with cloud.counted(counts, "icefs head"):
-            for i in range(1, n + 1):
+            for i in rows_read:
                 path = chunks / str(i) / "0" / "0"
 
                 def head(path: Path = path) -> int:
@@ -278,13 +307,15 @@ def walk_rows(
 ) -> list[Row]:
     """``find`` and ``ls -lR`` of ``grid``: cold is a new mount (the snapshot and its
     manifest fetched through the proxy) with the kernel's caches dropped, warm the same
-    walk again.  The floor: floor.py's null pyfuse3 filesystem holding as many files in
-    as many leaf directories, walked in the same run."""
+    walk again.  The floor of ``find``: floor.py's null pyfuse3 filesystem holding as
+    many files in as many leaf directories, walked in the same run; of a cold walk:
+    Icechunk opening the tag and listing the keys directly."""
     chunks, dirs = int(np.prod(grid)), int(np.prod(grid[:-1]))
     rows: list[Row] = []
     for argv in (["find"], ["ls", "-lR"]):
         name = " ".join(argv)
-        sides = ("icefs", "native", "null")
+        # the null fs answers ls -l's getxattr and statx no faster than icefs: a floor of find
+        sides = ("icefs", "native", "null") if argv == ["find"] else ("icefs", "native")
         times = {f"{k} {s}": Timing(k) for k in sides for s in ("cold", "warm")}
         for _ in range(repeat):
             with cloud.mount("read") as m:
@@ -295,6 +326,8 @@ def walk_rows(
                 with cloud.counted(counts, f"{name} warm"):
                     times["icefs warm"].timed(_walk(argv, grid_dir))
             for side, root in (("native", cloud.base / "native" / "grid"), ("null", None)):
+                if side not in sides:
+                    continue
                 with contextlib.ExitStack() as stack:
                     if root is None:
                         null = stack.enter_context(
@@ -305,20 +338,51 @@ def walk_rows(
                     times[f"{side} cold"].timed(_walk(argv, root))
                     times[f"{side} warm"].timed(_walk(argv, root))
         for state in ("cold", "warm"):
-            ice, nat, null_t = (times[f"{k} {state}"] for k in sides)
+            ice, nat = times[f"icefs {state}"], times[f"native {state}"]
+            base, ratio = f"native {nat.best:.2f}", f"{ice.best / nat.best:.2f}x time"
+            if "null" in sides:
+                null_t = times[f"null {state}"]
+                base += f"; null pyfuse3 fs {null_t.best:.2f}"
+                ratio += f" (null fs {null_t.best / nat.best:.2f}x)"
             rows.append(
                 (
                     f"{name} over {chunks} chunks in {dirs} directories, {state}: s best",
                     f"{ice.best:.2f}",
-                    f"native {nat.best:.2f}; null pyfuse3 fs {null_t.best:.2f}",
-                    f"{ice.best / nat.best:.2f}x time (null fs {null_t.best / nat.best:.2f}x)",
+                    base,
+                    ratio,
                     "<= 2x",
                 )
             )
         rows.append(
             _requests(f"{name} cold", counts[f"{name} cold"], "warm", counts[f"{name} warm"])
         )
+    rows.append(_direct_list_row(cloud, repeat, counts, chunks))
     return rows
+
+
+def _direct_list_row(cloud: Cloud, repeat: int, counts: dict[str, Counts], chunks: int) -> Row:
+    """What a cold walk fetches before it can list anything: Icechunk itself opening the
+    repository and the tag and listing ``grid``'s keys through the proxy."""
+
+    def direct_list() -> int:
+        store = icechunk.Repository.open(cloud.storage("read")).readonly_session(tag="v1").store
+
+        async def keys() -> int:
+            return sum([1 async for _ in store.list_prefix("grid/")])
+
+        return asyncio.run(keys())
+
+    listing = Timing("direct list")
+    for _ in range(repeat):
+        with cloud.counted(counts, "direct list"):
+            listing.timed(direct_list)
+    return (
+        f"  (floor of cold) direct: open the repository and tag, list {chunks} chunk keys: s",
+        "",
+        f"direct {listing.best:.2f}",
+        summary(counts["direct list"]),
+        "-",
+    )
 
 
 def write_rows(
@@ -363,6 +427,7 @@ def write_rows(
             zarr.open_group(LocalStore(main)).create_array(
                 "small", shape=small.shape, chunks=(256,), dtype="<i4", compressors=None
             )[:] = small
+            _uploaded(m.mountpoint)  # as the direct side's chunks are before its commit
             with cloud.counted(counts, "icefs commit"):
                 commit_icefs.timed(partial(_commit, main, commit_chunks))
         cloud.forget(prefix)
@@ -427,7 +492,11 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         grid=("10,40,250", "2,10,20", "chunks of grid along each axis"),
         commit_chunks=(10_000, 200),
         rss_mib=(4096, 16),
+        rows=(",".join(GROUPS), ",".join(GROUPS), "row groups to run: " + ", ".join(GROUPS)),
     )
+    groups = args.rows.split(",")
+    if unknown := set(groups) - set(GROUPS):
+        raise SystemExit(f"unknown row groups: {', '.join(sorted(unknown))}")
     grid = tuple(int(n) for n in args.grid.split(","))
     assert len(grid) == 3
     base = Path(args.dir).resolve()
@@ -445,11 +514,18 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                 proxy.set_delay(delay)
                 counts: dict[str, Counts] = {}
                 rows.append((f"**{delay:g} ms per request**", "", "", "", ""))
-                rows += read_rows(cloud, args.repeat, counts)
-                rows += first_byte_rows(cloud, args.repeat, counts)
-                rows += walk_rows(cloud, args.repeat, counts, grid)  # type: ignore[arg-type]
-                rows += write_rows(cloud, args.repeat, counts, args.size_mib, args.commit_chunks)
-                rows += rss_rows(cloud, args.rss_mib)
+                if "read" in groups:
+                    rows += read_rows(cloud, args.repeat, counts)
+                if "first-byte" in groups:
+                    rows += first_byte_rows(cloud, args.repeat, counts)
+                if "walk" in groups:
+                    rows += walk_rows(cloud, args.repeat, counts, grid)  # type: ignore[arg-type]
+                if "write" in groups:
+                    rows += write_rows(
+                        cloud, args.repeat, counts, args.size_mib, args.commit_chunks
+                    )
+                if "rss" in groups:
+                    rows += rss_rows(cloud, args.rss_mib)
                 print(json.dumps({"delay": delay, "counts": counts}), file=sys.stderr)
     finally:
         stop(s3.proc)
