@@ -5,11 +5,10 @@ chunk files one after another would wait that long for each.  With write-behind,
 close(2) checks the chunk as a store would (a Zarr key, inside its array's
 grid, its frame or its decoding) and returns; so does a rename of a file onto a
 chunk's name (`WriteOverlay.place`), which is how zarr publishes each chunk.
-The store runs in the
-background, `CONCURRENCY` at most at once, and at most the write buffer's size
-in bytes waits to be stored (past that a close waits for room).  Metadata
-documents and chunks of arrays that do not exist yet are stored as before,
-before the close returns.
+The store runs in the background, `CONCURRENCY` at most at once, and at most
+the write buffer's size in bytes waits to be stored (past that a close waits
+for room).  Metadata documents and chunks of arrays that do not exist yet are
+stored as before, before the close returns.
 
 Until its store has ended a file keeps its bytes in its `OverlayFile`, so reads
 see what was written.  A store that fails keeps them too, and says so where
