@@ -3,7 +3,8 @@
 Each round, two mounts of one repository write a different row of ``conc`` and
 write a message to ``.icefs/commit`` at the same moment. Every commit that
 returned success must be on the branch's ancestry afterwards, and the branch
-must never vanish from either mount while they race.
+must never vanish from either mount while they race.  Then, without the kernel,
+which commits check that they reached the branch afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ import icechunk
 import numpy as np
 import zarr
 
+from icefs.store import writer as writer_module
+from icefs.store.reflock import RefLock
+from icefs.store.repo import Repo
 from icefs.store.sample import sample_storage
+from icefs.store.writer import open_writer
 
 ROUNDS = 50
 
@@ -106,3 +111,38 @@ def test_simultaneous_commits_on_s3(s3_server, mount_factory, tmp_path):
         for i in range(2)
     ]
     _race(mounts, repo)
+
+
+async def _commit_row(storage: icechunk.Storage, bridge, lock: RefLock | None) -> str:
+    repo = _seed(storage)
+    writer = await open_writer(Repo(repo, bridge, "test", lock), "main")
+    await writer.set("conc/c/0/0", np.full(4, 7, dtype="<i4").tobytes())
+    return await writer.commit("one row")
+
+
+async def test_a_local_commit_is_checked_on_the_branch(bridge, tmp_path, monkeypatch):
+    """On local disk a ref update is not conditional: each commit checks that it landed
+    (and commits again when another writer's ref update dropped it)."""
+    checked: list[str] = []
+    original = writer_module.landed
+
+    def spy(repository, branch, sid):
+        checked.append(sid)
+        return original(repository, branch, sid)
+
+    monkeypatch.setattr(writer_module, "landed", spy)
+    path = tmp_path / "repo"
+    storage = icechunk.local_filesystem_storage(str(path))
+    sid = await _commit_row(storage, bridge, RefLock(str(path)))
+    assert checked == [sid]
+
+
+async def test_an_object_store_commit_is_not_checked_again(bridge, monkeypatch):
+    """On object stores the ref update is conditional: a commit that returned is on the
+    branch, and checking it would cost a round trip (or more) per commit."""
+
+    def never(*args):
+        raise AssertionError("a commit on an object store checked its ref")
+
+    monkeypatch.setattr(writer_module, "landed", never)
+    assert await _commit_row(icechunk.in_memory_storage(), bridge, None)

@@ -203,7 +203,10 @@ def _holders(spec: StorageSpec, cutoff: datetime) -> list[str]:
             found.append(f"the mount at {mnt} cannot be asked ({exc}); unmount it first")
             continue
         for branch, when in sorted(since.items()):
-            if when < limit:  # ISO times in UTC compare as text
+            # ISO times in UTC compare as text.  Both are cut to the second: changes
+            # that began earlier in the cut-off's own second show the same text, and
+            # their chunks are older than the cut-off, so equal counts as older.
+            if when <= limit:
                 found.append(f"the mount at {mnt} has uncommitted changes on {branch} since {when}")
     for journal in Journal.of_repository(default_cache_dir(), spec.display()):
         for entry in journal.entries():

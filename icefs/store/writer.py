@@ -1,8 +1,9 @@
 """Writing a branch: one writable session, its stores, deletes and commits.
 
-`BranchWriter.commit` returns only once the branch has reached the new snapshot
-(`landed`): on local disk another program's ref update can drop it, and then
-the same changes commit again.  Every call goes through the `Bridge`.
+`BranchWriter.commit` returns only once the branch has reached the new snapshot:
+on local disk another program's ref update can drop it (`landed` checks), and
+then the same changes commit again; on object stores the ref update is a
+conditional write, so a commit that returned has reached it.  Every call goes through the `Bridge`.
 """
 
 from __future__ import annotations
@@ -148,10 +149,11 @@ class BranchWriter:
 
         On local disk a ref update is not conditional: a writer that does not take
         the `RefLock` can drop our snapshot from the branch moments after Icechunk
-        reported it committed.  The session as it was before each attempt is kept;
-        if the branch did not reach the snapshot, that session commits again (on
-        top of the other writer's work, rebasing).  After `COMMIT_ATTEMPTS` the
-        changes stay in the (restored) session and `StorageFailure` is raised.
+        reported it committed (on object stores it is, and nothing is checked).  The
+        session as it was before each attempt is kept; if the branch did not reach the
+        snapshot, that session commits again (on top of the other writer's work,
+        rebasing).  After `COMMIT_ATTEMPTS` the changes stay in the (restored) session
+        and `StorageFailure` is raised.
         """
         repository = self._repo.repository
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
@@ -167,7 +169,9 @@ class BranchWriter:
                     self._adopt(_session_from_bytes(saved))  # it may have half-run
                     self._refuse_if_moved_off()
                     raise
-                if landed(repository, self.branch, sid):
+                # On object stores the ref update is a conditional write: a commit that
+                # returned is on the branch (and checking cost a round trip or more).
+                if not self._repo.lock.needed or landed(repository, self.branch, sid):
                     return sid
             log.warning(
                 "branch %s: commit %s was dropped from the branch by another writer's "
