@@ -20,7 +20,7 @@ direct read while a null pyfuse3 filesystem serves as many bytes); the same
 through one-file-at-a-time readers (``cp -r``, fio's sequential psync reads);
 time to the first byte of a chunk whose array is known (mount vs one get);
 ``find`` and ``ls -lR`` of ``grid``, cold and warm (mount vs native; the floors:
-a null pyfuse3 filesystem with as many files in as many directories, and Icechunk
+a null pyfuse3 filesystem with as many files in as many directories; Icechunk
 listing the keys directly); zarr write of --size-mib + commit; a commit of
 --commit-chunks changed chunks (their background stores ended first, as the
 direct side's are); the daemon's RSS while writing --rss-mib through the mount.
@@ -308,7 +308,7 @@ def walk_rows(
     """``find`` and ``ls -lR`` of ``grid``: cold is a new mount (the snapshot and its
     manifest fetched through the proxy) with the kernel's caches dropped, warm the same
     walk again.  The floor of ``find``: floor.py's null pyfuse3 filesystem holding as
-    many files in as many leaf directories, walked in the same run; of a cold walk:
+    many files in as many leaf directories, walked in the same run; beside a cold walk:
     Icechunk opening the tag and listing the keys directly."""
     chunks, dirs = int(np.prod(grid)), int(np.prod(grid[:-1]))
     rows: list[Row] = []
@@ -361,8 +361,9 @@ def walk_rows(
 
 
 def _direct_list_row(cloud: Cloud, repeat: int, counts: dict[str, Counts], chunks: int) -> Row:
-    """What a cold walk fetches before it can list anything: Icechunk itself opening the
-    repository and the tag and listing ``grid``'s keys through the proxy."""
+    """Icechunk itself opening the repository and the tag and listing ``grid``'s keys
+    through the proxy: the requests a cold walk needs first, and what enumerating the
+    keys costs without icefs."""
 
     def direct_list() -> int:
         store = icechunk.Repository.open(cloud.storage("read")).readonly_session(tag="v1").store
@@ -377,7 +378,7 @@ def _direct_list_row(cloud: Cloud, repeat: int, counts: dict[str, Counts], chunk
         with cloud.counted(counts, "direct list"):
             listing.timed(direct_list)
     return (
-        f"  (floor of cold) direct: open the repository and tag, list {chunks} chunk keys: s",
+        f"  (reference) direct: open the repository and tag, list {chunks} chunk keys: s",
         "",
         f"direct {listing.best:.2f}",
         summary(counts["direct list"]),

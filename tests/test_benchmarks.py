@@ -139,10 +139,10 @@ def test_cloud_benchmark_smoke(tmp_path):
     ):
         assert any(row in line for line in table), row
     assert sum("requests (last repeat)" in line for line in table) == 7
-    # the floors measured in the same run: find on the null fs, cold and warm; the
-    # direct listing a cold walk needs first; reads of both halves at once
+    # the floors measured in the same run: find on the null fs, cold and warm; reads of
+    # both halves at once; beside them, Icechunk listing the keys itself
     assert sum("find over" in x and "null pyfuse3 fs" in x for x in table) == 2
-    assert any("(floor of cold) direct" in x for x in table)
+    assert any("(reference) direct: open the repository" in x for x in table)
     assert any("(floor) both halves at once" in x for x in table)
     [line] = [x for x in result.stderr.splitlines() if x.startswith('{"delay"')]
     counts = json.loads(line)["counts"]
