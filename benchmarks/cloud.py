@@ -17,7 +17,8 @@ each side made.  The repository (built once per run at zero delay) holds
 
 Rows: cold read of ``big`` with zarr (mount vs Icechunk + zarr; the floor: that
 direct read while a null pyfuse3 filesystem serves as many bytes); the same
-through one-file-at-a-time readers (``cp -r``, fio's sequential psync reads);
+through one-file-at-a-time readers (``cp -r``, fio's sequential psync reads;
+the floor: ``cp -r`` of a null pyfuse3 filesystem beside the direct read);
 time to the first byte of a chunk whose array is known (mount vs one get);
 ``find`` and ``ls -lR`` of ``grid``, cold and warm (mount vs native; the floors:
 a null pyfuse3 filesystem with as many files in as many directories; Icechunk
@@ -50,8 +51,16 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
-from benchmarks.common import Row, Timing, drop_caches, parse_args, report, steady_memory
-from benchmarks.floor import FILE_SIZE, NullMount
+from benchmarks.common import (
+    Row,
+    Timing,
+    at_once,
+    drop_caches,
+    parse_args,
+    report,
+    steady_memory,
+)
+from benchmarks.floor import FILE_SIZE, NullMount, write_files
 from benchmarks.proxy import Proxy, summary
 from benchmarks.read import BIG_CHUNK, floor_reads, read_one
 from benchmarks.write import RssSampler, make_data, write_array
@@ -221,7 +230,9 @@ def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]
             cp.timed(partial(_copy, tag(m) / "big", Path(out)))
         with cloud.mount("read") as m, cloud.counted(counts, "fio"):
             fio.timed(lambda: _fio(tag(m) / "big" / "c"))
-    both, _ = floor_reads(cloud.base, direct_read, direct.nbytes // FILE_SIZE, repeat)
+    files = direct.nbytes // FILE_SIZE
+    both, _ = floor_reads(cloud.base, direct_read, files, repeat)
+    one = _one_reader_floor(cloud.base, direct_read, files, repeat)
     size = f"{direct.nbytes >> 20} MiB, 2 MiB chunks"
     rows: list[Row] = [
         (
@@ -253,7 +264,36 @@ def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]
             )
         )
     rows.append(_requests("cp -r", counts["cp -r"], "fio", counts["fio"]))
+    rows.append(
+        (
+            "  (floor) one reader: cp -r of as many bytes from a null pyfuse3 fs while the "
+            "direct read runs: MiB/s best",
+            "",
+            f"both done at {one.mib_s(one.best):.0f}",
+            f"{direct.best / one.best:.2f}x of direct; cp -r {one.best / cp.best:.2f}x, "
+            f"fio {one.best / fio.best:.2f}x of it",
+            "-",
+        )
+    )
     return rows
+
+
+def _one_reader_floor(base: Path, direct: Callable[[], int], files: int, repeat: int) -> Timing:
+    """The floor of a one-file-at-a-time reader: ``cp -r`` of *files* 2 MiB files from
+    floor.py's null filesystem (FUSE transport, nothing fetched) in another process
+    while this one runs *direct*, timed until both are done."""
+    timing = Timing("floor one reader")
+    with NullMount(base / "null") as null:
+        write_files(null.mountpoint, files)
+        for _ in range(repeat):
+            with tempfile.TemporaryDirectory(dir="/dev/shm") as out:
+                copy = (
+                    "import subprocess, sys; print('ready', flush=True); sys.stdin.readline(); "
+                    f"subprocess.run(['cp', '-r', {str(null.mountpoint / 'data')!r}, {out!r}], "
+                    "check=True)"
+                )
+                timing.timed(at_once([sys.executable, "-c", copy], direct, drop_caches))
+    return timing
 
 
 def first_byte_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]:

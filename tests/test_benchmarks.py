@@ -144,6 +144,7 @@ def test_cloud_benchmark_smoke(tmp_path):
     assert sum("find over" in x and "null pyfuse3 fs" in x for x in table) == 2
     assert any("(reference) direct: open the repository" in x for x in table)
     assert any("(floor) both halves at once" in x for x in table)
+    assert any("(floor) one reader" in x for x in table)
     [line] = [x for x in result.stderr.splitlines() if x.startswith('{"delay"')]
     counts = json.loads(line)["counts"]
     for walk in ("find cold", "ls -lR cold"):
