@@ -365,18 +365,10 @@ def walk_rows(
                     times["icefs cold"].timed(_walk(argv, grid_dir))
                 with cloud.counted(counts, f"{name} warm"):
                     times["icefs warm"].timed(_walk(argv, grid_dir))
-            for side, root in (("native", cloud.base / "native" / "grid"), ("null", None)):
-                if side not in sides:
-                    continue
-                with contextlib.ExitStack() as stack:
-                    if root is None:
-                        null = stack.enter_context(
-                            NullMount(cloud.base / "null", entries=chunks, dirs=dirs)
-                        )
-                        root = null.mountpoint / "listing"
-                    drop_caches()
-                    times[f"{side} cold"].timed(_walk(argv, root))
-                    times[f"{side} warm"].timed(_walk(argv, root))
+            _cold_then_warm(argv, cloud.base / "native" / "grid", times, "native")
+            if "null" in sides:
+                with NullMount(cloud.base / "null", entries=chunks, dirs=dirs) as null:
+                    _cold_then_warm(argv, null.mountpoint / "listing", times, "null")
         for state in ("cold", "warm"):
             ice, nat = times[f"icefs {state}"], times[f"native {state}"]
             base, ratio = f"native {nat.best:.2f}", f"{ice.best / nat.best:.2f}x time"
@@ -398,6 +390,13 @@ def walk_rows(
         )
     rows.append(_direct_list_row(cloud, repeat, counts, chunks))
     return rows
+
+
+def _cold_then_warm(argv: list[str], root: Path, times: dict[str, Timing], side: str) -> None:
+    """Walk *root* with the kernel's caches dropped, then again, into *times* of *side*."""
+    drop_caches()
+    times[f"{side} cold"].timed(_walk(argv, root))
+    times[f"{side} warm"].timed(_walk(argv, root))
 
 
 def _direct_list_row(cloud: Cloud, repeat: int, counts: dict[str, Counts], chunks: int) -> Row:

@@ -122,8 +122,8 @@ def test_latency_proxy_counts_requests_by_kind(s3_server):
 @pytest.mark.fuse
 def test_cloud_benchmark_smoke(tmp_path):
     """``python -m benchmarks --cloud --smoke`` prints every row with its request counts
-    (and the floors beside them), and walking a tag's chunk directories
-    makes no request per chunk file."""
+    (and the floors beside them), and walking a tag's chunk directories makes no request
+    per chunk file."""
     result, table = run_benchmarks("--cloud", "--dir", str(tmp_path))
     for row in (
         "20 ms per request",

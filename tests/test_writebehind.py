@@ -4,8 +4,8 @@ Through the core on in-memory Icechunk, with the store of chosen keys held back 
 failing: the close returns at once, reads see the bytes, the commit waits for the
 store and includes it, failures surface at the next close, fsync and commit, bad
 input still fails the close, a rename onto a chunk (how zarr publishes one) stores
-the same way, stores land in the order of the closes, and the bytes
-waiting are bounded.  Then once through a real mount on the loopback S3 server,
+the same way, stores land in the order of the closes, and the bytes waiting are
+bounded.  Then once through a real mount on the loopback S3 server,
 where ``auto`` turns it on.
 """
 
@@ -85,17 +85,12 @@ async def committed_row(core, sid: str, row: int) -> bytes:
     return await read_row(core, "snapshots", sid, "a", "c", str(row), "0")
 
 
-async def test_close_returns_before_the_store_and_commit_waits_for_it(setup):
-    core, _data, stores, state = setup
-    gate = stores.hold("a/c/3/0")
-    await rewrite(core, 3)
-    assert "a/c/3/0" in state.uploading, "the close returned with the store in flight"
-    assert state.dirty
-    assert await read_row(core, "branches", "main", "a", "c", "3", "0") == NEW
+async def commit_once_released(state, gate: trio.Event, message: str) -> str:
+    """Commit while *gate* holds a store back: the commit must wait until it is set."""
     done: list[str | None] = []
 
     async def commit() -> None:
-        done.append(await state.commit("write-behind"))
+        done.append(await state.commit(message))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(commit)
@@ -104,6 +99,17 @@ async def test_close_returns_before_the_store_and_commit_waits_for_it(setup):
         gate.set()
     sid = done[0]
     assert sid is not None
+    return sid
+
+
+async def test_close_returns_before_the_store_and_commit_waits_for_it(setup):
+    core, _data, stores, state = setup
+    gate = stores.hold("a/c/3/0")
+    await rewrite(core, 3)
+    assert "a/c/3/0" in state.uploading, "the close returned with the store in flight"
+    assert state.dirty
+    assert await read_row(core, "branches", "main", "a", "c", "3", "0") == NEW
+    sid = await commit_once_released(state, gate, "write-behind")
     assert await committed_row(core, sid, 3) == NEW
     assert state.uploading == {}
     assert "a/c/3/0" not in state.files, "a stored file leaves the overlay"
@@ -256,18 +262,8 @@ async def test_a_rename_onto_a_chunk_leaves_its_store_to_the_background(setup):
     c = await walk(core, "branches", "main", "a", "c", "2")
     with pytest.raises(NotFound):
         await core.lookup(c.ino, "0.partial")
-    done: list[str | None] = []
-
-    async def commit() -> None:
-        done.append(await state.commit("renamed"))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(commit)
-        await trio.sleep(0.05)
-        assert done == [], "the commit waits for the store"
-        gate.set()
-    assert done[0] is not None
-    assert await committed_row(core, done[0], 2) == NEW
+    sid = await commit_once_released(state, gate, "renamed")
+    assert await committed_row(core, sid, 2) == NEW
     assert "a/c/2/0" not in state.files, "a stored file leaves the overlay"
     # bad input still fails the rename itself, and nothing is stored
     with pytest.raises(InvalidInput):

@@ -3,7 +3,8 @@
 `BranchWriter.commit` returns only once the branch has reached the new snapshot:
 on local disk another program's ref update can drop it (`landed` checks), and
 then the same changes commit again; on object stores the ref update is a
-conditional write, so a commit that returned has reached it.  Every call goes through the `Bridge`.
+conditional write, so a commit that returned has reached it.  Every call goes
+through the `Bridge`.
 """
 
 from __future__ import annotations
