@@ -15,10 +15,14 @@ each side made.  The repository (built once per run at zero delay) holds
 * ``grid``: a 3-D uint8 array of --grid chunks (hundreds of chunk directories),
   16 bytes each, and a native directory holding the same array.
 
-Rows: cold read of ``big`` with zarr (mount vs Icechunk + zarr; the floor: that
-direct read while a null pyfuse3 filesystem serves as many bytes); the same
-through one-file-at-a-time readers (``cp -r``, fio's sequential psync reads;
-the floor: ``cp -r`` of a null pyfuse3 filesystem beside the direct read);
+Rows (the read rows in cloudread.py): cold read of ``big`` with zarr (mount vs
+Icechunk + zarr, and the CPU-seconds per GiB the whole machine spent; the
+floor: that direct read while a null pyfuse3 filesystem serves as many bytes);
+the same through one-file-at-a-time readers (``cp -r``, fio's sequential psync
+reads; the floor: ``cp -r`` of a null pyfuse3 filesystem beside the direct
+read); all these reads again with the S3 server and the proxy on a CPU of
+their own (the loopback server otherwise takes the readers' CPUs, as a cloud's
+never does);
 time to the first byte of a chunk whose array is known (mount vs one get);
 ``find`` and ``ls -lR`` of ``grid``, cold and warm (mount vs native; the floors:
 a null pyfuse3 filesystem with as many files in as many directories; Icechunk
@@ -31,14 +35,11 @@ direct side's are); the daemon's RSS while writing --rss-mib through the mount.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,114 +49,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import icechunk
 import numpy as np
 import zarr
-from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
-from benchmarks.common import (
-    Row,
-    Timing,
-    at_once,
-    drop_caches,
-    parse_args,
-    report,
-    steady_memory,
-)
-from benchmarks.floor import FILE_SIZE, NullMount, write_files
+from benchmarks.cloudread import first_byte_rows, read_rows
+from benchmarks.cloudsetup import Cloud, Counts, build, requests_row
+from benchmarks.common import Row, Timing, drop_caches, parse_args, report, steady_memory
+from benchmarks.floor import NullMount
 from benchmarks.proxy import Proxy, summary
-from benchmarks.read import BIG_CHUNK, floor_reads, read_one
+from benchmarks.read import BIG_CHUNK
 from benchmarks.write import RssSampler, make_data, write_array
-from tests.helpers import Mount
-from tests.servers import S3Server, start_moto, stop
+from tests.servers import start_moto, stop
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 icechunk.set_logs_filter("error")
 
-GRID_CHUNK = (1, 1, 16)
 #: The groups of rows, in the order they run (``--rows``).
 GROUPS = ("read", "first-byte", "walk", "write", "rss")
-Counts = dict[str, dict[str, int]]
-
-
-class Cloud:
-    """The S3 server, the proxy in front of it, and a repository reached through both."""
-
-    def __init__(self, s3: S3Server, proxy: Proxy, base: Path) -> None:
-        self.s3, self.proxy, self.base = s3, proxy, base
-        self.bucket = s3.create_bucket(f"cloud-{uuid.uuid4().hex[:8]}")
-        self.config = base / "s3.toml"
-        self.config.write_text(
-            f'region = "us-east-1"\nendpoint_url = "{proxy.endpoint}"\n'
-            "allow_http = true\nforce_path_style = true\n"
-            f'access_key_id = "{s3.key_id}"\nsecret_access_key = "{s3.secret}"\n'
-        )
-        self.config.chmod(0o600)
-
-    def storage(self, prefix: str) -> icechunk.Storage:
-        return icechunk.s3_storage(
-            bucket=self.bucket,
-            prefix=prefix,
-            region="us-east-1",
-            endpoint_url=self.proxy.endpoint,
-            allow_http=True,
-            force_path_style=True,
-            access_key_id=self.s3.key_id,
-            secret_access_key=self.s3.secret,
-        )
-
-    def mount(self, prefix: str, *args: str) -> Mount:
-        cache = self.base / f"cache-{uuid.uuid4().hex[:6]}"
-        return Mount(
-            f"s3://{self.bucket}/{prefix}",
-            self.base / "mnt",
-            "--config",
-            str(self.config),
-            "--cache-dir",
-            str(cache),
-            *args,
-        )
-
-    def forget(self, prefix: str) -> None:
-        """Delete every object under *prefix* (the server keeps them in memory)."""
-        client = self.s3.client()
-        pages = client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix + "/"
-        )
-        for page in pages:
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
-
-    @contextlib.contextmanager
-    def counted(self, into: dict[str, Counts], side: str) -> Iterator[None]:
-        """Count the requests made inside the block into *into[side]* (the last repeat's)."""
-        self.proxy.reset()
-        yield
-        into[side] = self.proxy.counts()
-
-
-def build(cloud: Cloud, size_mib: int, grid: tuple[int, int, int]) -> None:
-    """The read repository (tag ``v1``) and the native copy of ``grid``, at zero delay."""
-    repo = icechunk.Repository.create(cloud.storage("read"))
-    session = repo.writable_session("main")
-    root = zarr.group(store=session.store)
-    big = root.create_array(
-        "big",
-        shape=(max(1, size_mib // 2), 512, 1024),
-        chunks=BIG_CHUNK,
-        dtype="f4",
-        compressors=None,
-    )
-    big[:] = np.random.default_rng(0).random(big.shape, dtype="f4")
-    shape = tuple(n * c for n, c in zip(grid, GRID_CHUNK, strict=True))
-    values = np.random.default_rng(1).integers(0, 255, shape, dtype="u1")
-    for store in (session.store, LocalStore(cloud.base / "native")):
-        g = zarr.open_group(store=store).create_array(
-            "grid", shape=shape, chunks=GRID_CHUNK, dtype="u1", compressors=None
-        )
-        g[:] = values
-    repo.create_tag("v1", session.commit("cloud benchmark data"))
 
 
 def _walk(argv: list[str], root: Path) -> Callable[[], int]:
@@ -164,11 +75,6 @@ def _walk(argv: list[str], root: Path) -> Callable[[], int]:
         return out.count(b"\n")
 
     return run
-
-
-def _copy(source: Path, target: Path) -> int:
-    subprocess.run(["cp", "-r", str(source), str(target)], check=True)
-    return sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
 
 
 def _commit(branch: Path, chunks: int) -> int:
@@ -186,160 +92,6 @@ def _uploaded(mountpoint: Path) -> None:
     stats = mountpoint / ".icefs" / "stats"
     while json.loads(stats.read_text())["background_stores"]["in_flight"]:
         time.sleep(0.05)
-
-
-def _fio(directory: Path) -> int:
-    """Sequential 1 MiB psync reads of every file below *directory*, one file after the
-    other in the order a directory walk meets them (fio's opendir); bytes read."""
-    subprocess.run(
-        [
-            "fio",
-            "--name=seq",
-            "--rw=read",
-            "--bs=1M",
-            "--ioengine=psync",
-            "--readonly",
-            "--file_service_type=sequential",
-            f"--opendir={directory}",
-            "--output-format=json",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
-
-
-def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]:
-    tag = lambda m: m.mountpoint / "tags" / "v1"  # noqa: E731
-    direct, mounted, cp, fio = (Timing(n) for n in ("direct", "icefs", "cp", "fio"))
-
-    def direct_read() -> int:
-        repo = icechunk.Repository.open(cloud.storage("read"))
-        return read_one(repo.readonly_session(tag="v1").store, "big")
-
-    for _ in range(repeat):
-        with cloud.counted(counts, "direct read"):
-            direct.timed(direct_read)
-        with cloud.mount("read") as m, cloud.counted(counts, "icefs read"):
-            mounted.timed(lambda: read_one(LocalStore(tag(m), read_only=True), "big"))
-        with (
-            cloud.mount("read") as m,
-            tempfile.TemporaryDirectory(dir="/dev/shm") as out,
-            cloud.counted(counts, "cp -r"),
-        ):
-            cp.timed(partial(_copy, tag(m) / "big", Path(out)))
-        with cloud.mount("read") as m, cloud.counted(counts, "fio"):
-            fio.timed(lambda: _fio(tag(m) / "big" / "c"))
-    files = direct.nbytes // FILE_SIZE
-    both, _ = floor_reads(cloud.base, direct_read, files, repeat)
-    one = _one_reader_floor(cloud.base, direct_read, files, repeat)
-    size = f"{direct.nbytes >> 20} MiB, 2 MiB chunks"
-    rows: list[Row] = [
-        (
-            f"cold read {size}, zarr: MiB/s best / median",
-            f"{mounted.mib_s(mounted.best):.0f} / {mounted.mib_s(mounted.median):.0f}",
-            f"direct {direct.mib_s(direct.best):.0f} / {direct.mib_s(direct.median):.0f}",
-            f"{direct.best / mounted.best:.2f}x throughput",
-            ">= 0.9x",
-        ),
-        _requests("icefs", counts["icefs read"], "direct", counts["direct read"]),
-        (
-            "  (floor) both halves at once: the direct read while a null pyfuse3 fs serves "
-            "as many bytes to another process: MiB/s best",
-            "",
-            f"both done at {both.mib_s(both.best):.0f}",
-            f"{direct.best / both.best:.2f}x of direct; icefs {both.best / mounted.best:.2f}x "
-            "of it",
-            "-",
-        ),
-    ]
-    for t, name in ((cp, "cp -r"), (fio, "fio psync 1 MiB, one file at a time")):
-        rows.append(
-            (
-                f"cold {name} of big: MiB/s best / median",
-                f"{t.mib_s(t.best):.0f} / {t.mib_s(t.median):.0f}",
-                f"direct zarr {direct.mib_s(direct.best):.0f}",
-                f"{direct.best / t.best:.2f}x throughput",
-                ">= 0.8x",
-            )
-        )
-    rows.append(_requests("cp -r", counts["cp -r"], "fio", counts["fio"]))
-    rows.append(
-        (
-            "  (floor) one reader: cp -r of as many bytes from a null pyfuse3 fs while the "
-            "direct read runs: MiB/s best",
-            "",
-            f"both done at {one.mib_s(one.best):.0f}",
-            f"{direct.best / one.best:.2f}x of direct; cp -r {one.best / cp.best:.2f}x, "
-            f"fio {one.best / fio.best:.2f}x of it",
-            "-",
-        )
-    )
-    return rows
-
-
-def _one_reader_floor(base: Path, direct: Callable[[], int], files: int, repeat: int) -> Timing:
-    """The floor of a one-file-at-a-time reader: ``cp -r`` of *files* 2 MiB files from
-    floor.py's null filesystem (FUSE transport, nothing fetched) in another process
-    while this one runs *direct*, timed until both are done."""
-    timing = Timing("floor one reader")
-    with NullMount(base / "null") as null:
-        write_files(null.mountpoint, files)
-        for _ in range(repeat):
-            with tempfile.TemporaryDirectory(dir="/dev/shm") as out:
-                copy = (
-                    "import subprocess, sys; print('ready', flush=True); sys.stdin.readline(); "
-                    f"subprocess.run(['cp', '-r', {str(null.mountpoint / 'data')!r}, {out!r}], "
-                    "check=True)"
-                )
-                timing.timed(at_once([sys.executable, "-c", copy], direct, drop_caches))
-    return timing
-
-
-def first_byte_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]:
-    """Time to the first byte of a chunk not read before (nor read ahead), its array's
-    index in memory."""
-    n = max(3, repeat * 3)
-    direct, mounted = Timing("direct get"), Timing("icefs head -c1")
-    session = icechunk.Repository.open(cloud.storage("read")).readonly_session(tag="v1")
-    store = session.store
-
-    async def get(key: str) -> int:
-        buf = await store.get(key, default_buffer_prototype())
-        assert buf is not None
-        return len(buf)
-
-    asyncio.run(get("big/c/0/0/0"))  # the manifest, once
-    # Backwards, so that no read follows another the way a scan does: read-ahead would
-    # have the chunk in hand before it is asked for.
-    last = zarr.open_array(store, path="big", mode="r").shape[0] - 1
-    step = max(1, last // n)
-    rows_read = [last - k * step for k in range(n) if last - k * step > 0]
-    with cloud.counted(counts, "direct get"):
-        for i in rows_read:
-            direct.timed(lambda i=i: asyncio.run(get(f"big/c/{i}/0/0")))
-    with cloud.mount("read") as m:
-        chunks = m.mountpoint / "tags" / "v1" / "big" / "c"
-        (chunks / "0" / "0" / "0").stat()  # the manifest, once
-        with cloud.counted(counts, "icefs head"):
-            for i in rows_read:
-                path = chunks / str(i) / "0" / "0"
-
-                def head(path: Path = path) -> int:
-                    with open(path, "rb") as f:
-                        return len(f.read(1))
-
-                mounted.timed(head)
-    return [
-        (
-            "time to first byte of a 2 MiB chunk (open + read 1 byte): ms median",
-            f"{mounted.median * 1e3:.1f}",
-            f"one direct get {direct.median * 1e3:.1f}",
-            f"{mounted.median / direct.median:.2f}x time",
-            "<= 1.2x",
-        ),
-        _requests("icefs", counts["icefs head"], "direct", counts["direct get"]),
-    ]
 
 
 def walk_rows(
@@ -386,7 +138,7 @@ def walk_rows(
                 )
             )
         rows.append(
-            _requests(f"{name} cold", counts[f"{name} cold"], "warm", counts[f"{name} warm"])
+            requests_row(f"{name} cold", counts[f"{name} cold"], "warm", counts[f"{name} warm"])
         )
     rows.append(_direct_list_row(cloud, repeat, counts, chunks))
     return rows
@@ -479,7 +231,7 @@ def write_rows(
             f"{direct.best / mounted.best:.2f}x throughput",
             ">= 0.8x",
         ),
-        _requests("icefs", counts["icefs write"], "direct", counts["direct write"]),
+        requests_row("icefs", counts["icefs write"], "direct", counts["direct write"]),
         (
             f"commit of {commit_chunks} changed 1 KiB chunks: s best / median",
             f"{commit_icefs.best:.2f} / {commit_icefs.median:.2f}",
@@ -487,7 +239,7 @@ def write_rows(
             f"{commit_icefs.best / commit_direct.best:.2f}x time",
             "<= 1.2x",
         ),
-        _requests("icefs", counts["icefs commit"], "direct", counts["direct commit"]),
+        requests_row("icefs", counts["icefs commit"], "direct", counts["direct commit"]),
     ]
 
 
@@ -516,10 +268,6 @@ def rss_rows(cloud: Cloud, rss_mib: int) -> list[Row]:
             "<= bound + 200 MiB",
         )
     ]
-
-
-def _requests(a: str, ca: Counts, b: str, cb: Counts) -> Row:
-    return ("  requests (last repeat)", f"{a}: {summary(ca)}", f"{b}: {summary(cb)}", "", "-")
 
 
 def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:

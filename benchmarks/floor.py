@@ -71,6 +71,8 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
             #: directory inode -> its children's names and attributes, made once (the floor
             #: of a listing: no work per entry but the reply itself)
             self.listings: dict[int, list[tuple[bytes, Any]]] = {}
+            #: directory inode -> the names made in it (mkdir, create) and their inodes
+            self.children: dict[int, dict[bytes, int]] = {}
             if entries:
                 folder = self._add(pyfuse3.ROOT_INODE, b"listing", True)
                 parents = [folder]
@@ -108,6 +110,7 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
                 self.next += 1
                 self.paths[path] = ino
                 self.nodes[ino] = [path, is_dir, 0]
+                self.children.setdefault(parent, {})[name] = ino
             return ino
 
         async def lookup(self, parent: int, name: bytes, ctx: Any = None) -> Any:
@@ -161,14 +164,17 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
                 del self.nodes[replaced]
             self.paths[new] = ino
             self.nodes[ino][0] = new
+            self.children.get(p_old, {}).pop(n_old, None)
+            self.children.setdefault(p_new, {})[n_new] = ino
 
         async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
             ino = self.paths.pop((*self.nodes[parent][0], name.decode()), None)
             if ino is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
             del self.nodes[ino]
+            self.children.get(parent, {}).pop(name, None)
 
-        rmdir = unlink  # no listing of written directories: they always look empty
+        rmdir = unlink  # a directory is removed with whatever it holds
 
         async def getxattr(self, ino: int, name: bytes, ctx: Any) -> bytes:
             raise pyfuse3.FUSEError(errno.ENODATA)
@@ -177,7 +183,9 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
             return ino
 
         async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-            kids = self.listings.get(fh, [])
+            kids = self.listings.get(fh)
+            if kids is None:  # a written directory: what was made in it
+                kids = [(n, self._attr(i)) for n, i in self.children.get(fh, {}).items()]
             for i in range(start_id, len(kids)):
                 if not pyfuse3.readdir_reply(token, kids[i][0], kids[i][1], i + 1):
                     return

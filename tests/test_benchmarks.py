@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,14 @@ def test_cloud_benchmark_smoke(tmp_path):
     assert any("(reference) direct: open the repository" in x for x in table)
     assert any("(floor) both halves at once" in x for x in table)
     assert any("(floor) one reader" in x for x in table)
+    assert any("CPU-seconds per GiB, whole machine" in x for x in table)
+    if len(os.sched_getaffinity(0)) > 1:  # every reader again, the server on its own CPU
+        apart = [x for x in table if "server and proxy apart" in x]
+        assert [r for r in ("icefs", "cp -r", "fio") if any(f": {r}," in x for x in apart)] == [
+            "icefs",
+            "cp -r",
+            "fio",
+        ], apart
     [line] = [x for x in result.stderr.splitlines() if x.startswith('{"delay"')]
     counts = json.loads(line)["counts"]
     for walk in ("find cold", "ls -lR cold"):
@@ -152,3 +161,4 @@ def test_cloud_benchmark_smoke(tmp_path):
         assert 0 < made < 20, (walk, counts[walk])  # 400 chunk files, a handful of gets
     assert counts["find warm"] == {}
     assert counts["icefs read"]["GET"]["received"] >= 8 << 20
+    assert counts["cp -r read"]["GET"]["received"] >= 8 << 20
