@@ -19,10 +19,10 @@ Rows (the read rows in cloudread.py): cold read of ``big`` with zarr (mount vs
 Icechunk + zarr, and the CPU-seconds per GiB the whole machine spent; the
 floor: that direct read while a null pyfuse3 filesystem serves as many bytes);
 the same through one-file-at-a-time readers (``cp -r``, fio's sequential psync
-reads; the floor: ``cp -r`` of a null pyfuse3 filesystem beside the direct
-read); all these reads again with the S3 server and the proxy on a CPU of
-their own (the loopback server otherwise takes the readers' CPUs, as a cloud's
-never does);
+reads; the floors: each of them reading a null pyfuse3 filesystem beside the
+direct read); all these reads again with no latency added, and again with the S3
+server and the proxy on a CPU of their own (the loopback server otherwise
+takes the readers' CPUs, as a cloud's never does);
 time to the first byte of a chunk whose array is known (mount vs one get);
 ``find`` and ``ls -lR`` of ``grid``, cold and warm (mount vs native; the floors:
 a null pyfuse3 filesystem with as many files in as many directories; Icechunk

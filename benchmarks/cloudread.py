@@ -32,30 +32,31 @@ if TYPE_CHECKING:
 READERS = ("direct", "icefs", "cp -r", "fio")
 
 
-def _copy(source: Path, target: Path) -> int:
-    subprocess.run(["cp", "-r", str(source), str(target)], check=True)
-    return sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+def _copy_argv(source: Path, target: Path) -> list[str]:
+    """``cp -r`` of *source* into *target*."""
+    return ["cp", "-r", str(source), str(target)]
 
 
-def _fio(directory: Path) -> int:
+def _fio_argv(directory: Path) -> list[str]:
     """Sequential 1 MiB psync reads of every file below *directory*, one file after the
-    other in the order a directory walk meets them (fio's opendir); bytes read."""
-    subprocess.run(
-        [
-            "fio",
-            "--name=seq",
-            "--rw=read",
-            "--bs=1M",
-            "--ioengine=psync",
-            "--readonly",
-            "--file_service_type=sequential",
-            f"--opendir={directory}",
-            "--output-format=json",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    other in the order a directory walk meets them (fio's opendir)."""
+    return [
+        "fio",
+        "--name=seq",
+        "--rw=read",
+        "--bs=1M",
+        "--ioengine=psync",
+        "--readonly",
+        "--file_service_type=sequential",
+        f"--opendir={directory}",
+        "--output-format=json",
+    ]
+
+
+def _run(argv: list[str], tree: Path) -> int:
+    """Run the reader *argv* over the files below *tree*; the bytes they hold."""
+    subprocess.run(argv, check=True, capture_output=True)
+    return sum(f.stat().st_size for f in tree.rglob("*") if f.is_file())
 
 
 def _direct_read(cloud: Cloud) -> int:
@@ -80,8 +81,8 @@ def _read_big(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> dict[str,
                 times[name].timed(
                     {
                         "icefs": partial(read_one, LocalStore(big.parent, read_only=True), "big"),
-                        "cp -r": partial(_copy, big, Path(out)),
-                        "fio": partial(_fio, big / "c"),
+                        "cp -r": partial(_run, _copy_argv(big, Path(out)), big),
+                        "fio": partial(_run, _fio_argv(big / "c"), big),
                     }[name]
                 )
     return times
@@ -94,7 +95,13 @@ def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]
     direct, mounted, cp, fio = (t[name] for name in READERS)
     files = direct.nbytes // FILE_SIZE
     both, _ = floor_reads(cloud.base, partial(_direct_read, cloud), files, repeat)
-    one = _one_reader_floor(cloud.base, partial(_direct_read, cloud), files, repeat)
+    ones = _one_reader_floors(cloud.base, partial(_direct_read, cloud), files, repeat)
+    delay = cloud.proxy.delay_ms
+    cloud.proxy.set_delay(0)
+    try:
+        at_zero = _read_big(cloud, repeat, {})
+    finally:
+        cloud.proxy.set_delay(delay)
     with server_apart(cloud) as cpus:
         apart = _read_big(cloud, repeat, {}) if cpus else {}
     size = f"{direct.nbytes >> 20} MiB, 2 MiB chunks"
@@ -135,55 +142,62 @@ def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]
             )
         )
     rows.append(requests_row("cp -r", seen["cp -r"], "fio", seen["fio"]))
-    rows.append(
+    rows += [
         (
-            "  (floor) one reader: cp -r of as many bytes from a null pyfuse3 fs while the "
+            f"  (floor) one reader: {name} of as many bytes from a null pyfuse3 fs while the "
             "direct read runs: MiB/s best",
             "",
             f"both done at {one.mib_s(one.best):.0f}",
-            f"{direct.best / one.best:.2f}x of direct; cp -r {one.best / cp.best:.2f}x, "
-            f"fio {one.best / fio.best:.2f}x of it",
+            f"{direct.best / one.best:.2f}x of direct; {name} {one.best / mine.best:.2f}x of it",
             "-",
         )
-    )
-    rows += _apart_rows(apart, cpus)
+        for (name, one), mine in zip(ones.items(), (cp, fio), strict=True)
+    ]
+    rows += _again_rows("  (floor) no latency added (0 ms per request)", at_zero)
+    what = "  (floor) the S3 server and proxy apart, on their own CPU"
+    if cpus:
+        rows += _again_rows(f"{what} (the readers on the other {cpus})", apart)
+    else:
+        rows.append((f"{what}: one CPU, not measured", "", "", "", "-"))
     return rows
 
 
-def _apart_rows(apart: dict[str, Timing], cpus: int) -> list[Row]:
-    """The same reads with the server apart (`server_apart`), best of each."""
-    what = "  (floor) the S3 server and proxy apart, on their own CPU"
-    if not apart:
-        return [(f"{what}: one CPU, not measured", "", "", "", "-")]
-    direct = apart["direct"]
+def _again_rows(what: str, times: dict[str, Timing]) -> list[Row]:
+    """The reads of `_read_big` run again as *what* says: best of each, against direct."""
+    direct = times["direct"]
     return [
         (
-            f"{what} (the readers on the other {cpus}): {name}, MiB/s best",
-            f"{apart[name].mib_s(apart[name].best):.0f}",
+            f"{what}: {name}, MiB/s best",
+            f"{times[name].mib_s(times[name].best):.0f}",
             f"direct zarr {direct.mib_s(direct.best):.0f}",
-            f"{direct.best / apart[name].best:.2f}x throughput",
+            f"{direct.best / times[name].best:.2f}x throughput",
             "-",
         )
         for name in READERS[1:]
     ]
 
 
-def _one_reader_floor(base: Path, direct: Callable[[], int], files: int, repeat: int) -> Timing:
-    """The floor of a one-file-at-a-time reader: ``cp -r`` of *files* 2 MiB files from
-    floor.py's null filesystem (FUSE transport, nothing fetched) in another process
-    while this one runs *direct*, timed until both are done."""
-    timing = Timing("floor one reader")
+def _one_reader_floors(
+    base: Path, direct: Callable[[], int], files: int, repeat: int
+) -> dict[str, Timing]:
+    """The floors of the one-file-at-a-time readers: ``cp -r`` and fio of *files* 2 MiB
+    files from floor.py's null filesystem (FUSE transport, nothing fetched) in another
+    process while this one runs *direct*, timed until both are done."""
+    floors = {name: Timing(f"floor {name}") for name in READERS[2:]}
     with NullMount(base / "null") as null:
         write_files(null.mountpoint, files)
+        data = null.mountpoint / "data"
         for _ in range(repeat):
-            with tempfile.TemporaryDirectory(dir="/dev/shm") as out:
-                copy = (
-                    "import subprocess, sys; print('ready', flush=True); sys.stdin.readline(); "
-                    f"subprocess.run(['cp', '-r', {str(null.mountpoint / 'data')!r}, {out!r}], "
-                    "check=True)"
-                )
-                timing.timed(at_once([sys.executable, "-c", copy], direct, drop_caches))
-    return timing
+            for name, timing in floors.items():
+                with tempfile.TemporaryDirectory(dir="/dev/shm") as out:
+                    argv = _copy_argv(data, Path(out)) if name == "cp -r" else _fio_argv(data)
+                    reader = (
+                        "import subprocess, sys; print('ready', flush=True); "
+                        f"sys.stdin.readline(); subprocess.run({argv!r}, check=True, "
+                        "capture_output=True)"
+                    )
+                    timing.timed(at_once([sys.executable, "-c", reader], direct, drop_caches))
+    return floors
 
 
 def first_byte_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]:
