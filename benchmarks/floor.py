@@ -65,14 +65,14 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
 
         def __init__(self) -> None:
             super().__init__()
-            self.paths: dict[tuple[str, ...], int] = {(): pyfuse3.ROOT_INODE}
-            self.nodes: dict[int, list[Any]] = {pyfuse3.ROOT_INODE: [(), True, 0]}
+            #: inode -> [is a directory, size]
+            self.nodes: dict[int, list[Any]] = {pyfuse3.ROOT_INODE: [True, 0]}
             self.next = pyfuse3.ROOT_INODE + 1
+            #: directory inode -> the names in it and their inodes
+            self.children: dict[int, dict[bytes, int]] = {}
             #: directory inode -> its children's names and attributes, made once (the floor
             #: of a listing: no work per entry but the reply itself)
             self.listings: dict[int, list[tuple[bytes, Any]]] = {}
-            #: directory inode -> the names made in it (mkdir, create) and their inodes
-            self.children: dict[int, dict[bytes, int]] = {}
             if entries:
                 folder = self._add(pyfuse3.ROOT_INODE, b"listing", True)
                 parents = [folder]
@@ -87,12 +87,12 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
                     kids = []
                     for i in range(per):
                         ino = self._add(parent, str(i).encode(), False)
-                        self.nodes[ino][2] = 1024
+                        self.nodes[ino][1] = 1024
                         kids.append((str(i).encode(), self._attr(ino)))
                     self.listings[parent] = kids
 
         def _attr(self, ino: int) -> Any:
-            _, is_dir, size = self.nodes[ino]
+            is_dir, size = self.nodes[ino]
             entry = pyfuse3.EntryAttributes()
             entry.st_ino = ino
             entry.st_mode = (stat.S_IFDIR | 0o755) if is_dir else (stat.S_IFREG | 0o644)
@@ -103,18 +103,16 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
             return entry
 
         def _add(self, parent: int, name: bytes, is_dir: bool) -> int:
-            path = (*self.nodes[parent][0], name.decode())
-            ino = self.paths.get(path)
+            names = self.children.setdefault(parent, {})
+            ino = names.get(name)
             if ino is None:
-                ino = self.next
+                ino = names[name] = self.next
                 self.next += 1
-                self.paths[path] = ino
-                self.nodes[ino] = [path, is_dir, 0]
-                self.children.setdefault(parent, {})[name] = ino
+                self.nodes[ino] = [is_dir, 0]
             return ino
 
         async def lookup(self, parent: int, name: bytes, ctx: Any = None) -> Any:
-            ino = self.paths.get((*self.nodes[parent][0], name.decode()))
+            ino = self.children.get(parent, {}).get(name)
             if ino is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
             return self._attr(ino)
@@ -124,7 +122,7 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
 
         async def setattr(self, ino: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> Any:
             if fields.update_size:
-                self.nodes[ino][2] = attr.st_size
+                self.nodes[ino][1] = attr.st_size
             return self._attr(ino)
 
         async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Any) -> Any:
@@ -136,15 +134,15 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
 
         async def open(self, ino: int, flags: int, ctx: Any) -> Any:
             if flags & os.O_TRUNC:
-                self.nodes[ino][2] = 0
+                self.nodes[ino][1] = 0
             # as icefs opens a tag's files: the kernel keeps their pages between opens
             return pyfuse3.FileInfo(fh=ino, keep_cache=True)
 
         async def read(self, fh: int, off: int, size: int) -> Any:
-            return zeros[: max(0, min(size, self.nodes[fh][2] - off))]
+            return zeros[: max(0, min(size, self.nodes[fh][1] - off))]
 
         async def write(self, fh: int, off: int, buf: bytes) -> int:
-            self.nodes[fh][2] = max(self.nodes[fh][2], off + len(buf))
+            self.nodes[fh][1] = max(self.nodes[fh][1], off + len(buf))
             return len(buf)
 
         async def flush(self, fh: int) -> None:
@@ -156,23 +154,17 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
         async def rename(
             self, p_old: int, n_old: bytes, p_new: int, n_new: bytes, flags: int, ctx: Any
         ) -> None:
-            old = (*self.nodes[p_old][0], n_old.decode())
-            new = (*self.nodes[p_new][0], n_new.decode())
-            ino = self.paths.pop(old)
-            replaced = self.paths.pop(new, None)
+            ino = self.children[p_old].pop(n_old)
+            replaced = self.children.setdefault(p_new, {}).get(n_new)
             if replaced is not None:
                 del self.nodes[replaced]
-            self.paths[new] = ino
-            self.nodes[ino][0] = new
-            self.children.get(p_old, {}).pop(n_old, None)
-            self.children.setdefault(p_new, {})[n_new] = ino
+            self.children[p_new][n_new] = ino
 
         async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
-            ino = self.paths.pop((*self.nodes[parent][0], name.decode()), None)
+            ino = self.children.get(parent, {}).pop(name, None)
             if ino is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
             del self.nodes[ino]
-            self.children.get(parent, {}).pop(name, None)
 
         rmdir = unlink  # a directory is removed with whatever it holds
 
