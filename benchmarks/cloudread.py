@@ -20,7 +20,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
 from benchmarks.cloudsetup import requests_row, server_apart
-from benchmarks.common import Row, Timing, at_once, drop_caches
+from benchmarks.common import Row, Timing, at_once, drop_caches, on_cue
 from benchmarks.floor import FILE_SIZE, NullMount, write_files
 from benchmarks.read import floor_reads, read_one
 
@@ -87,14 +87,17 @@ def _read_big(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> dict[str,
                 cloud.counted(counts, name),
             ):
                 big = m.mountpoint / "tags" / "v1" / "big"
-                times[name].timed(
-                    {
-                        "icefs": partial(read_one, LocalStore(big.parent, read_only=True), "big"),
-                        "cp -r": partial(_copy, big, Path(out)),
-                        "fio": partial(_fio, big / "c"),
-                    }[name]
-                )
+                times[name].timed(partial(_MOUNT_READERS[name], big, Path(out)))
     return times
+
+
+#: How each reader of the mount reads ``big`` (a tag's array directory), given a
+#: scratch directory on tmpfs; each returns the bytes it read.
+_MOUNT_READERS: dict[str, Callable[[Path, Path], int]] = {
+    "icefs": lambda big, _: read_one(LocalStore(big.parent, read_only=True), "big"),
+    "cp -r": _copy,
+    "fio": lambda big, _: _fio(big / "c"),
+}
 
 
 def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]:
@@ -200,12 +203,7 @@ def _one_reader_floors(
             for name, timing in floors.items():
                 with tempfile.TemporaryDirectory(dir="/dev/shm") as out:
                     argv = _copy_argv(data, Path(out)) if name == "cp -r" else _fio_argv(data)
-                    reader = (
-                        "import subprocess, sys; print('ready', flush=True); "
-                        f"sys.stdin.readline(); subprocess.run({argv!r}, check=True, "
-                        "capture_output=True)"
-                    )
-                    timing.timed(at_once([sys.executable, "-c", reader], direct, drop_caches))
+                    timing.timed(at_once(on_cue(argv), direct, drop_caches))
     return floors
 
 

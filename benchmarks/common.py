@@ -184,6 +184,12 @@ def wait_for_cue() -> None:
     sys.stdin.readline()
 
 
+def on_cue(argv: list[str]) -> list[str]:
+    """The command of a process for `at_once` that runs the program *argv* (its output
+    kept from the report) once cued."""
+    return [sys.executable, __file__, "--run-on-cue", *argv]
+
+
 def at_once(
     argv: list[str], fn: Callable[[], int], before: Callable[[], None]
 ) -> Callable[[], int]:
@@ -248,3 +254,8 @@ def report(title: str, rows: list[Row]) -> None:
     print(table(rows))
     print()
     print("\n".join(environment()))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--run-on-cue"]:
+    wait_for_cue()
+    subprocess.run(sys.argv[2:], check=True, capture_output=True)
