@@ -44,6 +44,33 @@ async def test_prefetch_reads_ahead_of_a_sequential_scan(bridge, tmp_path, scan)
     assert core.reads.prefetcher.unused <= core.reads.prefetcher.depth
 
 
+async def test_a_scan_makes_each_chunk_entry_ahead_once(bridge, tmp_path, monkeypatch):
+    """Each read of a sequential scan asks for the chunks its window newly covers, not the
+    whole window again: a wide window costs no more per read than a narrow one."""
+    core, data = await rows_tag_core(bridge, tmp_path, 40)
+    prefetcher = core.reads.prefetcher
+    prefetcher.depth = 16
+    made: list[int] = []
+    between = SnapshotTree.chunks_between
+
+    def counted(self, entry, by_name, start, stop):  # type: ignore[no-untyped-def]
+        chunks = between(self, entry, by_name, start, stop)
+        made.append(len(chunks))
+        return chunks
+
+    monkeypatch.setattr(SnapshotTree, "chunks_between", counted)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(prefetcher.run)
+        await trio.sleep(0.01)
+        for i in range(40):
+            attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+        nursery.cancel_scope.cancel()
+    close(core)
+    assert prefetcher.hits >= 38
+    assert sum(made) <= 40, made  # 16 at the first read, then one per read at most
+
+
 async def test_concurrent_readers_fetch_each_chunk_once(bridge, tmp_path, monkeypatch):
     """Readers of one array in stride (zarr's threads, 8 cat's): no chunk is fetched twice."""
     core, data = await rows_tag_core(bridge, tmp_path, 32)

@@ -109,6 +109,9 @@ class Prefetcher:
         self._seq = 0
         #: per scan (snapshot, array, order): the position last read and the streak
         self._last: dict[tuple[str, str, bool], tuple[int, int]] = {}
+        #: per scan: the last position its look-ahead handed to `_hold`; the next one
+        #: starts after it, so that a read makes the entries of new chunks only
+        self._queued: dict[tuple[str, str, bool], int] = {}
         self._send, self._receive = trio.open_memory_channel[
             "tuple[SnapshotTree, TreeEntry, _Fetch]"
         ](self.max_depth * 2)
@@ -213,7 +216,10 @@ class Prefetcher:
             self._limiter.total_tokens = self.widest
 
     def _narrow(self, scan: tuple[str, str]) -> None:
-        """The scan *scan* stopped being sequential: its window starts again at `depth`."""
+        """The scan *scan* stopped being sequential: its window starts again at `depth`,
+        and its look-ahead at the next read."""
+        for by_name in (False, True):
+            self._queued.pop((*scan, by_name), None)
         if self._windows.pop(scan, None) is not None:
             self._limiter.total_tokens = self.widest
 
@@ -236,15 +242,30 @@ class Prefetcher:
             self._narrow(scan)
             return
         window = self._windows.get(scan, self.depth)
-        for ahead in tree.chunks_from(entry, best_order, best_pos, window):
-            self._hold(tree, ahead)
+        ordered = (*scan, best_order)
+        start, stop = best_pos + 1, best_pos + 1 + window
+        queued = self._queued.get(ordered, -1)
+        if queued >= stop:  # a wider window queued these already
+            return
+        if queued >= start:
+            start = queued + 1
+        # Each chunk refused for want of room still asks (and so ages what is held: see
+        # `_hold`); a later read looks again from the first one refused.
+        held_to = start - 1
+        for ahead in tree.chunks_between(entry, best_order, start, stop):
+            if self._hold(tree, ahead) and held_to == start - 1:
+                held_to = start
+            start += 1
+        self._queued[ordered] = held_to
 
     def fetch_soon(self, tree: SnapshotTree, entry: TreeEntry) -> None:
         """Fetch the chunk *entry* into the holding area: a read of it is coming."""
         if self._running:
             self._hold(tree, entry, at_open=True)
 
-    def _hold(self, tree: SnapshotTree, entry: TreeEntry, *, at_open: bool = False) -> None:
+    def _hold(self, tree: SnapshotTree, entry: TreeEntry, *, at_open: bool = False) -> bool:
+        """Fetch *entry* into the holding area unless it is there, being read, just read or
+        too large; False if there is no room for it now."""
         key = (tree.snapshot_id, entry.key)
         if (
             key in self._held
@@ -252,21 +273,23 @@ class Prefetcher:
             or key in self._recent
             or entry.size > self.largest
         ):
-            return
+            return True
         self._seq += 1
         while self._held_bytes + entry.size > self.budget:
             # Make room only by dropping what many look-aheads since have passed over
             # (a scan that stopped or went elsewhere), never what a live scan will read.
             oldest = next(iter(self._held.values()), None)
             if oldest is None or self._seq - oldest.seq <= 4 * self.widest:
-                return
+                return False
             self._held.popitem(last=False)
             self._held_bytes -= oldest.size
             self.unused += 1
+            self._queued.clear()  # a look-ahead may have counted it: each looks again
         fetch = _Fetch(entry.size, self._seq, at_open)
         try:
             self._send.send_nowait((tree, entry, fetch))
         except trio.WouldBlock:
-            return  # enough queued already
+            return False  # enough queued already
         self._held[key] = fetch
         self._held_bytes += entry.size
+        return True

@@ -356,14 +356,17 @@ class SnapshotTree:
             return bisect.bisect_left(order, _walk_key(entry.coords), key=_walk_key)
         return bisect.bisect_left(order, entry.coords)
 
-    def chunks_from(self, entry: TreeEntry, by_name: bool, pos: int, count: int) -> list[TreeEntry]:
-        """Return the *count* chunks after position *pos* (`chunk_position` of *entry*)."""
+    def chunks_between(
+        self, entry: TreeEntry, by_name: bool, start: int, stop: int
+    ) -> list[TreeEntry]:
+        """Return the chunks of *entry*'s array at positions [*start*, *stop*) of the
+        order `chunk_position` numbers."""
         order = self._order(entry, by_name)
         array = entry.array
         if order is None or array is None:
             return []
         lengths = self._chunks[array].lengths
-        return [_chunk_entry(array, c, lengths[c]) for c in order[pos + 1 : pos + 1 + count]]
+        return [_chunk_entry(array, c, lengths[c]) for c in order[start:stop]]
 
     def _order(self, entry: TreeEntry, by_name: bool) -> list[tuple[int, ...]] | None:
         array = entry.array

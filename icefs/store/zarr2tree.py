@@ -297,8 +297,10 @@ class Zarr2Tree:
     def chunk_position(self, entry: TreeEntry, by_name: bool) -> int:
         return self.inner.chunk_position(entry, by_name)
 
-    def chunks_from(self, entry: TreeEntry, by_name: bool, pos: int, count: int) -> list[TreeEntry]:
-        return [self._chunk(e) for e in self.inner.chunks_from(entry, by_name, pos, count)]
+    def chunks_between(
+        self, entry: TreeEntry, by_name: bool, start: int, stop: int
+    ) -> list[TreeEntry]:
+        return [self._chunk(e) for e in self.inner.chunks_between(entry, by_name, start, stop)]
 
 
 async def left_out(tree: SnapshotTree, translations: Translations) -> dict[str, dict[str, str]]:
