@@ -21,6 +21,7 @@ from zarr.storage import LocalStore
 
 from benchmarks.cloudsetup import requests_row, server_apart
 from benchmarks.common import Row, Timing, at_once, drop_caches, on_cue
+from benchmarks.fetchfloor import FetchMount
 from benchmarks.floor import FILE_SIZE, NullMount, write_files
 from benchmarks.read import floor_reads, read_one
 
@@ -73,10 +74,16 @@ def _direct_read(cloud: Cloud) -> int:
     return read_one(repo.readonly_session(tag="v1").store, "big")
 
 
-def _read_big(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> dict[str, Timing]:
+def _read_big(
+    cloud: Cloud, repeat: int, counts: dict[str, Counts], floors: bool = False
+) -> dict[str, Timing]:
     """Cold reads of ``big`` by each of `READERS`, *repeat* times, each icefs reader on a
-    new mount; the requests of each reader's last repeat go into *counts*."""
+    new mount; the requests of each reader's last repeat go into *counts*. With
+    *floors*, each reader of the mount also reads ``big`` from a new fetching floor
+    (benchmarks/fetchfloor.py) right after, as ``floor <reader>``."""
     times = {name: Timing(name) for name in READERS}
+    if floors:
+        times.update({f"floor {name}": Timing(f"floor {name}") for name in READERS[1:]})
     for _ in range(repeat):
         with cloud.counted(counts, "direct"):
             times["direct"].timed(partial(_direct_read, cloud))
@@ -88,6 +95,13 @@ def _read_big(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> dict[str,
             ):
                 big = m.mountpoint / "tags" / "v1" / "big"
                 times[name].timed(partial(_MOUNT_READERS[name], big, Path(out)))
+            if floors:
+                with (
+                    FetchMount(cloud.base / "fetchfloor", cloud.where("read", "v1", "big")) as f,
+                    tempfile.TemporaryDirectory(dir="/dev/shm") as out,
+                ):
+                    big = f.mountpoint / "big"
+                    times[f"floor {name}"].timed(partial(_MOUNT_READERS[name], big, Path(out)))
     return times
 
 
@@ -102,7 +116,7 @@ _MOUNT_READERS: dict[str, Callable[[Path, Path], int]] = {
 
 def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]:
     seen: dict[str, Counts] = {}
-    t = _read_big(cloud, repeat, seen)
+    t = _read_big(cloud, repeat, seen, floors=True)
     counts.update({f"{k} read": v for k, v in seen.items()})
     direct, mounted, cp, fio = (t[name] for name in READERS)
     files = direct.nbytes // FILE_SIZE
@@ -164,6 +178,18 @@ def read_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> list[Row]
             "-",
         )
         for (name, one), mine in zip(ones.items(), (cp, fio), strict=True)
+    ]
+    rows += [
+        (
+            f"  (floor) {'zarr' if name == 'icefs' else name} of big from a pyfuse3 fs that "
+            "only fetches through Icechunk, ahead in the readers' order: MiB/s best",
+            f"{t[f'floor {name}'].mib_s(t[f'floor {name}'].best):.0f}",
+            f"direct zarr {direct.mib_s(direct.best):.0f}",
+            f"{direct.best / t[f'floor {name}'].best:.2f}x of direct; icefs "
+            f"{t[f'floor {name}'].best / t[name].best:.2f}x of it",
+            "-",
+        )
+        for name in READERS[1:]
     ]
     rows += _again_rows("  (floor) no latency added (0 ms per request)", at_zero)
     what = "  (floor) the S3 server and proxy apart, on their own CPU"

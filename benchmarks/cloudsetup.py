@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from benchmarks.fetchfloor import Where
 from benchmarks.proxy import Proxy, summary
 from benchmarks.read import BIG_CHUNK
 from tests.helpers import Mount
@@ -55,6 +56,18 @@ class Cloud:
             force_path_style=True,
             access_key_id=self.s3.key_id,
             secret_access_key=self.s3.secret,
+        )
+
+    def where(self, prefix: str, tag: str, array: str) -> Where:
+        """*array* of *tag* of the repository at *prefix*, for the fetching floor."""
+        return Where(
+            bucket=self.bucket,
+            prefix=prefix,
+            endpoint=self.proxy.endpoint,
+            key_id=self.s3.key_id,
+            secret=self.s3.secret,
+            tag=tag,
+            array=array,
         )
 
     def mount(self, prefix: str, *args: str) -> Mount:

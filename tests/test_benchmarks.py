@@ -146,6 +146,8 @@ def test_cloud_benchmark_smoke(tmp_path):
     assert any("(reference) direct: open the repository" in x for x in table)
     assert any("(floor) both halves at once" in x for x in table)
     assert sum("(floor) one reader" in x for x in table) == 2  # cp -r and fio
+    # each reader of the mount from a filesystem that only fetches through Icechunk
+    assert sum("only fetches through Icechunk" in x for x in table) == 3
     assert any("CPU-seconds per GiB, whole machine" in x for x in table)
     # every reader again with no latency, and with the server on its own CPU
     again = ["no latency added", *(["server and proxy apart"] * (len(os.sched_getaffinity(0)) > 1))]
@@ -161,3 +163,50 @@ def test_cloud_benchmark_smoke(tmp_path):
     assert counts["find warm"] == {}
     assert counts["icefs read"]["GET"]["received"] >= 8 << 20
     assert counts["cp -r read"]["GET"]["received"] >= 8 << 20
+
+
+@pytest.mark.fuse
+def test_fetching_floor_serves_the_tags_bytes(s3_server, tmp_path):
+    """The fetching floor (benchmarks/fetchfloor.py) serves each chunk file of the array
+    byte for byte as Icechunk holds it at the tag, read in order, out of order and
+    again after it was dropped; a floor that served anything else would measure
+    nothing."""
+    import icechunk
+    import numpy as np
+    import zarr
+
+    from benchmarks.cloudsetup import Cloud
+    from benchmarks.common import drop_caches
+    from benchmarks.fetchfloor import WINDOW, FetchMount
+    from benchmarks.proxy import Proxy
+
+    with Proxy(s3_server.endpoint, 0) as proxy:
+        cloud = Cloud(s3_server, proxy, tmp_path)
+        repo = icechunk.Repository.create(cloud.storage("floor"))
+        session = repo.writable_session("main")
+        rows = WINDOW + 8  # past one window: the scan must move on as reads do
+        a = zarr.create_array(
+            session.store, name="a", shape=(rows, 256), chunks=(1, 256), dtype="u4"
+        )
+        a[:] = np.arange(rows * 256, dtype="u4").reshape(rows, 256)
+        repo.create_tag("t", session.commit("rows"))
+        direct = repo.readonly_session(tag="t").store
+
+        def want(i: int) -> bytes:
+            import asyncio
+
+            from zarr.core.buffer import default_buffer_prototype
+
+            got = asyncio.run(direct.get(f"a/c/{i}/0", default_buffer_prototype()))
+            assert got is not None
+            return got.to_bytes()
+
+        with FetchMount(tmp_path / "mnt", cloud.where("floor", "t", "a")) as f:
+            root = f.mountpoint / "a"
+            assert json.loads((root / "zarr.json").read_text())["shape"] == [rows, 256]
+            assert sorted(os.listdir(root / "c"), key=int) == [str(i) for i in range(rows)]
+            for i in range(rows):
+                assert (root / "c" / str(i) / "0").read_bytes() == want(i), i
+            for i in (rows - 1, 3, 0):  # dropped once read: fetched again, out of order
+                assert drop_caches()  # else the kernel answers from its pages
+                assert (root / "c" / str(i) / "0").read_bytes() == want(i), i
