@@ -160,6 +160,8 @@ def serve(mountpoint: str, where: Where) -> None:
     import icechunk
     import pyfuse3
 
+    from icefs.fuse.ops import IO_BLOCK
+
     storage = icechunk.s3_storage(
         bucket=where["bucket"],
         prefix=where["prefix"],
@@ -215,7 +217,8 @@ def serve(mountpoint: str, where: Where) -> None:
             entry.st_mode = (stat.S_IFREG | 0o444) if key else (stat.S_IFDIR | 0o555)
             entry.st_nlink = 1 if key else 2
             entry.st_size = size
-            entry.st_blksize = 1 << 20
+            entry.st_blocks = (size + 511) // 512  # as icefs: 0 tells cp the file is sparse
+            entry.st_blksize = IO_BLOCK
             entry.entry_timeout = entry.attr_timeout = 60.0
             return entry
 

@@ -58,6 +58,8 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
     import pyfuse3
     import trio
 
+    from icefs.fuse.ops import IO_BLOCK
+
     zeros = memoryview(bytes(FILE_SIZE))
 
     class NullFs(pyfuse3.Operations):  # type: ignore[misc]
@@ -98,7 +100,8 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
             entry.st_mode = (stat.S_IFDIR | 0o755) if is_dir else (stat.S_IFREG | 0o644)
             entry.st_nlink = 2 if is_dir else 1
             entry.st_size = size
-            entry.st_blksize = 1 << 20
+            entry.st_blocks = (size + 511) // 512  # as icefs: 0 tells cp the file is sparse
+            entry.st_blksize = IO_BLOCK
             entry.entry_timeout = entry.attr_timeout = 60.0
             return entry
 

@@ -88,6 +88,10 @@ def test_stat_attributes(sample_mount, sample_repo):
     assert abs(st.st_mtime - written) < 1e-3
     assert st.st_mode & 0o777 == 0o444
     assert st.st_uid == os.getuid()
+    # cp reads st_blksize at a time (the kernel reads ahead meanwhile), and takes a file
+    # with no blocks for sparse
+    assert st.st_blksize == 128 << 10
+    assert st.st_blocks == -(-st.st_size // 512) > 0
     d = os.stat(mnt / "tags" / "v1.0" / "temperature")
     assert d.st_mode == stat.S_IFDIR | 0o555
     assert d.st_nlink == 2
@@ -97,6 +101,7 @@ def test_stat_attributes(sample_mount, sample_repo):
         want = 0o555 | stat.S_IFDIR if entry.is_dir() else 0o444 | stat.S_IFREG
         assert got.st_mode == want, entry.name
         assert abs(got.st_mtime - written) < 1e-3
+        assert (got.st_blksize, got.st_blocks) == (128 << 10, -(-got.st_size // 512))
     assert os.stat(mnt / "branches" / "main" / "zarr.json").st_mode & 0o777 == 0o644
     assert os.stat(mnt / "tags" / "v1.0").st_ino == os.stat(mnt / "tags" / "v1.0").st_ino
     vfs = os.statvfs(mnt)

@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -41,7 +41,14 @@ if TYPE_CHECKING:
     from icefs.fs.handles import Listing
     from icefs.fs.values import Attr, OpenReply
 
-__all__ = ["FuseOperations"]
+__all__ = ["IO_BLOCK", "FuseOperations"]
+
+#: The ``st_blksize`` of every entry: the buffer ``cp``, ``cat`` and Python's buffered
+#: files use. Reads of this size, smaller than the kernel's read-ahead (1 MiB), leave
+#: the kernel reading the next part of a file while the program still copies the last
+#: one; reads as large as the read-ahead wait for each part in turn (benchmarks/
+#: RESULTS.md, 2026-12-07: the I/O block size).
+IO_BLOCK: Final = 128 << 10
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +102,7 @@ def _entry(attr: Attr, into: EntryAttributes | None = None) -> EntryAttributes:
         entry = pyfuse3.EntryAttributes()
         entry.generation = 0
         entry.st_rdev = 0
-        entry.st_blksize = 1 << 20  # hint large I/O (cp, dd, zarr) to match chunk sizes
+        entry.st_blksize = IO_BLOCK
     entry.st_ino = attr.ino
     entry.entry_timeout = attr.entry_timeout
     entry.attr_timeout = attr.attr_timeout
