@@ -268,6 +268,25 @@ async def test_tag_paths_resolve_once_until_the_tag_goes(core, repository, monke
     assert (await core.getattr(snap_file.ino)).size == snap_file.size
 
 
+async def test_listed_entries_resolve_from_their_directory(core, repository, monkeypatch):
+    """An entry the kernel got from a listing, never looked up (readdirplus), resolves from
+    its directory at opendir or open: one name, not the whole path from the root."""
+    directory = await walk(core, "tags", "v1.0", "temperature", "c", "0", "0")
+    listing = core.readdir(await core.opendir(directory.ino), 0)
+    asked: list[str] = []
+    original = SnapshotTree.child
+
+    async def counted(self, pos, name):
+        asked.append(name)
+        return await original(self, pos, name)
+
+    monkeypatch.setattr(SnapshotTree, "child", counted)
+    entry = listing.entries[0]
+    attr = core.entry_attr(entry)
+    core.release((await core.open(attr.ino, os.O_RDONLY)).fh)
+    assert asked == [entry.path[-1]]
+
+
 async def test_mtime_is_commit_time(core, repository):
     repo, ids = repository
     attr = await walk(core, "snapshots", ids["v1.0"], "zarr.json")

@@ -228,18 +228,27 @@ class Namespace:
         """Resolve *path* from the root, against the refs as they are now.
 
         Paths in tags and snapshots resolve once: what they name never changes
-        while the tag stands at the same snapshot.  Resolving walks every name
-        from the root, which was most of the daemon's time in the lookup, open
-        and getattr of each small random read.  Paths in branches start from a
-        directory resolved before (`_resolve_in_branch`).
+        while the tag stands at the same snapshot.  A path not resolved before
+        starts from its nearest ancestor that was (walking every name from the
+        root was most of the daemon's time in the lookup, open and getattr of
+        each small random read, and in the opendir and open of a cold walk).
+        Paths in branches start from a directory resolved before
+        (`_resolve_in_branch`).
         """
         if len(path) >= 2 and path[0] == "branches":
             return await self._resolve_in_branch(path)
         node = self.known(path)
         if node is not None:
             return node
-        node = Node((), NodeKind.ROOT)
-        for name in path:
+        # From the nearest directory kept: a walk (`cp -r`, `find`) opens each directory
+        # and file just after listing its parent, so the rest is one name.
+        start, node = 0, Node((), NodeKind.ROOT)
+        for depth in range(len(path) - 1, 1, -1):
+            above = self.known(path[:depth])
+            if above is not None:
+                start, node = depth, above
+                break
+        for name in path[start:]:
             node = await self.child(node, name)
         return self.remember(node)
 
