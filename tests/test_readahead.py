@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from icefs.store.tree import SnapshotTree
-from tests.test_fs import close, count_fetches, read_all, rows_tag_core, walk
+from tests.corehelpers import close, count_fetches, read_all, rows_tag_core, walk
 
 
 @pytest.mark.parametrize("scan", ["c-order", "walk-order", "backwards"])

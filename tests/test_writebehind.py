@@ -23,7 +23,7 @@ import zarr
 
 from icefs.errors import InvalidInput, NotFound, StorageFailure
 from icefs.store.writer import BranchWriter
-from tests.test_fs import _BUILT, close, make_core, read_all, rows_repo, walk
+from tests.corehelpers import close, filesystem_of, make_core, read_all, rows_repo, walk
 
 ROWS = 8
 NEW = np.full(256, 7.5, dtype="f4").tobytes()
@@ -61,7 +61,7 @@ async def setup(bridge, tmp_path, monkeypatch):
     repo, data, _ = rows_repo(icechunk.in_memory_storage(), ROWS)
     core = await make_core(repo, bridge, write_behind=True, cache_dir=str(tmp_path / "c"))
     stores = Stores(monkeypatch)
-    async with _BUILT[id(core)].background_stores():
+    async with filesystem_of(core).background_stores():
         yield core, data, stores, core.branches.state("main")
     close(core)
 
@@ -217,7 +217,7 @@ async def test_stores_land_in_the_order_of_the_closes_and_before_a_delete(setup)
 
 async def test_bytes_waiting_to_be_stored_are_bounded(setup):
     core, _data, stores, state = setup
-    uploader = _BUILT[id(core)].uploader
+    uploader = filesystem_of(core).uploader
     uploader.budget = 2 * 1024  # two chunks
     gates = [stores.hold(f"a/c/{r}/0") for r in range(3)]
     closed: list[int] = []
