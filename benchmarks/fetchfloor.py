@@ -23,18 +23,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-import os
 import stat
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Final, TypedDict
 
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.floor import FloorMount
 
 #: Gets in flight at most.
 IN_FLIGHT: Final = 16
@@ -274,43 +273,19 @@ def serve(mountpoint: str, where: Where) -> None:
         chunks.token = trio.lowlevel.current_trio_token()
         await pyfuse3.main()
 
-    pyfuse3.init(FetchFs(), mountpoint, {"fsname=fetchfloor", "subtype=fetchfloor", "ro"})
+    options = {"fsname=fetchfloor", "subtype=fetchfloor", "default_permissions", "ro"}
+    pyfuse3.init(FetchFs(), mountpoint, options)
     try:
         trio.run(main)
     finally:
         pyfuse3.close(unmount=True)
 
 
-class FetchMount:
+class FetchMount(FloorMount):
     """`serve` of *where* at *mountpoint* in a subprocess, with icefs's kernel read-ahead."""
 
     def __init__(self, mountpoint: Path, where: Where) -> None:
-        mountpoint.mkdir(parents=True, exist_ok=True)
-        self.mountpoint = mountpoint
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(mountpoint)], stdin=subprocess.PIPE
-        )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(where).encode())
-        self.proc.stdin.close()
-        deadline = time.monotonic() + 60
-        while not os.path.ismount(mountpoint):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the fetching floor did not mount")
-            time.sleep(0.05)
-        from icefs.daemon.lifecycle import _tune_read_ahead
-
-        _tune_read_ahead(str(mountpoint), 1024)
-
-    def __enter__(self) -> FetchMount:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=False)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        super().__init__(__file__, mountpoint, stdin=json.dumps(where).encode())
 
 
 if __name__ == "__main__":

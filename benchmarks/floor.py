@@ -196,25 +196,33 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
         pyfuse3.close(unmount=True)
 
 
-class NullMount:
-    """`serve` in a subprocess, with icefs's read-ahead."""
+class FloorMount:
+    """A floor filesystem served by ``python <script> --serve MOUNTPOINT *args*`` in a
+    subprocess (given *stdin*, if any), with icefs's kernel read-ahead."""
 
-    def __init__(self, mountpoint: Path, entries: int = 0, dirs: int = 0) -> None:
+    def __init__(
+        self, script: str, mountpoint: Path, *args: str, stdin: bytes | None = None
+    ) -> None:
         mountpoint.mkdir(parents=True, exist_ok=True)
         self.mountpoint = mountpoint
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(mountpoint), str(entries), str(dirs)]
+            [sys.executable, script, "--serve", str(mountpoint), *args],
+            stdin=None if stdin is None else subprocess.PIPE,
         )
+        if stdin is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(stdin)
+            self.proc.stdin.close()
         deadline = time.monotonic() + 60
         while not os.path.ismount(mountpoint):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the null filesystem did not mount")
+                raise RuntimeError(f"{Path(script).name} did not mount")
             time.sleep(0.05)
         from icefs.daemon.lifecycle import _tune_read_ahead
 
         _tune_read_ahead(str(mountpoint), 1024)
 
-    def __enter__(self) -> NullMount:
+    def __enter__(self) -> FloorMount:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -223,6 +231,13 @@ class NullMount:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class NullMount(FloorMount):
+    """`serve` in a subprocess, with icefs's read-ahead."""
+
+    def __init__(self, mountpoint: Path, entries: int = 0, dirs: int = 0) -> None:
+        super().__init__(__file__, mountpoint, str(entries), str(dirs))
 
 
 # -- the measurements ------------------------------------------------------------------------
