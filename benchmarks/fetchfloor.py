@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-import stat
 import sys
 import threading
 from pathlib import Path
@@ -33,7 +32,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.floor import FloorMount
+from benchmarks.floor import FloorMount, floor_entry
 
 #: Gets in flight at most.
 IN_FLIGHT: Final = 16
@@ -159,8 +158,6 @@ def serve(mountpoint: str, where: Where) -> None:
     import icechunk
     import pyfuse3
 
-    from icefs.fuse.ops import IO_BLOCK
-
     storage = icechunk.s3_storage(
         bucket=where["bucket"],
         prefix=where["prefix"],
@@ -211,15 +208,7 @@ def serve(mountpoint: str, where: Where) -> None:
 
         def _attr(self, ino: int) -> Any:
             key, size = self.nodes[ino]
-            entry = pyfuse3.EntryAttributes()
-            entry.st_ino = ino
-            entry.st_mode = (stat.S_IFREG | 0o444) if key else (stat.S_IFDIR | 0o555)
-            entry.st_nlink = 1 if key else 2
-            entry.st_size = size
-            entry.st_blocks = (size + 511) // 512  # as icefs: 0 tells cp the file is sparse
-            entry.st_blksize = IO_BLOCK
-            entry.entry_timeout = entry.attr_timeout = 60.0
-            return entry
+            return floor_entry(ino, key is None, size, 0o555 if key is None else 0o444)
 
         async def lookup(self, parent: int, name: bytes, ctx: Any = None) -> Any:
             ino = self.children.get(parent, {}).get(name)

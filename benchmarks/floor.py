@@ -52,13 +52,30 @@ THREADS = 6
 # -- the null filesystem (runs in its own process) -------------------------------------------
 
 
+def floor_entry(ino: int, is_dir: bool, size: int, perm: int) -> Any:
+    """The pyfuse3 attributes a floor filesystem answers for *ino*: those icefs would
+    give a file or directory of *size* bytes (``st_blksize``, ``st_blocks``: ``cp``
+    copies a file with no blocks another way), held by the kernel for a minute."""
+    import pyfuse3
+
+    from icefs.fuse.ops import IO_BLOCK
+
+    entry = pyfuse3.EntryAttributes()
+    entry.st_ino = ino
+    entry.st_mode = (stat.S_IFDIR if is_dir else stat.S_IFREG) | perm
+    entry.st_nlink = 2 if is_dir else 1
+    entry.st_size = size
+    entry.st_blocks = (size + 511) // 512
+    entry.st_blksize = IO_BLOCK
+    entry.entry_timeout = entry.attr_timeout = 60.0
+    return entry
+
+
 def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
     """Serve the null filesystem; with *entries*, also ``listing/`` of that many 1 KiB files,
     spread over ``listing/<d>/`` for d < *dirs* when *dirs* is given."""
     import pyfuse3
     import trio
-
-    from icefs.fuse.ops import IO_BLOCK
 
     zeros = memoryview(bytes(FILE_SIZE))
 
@@ -95,15 +112,7 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
 
         def _attr(self, ino: int) -> Any:
             is_dir, size = self.nodes[ino]
-            entry = pyfuse3.EntryAttributes()
-            entry.st_ino = ino
-            entry.st_mode = (stat.S_IFDIR | 0o755) if is_dir else (stat.S_IFREG | 0o644)
-            entry.st_nlink = 2 if is_dir else 1
-            entry.st_size = size
-            entry.st_blocks = (size + 511) // 512  # as icefs: 0 tells cp the file is sparse
-            entry.st_blksize = IO_BLOCK
-            entry.entry_timeout = entry.attr_timeout = 60.0
-            return entry
+            return floor_entry(ino, is_dir, size, 0o755 if is_dir else 0o644)
 
         def _add(self, parent: int, name: bytes, is_dir: bool) -> int:
             names = self.children.setdefault(parent, {})

@@ -116,3 +116,16 @@ def count_fetches(monkeypatch, on_fetch=None):
 
     monkeypatch.setattr(SnapshotTree, "read_whole", counted)
     return fetched
+
+
+def count_resolutions(monkeypatch):
+    """Record every name `SnapshotTree.child` resolves, in order."""
+    asked: list[str] = []
+    original = SnapshotTree.child
+
+    async def counted(self, pos, name):
+        asked.append(name)
+        return await original(self, pos, name)
+
+    monkeypatch.setattr(SnapshotTree, "child", counted)
+    return asked

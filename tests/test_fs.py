@@ -29,9 +29,9 @@ from icefs.fs import AttrChange
 from icefs.fs.inodes import ROOT_INODE
 from icefs.fs.values import IMMUTABLE_TTL
 from icefs.store.sample import build_sample, sample_storage
-from icefs.store.tree import SnapshotTree
 from tests.corehelpers import (
     close,
+    count_resolutions,
     entries,
     listing,
     make_core,
@@ -157,14 +157,7 @@ async def test_tag_paths_resolve_once_until_the_tag_goes(core, repository, monke
     names = ("temperature", "c", "0", "0", "0")
     tag_file = await walk(core, "tags", "v1.0", *names)
     snap_file = await walk(core, "snapshots", ids["v1.0"], *names)
-    asked: list[str] = []
-    original = SnapshotTree.child
-
-    async def counted(self, pos, name):
-        asked.append(name)
-        return await original(self, pos, name)
-
-    monkeypatch.setattr(SnapshotTree, "child", counted)
+    asked = count_resolutions(monkeypatch)
     for attr in (tag_file, snap_file):
         assert (await core.getattr(attr.ino)).size == attr.size
         core.release((await core.open(attr.ino, os.O_RDONLY)).fh)
@@ -184,14 +177,7 @@ async def test_listed_entries_resolve_from_their_directory(core, repository, mon
     its directory at opendir or open: one name, not the whole path from the root."""
     directory = await walk(core, "tags", "v1.0", "temperature", "c", "0", "0")
     listing = core.readdir(await core.opendir(directory.ino), 0)
-    asked: list[str] = []
-    original = SnapshotTree.child
-
-    async def counted(self, pos, name):
-        asked.append(name)
-        return await original(self, pos, name)
-
-    monkeypatch.setattr(SnapshotTree, "child", counted)
+    asked = count_resolutions(monkeypatch)
     entry = listing.entries[0]
     attr = core.entry_attr(entry)
     core.release((await core.open(attr.ino, os.O_RDONLY)).fh)
