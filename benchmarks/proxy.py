@@ -85,6 +85,11 @@ def _handler(
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        #: A reply goes out in two writes (head, then body). With Nagle's algorithm the
+        #: body of a small reply waits for the client to acknowledge the head, which
+        #: its delayed ACK holds back ~40 ms: every small GET took the delay plus ~45
+        #: ms (benchmarks/RESULTS.md, 2026-12-07: the proxy's own delay).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: object) -> None:
             pass

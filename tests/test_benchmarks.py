@@ -65,6 +65,43 @@ def test_benchmark_command_smoke(tmp_path):
     assert "- free page reporting" in result.stdout  # whether the run held it off
 
 
+def test_latency_proxy_replies_without_nagle(s3_server):
+    """The proxy sends each reply as soon as it is written: no small reply waits for the
+    client's delayed ACK (its sockets to clients have TCP_NODELAY set)."""
+    import socket
+
+    import boto3
+
+    from benchmarks.proxy import serve
+
+    server = serve(s3_server.endpoint, 0)
+    accepted = []
+    get_request = server.get_request
+
+    def recorded():
+        conn, address = get_request()
+        accepted.append(conn)
+        return conn, address
+
+    server.get_request = recorded
+    try:
+        bucket = s3_server.create_bucket("proxy-nodelay")
+        client = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+            region_name="us-east-1",
+            aws_access_key_id=s3_server.key_id,
+            aws_secret_access_key=s3_server.secret,
+        )
+        client.put_object(Bucket=bucket, Key="small", Body=b"x" * 10)
+        assert client.get_object(Bucket=bucket, Key="small")["Body"].read() == b"x" * 10
+        assert accepted
+        assert all(c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for c in accepted)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_steady_memory_restores_the_knobs(tmp_path, monkeypatch):
     """`steady_memory` holds free page reporting off and puts every setting back."""
     from benchmarks import common
