@@ -179,6 +179,79 @@ async def test_window_widens_while_reads_wait_and_narrows_when_they_stop(
     assert hits >= 30, (hits, ahead.late, ahead.unused)
 
 
+async def test_readers_behind_the_front_keep_the_window(bridge, tmp_path, monkeypatch):
+    """Readers in stride (zarr's threads) arrive a little out of order: one behind the
+    scan's front, within its window, neither ends the scan nor narrows its window, so it
+    widens while reads wait as one reader's would."""
+    core, data = await rows_tag_core(bridge, tmp_path, 96)
+    ahead = core.reads.prefetcher
+    slow_fetches(monkeypatch, 0.02)
+    windows = []
+
+    async def reader(k: int, readers: int) -> None:
+        for i in range(k, 96, readers):
+            attr = await walk(core, "tags", "t", "a", "c", str(i), "0")
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+            windows.append(ahead.widest)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ahead.run)
+        await trio.sleep(0.01)
+        # Each reader starts a little later than the one before: every round of reads
+        # comes in backwards, each read behind the one before it.
+        async with trio.open_nursery() as readers_nursery:
+            for k in range(4):
+                readers_nursery.start_soon(reader, 3 - k, 4)
+                await trio.sleep(0.002)
+        nursery.cancel_scope.cancel()
+    close(core)
+    assert ahead.late > 0
+    assert max(windows) > ahead.depth, "the window widened"
+    assert windows[-1] == max(windows), "and no read behind the front narrowed it again"
+
+
+async def test_an_opens_fetch_does_not_wait_for_the_look_ahead(bridge, tmp_path, monkeypatch):
+    """A file's open starts the get its read will wait for even while every look-ahead
+    fetch slot is taken (by gets that do not finish here until the test lets them)."""
+    core, data = await rows_tag_core(bridge, tmp_path, 64)
+    ahead = core.reads.prefetcher
+    gate = trio.Event()
+    started: list[str] = []
+    arrived = [trio.Event()]
+    original = SnapshotTree.read_whole
+
+    async def until(done) -> None:
+        with trio.fail_after(5):
+            while not done():
+                arrived[0] = trio.Event()
+                await arrived[0].wait()
+
+    async def gated(self, entry):
+        started.append(entry.key)
+        arrived[0].set()
+        if entry.key not in ("a/c/0/0", "a/c/37/0"):
+            await gate.wait()
+        return await original(self, entry)
+
+    monkeypatch.setattr(SnapshotTree, "read_whole", gated)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ahead.run)
+        await trio.sleep(0.01)
+        attr = await walk(core, "tags", "t", "a", "c", "0", "0")
+        assert (await read_all(core, attr.ino))[0] == data[0].tobytes()
+        await until(lambda: len(started) == 1 + ahead.depth)  # 1..4 hold every slot
+        attr = await walk(core, "tags", "t", "a", "c", "37", "0")  # no look-ahead here
+        at_open = ahead.at_open
+        reply = await core.open(attr.ino, os.O_RDONLY)
+        await until(lambda: "a/c/37/0" in started)
+        assert bytes(await core.read(reply.fh, 0, attr.size)) == data[37].tobytes()
+        core.release(reply.fh)
+        assert ahead.at_open == at_open + 1, "the read used the fetch its open started"
+        gate.set()
+        nursery.cancel_scope.cancel()
+    close(core)
+
+
 async def test_branch_reads_ahead_but_never_serves_a_changed_chunk(bridge, tmp_path):
     """On a branch, chunks come through the read-ahead (the tip's, then the session's base
     snapshot's for chunks the session has not changed); a chunk written in the session

@@ -16,15 +16,19 @@ How far to look follows the store's latency: each scan's window starts at
 `DEPTH` chunks and doubles whenever a read has to wait for a chunk the window
 already asked for (its get takes longer than the reader needs for the chunks
 before it), up to `MAX_DEPTH` and the budget; a scan that stops being
-sequential starts again at `DEPTH`.  Fetches in flight follow the widest
-window.  On local disk the window stays at `DEPTH`; at 20-50 ms per request it
-grows until the reader no longer waits.
+sequential starts again at `DEPTH`.  Look-ahead fetches in flight follow the
+widest window; the fetch a file's first open starts (its read follows at once)
+never waits for one of their slots.  On local disk the window stays at
+`DEPTH`; at 20-50 ms per request it grows until the reader no longer waits.
 
 Several readers of one array (zarr's threads, ``find | xargs -P``, the
 benchmark's 8 readers) each look ahead over chunks the others are reading at
 the same moment. Each chunk is therefore fetched once: a read joins a fetch
 already in flight for the same chunk, and the look-ahead skips chunks being
-read or read within the last `RECENT` reads.
+read or read within the last `RECENT` reads.  Their reads arrive a little out
+of order: a read behind the scan's front, within its window, keeps the scan
+going (the look-ahead continues from the front), where a single reader's jump
+back would end it.
 """
 
 from __future__ import annotations
@@ -115,7 +119,8 @@ class Prefetcher:
         self._send, self._receive = trio.open_memory_channel[
             "tuple[SnapshotTree, TreeEntry, _Fetch]"
         ](self.max_depth * 2)
-        self._running = False
+        #: the nursery of `run` while it runs: fetches start there
+        self._nursery: trio.Nursery | None = None
 
     @property
     def held_bytes(self) -> int:
@@ -128,16 +133,17 @@ class Prefetcher:
 
     async def run(self) -> None:
         """Serve fetches until cancelled (a task of the mount's nursery)."""
-        self._running = True
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 async for tree, entry, fetch in self._receive:
                     await self._limiter.acquire_on_behalf_of(fetch)
                     nursery.start_soon(self._fetch, tree, entry, fetch)
         finally:
-            self._running = False
+            self._nursery = None
 
     async def _fetch(self, tree: SnapshotTree, entry: TreeEntry, fetch: _Fetch) -> None:
+        """Fetch *entry* for *fetch*: a look-ahead fetch holds a slot of the limiter."""
         started = time.monotonic()
         try:
             fetch.data = await tree.read_whole(entry)
@@ -148,7 +154,8 @@ class Prefetcher:
             fetch.error = exc
         finally:
             fetch.done.set()
-            self._limiter.release_on_behalf_of(fetch)
+            if not fetch.at_open:
+                self._limiter.release_on_behalf_of(fetch)
 
     async def read_whole(self, tree: SnapshotTree, entry: TreeEntry) -> Buffer:
         """Return all bytes of the chunk *entry*, prefetched if it was; then look ahead."""
@@ -160,7 +167,7 @@ class Prefetcher:
         data = await self._join(key, entry.array)
         if data is None:
             data = await self._read(tree, entry, key)
-        if self._running and entry.array is not None:
+        if self._nursery is not None and entry.array is not None:
             await tree.load_chunk_orders(entry.array)
             self._look_ahead(tree, entry)
         return data
@@ -228,20 +235,25 @@ class Prefetcher:
         # Each order scores the reads in a row it saw coming (a little out of order is
         # fine: zarr reads with several threads); the better one, C order on a tie,
         # says what to fetch.  Only the winner's entries are made: random reads make none.
+        scan = (tree.snapshot_id, entry.array)
+        window = self._windows.get(scan, self.depth)
         best_streak, best_order, best_pos = 0, False, -1
         for by_name in (False, True):
             pos = tree.chunk_position(entry, by_name)
             ordered = (tree.snapshot_id, entry.array, by_name)
             last, streak = self._last.get(ordered, (-1, 0))
-            streak = streak + 1 if pos >= 0 and last < pos <= last + NEAR else 0
-            self._last[ordered] = (pos, streak)
-            if streak > best_streak:
-                best_streak, best_order, best_pos = streak, by_name, pos
-        scan = (tree.snapshot_id, entry.array)
+            if pos >= 0 and last < pos <= last + NEAR:
+                streak, last = streak + 1, pos
+            elif not (streak and last - max(NEAR, window) <= pos <= last):
+                # Not a reader behind the scan's front, within its window (zarr's other
+                # threads, which leave the scan and its window as they are): it stopped.
+                streak, last = 0, pos
+            self._last[ordered] = (last, streak)
+            if streak > best_streak:  # look ahead of the scan's front
+                best_streak, best_order, best_pos = streak, by_name, last
         if not best_streak:
             self._narrow(scan)
             return
-        window = self._windows.get(scan, self.depth)
         ordered = (*scan, best_order)
         start, stop = best_pos + 1, best_pos + 1 + window
         queued = self._queued.get(ordered, -1)
@@ -260,7 +272,7 @@ class Prefetcher:
 
     def fetch_soon(self, tree: SnapshotTree, entry: TreeEntry) -> None:
         """Fetch the chunk *entry* into the holding area: a read of it is coming."""
-        if self._running:
+        if self._nursery is not None:
             self._hold(tree, entry, at_open=True)
 
     def _hold(self, tree: SnapshotTree, entry: TreeEntry, *, at_open: bool = False) -> bool:
@@ -286,10 +298,14 @@ class Prefetcher:
             self.unused += 1
             self._queued.clear()  # a look-ahead may have counted it: each looks again
         fetch = _Fetch(entry.size, self._seq, at_open)
-        try:
-            self._send.send_nowait((tree, entry, fetch))
-        except trio.WouldBlock:
-            return False  # enough queued already
+        if at_open and self._nursery is not None:
+            # A read of it follows: its fetch starts now, not behind the look-ahead's.
+            self._nursery.start_soon(self._fetch, tree, entry, fetch)
+        else:
+            try:
+                self._send.send_nowait((tree, entry, fetch))
+            except trio.WouldBlock:
+                return False  # enough queued already
         self._held[key] = fetch
         self._held_bytes += entry.size
         return True
