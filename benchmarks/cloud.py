@@ -26,7 +26,8 @@ takes the readers' CPUs, as a cloud's never does);
 time to the first byte of a chunk whose array is known (mount vs one get);
 ``find`` and ``ls -lR`` of ``grid``, cold and warm (mount vs native; the floors:
 a null pyfuse3 filesystem with as many files in as many directories; Icechunk
-listing the keys directly); zarr write of --size-mib + commit; a commit of
+listing the keys directly); zarr write of --size-mib + commit (and again with
+the S3 server and the proxy on a CPU of their own); a commit of
 --commit-chunks changed chunks (their background stores ended first, as the
 direct side's are); the daemon's RSS while writing --rss-mib through the mount.
 ``--rows`` runs some of these groups only.
@@ -52,7 +53,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from benchmarks.cloudread import first_byte_rows, read_rows
-from benchmarks.cloudsetup import Cloud, Counts, build, requests_row
+from benchmarks.cloudsetup import Cloud, Counts, build, requests_row, server_apart
 from benchmarks.common import Row, Timing, drop_caches, parse_args, report, steady_memory
 from benchmarks.floor import NullMount
 from benchmarks.proxy import Proxy, summary
@@ -177,6 +178,19 @@ def _direct_list_row(cloud: Cloud, repeat: int, counts: dict[str, Counts], chunk
     )
 
 
+def _write_direct(repo: icechunk.Repository, data: np.ndarray) -> int:
+    session = repo.writable_session("main")
+    write_array(session.store, data)
+    session.commit("direct")
+    return int(data.nbytes)
+
+
+def _write_mount(main: Path, data: np.ndarray) -> int:
+    write_array(LocalStore(main), data)
+    (main / ".icefs" / "commit").write_text("through icefs")
+    return int(data.nbytes)
+
+
 def write_rows(
     cloud: Cloud, repeat: int, counts: dict[str, Counts], size_mib: int, commit_chunks: int
 ) -> list[Row]:
@@ -188,14 +202,7 @@ def write_rows(
         prefix = f"w-direct-{i}"
         repo = icechunk.Repository.create(cloud.storage(prefix))
         with cloud.counted(counts, "direct write"):
-
-            def direct_write(repo: icechunk.Repository = repo) -> int:
-                session = repo.writable_session("main")
-                write_array(session.store, data)
-                session.commit("direct")
-                return int(data.nbytes)
-
-            direct.timed(direct_write)
+            direct.timed(partial(_write_direct, repo, data))
         session = repo.writable_session("main")
         zarr.open_group(session.store).create_array(
             "small", shape=small.shape, chunks=(256,), dtype="<i4", compressors=None
@@ -208,14 +215,8 @@ def write_rows(
         icechunk.Repository.create(cloud.storage(prefix))
         with cloud.mount(prefix) as m:
             main = m.mountpoint / "branches" / "main"
-
-            def icefs_write(main: Path = main) -> int:
-                write_array(LocalStore(main), data)
-                (main / ".icefs" / "commit").write_text("through icefs")
-                return int(data.nbytes)
-
             with cloud.counted(counts, "icefs write"):
-                mounted.timed(icefs_write)
+                mounted.timed(partial(_write_mount, main, data))
             zarr.open_group(LocalStore(main)).create_array(
                 "small", shape=small.shape, chunks=(256,), dtype="<i4", compressors=None
             )[:] = small
@@ -223,6 +224,7 @@ def write_rows(
             with cloud.counted(counts, "icefs commit"):
                 commit_icefs.timed(partial(_commit, main, commit_chunks))
         cloud.forget(prefix)
+    apart = _writes_apart(cloud, repeat, data)
     return [
         (
             f"write {data.nbytes >> 20} MiB with zarr + commit: MiB/s best / median",
@@ -232,6 +234,7 @@ def write_rows(
             ">= 0.8x",
         ),
         requests_row("icefs", counts["icefs write"], "direct", counts["direct write"]),
+        *apart,
         (
             f"commit of {commit_chunks} changed 1 KiB chunks: s best / median",
             f"{commit_icefs.best:.2f} / {commit_icefs.median:.2f}",
@@ -240,6 +243,37 @@ def write_rows(
             "<= 1.2x",
         ),
         requests_row("icefs", counts["icefs commit"], "direct", counts["direct commit"]),
+    ]
+
+
+def _writes_apart(cloud: Cloud, repeat: int, data: np.ndarray) -> list[Row]:
+    """The write + commit of both sides again with the S3 server and the proxy on a CPU
+    of their own (none on a machine with one CPU): on two CPUs the loopback server
+    takes the writers' CPU time, as a cloud's never does."""
+    direct, mounted = Timing("direct"), Timing("icefs")
+    with server_apart(cloud) as cpus:
+        if not cpus:
+            return []
+        for i in range(repeat):
+            prefix = f"w-apart-direct-{i}"
+            direct.timed(
+                partial(_write_direct, icechunk.Repository.create(cloud.storage(prefix)), data)
+            )
+            cloud.forget(prefix)
+            prefix = f"w-apart-icefs-{i}"
+            icechunk.Repository.create(cloud.storage(prefix))
+            with cloud.mount(prefix) as m:
+                mounted.timed(partial(_write_mount, m.mountpoint / "branches" / "main", data))
+            cloud.forget(prefix)
+    return [
+        (
+            "  (floor) the S3 server and proxy apart, on their own CPU "
+            f"(the writers on the other {cpus}): write + commit, MiB/s best",
+            f"{mounted.mib_s(mounted.best):.0f}",
+            f"direct {direct.mib_s(direct.best):.0f}",
+            f"{direct.best / mounted.best:.2f}x throughput",
+            "-",
+        )
     ]
 
 

@@ -192,6 +192,8 @@ def test_cloud_benchmark_smoke(tmp_path):
         rows = [x for x in table if what in x]
         readers = [r for r in ("icefs", "cp -r", "fio") if any(f": {r}," in x for x in rows)]
         assert readers == ["icefs", "cp -r", "fio"], rows
+    apart_writes = [x for x in table if "apart" in x and ": write + commit," in x]
+    assert len(apart_writes) == (len(os.sched_getaffinity(0)) > 1)
     [line] = [x for x in result.stderr.splitlines() if x.startswith('{"delay"')]
     counts = json.loads(line)["counts"]
     for walk in ("find cold", "ls -lR cold"):
