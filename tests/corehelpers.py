@@ -103,15 +103,13 @@ async def rows_tag_core(bridge, tmp_path, rows):
     return core, data
 
 
-def count_fetches(monkeypatch, on_fetch=None):
+def count_fetches(monkeypatch):
     """Record the key of every chunk `SnapshotTree.read_whole` fetches, in order."""
     fetched: list[str] = []
     original = SnapshotTree.read_whole
 
     async def counted(self, entry):
         fetched.append(entry.key)
-        if on_fetch is not None:
-            on_fetch()
         return await original(self, entry)
 
     monkeypatch.setattr(SnapshotTree, "read_whole", counted)

@@ -99,21 +99,15 @@ async def test_concurrent_readers_fetch_each_chunk_once(bridge, tmp_path, monkey
 async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypatch):
     """The get of a chunk the kernel has no page of starts at open, before the read."""
     core, data = await rows_tag_core(bridge, tmp_path, 64)
-    arrived = [trio.Event()]
-    fetched = count_fetches(monkeypatch, on_fetch=lambda: arrived[0].set())
-
-    async def fetches(n: int) -> None:
-        with trio.fail_after(10):
-            while len(fetched) < n:
-                arrived[0] = trio.Event()
-                await arrived[0].wait()
+    fetches = Fetches(monkeypatch)
+    fetched = fetches.keys
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(core.reads.prefetcher.run)
         await trio.sleep(0.01)
         attr = await walk(core, "tags", "t", "a", "c", "37", "0")  # random: no look-ahead
         reply = await core.open(attr.ino, os.O_RDONLY)
-        await fetches(1)  # with no read asked for yet
+        await fetches.until(lambda: len(fetched) >= 1)  # with no read asked for yet
         assert fetched == ["a/c/37/0"]
         assert bytes(await core.read(reply.fh, 0, attr.size)) == data[37].tobytes()
         core.release(reply.fh)
@@ -135,10 +129,38 @@ async def test_first_open_of_a_chunk_starts_its_fetch(bridge, tmp_path, monkeypa
         core.reads.prefetcher._recent.clear()
         attr = await walk(core, "tags", "t", "a", "c", "37", "0")
         reply = await core.open(attr.ino, os.O_RDONLY)
-        await fetches(3)
+        await fetches.until(lambda: len(fetched) >= 3)
         core.release(reply.fh)
         nursery.cancel_scope.cancel()
     close(core)
+
+
+class Fetches:
+    """Every whole-chunk fetch `SnapshotTree.read_whole` starts, its key in `keys` in
+    order; a fetch whose key *held* picks waits for `gate` first."""
+
+    def __init__(self, monkeypatch, held=lambda key: False):
+        self.keys: list[str] = []
+        self.gate = trio.Event()
+        self._arrived = trio.Event()
+        original = SnapshotTree.read_whole
+
+        async def watched(tree, entry):
+            self.keys.append(entry.key)
+            self._arrived.set()
+            if held(entry.key):
+                await self.gate.wait()
+            return await original(tree, entry)
+
+        monkeypatch.setattr(SnapshotTree, "read_whole", watched)
+
+    async def until(self, done, seconds=10):
+        """Wait until *done()*, re-checked at each fetch started (`TooSlowError` after
+        *seconds*)."""
+        with trio.fail_after(seconds):
+            while not done():
+                self._arrived = trio.Event()
+                await self._arrived.wait()
 
 
 def slow_fetches(monkeypatch, seconds):
@@ -215,39 +237,22 @@ async def test_an_opens_fetch_does_not_wait_for_the_look_ahead(bridge, tmp_path,
     fetch slot is taken (by gets that do not finish here until the test lets them)."""
     core, data = await rows_tag_core(bridge, tmp_path, 64)
     ahead = core.reads.prefetcher
-    gate = trio.Event()
-    started: list[str] = []
-    arrived = [trio.Event()]
-    original = SnapshotTree.read_whole
-
-    async def until(done) -> None:
-        with trio.fail_after(5):
-            while not done():
-                arrived[0] = trio.Event()
-                await arrived[0].wait()
-
-    async def gated(self, entry):
-        started.append(entry.key)
-        arrived[0].set()
-        if entry.key not in ("a/c/0/0", "a/c/37/0"):
-            await gate.wait()
-        return await original(self, entry)
-
-    monkeypatch.setattr(SnapshotTree, "read_whole", gated)
+    fetches = Fetches(monkeypatch, held=lambda key: key not in ("a/c/0/0", "a/c/37/0"))
+    started = fetches.keys
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ahead.run)
         await trio.sleep(0.01)
         attr = await walk(core, "tags", "t", "a", "c", "0", "0")
         assert (await read_all(core, attr.ino))[0] == data[0].tobytes()
-        await until(lambda: len(started) == 1 + ahead.depth)  # 1..4 hold every slot
+        await fetches.until(lambda: len(started) == 1 + ahead.depth, 5)  # 1..4: every slot
         attr = await walk(core, "tags", "t", "a", "c", "37", "0")  # no look-ahead here
         at_open = ahead.at_open
         reply = await core.open(attr.ino, os.O_RDONLY)
-        await until(lambda: "a/c/37/0" in started)
+        await fetches.until(lambda: "a/c/37/0" in started, 5)
         assert bytes(await core.read(reply.fh, 0, attr.size)) == data[37].tobytes()
         core.release(reply.fh)
         assert ahead.at_open == at_open + 1, "the read used the fetch its open started"
-        gate.set()
+        fetches.gate.set()
         nursery.cancel_scope.cancel()
     close(core)
 
