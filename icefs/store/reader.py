@@ -10,6 +10,7 @@ exceptions become `IcefsError`s (`icefs.store.errors`).
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from icefs.store.bridge import Bridge
 
 __all__ = ["ChunkIndex", "SessionReader", "SnapshotReader", "VirtualLocation", "direct_probe"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +85,40 @@ async def direct_probe(bridge: Bridge) -> None:
     raise RuntimeError("the direct path lost an error")
 
 
+def _snapshot_nodes(repository: icechunk.Repository, snapshot_id: str) -> set[str] | None:
+    """The path of every node of the snapshot *snapshot_id*, read from the snapshot alone;
+    None if Icechunk's answer is not the shape we know (its inspection call may change)."""
+    try:
+        paths = [node["path"] for node in repository.inspect_snapshot(snapshot_id)["nodes"]]
+        if all(isinstance(p, str) and p.startswith("/") for p in paths):
+            return {p.strip("/") for p in paths}
+        why: object = f"node paths {paths[:3]!r}"
+    except (AttributeError, KeyError, TypeError) as exc:
+        why = exc
+    SnapshotReader.inspect_refused += 1
+    if SnapshotReader.inspect_refused == 1:
+        log.warning("listing nodes by their keys: Icechunk's snapshot inspection gave %r", why)
+    return None
+
+
 class SnapshotReader:
     """Reads one immutable snapshot through a read-only session."""
 
     #: whether what it reads can change (a writable session's uncommitted changes)
     writable = False
+    #: how often Icechunk's snapshot inspection gave no node list we know (logged once)
+    inspect_refused = 0
 
-    def __init__(self, session: icechunk.Session, bridge: Bridge) -> None:
+    def __init__(
+        self,
+        session: icechunk.Session,
+        bridge: Bridge,
+        repository: icechunk.Repository | None = None,
+    ) -> None:
         self.snapshot_id: str = session.snapshot_id
         self._session = session
+        #: lists the snapshot's nodes without its manifests (`node_paths`); None: by keys
+        self._repository = repository
         # Taken once: the ``store`` property locks the session, blocking, with the GIL.
         self._store = session.store
         #: Icechunk's Rust store under the zarr one: its methods return pyo3 futures for
@@ -117,7 +145,14 @@ class SnapshotReader:
         except Exception as exc:
             raise translate(exc) from exc
 
+    def _has_changes(self) -> bool:
+        return False
+
     def _node_paths_sync(self) -> set[str]:
+        if self._repository is not None and not self._has_changes():
+            paths = _snapshot_nodes(self._repository, self._session.snapshot_id)
+            if paths is not None:
+                return paths
         keys = cast("Iterable[str]", self._store.list())
         suffix = "/zarr.json"
         return {
@@ -130,7 +165,13 @@ class SnapshotReader:
         """Return the path of every group and array ('' for the root group).
 
         `list_dir` misses directories that only hold deeper nodes (a group stored
-        without its parent group); this one pass over the keys does not.
+        without its parent group).  Every key of the store would show them, but
+        Icechunk lists the keys of all chunks too and fetches every array's
+        manifest for that: one request per array on object storage, one after
+        another, before the first listing of a tag.  The snapshot
+        itself names every node: read from it wherever the reader has no
+        changes of its own; by the keys where it has, or where Icechunk gives
+        no node list we know.
         """
         try:
             async with self._using():
@@ -229,9 +270,18 @@ class SessionReader(SnapshotReader):
 
     writable = True
 
-    def __init__(self, session: icechunk.Session, bridge: Bridge) -> None:
-        super().__init__(session, bridge)
+    def __init__(
+        self,
+        session: icechunk.Session,
+        bridge: Bridge,
+        repository: icechunk.Repository | None = None,
+    ) -> None:
+        super().__init__(session, bridge, repository)
         self.gate = Gate()
+
+    def _has_changes(self) -> bool:
+        # Called under the gate's read side: no store or delete runs meanwhile.
+        return bool(self._session.has_uncommitted_changes)
 
     def _using(self) -> contextlib.AbstractAsyncContextManager[Any]:
         return self.gate.hold("read")

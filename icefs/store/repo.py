@@ -163,7 +163,7 @@ class Repo:
             self._readers.move_to_end(snapshot_id)
             return reader
         session = await self.call(self._open_readonly, snapshot_id)
-        reader = SnapshotReader(session, self._bridge)
+        reader = SnapshotReader(session, self._bridge, self._repo)
         self._readers[snapshot_id] = reader
         while len(self._readers) > READERS_KEPT:
             self._readers.popitem(last=False)

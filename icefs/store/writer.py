@@ -68,7 +68,7 @@ class BranchWriter:
         self.base_snapshot_id: str = session.snapshot_id
         self._repo = repo
         self._session = session
-        self.reader = SessionReader(session, repo.bridge)
+        self.reader = SessionReader(session, repo.bridge, repo.repository)
         self._raw = self.reader._raw
         #: names this session in its commit's metadata, so that a session recovered
         #: from the crash journal can tell whether it was committed before the crash
@@ -142,7 +142,7 @@ class BranchWriter:
     def _adopt(self, session: icechunk.Session) -> None:
         """Make *session* (a writable session of the branch) this writer's session."""
         self._session = session
-        self.reader = SessionReader(session, self._repo.bridge)
+        self.reader = SessionReader(session, self._repo.bridge, self._repo.repository)
         self._raw = self.reader._raw
 
     def _commit_sync(self, message: str, metadata: dict[str, Any]) -> str:
