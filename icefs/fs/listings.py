@@ -68,6 +68,7 @@ class Listings:
         listing = self._kept.get(key)
         if listing is None:
             listing = Listing(await self.entries(node), fixed=True)
+            self._namespace.remember_listed(listing.entries)
             try:
                 self._kept[key] = listing
             except ValueError:  # bigger than all kept listings together: not kept

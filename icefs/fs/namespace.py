@@ -228,7 +228,8 @@ class Namespace:
         """Resolve *path* from the root, against the refs as they are now.
 
         Paths in tags and snapshots resolve once: what they name never changes
-        while the tag stands at the same snapshot.  A path not resolved before
+        while the tag stands at the same snapshot, and the entries of their
+        listings are kept as listed (`remember_listed`).  A path not resolved before
         starts from its nearest ancestor that was (walking every name from the
         root was most of the daemon's time in the lookup, open and getattr of
         each small random read, and in the opendir and open of a cold walk).
@@ -313,6 +314,14 @@ class Namespace:
                 self._resolved.clear()
             self._resolved[node.path] = node
         return node
+
+    def remember_listed(self, nodes: list[Node]) -> None:
+        """Keep the entries of a tag's or snapshot's listing just built for `resolve`: a
+        walk opens each directory and file it lists, and they resolve as kept."""
+        if len(self._resolved) + len(nodes) > RESOLVED_KEPT:
+            self._resolved.clear()
+        if len(nodes) <= RESOLVED_KEPT:
+            self._resolved.update((node.path, node) for node in nodes)
 
     async def node(self, ino: int) -> Node:
         """The node of the inode *ino*: its path resolved now, or the unlinked file it is.
