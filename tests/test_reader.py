@@ -1,5 +1,6 @@
-"""Which nodes a snapshot or session has, read through `icefs.store.reader` from a real
-local repository: from the snapshot alone where nothing changed, by keys where it did."""
+"""What `icefs.store.reader` reads of a real local repository: which nodes a snapshot or
+session has (from the snapshot alone where nothing changed, by keys where it did), and
+the chunk directories an array's chunk coordinates make."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import icechunk
 import numpy as np
 import zarr
 
+from icefs.store.reader import _children
 from icefs.store.repo import Repo
 from icefs.store.sample import sample_storage
 from icefs.store.writer import open_writer
@@ -70,3 +72,17 @@ async def test_nodes_by_keys_agree_and_see_a_sessions_changes(bridge, tmp_path):
     await writer.set("new/zarr.json", ARRAY_DOC)
     await writer.delete("g/h/zarr.json")
     assert await writer.reader.node_paths() == (NODES - {"g/h", "g/h/b"}) | {"new"}
+
+
+def test_chunk_children_are_every_prefixs_sorted_next_coordinates():
+    rng = np.random.default_rng(0)
+    for ndim in (1, 2, 3, 4):
+        for count in (0, 1, 5, 300):
+            rows = np.unique(rng.integers(0, 12, size=(count, ndim)), axis=0)
+            rng.shuffle(rows)
+            expected: dict[tuple[int, ...], set[int]] = {}
+            for row in rows.tolist():
+                for depth in range(ndim):
+                    expected.setdefault(tuple(row[:depth]), set()).add(row[depth])
+            assert _children(rows) == {k: sorted(v) for k, v in expected.items()}
+    assert _children(np.empty((1, 0), dtype=np.int64)) == {}  # a 0-d array's one chunk

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import icechunk
+import numpy as np
 
 from icefs import errors
 from icefs.gate import Gate
@@ -99,6 +100,29 @@ def _snapshot_nodes(repository: icechunk.Repository, snapshot_id: str) -> set[st
     if SnapshotReader.inspect_refused == 1:
         log.warning("listing nodes by their keys: Icechunk's snapshot inspection gave %r", why)
     return None
+
+
+def _children(rows: np.ndarray[Any, Any]) -> dict[tuple[int, ...], list[int]]:
+    """For each prefix shorter than a row of *rows* (distinct chunk coordinates, one per
+    row), the sorted coordinates that follow it (`ChunkIndex.children`)."""
+    children: dict[tuple[int, ...], list[int]] = {}
+    count, ndim = rows.shape
+    if not count or not ndim:
+        return children
+    rows = rows[np.lexsort(rows.T[::-1])]  # sorted as tuples: each prefix's rows adjacent
+    for depth in range(ndim):
+        level = rows[:, : depth + 1]
+        if depth < ndim - 1:  # one row per distinct prefix of this length
+            first = np.ones(len(level), dtype=bool)
+            first[1:] = (level[1:] != level[:-1]).any(axis=1)
+            level = level[first]
+        starts = np.flatnonzero(
+            np.concatenate(([True], (level[1:, :depth] != level[:-1, :depth]).any(axis=1)))
+        )
+        heads = level[starts, :depth].tolist()
+        for head, tail in zip(heads, np.split(level[:, depth], starts[1:]), strict=True):
+            children[tuple(head)] = tail.tolist()
+    return children
 
 
 class SnapshotReader:
@@ -187,23 +211,17 @@ class SnapshotReader:
             self._store.array_chunk_iterator(array_path),
         )
         virtual: set[tuple[int, ...]] = set()
+        shown: list[np.ndarray[Any, Any]] = []  # the coordinates a path can show
         for coords, kinds, _paths, _offsets, lens, inlined in batches:
-            keys = [tuple(int(c) for c in row) for row in coords.tolist()]
-            for i, key in enumerate(keys):
-                lengths[key] = int(lens[i])
-            for i, kind in enumerate(kinds.tolist()):
-                if kind == _VIRTUAL:
-                    virtual.add(keys[i])
+            keys = list(map(tuple, coords.tolist()))
+            lengths.update(zip(keys, lens.tolist(), strict=True))
+            virtual.update(keys[i] for i in np.flatnonzero(kinds == _VIRTUAL).tolist())
             for i, data in inlined.items():
                 inline[keys[i]] = data
-        below: dict[tuple[int, ...], set[int]] = {}
-        for key in lengths:
-            if len(key) != ndim:
-                continue  # a key of the wrong dimensionality cannot be shown as a path
-            for depth in range(ndim):
-                below.setdefault(key[:depth], set()).add(key[depth])
-        children = {prefix: sorted(nxt) for prefix, nxt in below.items()}
-        return ChunkIndex(ndim, lengths, inline, children, frozenset(virtual))
+            if coords.ndim == 2 and coords.shape[1] == ndim:
+                shown.append(coords)
+        rows = np.concatenate(shown) if shown else np.empty((0, ndim), dtype=np.int64)
+        return ChunkIndex(ndim, lengths, inline, _children(rows), frozenset(virtual))
 
     def _location_sync(self, array_path: str, coords: tuple[int, ...]) -> VirtualLocation | None:
         batches = cast(

@@ -257,14 +257,21 @@ class SnapshotTree:
         if pos.array is not None:
             array = await self._node(pos.array)
             index = await self._chunk_index(pos.array, array.ndim)
+            here, below = pos.coords, index.children.get(pos.coords, ())
+            if len(here) + 1 < array.ndim:
+                return [
+                    (str(c), TreeEntry(True, pos=DirPos(pos.node, pos.array, (*here, c))))
+                    for c in below
+                ]
+            # Chunk files (a directory of thousands, the first time a walk meets it).
+            prefix, lengths = _chunk_key(pos.array, here), index.lengths
             out: list[tuple[str, TreeEntry]] = []
-            for coord in index.children.get(pos.coords, ()):
-                coords = (*pos.coords, coord)
-                if len(coords) == array.ndim:
-                    entry = _chunk_entry(pos.array, coords, index.lengths[coords])
-                else:
-                    entry = TreeEntry(True, pos=DirPos(pos.node, pos.array, coords))
-                out.append((str(coord), entry))
+            for c in below:
+                coords, name = (*here, c), str(c)
+                entry = TreeEntry(
+                    False, f"{prefix}/{name}", lengths[coords], array=pos.array, coords=coords
+                )
+                out.append((name, entry))
             return out
         out = []
         for name in await self._list_node(pos.node):
@@ -481,10 +488,12 @@ def _sorted_coords(
     return by_int, sorted(by_int, key=_walk_key)
 
 
-def _chunk_entry(array: str, coords: tuple[int, ...], length: int) -> TreeEntry:
-    key = (
-        "/".join((array, CHUNK_DIR, *map(str, coords)))
-        if array
-        else "/".join((CHUNK_DIR, *map(str, coords)))
+def _chunk_key(array: str, coords: tuple[int, ...]) -> str:
+    """The key of the chunk at *coords* of *array* ('' is the root array)."""
+    return "/".join(
+        (array, CHUNK_DIR, *map(str, coords)) if array else (CHUNK_DIR, *map(str, coords))
     )
-    return TreeEntry(False, key, length, array=array, coords=coords)
+
+
+def _chunk_entry(array: str, coords: tuple[int, ...], length: int) -> TreeEntry:
+    return TreeEntry(False, _chunk_key(array, coords), length, array=array, coords=coords)
