@@ -10,6 +10,7 @@ exceptions become `IcefsError`s (`icefs.store.errors`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -288,14 +289,10 @@ class SessionReader(SnapshotReader):
 
     writable = True
 
-    def __init__(
-        self,
-        session: icechunk.Session,
-        bridge: Bridge,
-        repository: icechunk.Repository | None = None,
-    ) -> None:
-        super().__init__(session, bridge, repository)
-        self.gate = Gate()
+    @functools.cached_property
+    def gate(self) -> Gate:
+        """Taken around every use of the session (made at the first, on the trio thread)."""
+        return Gate()
 
     def _has_changes(self) -> bool:
         # Called under the gate's read side: no store or delete runs meanwhile.
