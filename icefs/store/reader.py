@@ -104,8 +104,8 @@ def _snapshot_nodes(repository: icechunk.Repository, snapshot_id: str) -> set[st
 
 
 def _children(rows: np.ndarray[Any, Any]) -> dict[tuple[int, ...], list[int]]:
-    """For each prefix shorter than a row of *rows* (distinct chunk coordinates, one per
-    row), the sorted coordinates that follow it (`ChunkIndex.children`)."""
+    """For each prefix shorter than a row of *rows* (chunk coordinates, one per row), the
+    sorted coordinates that follow it (`ChunkIndex.children`)."""
     children: dict[tuple[int, ...], list[int]] = {}
     count, ndim = rows.shape
     if not count or not ndim:
@@ -113,10 +113,9 @@ def _children(rows: np.ndarray[Any, Any]) -> dict[tuple[int, ...], list[int]]:
     rows = rows[np.lexsort(rows.T[::-1])]  # sorted as tuples: each prefix's rows adjacent
     for depth in range(ndim):
         level = rows[:, : depth + 1]
-        if depth < ndim - 1:  # one row per distinct prefix of this length
-            first = np.ones(len(level), dtype=bool)
-            first[1:] = (level[1:] != level[:-1]).any(axis=1)
-            level = level[first]
+        first = np.ones(len(level), dtype=bool)  # one row per distinct prefix this long
+        first[1:] = (level[1:] != level[:-1]).any(axis=1)
+        level = level[first]
         starts = np.flatnonzero(
             np.concatenate(([True], (level[1:, :depth] != level[:-1, :depth]).any(axis=1)))
         )
