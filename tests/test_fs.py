@@ -442,6 +442,23 @@ async def test_immutable_listings_are_kept_within_a_bound(
     close(core)
 
 
+async def test_paths_kept_for_resolve_stay_within_a_bound(
+    repository, bridge, tmp_path, monkeypatch
+):
+    """Listed and looked-up paths of tags are kept for `resolve` up to a bound; past it
+    they are dropped, and every path still resolves."""
+    monkeypatch.setattr("icefs.fs.namespace.RESOLVED_KEPT", 4)
+    core = await make_core(repository[0], bridge, cache_dir=str(tmp_path / "cache"))
+    kept = core.namespace._resolved
+    for names in ((), ("temperature",), ("temperature", "c"), ("temperature", "c", "0")):
+        directory = await walk(core, "tags", "v1.0", *names)
+        for name in await listing(core, directory.ino):
+            assert len(kept) <= 4, "bounded"
+            attr = await walk(core, "tags", "v1.0", *names, name)
+            assert (await core.getattr(attr.ino)).ino == attr.ino
+    close(core)
+
+
 async def test_branch_follows_tip(core, repository):
     repo, _ids = repository
     session = repo.writable_session("main")
