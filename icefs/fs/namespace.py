@@ -25,6 +25,8 @@ from icefs.store.tree import DirPos, SnapshotTree, TreeEntry
 from icefs.store.zarr2tree import Translations, Zarr2Tree
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from icefs.fs.branch import BranchState
     from icefs.fs.branches import Branches
     from icefs.fs.inodes import InodeTable, Path
@@ -310,14 +312,13 @@ class Namespace:
     def remember(self, node: Node) -> Node:
         """Keep *node* for `resolve` if it lies in a tag or snapshot; return it."""
         if node.view is not None and node.view.immutable:
-            if len(self._resolved) >= RESOLVED_KEPT:
-                self._resolved.clear()
-            self._resolved[node.path] = node
+            self.remember_listed((node,))
         return node
 
-    def remember_listed(self, nodes: list[Node]) -> None:
+    def remember_listed(self, nodes: Sequence[Node]) -> None:
         """Keep the entries of a tag's or snapshot's listing just built for `resolve`: a
-        walk opens each directory and file it lists, and they resolve as kept."""
+        walk opens each directory and file it lists, and they resolve as kept.  All kept
+        paths are dropped first if these would pass `RESOLVED_KEPT`."""
         if len(self._resolved) + len(nodes) > RESOLVED_KEPT:
             self._resolved.clear()
         if len(nodes) <= RESOLVED_KEPT:
