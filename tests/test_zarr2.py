@@ -126,7 +126,40 @@ def test_fill_value_attribute_becomes_the_fill_value():
     form = translate_array(_document(fill_value=0.0, attributes={"_FillValue": "NaN", "u": 1}))
     assert json.loads(form.zarray)["fill_value"] == "NaN"
     assert form.fill_from_attribute
-    assert json.loads(form.zattrs) == {"u": 1}
+    zattrs = json.loads(form.zattrs)
+    assert zattrs["u"] == 1
+    assert math.isnan(zattrs["_FillValue"]), "netCDF-C reads the marker from .zattrs only"
+    assert b'"_FillValue": NaN' in form.zattrs, "as zarr 2 writes it: a bare NaN"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "zarray_fill", "attribute"),
+    [
+        ("f8", float("nan"), "NaN", math.nan),
+        ("f4", float("nan"), "NaN", math.nan),
+        ("f4", -9999.0, -9999.0, -9999.0),
+        ("f8", float("inf"), "Infinity", math.inf),
+        ("i2", -1, -1, -1),
+        ("u1", 255, 255, 255),
+    ],
+)
+def test_xarray_fill_value_encoding(dtype, value, zarray_fill, attribute):
+    """What xarray's to_zarr(zarr_format=3) writes: floats as base64 of a float64."""
+    from xarray.backends.zarr import FillValueCoder
+
+    encoded = FillValueCoder.encode(value, np.dtype(dtype))
+    form = translate_array(_document(dtype=dtype, attributes={"_FillValue": encoded}))
+    assert json.loads(form.zarray)["fill_value"] == zarray_fill
+    shown = json.loads(form.zattrs)["_FillValue"]
+    assert shown == attribute or (math.isnan(shown) and math.isnan(attribute))
+    assert json.loads(form.decoded_zarray)["fill_value"] == zarray_fill
+
+
+def test_fill_value_attribute_that_fits_nothing_is_refused():
+    with pytest.raises(Untranslatable, match="_FillValue"):
+        translate_array(_document(dtype="f4", attributes={"_FillValue": "not a number"}))
+    with pytest.raises(Untranslatable, match="_FillValue"):
+        translate_array(_document(dtype="i4", attributes={"_FillValue": "AAAAAAAA+H8="}))
 
 
 def test_without_fill_keeps_the_rest():
@@ -160,8 +193,6 @@ def test_variable_length_strings():
     ("kwargs", "reason"),
     [
         ({"shards": (6, 4)}, "sharding_indexed"),
-        ({"compressors": [Crc32cCodec()]}, "crc32c"),
-        ({"compressors": [GzipCodec(), ZstdCodec()]}, "one compressor"),
         ({"chunk_key_encoding": {"name": "default", "separator": "."}}, "key encoding"),
         ({"chunk_key_encoding": {"name": "v2", "separator": "/"}}, "key encoding"),
     ],
@@ -169,6 +200,25 @@ def test_variable_length_strings():
 def test_what_v2_cannot_express(kwargs, reason):
     with pytest.raises(Untranslatable, match=reason):
         translate_array(_document(**kwargs))
+
+
+def test_codec_chains_become_filters_and_a_compressor():
+    """netCDF-4's shuffle + zlib (as VirtualiZarr records it), and other chains."""
+    from zarr.codecs.numcodecs import Shuffle, Zlib
+
+    zarray = _zarray(_document(compressors=[Shuffle(elementsize=4), Zlib(level=4)]))
+    assert zarray["filters"] == [{"id": "shuffle", "elementsize": 4}]
+    assert zarray["compressor"] == {"id": "zlib", "level": 4}
+    zarray = _zarray(_document(compressors=[GzipCodec(level=2), Crc32cCodec()]))
+    assert zarray["filters"] == [{"id": "gzip", "level": 2}]
+    assert zarray["compressor"]["id"] == "crc32c"
+
+
+def test_a_codec_no_numcodecs_decodes_is_left_out():
+    doc = json.loads(_document(compressors=None))
+    doc["codecs"].append({"name": "numcodecs.made-up", "configuration": {}})
+    with pytest.raises(Untranslatable, match=r"numcodecs\.made-up|cannot read"):
+        translate_array(json.dumps(doc).encode())
 
 
 def test_unknown_codec_and_data_type():
@@ -182,9 +232,21 @@ def test_unknown_codec_and_data_type():
         translate_array(json.dumps(doc).encode())
 
 
-@pytest.mark.parametrize(
-    "compressors", [None, GzipCodec(), ZstdCodec(), BloscCodec(shuffle="shuffle")]
-)
+def _chains():
+    from zarr.codecs.numcodecs import Shuffle, Zlib
+
+    return [
+        None,
+        GzipCodec(),
+        ZstdCodec(),
+        BloscCodec(shuffle="shuffle"),
+        [Shuffle(elementsize=4), Zlib(level=4)],
+        [ZstdCodec(), Crc32cCodec()],
+        [Shuffle(elementsize=4), GzipCodec(), Crc32cCodec()],
+    ]
+
+
+@pytest.mark.parametrize("compressors", _chains())
 def test_decode_chunk_round_trip(tmp_path, compressors):
     store = LocalStore(tmp_path / "z")
     values = np.arange(24, dtype="<f4").reshape(6, 4)
@@ -198,6 +260,32 @@ def test_decode_chunk_round_trip(tmp_path, compressors):
     assert form.chunk_bytes == 3 * 2 * 4
     with pytest.raises(ValueError):
         decode_chunk(form, raw[:-1] if compressors is None else b"\0" * 8)
+
+
+@pytest.mark.parametrize("compressors", _chains())
+def test_zarr2_reads_the_raw_rendering(tmp_path, compressors):
+    """The raw `.zarray` with the v3 chunk bytes is a v2 array zarr 2 reads (zarr 3's
+    v2 reader: the same numcodecs pipeline)."""
+    values = np.arange(24, dtype="<f4").reshape(6, 4)
+    v3 = zarr.create_array(
+        LocalStore(tmp_path / "v3"),
+        shape=(6, 4),
+        chunks=(3, 2),
+        dtype="f4",
+        compressors=compressors,
+    )
+    v3[:] = values
+    form = translate_array((tmp_path / "v3" / "zarr.json").read_bytes())
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / ".zarray").write_bytes(form.zarray)
+    for chunk in (tmp_path / "v3" / "c").rglob("*"):
+        if chunk.is_file():
+            target = v2 / chunk.relative_to(tmp_path / "v3" / "c")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(chunk.read_bytes())
+    read = zarr.open_array(LocalStore(v2), mode="r", zarr_format=2)
+    assert np.array_equal(read[...], values)
 
 
 # -- the views on a real mount -----------------------------------------------------------------

@@ -1,13 +1,16 @@
 """Zarr v3 metadata as Zarr v2 shows it: `.zarray`, `.zgroup`, `.zattrs`, `.zmetadata`.
 
-A v2 reader sees the very bytes of each v3 chunk when the array's codecs are
-ones v2 names the same way: optionally ``transpose`` to C or F order, then
-``bytes`` (or ``vlen-utf8`` for strings), then at most one of ``gzip``,
-``zstd``, ``blosc``.  Anything else (sharding, ``crc32c``, another codec or
-data type, a chunk grid that is not regular, storage transformers) has no v2
-form: `translate_array` raises `Untranslatable` with the reason, and the view
-leaves the array out.  zarr's own metadata classes parse the v3 document and
-write the v2 one, so both follow zarr's rules for data types and fill values.
+A v2 reader sees the very bytes of each v3 chunk when the array's codecs have
+a v2 form: optionally ``transpose`` to C or F order, then ``bytes`` (or
+``vlen-utf8`` for strings), then any chain of bytes-to-bytes codecs that an
+installed numcodecs codec decodes (``gzip``, ``zstd``, ``blosc``, ``crc32c``,
+``numcodecs.*`` such as netCDF-4's ``shuffle`` + ``zlib``): the last becomes
+the v2 ``compressor``, the ones before it v2 ``filters``.  Anything else
+(sharding, a codec no installed numcodecs decodes, a data type v2 has no name
+for, a chunk grid that is not regular, storage transformers) has no v2 form:
+`translate_array` raises `Untranslatable` with the reason, and the view leaves
+the array out.  zarr's own metadata classes parse the v3 document and write
+the v2 one, so both follow zarr's rules for data types and fill values.
 
 The *decoded* rendering shows each chunk decoded (``compressor: null``), for
 readers without codec plugins; its chunk size follows from the chunk shape and
@@ -67,15 +70,18 @@ class V2Array:
     fill_from_attribute: bool
     #: chunks in the whole grid (with all of them stored, no chunk is ever filled)
     grid_chunks: int
-    #: the numcodecs config of the compressor (None: chunks are stored uncompressed)
-    compressor: dict[str, Any] | None
+    #: the numcodecs configs of the bytes-to-bytes codecs, in the order they encode
+    #: (empty: chunks are stored uncompressed)
+    codecs: tuple[dict[str, Any], ...]
     #: bytes of one decoded chunk
     chunk_bytes: int
     ndim: int
 
 
 def _dump(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False).encode()
+    """*doc* as zarr 2 writes JSON: NaN and infinities as bare tokens (only a fill value in
+    `.zattrs` holds them: netCDF-C reads no other form)."""
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
 
 
 #: `.zattrs` of a node without attributes (the view shows no such file)
@@ -106,8 +112,14 @@ def group_documents(metadata: bytes | None) -> tuple[bytes, bytes]:
     return _dump({"zarr_format": 2}), _dump(attributes)
 
 
-def _compressor(codec: Any) -> dict[str, Any]:
-    """The numcodecs config of the v3 bytes-to-bytes *codec* (zarr's own codec object)."""
+#: v3 codec names whose numcodecs id is the same name without this prefix
+_NUMCODECS_PREFIX: Final = "numcodecs."
+
+
+def _numcodecs_config(codec: Any) -> dict[str, Any]:
+    """The numcodecs config of the v3 bytes-to-bytes *codec* (zarr's own codec object);
+    `Untranslatable` if no installed numcodecs codec decodes it."""
+    import numcodecs
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
     if isinstance(codec, GzipCodec):
@@ -125,7 +137,47 @@ def _compressor(codec: Any) -> dict[str, Any]:
             "shuffle": _BLOSC_SHUFFLE[getattr(codec.shuffle, "value", codec.shuffle)],
             "blocksize": codec.blocksize,
         }
-    raise Untranslatable(f"the codec {codec.to_dict()['name']!r} has no Zarr v2 compressor")
+    described = codec.to_dict()
+    name = str(described["name"])
+    config = {"id": name.removeprefix(_NUMCODECS_PREFIX), **(described.get("configuration") or {})}
+    try:
+        numcodecs.get_codec(dict(config))
+    except Exception:  # numcodecs' verdict: unknown id, or settings it refuses
+        raise Untranslatable(f"no installed numcodecs codec decodes {name!r}") from None
+    return config
+
+
+def _fill_from_attribute(value: Any, dtype: Any) -> Any:
+    """The fill value the `_FillValue` attribute *value* means for the zarr data type *dtype*.
+
+    As zarr 2 writes it (a number, "NaN", ...), or as xarray writes it in v3
+    attributes: floats as the base64 of a little-endian float64, complex numbers
+    as a pair of those, bytes as base64.  `Untranslatable` if it is neither.
+    """
+    import base64
+    import binascii
+    import struct
+
+    try:
+        return dtype.from_json_scalar(value, zarr_format=2)
+    except Exception:  # zarr's verdict; xarray's own convention is tried next
+        pass
+    kind = dtype.to_native_dtype().kind
+
+    def unpacked(text: Any) -> float:
+        raw = base64.b64decode(text, validate=True)
+        if len(raw) != 8:
+            raise ValueError(f"{len(raw)} bytes")
+        return float(struct.unpack("<d", raw)[0])
+
+    try:
+        if kind == "f" and isinstance(value, str):
+            return dtype.cast_scalar(unpacked(value))
+        if kind == "c" and isinstance(value, list) and len(value) == 2:
+            return dtype.cast_scalar(complex(unpacked(value[0]), unpacked(value[1])))
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise Untranslatable(f"{FILL_VALUE_ATTR} {value!r} does not fit the data type")
 
 
 def translate_array(metadata: bytes) -> V2Array:
@@ -161,18 +213,13 @@ def translate_array(metadata: bytes) -> V2Array:
     if not codecs:
         raise Untranslatable("no array-to-bytes codec")
     serializer = codecs.pop(0)
-    filters = None
+    filters: list[Any] = []
     if isinstance(serializer, VLenUTF8Codec):
-        from numcodecs import VLenUTF8
-
-        filters = [VLenUTF8()]
+        filters.append({"id": "vlen-utf8"})
     elif not isinstance(serializer, BytesCodec):
         name = serializer.to_dict()["name"]
         raise Untranslatable(f"the codec {name!r} has no Zarr v2 form")
-    if len(codecs) > 1:
-        names = ", ".join(repr(c.to_dict()["name"]) for c in codecs)
-        raise Untranslatable(f"v2 has one compressor, the array has {names}")
-    compressor = _compressor(codecs[0]) if codecs else None
+    chain = tuple(_numcodecs_config(c) for c in codecs)
     dtype = meta.data_type
     endian = getattr(serializer, "endian", None)
     if endian is not None and hasattr(dtype, "endianness"):  # v3 keeps it in the codec
@@ -187,12 +234,15 @@ def translate_array(metadata: bytes) -> V2Array:
     fill_value = meta.fill_value
     fill_from_attribute = FILL_VALUE_ATTR in attributes
     if fill_from_attribute:  # what v2 readers take the missing-value marker from
-        try:
-            fill_value = dtype.from_json_scalar(attributes.pop(FILL_VALUE_ATTR), zarr_format=2)
-        except Exception:  # zarr's verdict on the attribute's value
-            raise Untranslatable(f"{FILL_VALUE_ATTR} does not fit the data type") from None
+        fill_value = _fill_from_attribute(attributes[FILL_VALUE_ATTR], dtype)
+        # netCDF-C reads the marker from this attribute only, as a plain JSON value
+        shown = _attribute_value(fill_value)
+        if shown is None:
+            del attributes[FILL_VALUE_ATTR]
+        else:
+            attributes[FILL_VALUE_ATTR] = shown
 
-    def render(compressed: dict[str, Any] | None) -> bytes:
+    def render(stored: tuple[dict[str, Any], ...], serialized: list[Any]) -> bytes:
         import numcodecs
 
         v2 = ArrayV2Metadata(
@@ -202,34 +252,51 @@ def translate_array(metadata: bytes) -> V2Array:
             fill_value=fill_value,
             order=order,  # type: ignore[arg-type]
             dimension_separator="/",
-            compressor=None if compressed is None else numcodecs.get_codec(dict(compressed)),
-            filters=filters,
+            compressor=numcodecs.get_codec(dict(stored[-1])) if stored else None,
+            filters=[numcodecs.get_codec(dict(c)) for c in (*serialized, *stored[:-1])] or None,
         )
         from zarr.core.buffer import default_buffer_prototype
 
         return _dump(json.loads(v2.to_buffer_dict(default_buffer_prototype())[ARRAY].to_bytes()))
 
     try:
-        zarray = render(compressor)
+        zarray = render(chain, filters)
     except Exception as exc:  # zarr refuses to write this as v2
         raise Untranslatable(f"zarr cannot write it as v2: {exc}") from None
     itemsize = dtype.to_native_dtype().itemsize
     decoded, why_not = None, ""
-    if filters is not None:
+    if filters:
         why_not = "variable-length strings have no decoded size"
     else:
-        decoded = render(None)
+        decoded = render((), [])
     return V2Array(
         zarray=zarray,
         zattrs=_dump(attributes),
         decoded_zarray=decoded,
         why_not=why_not,
-        compressor=compressor,
+        codecs=chain,
         chunk_bytes=math.prod(chunks) * itemsize,
         ndim=len(meta.shape),
         fill_from_attribute=fill_from_attribute,
         grid_chunks=math.prod(-(-n // c) for n, c in zip(meta.shape, chunks, strict=True)),
     )
+
+
+def _attribute_value(value: Any) -> Any:
+    """*value*, a fill value, as a plain JSON value for `.zattrs` (NaN and infinities as
+    JSON's bare NaN and Infinity, as zarr 2 writes them); None if it has none (complex
+    numbers, bytes)."""
+    import numpy as np
+
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value)
+    if isinstance(value, str | np.str_):
+        return str(value)
+    return None
 
 
 def without_fill(zarray: bytes) -> bytes:
@@ -241,12 +308,12 @@ def without_fill(zarray: bytes) -> bytes:
 
 
 def decode_chunk(array: V2Array, data: bytes) -> bytes:
-    """The chunk *data* of *array* decompressed; `ValueError` if it does not decode to
-    exactly one chunk's bytes."""
-    if array.compressor is not None:
-        import numcodecs
+    """The chunk *data* of *array* with its bytes-to-bytes codecs undone, last first;
+    `ValueError` if it does not decode to exactly one chunk's bytes."""
+    import numcodecs
 
-        codec = numcodecs.get_codec(dict(array.compressor))
+    for config in reversed(array.codecs):
+        codec = numcodecs.get_codec(dict(config))
         try:
             data = bytes(codec.decode(data))
         except Exception as exc:  # each codec has its own error types for corrupt input

@@ -64,6 +64,8 @@ class Translations:
         self.consolidated: LRUCache[tuple[str, bool, str], bytes] = LRUCache(CONSOLIDATED_KEPT)
         #: (snapshot id, array path) -> why the v2 view leaves the array out
         self.left_out: LRUCache[tuple[str, str], str] = LRUCache(TRANSLATIONS_KEPT)
+        #: (array path, why) already logged: once per array and reason while the daemon lives
+        self.warned: LRUCache[tuple[str, str], bool] = LRUCache(TRANSLATIONS_KEPT)
 
     async def array(self, metadata: bytes) -> V2Array | str:
         """The v2 form of *metadata*, or the reason it has none."""
@@ -103,10 +105,10 @@ class Zarr2Tree:
         if isinstance(form, V2Array) and self.decoded and form.decoded_zarray is None:
             form = form.why_not
         if isinstance(form, str):
-            key = (self.snapshot_id, path)
-            if key not in self._translations.left_out:
+            self._translations.left_out[(self.snapshot_id, path)] = form
+            if (path, form) not in self._translations.warned:
+                self._translations.warned[(path, form)] = True
                 log.warning("the Zarr v2 view leaves out /%s: %s", path, form)
-                self._translations.left_out[key] = form
             return form
         self._arrays[path] = form
         return form
@@ -126,7 +128,7 @@ class Zarr2Tree:
         documents: dict[str, bytes] = {}
         if form is None:
             metadata = await self.inner.metadata(path)
-            if metadata is not None or not whole:
+            if metadata is not None or not whole or not path:  # the root is always a group
                 documents[GROUP], documents[ATTRS] = group_documents(metadata)
             if whole and (not path or metadata is not None):
                 documents[CONSOLIDATED] = await self._consolidated(path)
