@@ -45,11 +45,17 @@ def mount_factory(tmp_path, log_allows):
         pytest.fail("FUSE is required for the mount tests (/dev/fuse, fusermount3)")
     mounts: list[Mount] = []
 
-    def start(storage: str | Path, *args: str, name: str = "mnt", ready: bool = True) -> Mount:
+    def start(
+        storage: str | Path,
+        *args: str,
+        name: str = "mnt",
+        ready: bool = True,
+        wrap: tuple[str, ...] | list[str] = (),
+    ) -> Mount:
         mnt = tmp_path / name
         if "--cache-dir" not in args:  # spool and crash journal stay in the test's tmp dir
             args = (*args, "--cache-dir", str(tmp_path / "cache"))
-        m = Mount(str(storage), mnt, *args, log=tmp_path / f"{name}.log", ready=False)
+        m = Mount(str(storage), mnt, *args, log=tmp_path / f"{name}.log", ready=False, wrap=wrap)
         mounts.append(m)
         if ready:
             try:

@@ -18,12 +18,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import icechunk
 from zarr.core.buffer import default_buffer_prototype
 
 from icefs.store.sample import sample_storage
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["Mount", "MountFailed", "direct_get", "direct_keys", "fuse_usable", "run_icefs"]
 
@@ -90,13 +93,16 @@ class Mount:
         *args: str,
         log: Path | None = None,
         ready: bool = True,
+        wrap: Sequence[str] = (),
     ) -> None:
+        """*wrap* is a command prefix the daemon runs under (`tests.netns`: its network)."""
         mountpoint.mkdir(parents=True, exist_ok=True)
         self.mountpoint = mountpoint
         self.log = log or mountpoint.parent / f"{mountpoint.name}.log"
         self._log_file = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [
+                *wrap,
                 sys.executable,
                 "-m",
                 "icefs",

@@ -75,3 +75,27 @@ def test_daemon_logs_are_checked_for_errors():
     )
     assert len(problems_in(log, [])) == 2
     assert problems_in(log, ["failed unexpectedly", "most recent call"]) == []
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        (
+            "a virtual chunk in this repository resolves to the url prefix s3://testbucket/ "
+            "(container: s3), to be able to fetch the chunk you need to authorize",
+            "virtual chunk container s3://testbucket/ (named s3) is not authorized: "
+            "mount with --virtual s3://testbucket/[=ACCESS]",
+        ),
+        (
+            "a virtual chunk in this repository resolves to the url prefix s3://b/data/, to "
+            "be able to fetch the chunk you need to authorize",
+            "virtual chunk container s3://b/data/ is not authorized: "
+            "mount with --virtual s3://b/data/[=ACCESS]",
+        ),
+    ],
+    ids=["declared by name (spec 1)", "declared by prefix"],
+)
+def test_unauthorized_container_hint_follows_icechunk(message, shown):
+    translated = translate(icechunk.InvalidInputError(message))
+    assert isinstance(translated, errors.NotAuthorized)
+    assert str(translated).startswith(shown)

@@ -193,6 +193,7 @@ def test_virtual_chunks_read_like_native_ones(source, tmp_path, mount_factory):
     status = json.loads((m.mountpoint / ".icefs/status").read_text())
     assert status["virtual_containers"] == [
         {
+            "name": src.prefix,
             "prefix": src.prefix,
             "store": "local" if server is None else "s3",
             "authorized": True,

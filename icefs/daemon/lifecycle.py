@@ -109,8 +109,9 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
     make_storage(config.storage)
     for c in containers:
         log.info(
-            "virtual chunk container %s (%s): %s",
+            "virtual chunk container %s (named %s, %s): %s",
             c["prefix"],
+            c["name"],
             c["store"],
             f"authorized ({c['access']})" if c["authorized"] else "not authorized (--virtual)",
         )

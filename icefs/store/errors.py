@@ -54,10 +54,12 @@ _OS_ERRORS: Final = {
 _refused_containers: set[str] = set()
 
 
-def _unauthorized(prefix: str) -> errors.NotAuthorized:
-    """EACCES for a read of a virtual chunk in the container *prefix*, not authorized."""
+def _unauthorized(prefix: str, name: str) -> errors.NotAuthorized:
+    """EACCES for a read of a virtual chunk in the container *prefix* (declared as *name*,
+    or '' if by its prefix), not authorized."""
+    named = f" (named {name})" if name else ""
     message = (
-        f"virtual chunk container {prefix} is not authorized: mount with "
+        f"virtual chunk container {prefix}{named} is not authorized: mount with "
         f"{authorize_hint(prefix)} to read it (docs/virtual.md)"
     )
     if prefix not in _refused_containers:
@@ -81,9 +83,9 @@ def translate(exc: BaseException) -> errors.IcefsError:
         return exc
     message = first_line(exc)
     if isinstance(exc, icechunk.InvalidInputError):
-        prefix = unauthorized_prefix(message)
-        if prefix is not None:
-            return _unauthorized(prefix)
+        container = unauthorized_prefix(message)
+        if container is not None:
+            return _unauthorized(*container)
     for source, target in _TABLE:
         if isinstance(exc, source):
             if source is icechunk.InternalError:  # a bug of Icechunk's, said to be one

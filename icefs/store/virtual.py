@@ -167,28 +167,44 @@ def authorization(grants: Iterable[Grant]) -> dict[str, Any]:
     return icechunk.containers_credentials({g.prefix: _credential(g) for g in grants})
 
 
-def containers(repository: icechunk.Repository, grants: Iterable[Grant]) -> list[dict[str, Any]]:
-    """The containers *repository* declares, each with whether and how it is authorized.
+def _normal(prefix: str) -> str:
+    """*prefix* as containers are matched: without trailing slashes (Icechunk matches
+    ``s3://bucket`` and ``s3://bucket/`` alike)."""
+    return prefix.rstrip("/")
 
-    Raises `UsageError` for a grant of a prefix the repository does not declare
-    (a typo would otherwise leave every read of the container failing).
+
+def containers(repository: icechunk.Repository, grants: Iterable[Grant]) -> list[dict[str, Any]]:
+    """The containers *repository* declares, each with its name, URL prefix, and whether
+    and how it is authorized.
+
+    A repository written by Icechunk 1.x (or migrated from one) declares its
+    containers by name (``s3``) with a URL prefix that differs (``s3://testbucket``);
+    newer ones name each by its prefix.  Grants match the URL prefix, with or
+    without a trailing slash.  A declared container whose prefix is not a URL is
+    ignored by Icechunk, and listed as such.  Raises `UsageError` for a grant of a
+    prefix the repository does not declare (a typo would otherwise leave every read of
+    the container failing).
     """
     declared = repository.config.virtual_chunk_containers or {}
-    by_prefix = {g.prefix: g for g in grants}
-    unknown = sorted(set(by_prefix) - set(declared))
+    by_prefix = {_normal(g.prefix): g for g in grants}
+    prefixes = {_normal(str(c.url_prefix)): name for name, c in declared.items()}
+    unknown = sorted(g.prefix for p, g in by_prefix.items() if p not in prefixes)
     if unknown:
-        have = ", ".join(sorted(declared)) or "none"
+        have = ", ".join(_described(n, str(c.url_prefix)) for n, c in sorted(declared.items()))
         raise UsageError(
             f"--virtual {', '.join(unknown)}: the repository declares no such virtual chunk "
-            f"container (it declares: {have})"
+            f"container (it declares: {have or 'none'})"
         )
     out = []
-    for prefix in sorted(declared):
-        grant = by_prefix.get(prefix)
+    for name, container in sorted(declared.items(), key=lambda item: str(item[1].url_prefix)):
+        prefix = str(container.url_prefix)
+        grant = by_prefix.get(_normal(prefix))
+        store = _SCHEMES.get(prefix.partition("://")[0].lower(), "unknown")
         out.append(
             {
+                "name": name,
                 "prefix": prefix,
-                "store": _SCHEMES.get(prefix.partition("://")[0].lower(), "unknown"),
+                "store": store if "://" in prefix else "invalid (not a URL: ignored)",
                 "authorized": grant is not None,
                 "access": (grant.access or "yes") if grant else None,
             }
@@ -196,7 +212,15 @@ def containers(repository: icechunk.Repository, grants: Iterable[Grant]) -> list
     return out
 
 
-_UNAUTHORIZED: Final = re.compile(r"resolves to the url prefix (\S+), to be able to fetch")
+def _described(name: str, prefix: str) -> str:
+    return prefix if _normal(name) == _normal(prefix) else f"{prefix} (named {name})"
+
+
+#: Icechunk's refusal of an unauthorized container, by prefix (and name, for a container
+#: declared by name: "resolves to the url prefix s3://testbucket/ (container: s3), ...")
+_UNAUTHORIZED: Final = re.compile(
+    r"resolves to the url prefix (\S+?)(?: \(container: ([^)]*)\))?, to be able to fetch"
+)
 
 
 def authorize_hint(prefix: str) -> str:
@@ -205,7 +229,7 @@ def authorize_hint(prefix: str) -> str:
     return f"--virtual {prefix}" + ("[=ACCESS]" if takes_access else "")
 
 
-def unauthorized_prefix(message: str) -> str | None:
-    """The container prefix an Icechunk error says is not authorized, else None."""
+def unauthorized_prefix(message: str) -> tuple[str, str] | None:
+    """The container an Icechunk error says is not authorized: (URL prefix, name or '')."""
     found = _UNAUTHORIZED.search(message)
-    return found.group(1) if found else None
+    return (found.group(1), found.group(2) or "") if found else None
