@@ -66,6 +66,8 @@ class V2Array:
     #: the `.zarray` of the decoded rendering; None if it cannot show the array (`why_not`)
     decoded_zarray: bytes | None
     why_not: str
+    #: the `.zattrs` of the decoded rendering (another dimension for `chars`)
+    decoded_zattrs: bytes
     #: whether `fill_value` came from the `_FillValue` attribute (kept whatever the chunks)
     fill_from_attribute: bool
     #: chunks in the whole grid (with all of them stored, no chunk is ever filled)
@@ -76,6 +78,11 @@ class V2Array:
     #: bytes of one decoded chunk
     chunk_bytes: int
     ndim: int
+    #: for fixed-length strings: the decoded rendering shows each as this many bytes of
+    #: UTF-8, in netCDF-C's char form (`_char_form`); 0 for any other type
+    chars: int = 0
+    #: the NumPy type of the stored elements (with their byte order)
+    native: str = ""
 
 
 def _dump(doc: dict[str, Any]) -> bytes:
@@ -263,10 +270,13 @@ def translate_array(metadata: bytes) -> V2Array:
         zarray = render(chain, filters)
     except Exception as exc:  # zarr refuses to write this as v2
         raise Untranslatable(f"zarr cannot write it as v2: {exc}") from None
-    itemsize = dtype.to_native_dtype().itemsize
-    decoded, why_not = None, ""
+    native = dtype.to_native_dtype()
+    decoded, why_not, decoded_attributes, chars = None, "", attributes, 0
     if filters:
         why_not = "variable-length strings have no decoded size"
+    elif native.kind == "U":
+        chars = native.itemsize  # UTF-8 takes at most 4 bytes a character, as UTF-32 does
+        decoded, decoded_attributes = _char_form(meta.shape, chunks, chars, attributes)
     else:
         decoded = render((), [])
     return V2Array(
@@ -274,12 +284,40 @@ def translate_array(metadata: bytes) -> V2Array:
         zattrs=_dump(attributes),
         decoded_zarray=decoded,
         why_not=why_not,
+        decoded_zattrs=_dump(decoded_attributes),
+        chars=chars,
+        native=native.str,
         codecs=chain,
-        chunk_bytes=math.prod(chunks) * itemsize,
+        chunk_bytes=math.prod(chunks) * native.itemsize,
         ndim=len(meta.shape),
         fill_from_attribute=fill_from_attribute,
         grid_chunks=math.prod(-(-n // c) for n, c in zip(meta.shape, chunks, strict=True)),
     )
+
+
+def _char_form(
+    shape: tuple[int, ...], chunks: tuple[int, ...], chars: int, attributes: dict[str, Any]
+) -> tuple[bytes, dict[str, Any]]:
+    """The decoded `.zarray` and `.zattrs` of a fixed-length string array as netCDF-C 4.9
+    reads strings: ``dtype "<U1"`` with one byte per element, the characters along one
+    more dimension of *chars* (netCDF-C crashes on every other string form, and it
+    writes strings this way itself).  zarr 2 reads strings from the raw rendering."""
+    doc = {
+        "zarr_format": 2,
+        "shape": [*shape, chars],
+        "chunks": [*chunks, chars],
+        "dtype": "<U1",
+        "fill_value": None,
+        "order": "C",
+        "compressor": None,
+        "filters": None,
+        "dimension_separator": "/",
+    }
+    shown = dict(attributes)
+    names = shown.get(DIMENSIONS_ATTR)
+    if names:
+        shown[DIMENSIONS_ATTR] = [*names, f"strlen{chars}"]
+    return _dump(doc), shown
 
 
 def _attribute_value(value: Any) -> Any:
@@ -320,6 +358,11 @@ def decode_chunk(array: V2Array, data: bytes) -> bytes:
             raise ValueError(f"the chunk does not decode with {codec.codec_id}: {exc}") from exc
     if len(data) != array.chunk_bytes:
         raise ValueError(f"a chunk decodes to {len(data)} bytes, not {array.chunk_bytes}")
+    if array.chars:  # netCDF-C's char form: each string as UTF-8, NUL-padded
+        import numpy as np
+
+        strings = np.frombuffer(data, dtype=array.native)
+        return bytes(np.char.encode(strings, "utf-8").astype(f"S{array.chars}").tobytes())
     return data
 
 

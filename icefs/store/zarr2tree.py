@@ -140,7 +140,8 @@ class Zarr2Tree:
                 and await self.inner.chunk_count(path) == form.grid_chunks
             ):
                 zarray = without_fill(zarray)
-            documents[ARRAY], documents[ATTRS] = zarray, form.zattrs
+            documents[ARRAY] = zarray
+            documents[ATTRS] = form.decoded_zattrs if self.decoded else form.zattrs
         if documents.get(ATTRS) == EMPTY_ATTRIBUTES:
             del documents[ATTRS]
         return documents
@@ -192,10 +193,31 @@ class Zarr2Tree:
         # a chunk is only met below its array's directory, which recorded the form
         return entry if form is None else replace(entry, size=form.chunk_bytes)
 
+    def _shown(self, entry: TreeEntry) -> TreeEntry:
+        """*entry* as listed: a chunk file of an array shown in netCDF-C's char form (one
+        more dimension) is a directory holding the chunk as its file ``0``."""
+        entry = self._chunk(entry)
+        form = self._arrays.get(entry.array) if entry.array is not None else None
+        if entry.is_dir or form is None or not self.decoded or not form.chars or not form.ndim:
+            return entry
+        assert entry.array is not None
+        return TreeEntry(True, pos=DirPos(entry.array, entry.array, entry.coords))
+
+    def _chars_dir(self, pos: DirPos) -> bool:
+        """Whether *pos* is the directory `_shown` makes of a whole chunk's coordinates."""
+        form = self._arrays.get(pos.array) if pos.array is not None else None
+        return form is not None and form.chars > 0 and len(pos.coords) == form.ndim
+
     async def child(self, pos: DirPos, name: str) -> TreeEntry:
         """Resolve *name* inside the directory at *pos*; raise `NotFound` if absent."""
         if pos.array is not None:
-            return self._chunk(await self.inner.child(pos, name))
+            if self._chars_dir(pos):
+                if name != "0":
+                    raise NotFound(name)
+                return self._chunk(
+                    await self._raw(TreeEntry(False, array=pos.array, coords=pos.coords))
+                )
+            return self._shown(await self.inner.child(pos, name))
         form = await self._node(pos.node)
         if isinstance(form, str):
             raise NotFound(pos.node)
@@ -210,7 +232,7 @@ class Zarr2Tree:
                     raise NotFound(join_key(pos.node, name))
                 return self._chunk(await self.inner.child(pos, CHUNK_DIR))
             await self.inner.child(pos, CHUNK_DIR)  # NotFound: no chunk written
-            return self._chunk(await self.inner.child(DirPos(pos.node, pos.node, ()), name))
+            return self._shown(await self.inner.child(DirPos(pos.node, pos.node, ()), name))
         entry = await self.inner.child(pos, name)
         if not entry.is_dir or isinstance(await self._node(join_key(pos.node, name)), str):
             raise NotFound(join_key(pos.node, name))
@@ -219,7 +241,9 @@ class Zarr2Tree:
     async def listdir(self, pos: DirPos) -> list[tuple[str, TreeEntry]]:
         """Return the (name, entry) pairs of the directory at *pos*, sorted by name."""
         if pos.array is not None:
-            return [(n, self._chunk(e)) for n, e in await self.inner.listdir(pos)]
+            if self._chars_dir(pos):
+                return [("0", await self.child(pos, "0"))]
+            return [(n, self._shown(e)) for n, e in await self.inner.listdir(pos)]
         form = await self._node(pos.node)
         if isinstance(form, str):
             raise NotFound(pos.node)
@@ -240,7 +264,7 @@ class Zarr2Tree:
                 out.append(("0", self._chunk(chunks)))
             elif chunks is not None:
                 out.extend(
-                    (n, self._chunk(e))
+                    (n, self._shown(e))
                     for n, e in await self.inner.listdir(DirPos(pos.node, pos.node, ()))
                 )
         return sorted(out, key=lambda item: item[0])
