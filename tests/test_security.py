@@ -5,6 +5,7 @@ Runs commands as the unprivileged user ``nobody`` against real mounts made by ro
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import tempfile
@@ -145,3 +146,47 @@ def test_world_readable_config_with_secrets_is_warned(tmp_path):
     config.chmod(0o600)
     result = run_icefs("mount", "--config", str(config))
     assert "every user can read it" not in result.stderr
+
+
+@pytest.mark.fuse
+def test_new_files_belong_to_their_maker_on_a_shared_mount(open_dir):
+    """create and mkdir honour the caller and the mode it asked for (after its umask)."""
+    m = mount(open_dir, "-o", "allow_other")
+    shared = m.mountpoint / "branches" / "main" / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    made = sh_as_nobody(
+        f"umask 022 && echo x > {shared / 'f.txt'} && touch {shared / 'f.txt'} && "
+        f"echo y >> {shared / 'f.txt'} && chmod 600 {shared / 'f.txt'} && "
+        f"umask 077 && mkdir {shared / 'd'} && echo z > {shared / 'd' / 'g.txt'} && "
+        f"cat {shared / 'f.txt'}"
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == "x\ny\n"
+    f = os.stat(shared / "f.txt")
+    assert (f.st_uid, f.st_gid, f.st_mode & 0o7777) == (NOBODY, NOBODY, 0o600)
+    d = os.stat(shared / "d")
+    assert (d.st_uid, d.st_mode & 0o7777) == (NOBODY, 0o700), "mkdir's mode after umask 077"
+    g = os.stat(shared / "d" / "g.txt")
+    assert (g.st_uid, g.st_mode & 0o7777) == (NOBODY, 0o600)
+    # root's own files keep the mount's defaults
+    (shared / "root.txt").write_text("r")
+    assert os.stat(shared / "root.txt").st_uid == 0
+    # the sticky directory: nobody may not remove root's file
+    refused = sh_as_nobody(f"rm -f {shared / 'root.txt'}")
+    assert refused.returncode != 0, "sticky bit"
+    assert (shared / "root.txt").exists()
+
+
+@pytest.mark.fuse
+def test_special_files_are_refused_with_eperm(open_dir):
+    m = mount(open_dir)
+    main = m.mountpoint / "branches" / "main"
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock, pytest.raises(OSError) as info:
+        sock.bind(str(main / "sock"))
+    assert info.value.errno == errno.EPERM
+    with pytest.raises(OSError) as info:
+        os.mkfifo(main / "fifo")
+    assert info.value.errno == errno.EPERM

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from icefs.fs.refdirs import RefDirectories
     from icefs.fs.refs import RefTable
     from icefs.fs.stats import Stats
-    from icefs.fs.values import Attr, AttrChange, Node, StatFs
+    from icefs.fs.values import Attr, AttrChange, Caller, Node, StatFs
     from icefs.fs.zarr2writes import Zarr2Writes
     from icefs.store.tree import SnapshotTree, TreeEntry
 
@@ -261,10 +261,11 @@ class IcefsCore:
         """Forget the directory handle *fh*.  Never raises."""
         self.handles.pop(fh)
 
-    async def mkdir(self, parent_ino: int, name: str) -> Attr:
+    async def mkdir(self, parent_ino: int, name: str, caller: Caller | None = None) -> Attr:
         """Make the directory *name*: it lives in the mount until something is stored below.
 
-        In ``branches/`` it makes a branch at the default branch's tip.
+        In ``branches/`` it makes a branch at the default branch's tip.  Inside a
+        branch, the directory belongs to *caller*, with the mode it asked for.
         """
         parent = await self.namespace.node(parent_ino)
         path: Path
@@ -278,7 +279,23 @@ class IcefsCore:
             path = ("branches", name)
         else:
             path = await self.changes.mkdir(parent, name)
+            self._own(await self.namespace.resolve(path), caller)
         return self.attrs.of(await self.namespace.resolve(path), self.inodes.lookup(path))
+
+    def _own(self, node: Node, caller: Caller | None) -> None:
+        """Give the new file or directory *node* of a branch to *caller*, with its mode
+        (kept while the mount lives, as chmod and chown are), where they differ from
+        what the mount shows by default."""
+        if caller is None or node.view is None or node.view.render:
+            return
+        state = self.branches.of_view(node.view)
+        if state is None:
+            return
+        shown = self.attrs.of(node, 0)
+        if (shown.mode & 0o7777, shown.uid, shown.gid) == (caller.perm, caller.uid, caller.gid):
+            return
+        stamp = state.stamp(node.key)
+        stamp.mode, stamp.uid, stamp.gid = caller.perm, caller.uid, caller.gid
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
         """Remove the empty directory *name* (or, in ``branches/`` and ``tags/``, the ref).
@@ -321,8 +338,11 @@ class IcefsCore:
             return await self.reads.open(node, ino)
         return await self.controls.open(node, ino, writing, uid)
 
-    async def create(self, parent_ino: int, name: str, flags: int) -> tuple[OpenReply, Attr]:
-        """Create the file *name* in *parent_ino* and open it."""
+    async def create(
+        self, parent_ino: int, name: str, flags: int, caller: Caller | None = None
+    ) -> tuple[OpenReply, Attr]:
+        """Create the file *name* in *parent_ino* and open it; a new file of a branch
+        belongs to *caller*, with the mode it asked for."""
         parent = await self.namespace.node(parent_ino)
         if _in_v2(parent):
             made = await self.zarr2.create(parent, name, flags)
@@ -341,13 +361,19 @@ class IcefsCore:
             node = await self.namespace.resolve(path)
             return reply, self.attrs.of(node, self.inodes.lookup(path))
         handle = self.handles.file(fh)
+        self._own(handle.node, caller)
         return OpenReply(fh), self.attrs.of(handle.node, handle.ino)
 
-    async def mknod(self, parent_ino: int, name: str, mode: int) -> Attr:
-        """Make a regular file *name*, as creat(2) and close would; EPERM for special files."""
+    async def mknod(
+        self, parent_ino: int, name: str, mode: int, caller: Caller | None = None
+    ) -> Attr:
+        """Make a regular file *name*, as creat(2) and close would; EPERM for special files
+        (sockets, FIFOs, devices: Icechunk stores none)."""
         if not stat.S_ISREG(mode):
             await self.refuse_write(parent_ino, "mknod of a special file")
-        reply, attr = await self.create(parent_ino, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        reply, attr = await self.create(
+            parent_ino, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, caller
+        )
         try:
             await self.flush(reply.fh)
         finally:

@@ -36,6 +36,7 @@ __all__ = [
     "RENDERINGS",
     "Attr",
     "AttrChange",
+    "Caller",
     "Invalidator",
     "MountOptions",
     "Node",
@@ -180,6 +181,21 @@ class AttrChange:
         return any(
             v is not None for v in (self.mode, self.uid, self.gid, self.atime_ns, self.mtime_ns)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who makes a file or directory, and the mode asked for (create, mkdir, mknod)."""
+
+    uid: int
+    gid: int
+    #: the permission bits asked for (the kernel applied the caller's umask already)
+    mode: int
+    umask: int = 0
+
+    @property
+    def perm(self) -> int:
+        return self.mode & 0o7777 & ~self.umask
 
 
 @dataclass(frozen=True, slots=True)

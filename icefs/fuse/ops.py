@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 import pyfuse3
 
 from icefs.errors import IcefsError, NotFound, StorageFailure
-from icefs.fs.values import AttrChange
+from icefs.fs.values import AttrChange, Caller
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -116,6 +116,10 @@ def _entry(attr: Attr, into: EntryAttributes | None = None) -> EntryAttributes:
     entry.st_mtime_ns = attr.mtime_ns
     entry.st_ctime_ns = attr.ctime_ns or attr.mtime_ns
     return entry
+
+
+def _caller(ctx: RequestContext, mode: int) -> Caller:
+    return Caller(uid=ctx.uid, gid=ctx.gid, mode=int(mode), umask=ctx.umask)
 
 
 def _file_info(reply: OpenReply) -> FileInfo:
@@ -267,20 +271,28 @@ class FuseOperations(pyfuse3.Operations):
     async def create(
         self, parent_inode: InodeT, name: FileNameT, mode: ModeT, flags: FlagT, ctx: RequestContext
     ) -> tuple[FileInfo, EntryAttributes]:
-        reply, attr = await self.core.create(int(parent_inode), os.fsdecode(name), int(flags))
+        reply, attr = await self.core.create(
+            int(parent_inode), os.fsdecode(name), int(flags), _caller(ctx, mode)
+        )
         return _file_info(reply), _entry(attr)
 
     @_serve("mkdir")
     async def mkdir(
         self, parent_inode: InodeT, name: FileNameT, mode: ModeT, ctx: RequestContext
     ) -> EntryAttributes:
-        return _entry(await self.core.mkdir(int(parent_inode), os.fsdecode(name)))
+        return _entry(
+            await self.core.mkdir(int(parent_inode), os.fsdecode(name), _caller(ctx, mode))
+        )
 
     @_serve("mknod")
     async def mknod(
         self, parent_inode: InodeT, name: FileNameT, mode: ModeT, rdev: int, ctx: RequestContext
     ) -> EntryAttributes:
-        return _entry(await self.core.mknod(int(parent_inode), os.fsdecode(name), int(mode)))
+        return _entry(
+            await self.core.mknod(
+                int(parent_inode), os.fsdecode(name), int(mode), _caller(ctx, mode)
+            )
+        )
 
     @_serve("symlink")
     async def symlink(
