@@ -754,9 +754,9 @@ CASES = [
     # -- bad chunks: checked against the array's codecs; the previous chunk stays -------------
     Case(
         "bad chunk",
-        "append to an uncompressed chunk (its size is exact)",
+        "append to an uncompressed chunk (its size is exact: the write fails)",
         lambda e: _append(e.main / "u/c/0/0", b"xyz"),
-        errno.EINVAL,
+        errno.EFBIG,
         check=lambda e: _unchanged(e, "u/c/0/0"),
     ),
     Case(
@@ -849,7 +849,7 @@ def test_failures_are_logged_and_nothing_is_lost(env):
         "invalid array metadata",
         "without chunk_key_encoding",
         "Icechunk keeps chunks at c/i/j",
-        "an uncompressed chunk of this array has 16",
+        "a chunk of this uncompressed array has exactly 16 bytes",
         "3 bytes follow its zstd frame",
         "not a zstd frame",
         "is not a chunk coordinate",

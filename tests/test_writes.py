@@ -228,6 +228,42 @@ def test_validation_errors_keep_previous_content(repo_path, mount_factory):
     assert (main / "a" / "zarr.json").read_bytes() == before
 
 
+def test_writes_past_an_uncompressed_chunk_fail_at_the_write(repo_path, mount_factory):
+    """EFBIG at the write() that passes the exact size: shells ignore errors of close."""
+    m = mount_factory(repo_path)
+    main = m.mountpoint / "branches" / "main"
+    g = zarr.open_group(LocalStore(main), mode="w")
+    g.create_array("raw", shape=(8,), chunks=(4,), dtype="i4", compressors=None)[:] = 7
+    g.create_array("packed", shape=(8,), chunks=(4,), dtype="i4")[:] = 7
+    commit(main, "base")
+    chunk = main / "raw" / "c" / "1"
+    before = chunk.read_bytes()
+    assert len(before) == 16
+    appended = subprocess.run(
+        ["bash", "-c", f"echo x >> {chunk}"], capture_output=True, text=True, check=False
+    )
+    assert appended.returncode != 0, "bash sees the failed write"
+    assert "File too large" in appended.stderr
+    assert chunk.read_bytes() == before
+    assert "exactly 16 bytes" in status(main)["last_error"]
+    fd = os.open(chunk, os.O_WRONLY)
+    try:
+        assert os.write(fd, b"\1" * 16) == 16, "within the size: fine"
+        with pytest.raises(OSError) as info:
+            os.pwrite(fd, b"\2", 16)
+        assert info.value.errno == errno.EFBIG
+        with pytest.raises(OSError) as info:
+            os.ftruncate(fd, 17)
+        assert info.value.errno == errno.EFBIG
+    finally:
+        os.close(fd)
+    assert chunk.read_bytes() == b"\1" * 16
+    # a compressed chunk has no size known before its bytes: refused at close, as before
+    with pytest.raises(OSError) as info, open(main / "packed" / "c" / "0", "ab") as f:
+        f.write(b"x")
+    assert info.value.errno == errno.EINVAL
+
+
 def test_chunks_before_their_array_wait_in_the_mount(repo_path, mount_factory):
     m = mount_factory(repo_path)
     main = m.mountpoint / "branches" / "main"

@@ -117,3 +117,6 @@ class OverlayFile:
     upload: trio.Event | None = None
     #: why its last background store failed; its bytes stay until stored
     upload_error: IcefsError | None = None
+    #: the exact size of a chunk of an uncompressed array: a write past it fails at once
+    #: (EFBIG) rather than at close, which shells and many programs never check
+    limit: int | None = None

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from icefs.fs.stats import Stats
     from icefs.fs.uploads import Uploader
     from icefs.fs.values import Invalidator
+    from icefs.store.tree import KeyClass, SnapshotTree
 
 __all__ = ["WriteOverlay"]
 
@@ -77,6 +78,7 @@ class WriteOverlay:
             what = await state.classify(node.key, tree)
             # Another open may have made the buffer while we awaited: share it, or the
             # writes through one of the two handles would go nowhere.
+            limit = await self._limit(what, tree)
             overlay = state.files.get(node.key)
             if overlay is None:
                 # O_TRUNC of a non-empty file is a change even if nothing is written
@@ -84,6 +86,7 @@ class WriteOverlay:
                     SpoolFile(self.spool, data),
                     scratch=what.kind == "scratch",
                     dirty=bool(flags & os.O_TRUNC and node.entry.size),
+                    limit=limit,
                 )
                 state.files[node.key] = overlay
         if flags & os.O_TRUNC:
@@ -107,9 +110,12 @@ class WriteOverlay:
         tree = await self._namespace.tree_for(parent.view)
         await tree.check_new_name(key)
         what = await state.classify(key, tree)
+        limit = await self._limit(what, tree)
         if key in state.files:  # made by a concurrent request while we awaited
             return None
-        overlay = OverlayFile(SpoolFile(self.spool), scratch=what.kind == "scratch", dirty=True)
+        overlay = OverlayFile(
+            SpoolFile(self.spool), scratch=what.kind == "scratch", dirty=True, limit=limit
+        )
         state.files[key] = overlay
         node = Node(
             path, NodeKind.TREE_FILE, parent.view, TreeEntry(False, key, 0), overlay=overlay
@@ -119,8 +125,32 @@ class WriteOverlay:
         ino = self._inodes.lookup(path)
         return self._handles.add(Buffered(node, ino, overlay, state))
 
+    async def _limit(self, what: KeyClass, tree: SnapshotTree) -> int | None:
+        """The exact size of the chunk *what* names, if its array has one (`OverlayFile.limit`)."""
+        if what.kind != "chunk":
+            return None
+        try:
+            check = await tree.chunk_check(what.node)
+        except IcefsError:  # no array there yet (pending), or unreadable: checked at close
+            return None
+        return check.exact_size(what.coords)
+
+    def _check_limit(self, node: Node, overlay: OverlayFile, end: int) -> None:
+        if overlay.limit is not None and end > overlay.limit:
+            raise FileTooLarge(
+                f"{node.key}: a chunk of this uncompressed array has exactly "
+                f"{overlay.limit} bytes; writing to byte {end} would pass it"
+            )
+
     def write(self, handle: Buffered, offset: int, data: bytes) -> int:
-        """Write *data* at *offset* into the buffer of *handle*."""
+        """Write *data* at *offset* into the buffer of *handle*; `FileTooLarge` past the
+        exact size of an uncompressed chunk."""
+        try:
+            self._check_limit(handle.node, handle.overlay, offset + len(data))
+        except FileTooLarge as exc:
+            if handle.branch is not None:
+                handle.branch.error(str(exc), handle.node.key)
+            raise
         try:
             written = handle.overlay.spool.write(offset, data)
         except OverflowError:
@@ -249,7 +279,9 @@ class WriteOverlay:
             self._kernel.entry(self._inodes.ino(path[:-1]), path[-1])
 
     def truncate(self, node: Node, overlay: OverlayFile, size: int) -> None:
-        """Cut or extend *overlay*, the bytes of *node*, to *size* (`FileTooLarge` past 1 TiB)."""
+        """Cut or extend *overlay*, the bytes of *node*, to *size* (`FileTooLarge` past 1 TiB,
+        or past the exact size of an uncompressed chunk)."""
+        self._check_limit(node, overlay, size)
         try:
             overlay.spool.truncate(size)
         except OverflowError:

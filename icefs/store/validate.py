@@ -135,6 +135,16 @@ class ChunkCheck:
         except TypeError:
             self._transform = None
 
+    def exact_size(self, coords: tuple[int, ...]) -> int | None:
+        """The one size a chunk at *coords* can have (uncompressed, fixed-size elements);
+        None if its size depends on its content, or *coords* lie outside the grid."""
+        if not self.exact or self.itemsize is None:
+            return None
+        try:
+            return int(math.prod(self._spec(coords).shape)) * self.itemsize
+        except InvalidInput:
+            return None
+
     @property
     def cheap(self) -> bool:
         """Whether `check` without decoding looks at anything (an exact size or a frame)."""
