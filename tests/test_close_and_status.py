@@ -99,14 +99,20 @@ def test_scratch_files_dropped_at_unmount_are_named(repo_path, tmp_path):
         main = mnt / "branches" / "main"
         (main / "NOTES.txt").write_text("mine")
         (main / "a" / "c" / ".0.tmp").write_text("x")
+        # through the Zarr v2 view of the branch too
+        (mnt / "zarr2" / "branches" / "main" / "README.v2").write_text("v2 notes")
+        scratch = ["NOTES.txt", "a/c/.0.tmp", "zarr2/README.v2"]
         root = json.loads((mnt / ".icefs" / "status").read_text())
         assert root["dropped_at_unmount"] == {
-            "main": {"scratch_files": ["NOTES.txt", "a/c/.0.tmp"], "pending_chunks": []}
+            "main": {"scratch_files": scratch, "pending_chunks": []}
         }
+        branch = json.loads((main / ".icefs" / "status").read_text())
+        assert branch["scratch_files"] == scratch
     finally:
         result = run_icefs("umount", str(mnt))
     assert result.returncode == 0, result.stderr
     assert "NOTES.txt" in result.stderr
+    assert "zarr2/README.v2" in result.stderr
     assert "never committed" in result.stderr
     assert "NOTES.txt" in log.read_text()
     assert "dropped at unmount" in log.read_text()
@@ -169,3 +175,18 @@ def test_spool_of_a_zombie_daemon_is_removed(repo_path, tmp_path, mount_factory)
             ["fusermount3", "-u", "-z", str(tmp_path / "first")], check=False, capture_output=True
         )
         zombie.wait(timeout=10)
+
+
+def test_a_conflict_is_told_once(repo_path, mount_factory):
+    """Another writer changed the same chunk: EBUSY, and the message says so once."""
+    m = mount_factory(repo_path, "--on-unmount", "discard")
+    main = m.mountpoint / "branches" / "main"
+    (main / "a" / "c" / "0").write_bytes(np.full(2, 5, "<i4").tobytes())
+    repo = icechunk.Repository.open(sample_storage(str(repo_path)))
+    session = repo.writable_session("main")
+    zarr.open_array(session.store, path="a", mode="r+")[0:2] = 9
+    session.commit("the other writer")
+    result = run_icefs("commit", str(main), "-m", "mine")
+    assert result.returncode != 0
+    assert result.stderr.count("commit failed") == 1, result.stderr
+    assert "conflict" in result.stderr.lower(), result.stderr

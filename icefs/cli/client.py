@@ -88,6 +88,8 @@ def _command(path: str, name: str, text: str) -> dict[str, Any]:
         reason = ""
         with contextlib.suppress(OSError, ValueError):
             reason = read_status(root).get("last_error") or ""
+        # status says what failed too ("commit failed: conflicts ..."): say it once
+        reason = reason.removeprefix(f"{name} failed: ")
         raise QuietError(
             f"{name} failed: {reason or exc.strerror}", exit_code(exc.errno or 0)
         ) from None

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from icefs.fs.files import JournalEntryLike, OverlayFile, SessionJournal
+    from icefs.fs.zarr2files import Zarr2Files
     from icefs.store.repo import Repo
     from icefs.store.writer import BranchWriter
 
@@ -62,8 +63,11 @@ class BranchState:
         *,
         on_commit: Callable[[str, str], None] = lambda branch, sid: None,
         decode_chunks: bool = True,
+        zarr2_files: Zarr2Files | None = None,
     ) -> None:
         self.branch = branch
+        #: the files written through the branch's Zarr v2 view, until stored
+        self._zarr2_files = zarr2_files
         #: decode each compressed chunk with its array's codecs before storing it
         self._decode_chunks = decode_chunks
         #: told (branch, new snapshot) synchronously as the committed session is dropped
@@ -478,9 +482,17 @@ class BranchState:
             return None
         return render_time(self.writer.since_ns)
 
+    def shown_files(self) -> list[tuple[str, OverlayFile]]:
+        """Every file that lives in the mount for this branch, by the name status gives it:
+        its key, or ``zarr2/<v2 key>`` for one written through the Zarr v2 view."""
+        zarr2 = self._zarr2_files.of_branch(self.branch) if self._zarr2_files else []
+        return [*self.files.items(), *zarr2]
+
     def leftovers(self) -> dict[str, list[str]]:
-        """What unmounting drops without committing: scratch files and pending chunks."""
+        """What unmounting drops without committing: scratch files and pending chunks
+        (through either view)."""
+        shown = self.shown_files()
         return {
-            "scratch_files": sorted(k for k, f in self.files.items() if f.scratch),
-            "pending_chunks": sorted(k for k, f in self.files.items() if f.pending),
+            "scratch_files": sorted(k for k, f in shown if f.scratch),
+            "pending_chunks": sorted(k for k, f in shown if f.pending),
         }

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from icefs.fs.refs import RefTable
     from icefs.fs.stats import Stats
     from icefs.fs.values import View
+    from icefs.fs.zarr2files import Zarr2Files
     from icefs.store.repo import Repo
     from icefs.store.tree import SnapshotTree
 
@@ -45,8 +46,10 @@ class Branches:
         *,
         decode_chunks: bool,
         mountpoint: str = "",
+        zarr2_files: Zarr2Files | None = None,
     ) -> None:
         self._repo = repo
+        self._zarr2_files = zarr2_files
         #: recorded in every commit's metadata (`icefs.fs.commitinfo.signature`)
         self._mountpoint = mountpoint
         self.journal = journal
@@ -70,6 +73,7 @@ class Branches:
                 self.journal,
                 on_commit=self._refs.committed,
                 decode_chunks=self._decode_chunks,
+                zarr2_files=self._zarr2_files,
             )
         return state
 

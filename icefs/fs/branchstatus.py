@@ -17,7 +17,7 @@ def kept_because(state: BranchState, *, scratch: bool = True) -> str:
     def listed(kind: str) -> list[str]:
         return sorted(
             k
-            for k, f in state.files.items()
+            for k, f in state.shown_files()
             if (
                 f.scratch
                 if kind == "scratch"
@@ -54,10 +54,9 @@ async def status(state: BranchState) -> dict[str, Any]:
         "changed_nodes": counts.nodes if counts else 0,
         "changed_chunks": counts.chunks if counts else 0,
         "changed_paths": list(counts.paths) if counts else [],
-        "scratch_files": sorted(k for k, f in state.files.items() if f.scratch),
-        "pending_chunks": sorted(k for k, f in state.files.items() if f.pending),
+        **state.leftovers(),
         "files_being_written": sorted(
-            k for k, f in state.files.items() if not f.scratch and not f.pending
+            k for k, f in state.shown_files() if not f.scratch and not f.pending
         ),
         "empty_directories": sorted(state.dirs),
         "recovered_from_journal": state.recovered,

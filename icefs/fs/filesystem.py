@@ -121,6 +121,7 @@ class Filesystem:
         spool = SpoolBudget(options.write_buffer, options.cache_dir or default_cache_dir())
         prefetcher = Prefetcher(largest=WHOLE_FETCH_LIMIT, budget=options.read_ahead_memory)
         refs = RefTable(repo, refresh=options.refresh, read_only=options.read_only)
+        zarr2_files = Zarr2Files()
         branches = Branches(
             repo,
             journal,
@@ -128,8 +129,9 @@ class Filesystem:
             stats,
             decode_chunks=options.verify_chunks == "decode",
             mountpoint=options.mountpoint,
+            zarr2_files=zarr2_files,
         )
-        namespace = Namespace(repo, refs, branches, inodes, stats, Zarr2Files())
+        namespace = Namespace(repo, refs, branches, inodes, stats, zarr2_files)
         listings = Listings(namespace, refs, branches)
         attrs = Attributes(options, refs, branches)
         reads = Reads(namespace, refs, handles, prefetcher, stats)

@@ -49,6 +49,11 @@ class Zarr2Files:
             return Node(path, NodeKind.TREE_DIR, view, TreeEntry(True, pos=DirPos(key)))
         return None
 
+    def of_branch(self, branch: str) -> list[tuple[str, OverlayFile]]:
+        """The files held for *branch*, named as the branch's status names them: the v2
+        key below ``zarr2/``."""
+        return [(f"zarr2/{key}", f) for (ref, key), f in self.files.items() if ref == branch]
+
     def names_below(self, view: View, key: str) -> list[str]:
         """Names of the files and directories here directly inside *key*."""
         prefix = f"{key}/" if key else ""
