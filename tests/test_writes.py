@@ -264,6 +264,53 @@ def test_writes_past_an_uncompressed_chunk_fail_at_the_write(repo_path, mount_fa
     assert info.value.errno == errno.EINVAL
 
 
+def _fallocate(path, mode: int, offset: int, length: int) -> int:
+    """fallocate(2) itself (glibc's posix_fallocate would fall back to writing zeros):
+    0, or the errno."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        return 0 if libc.fallocate(fd, mode, offset, length) == 0 else ctypes.get_errno()
+    finally:
+        os.close(fd)
+
+
+KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE = 0x01, 0x02, 0x10
+
+
+def test_fallocate_on_scratch_files_and_chunks(repo_path, mount_factory):
+    """Mode 0 and FALLOC_FL_KEEP_SIZE work; the other modes are EOPNOTSUPP."""
+    m = mount_factory(repo_path)
+    main = m.mountpoint / "branches" / "main"
+    scratch = main / "reserve.tmp"
+    assert _fallocate(scratch, 0, 0, 1 << 20) == 0
+    assert scratch.stat().st_size == 1 << 20
+    assert scratch.read_bytes() == bytes(1 << 20)
+    assert _fallocate(scratch, KEEP_SIZE, 0, 4 << 20) == 0
+    assert scratch.stat().st_size == 1 << 20, "KEEP_SIZE keeps it"
+    assert _fallocate(scratch, 0, 0, 1000) == 0, "shorter than the file: nothing changes"
+    assert scratch.stat().st_size == 1 << 20
+    for mode in (PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE):
+        assert _fallocate(scratch, mode, 0, 10) == errno.EOPNOTSUPP, mode
+    # a chunk of an uncompressed array: reserved up to its exact size, then written
+    g = zarr.open_group(LocalStore(main), mode="w")
+    g.create_array("raw", shape=(8,), chunks=(4,), dtype="i4", compressors=None)
+    commit(main, "array")
+    (main / "raw" / "c").mkdir()
+    chunk = main / "raw" / "c" / "1"
+    assert _fallocate(chunk, 0, 0, 16) == 0, "a new chunk, reserved: 16 zero bytes stored"
+    assert chunk.read_bytes() == bytes(16)
+    assert _fallocate(chunk, 0, 0, 17) == errno.EFBIG, "past its exact 16 bytes"
+    with open(chunk, "r+b") as f:
+        f.write(np.arange(4, dtype="<i4").tobytes())
+    commit(main, "chunk")
+    stored = zarr.open_array(readonly_store(repo_path), path="raw", mode="r")
+    np.testing.assert_array_equal(stored[4:], np.arange(4))
+
+
 def test_chunks_before_their_array_wait_in_the_mount(repo_path, mount_factory):
     m = mount_factory(repo_path)
     main = m.mountpoint / "branches" / "main"

@@ -21,6 +21,7 @@ import trio
 from icefs.daemon.mountpoint import check_fuse, check_mountpoint, source_name
 from icefs.daemon.systemd import notify
 from icefs.errors import FuseUnavailable, SetupError, StorageUnreachable, UsageError
+from icefs.fuse import fallocate  # at import, before run_daemon imports pyfuse3 (it says why)
 from icefs.settings import SETTINGS
 
 if TYPE_CHECKING:
@@ -219,6 +220,7 @@ async def _serve(
         pyfuse3.init(ops, mountpoint, options)  # type: ignore[arg-type]
     except RuntimeError as exc:
         raise FuseUnavailable(f"cannot mount at {mountpoint}: {exc}") from None
+    log.debug("fallocate: %s", "supported" if fallocate.installed() else "not supported")
     if not config.read_only:
         await filesystem.start(recover=True)
     state.initialized = True

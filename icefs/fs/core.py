@@ -16,10 +16,11 @@ import logging
 import os
 import stat
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from icefs.errors import (
     Exists,
+    InvalidInput,
     IsADirectory,
     NoAttribute,
     NotFound,
@@ -53,6 +54,9 @@ if TYPE_CHECKING:
 __all__ = ["IcefsCore"]
 
 log = logging.getLogger(__name__)
+
+#: fallocate(2)'s flag that reserves without changing the size (linux/falloc.h).
+FALLOC_FL_KEEP_SIZE: Final = 1
 
 
 class IcefsCore:
@@ -397,6 +401,26 @@ class IcefsCore:
         if isinstance(handle, Query):
             return await self.controls.ask(handle, data)
         raise ReadOnly(f"{'/'.join(handle.node.path)} is read-only")
+
+    def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """Reserve bytes [*offset*, *offset* + *length*) of the open file *fh*.
+
+        Mode 0 extends a shorter file with zeros (sparse on disk, as a truncate up);
+        ``FALLOC_FL_KEEP_SIZE`` leaves it as it is (the write buffer grows as it is
+        written, there is nothing to reserve ahead).  Any other mode (punching holes,
+        zeroing, collapsing, inserting ranges) is `NotSupported`.  Past an
+        uncompressed chunk's exact size: `FileTooLarge`.
+        """
+        handle = self.handles.file(fh)
+        if mode & ~FALLOC_FL_KEEP_SIZE:
+            raise NotSupported(f"fallocate mode {mode:#x}: only 0 and FALLOC_FL_KEEP_SIZE")
+        if offset < 0 or length <= 0:
+            raise InvalidInput(f"fallocate of {length} bytes at {offset}")
+        if not isinstance(handle, Buffered):
+            raise ReadOnly(f"{'/'.join(handle.node.path)} is not open for writing here")
+        end = offset + length
+        if not mode & FALLOC_FL_KEEP_SIZE and end > handle.overlay.spool.size:
+            self.overlay.truncate(handle.node, handle.overlay, end)
 
     async def flush(self, fh: int, *, sync: bool = False) -> None:
         """Store the file's new contents (close; fsync if *sync*): errors reach close(2).

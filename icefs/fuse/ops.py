@@ -18,6 +18,7 @@ import pyfuse3
 
 from icefs.errors import IcefsError, NotFound, StorageFailure
 from icefs.fs.values import AttrChange, Caller
+from icefs.fuse import fallocate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -56,6 +57,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _errno(core: IcefsCore, op: str, exc: Exception) -> int:
+    """The errno that answers *op*, failed with *exc*; logged (or noted) as it deserves."""
+    if isinstance(exc, IcefsError):
+        if isinstance(exc, StorageFailure):  # the log and the root status say so
+            core.note_error(f"{op}: {exc}")
+        else:  # each error knows its level: probes DEBUG, refusals INFO
+            log.log(
+                exc.log_level, "%s: %s (%s)", op, exc, errno.errorcode.get(exc.errno, exc.errno)
+            )
+        return exc.errno
+    log.error("%s failed unexpectedly", op, exc_info=exc)
+    return errno.EIO
+
+
 def _serve(
     op: str,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
@@ -72,17 +87,9 @@ def _serve(
             except pyfuse3.FUSEError as exc:
                 err = exc.errno
                 raise
-            except IcefsError as exc:
-                err = exc.errno
-                if isinstance(exc, StorageFailure):  # the log and the root status say so
-                    self.core.note_error(f"{op}: {exc}")
-                else:  # each error knows its level: probes DEBUG, refusals INFO
-                    log.log(exc.log_level, "%s: %s (%s)", op, exc, errno.errorcode.get(err, err))
+            except Exception as exc:
+                err = _errno(self.core, op, exc)
                 raise pyfuse3.FUSEError(err) from None
-            except Exception:
-                err = errno.EIO
-                log.exception("%s failed unexpectedly", op)
-                raise pyfuse3.FUSEError(errno.EIO) from None
             finally:
                 self.core.stats.record(op, time.monotonic() - started, err)
 
@@ -136,10 +143,24 @@ class FuseOperations(pyfuse3.Operations):
     def __init__(self, core: IcefsCore, *, xattrs: bool = True) -> None:
         super().__init__()
         self.core = core
+        fallocate.serve(self._fallocate)
         #: False (``-o noxattr``): answer ENOSYS, after which the kernel never asks again.
         #: `ls -l` asks for two attributes of every file; over 100k files those round
         #: trips are most of the time `ls -lR` takes.
         self.xattrs = xattrs
+
+    def _fallocate(self, fh: int, mode: int, offset: int, length: int) -> int:
+        """fallocate(2), called from C (`icefs.fuse.fallocate`): answers an errno, never
+        raises."""
+        started = time.monotonic()
+        err = 0
+        try:
+            self.core.fallocate(fh, mode, offset, length)
+        except Exception as exc:
+            err = _errno(self.core, "fallocate", exc)
+        finally:
+            self.core.stats.record("fallocate", time.monotonic() - started, err)
+        return err
 
     def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:  # type: ignore[override]
         try:
