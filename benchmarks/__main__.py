@@ -4,7 +4,7 @@
 icefs and its baselines on the loopback S3 server behind a proxy that adds
 latency to every request.
 
-Runs benchmarks/read.py, write.py, access.py, floor.py, virtual.py and legacy.py (each can
+Runs benchmarks/read.py, write.py, access.py, floor.py, virtual.py, legacy.py and move.py (each can
 also run alone, with more options) and prints one Markdown table: each measure, icefs, its
 baseline measured side by side in the same run, the ratio and the target, then the
 environment.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import access, cloud, floor, legacy, read, virtual, write
+from benchmarks import access, cloud, floor, legacy, move, read, virtual, write
 from benchmarks.common import Row, report, steady_memory
 
 
@@ -45,6 +45,7 @@ def main() -> int:
         rows += floor.collect([*common, "--dir", f"{args.dir}/floor"])[0]
         rows += virtual.collect([*common, "--dir", f"{args.dir}/virtual"])[0]
         rows += legacy.collect([*common, "--dir", f"{args.dir}/legacy"])[0]
+        rows += move.collect([*common, "--dir", f"{args.dir}/move"])[0]
     repeats = 1 if args.smoke else args.repeat
     report(
         f"icefs benchmarks ({repeats} repeats, min and median; "

@@ -58,6 +58,8 @@ def test_benchmark_command_smoke(tmp_path):
         "through zarr2/ vs the v3 tree, same reader",
         "the same through zarr2-decoded/",
         "of zarr2/ vs the v3 tree",
+        "rename(2) of an array of",
+        "across branches (EXDEV: copy + delete)",
     ):
         assert any(row in line for line in table), row
     assert "fio not installed" not in result.stdout, "bootstrap installs fio"

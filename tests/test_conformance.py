@@ -432,9 +432,15 @@ CASES = [
     ),
     Case(
         "rename",
-        "a directory (deviation: mv copies instead)",
-        lambda e: os.rename(e.main / "a", e.main / "b"),
+        "a chunk directory (deviation: not a node, mv copies instead)",
+        lambda e: os.rename(e.main / "a" / "c" / "0", e.main / "a" / "c" / "7"),
         errno.EXDEV,
+    ),
+    Case(
+        "rename",
+        "an array onto another array (a directory that is not empty)",
+        lambda e: os.rename(e.main / "a", e.main / "u"),
+        errno.ENOTEMPTY,
     ),
     Case(
         "rename",

@@ -33,7 +33,7 @@ from icefs.fs.files import Stamp
 from icefs.gate import ALONE, Gate
 from icefs.store.tree import KeyClass, SnapshotTree
 from icefs.store.validate import check_metadata
-from icefs.store.writer import open_writer, restore_writer
+from icefs.store.writer import move_node, open_writer, restore_writer
 from icefs.timefmt import render_time
 
 if TYPE_CHECKING:
@@ -384,6 +384,32 @@ class BranchState:
                 "seconds": round(time.monotonic() - started, 3),
             }
             log.info("branch %s: committed %s (%s)", self.branch, sid, message.splitlines()[0])
+            return sid
+
+    async def move(self, source: str, target: str, metadata: dict[str, Any]) -> str:
+        """Move the node *source* to *target* as a commit of its own (`move_node`); return
+        the snapshot.  The session must hold no change (the caller commits them first):
+        Icechunk's moves share a session with nothing else."""
+        async with self._lock.hold(ALONE):
+            if self.writer is not None and await self.writer.has_changes():
+                raise Busy(f"branch {self.branch} has uncommitted changes: commit them first")
+            message = f"icefs: mv /{source} /{target}"
+            started = time.monotonic()
+            try:
+                sid = await move_node(self._repo, self.branch, source, target, message, metadata)
+            except IcefsError as exc:
+                self.error(f"moving /{source} to /{target} failed: {exc}")
+                raise
+            self._forget_session()
+            self._on_commit(self.branch, sid)
+            self._clear_error()
+            self.last_commit = {
+                "snapshot_id": sid,
+                "message": message,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "seconds": round(time.monotonic() - started, 3),
+            }
+            log.info("branch %s: moved /%s to /%s in %s", self.branch, source, target, sid)
             return sid
 
     async def store_failed(self) -> None:

@@ -134,6 +134,17 @@ class Branches:
             self._stats.record_commit(time.monotonic() - started, ok=True)
         return sid
 
+    async def move(self, state: BranchState, source: str, target: str) -> str:
+        """Move the node *source* of *state*'s branch to *target*: commit the branch's
+        uncommitted changes first (Icechunk moves in a session that holds nothing else,
+        and cannot rebase other changes over a move), then the move; return its snapshot."""
+        await state.settle()
+        if state.dirty:
+            await self.commit(state, f"icefs: uncommitted changes, before mv /{source} /{target}")
+        sid = await state.move(source, target, signature(os.getuid(), self._mountpoint))
+        self._stats.record_commit(0.0, ok=True)
+        return sid
+
     def uncommitted_since(self) -> dict[str, str]:
         """{branch: when its uncommitted changes began} for every dirty branch."""
         out = {}

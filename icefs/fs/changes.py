@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from icefs.errors import (
+    Busy,
     CrossDevice,
     Exists,
     InvalidInput,
@@ -142,7 +143,10 @@ class NamespaceChanges:
         if src is None:
             raise NotFound("/".join((*old_parent.path, old_name)))
         if src.is_dir:
-            raise CrossDevice("directories cannot be renamed (mv copies them instead)")
+            await self._rename_dir(state, src, new_parent, new_name, flags)
+            state.entries_changed(old_parent.key)
+            state.entries_changed(new_parent.key)
+            return
         dst = await self._namespace.child_or_none(new_parent, new_name)
         if dst is not None:
             if flags & RENAME_NOREPLACE:
@@ -165,6 +169,82 @@ class NamespaceChanges:
         state.moved(src.key, "/".join(dst_path[2:]))
         state.entries_changed(old_parent.key)
         state.entries_changed(new_parent.key)
+
+    async def _rename_dir(
+        self, state: BranchState, src: Node, new_parent: Node, new_name: str, flags: int
+    ) -> None:
+        """Rename the directory *src* within its branch.
+
+        An array or group moves with Icechunk's move: one commit that touches no
+        chunk, whatever the array's size (the branch's uncommitted changes are
+        committed just before it: `Branches.move`).  An empty directory made by
+        mkdir moves in the mount.  Anything else (a chunk directory, a directory
+        only deeper nodes imply, a target parent that is not a group) is `CrossDevice`:
+        ``mv`` copies it instead.  POSIX for the target: `Exists` with
+        RENAME_NOREPLACE; an empty directory made by mkdir is replaced; any other
+        directory is `NotEmpty`; a file is `NotADirectory`.
+        """
+        assert src.view is not None
+        assert new_parent.view is not None
+        dst_path = (*new_parent.path, new_name)
+        if dst_path == src.path:
+            return
+        if dst_path[: len(src.path)] == src.path:
+            raise InvalidInput(f"cannot move {'/'.join(src.path)} into itself")
+        dst = await self._namespace.child_or_none(new_parent, new_name)
+        source, target = src.key, "/".join(dst_path[2:])
+        if dst is not None:
+            if flags & RENAME_NOREPLACE:
+                raise Exists("/".join(dst.path))
+            if not dst.is_dir:
+                raise NotADirectory("/".join(dst.path))
+            if dst.key not in state.dirs or await self._listings.entries(dst):
+                raise NotEmpty("/".join(dst.path))
+        tree = await self._namespace.tree_for(src.view)
+        if source in state.dirs:  # an empty directory made by mkdir: it lives in the mount
+            state.dirs.pop(target, None)
+            state.dirs[target] = state.dirs.pop(source)
+        else:
+            nodes = await tree.node_paths()
+            parent = new_parent.key
+            if source not in nodes:
+                raise CrossDevice(f"/{source} is not an array or group that can be moved")
+            if await tree.array_ndim(parent) is not None:
+                raise NotADirectory(f"/{parent} is an array: a node's parent must be a group")
+            if parent not in nodes:  # Icechunk moves only into a group that exists
+                raise CrossDevice(f"/{parent} is not a group: the move is a copy there")
+            busy = self._busy_below(state, (source, target))
+            if busy:
+                raise Busy(
+                    f"cannot move /{source}: {busy[0]} is being written or waits for its "
+                    "array (close it, or store its array, first)"
+                )
+            if dst is not None:
+                state.dirs.pop(target, None)
+            await self._branches.move(state, source, target)
+            # what lives only in the mount below it (scratch files, empty directories) moves
+            # along, as it would on any file system
+            prefix = f"{source}/"
+            for key in [k for k in state.files if k.startswith(prefix)]:
+                state.files[target + key[len(source) :]] = state.files.pop(key)
+            for key in [k for k in state.dirs if k.startswith(prefix)]:
+                state.dirs[target + key[len(source) :]] = state.dirs.pop(key)
+        for path, _ in sorted(self._inodes.below(src.path), key=lambda item: -len(item[0])):
+            self._inodes.rename(path, (*dst_path, *path[len(src.path) :]))
+        self._inodes.rename(src.path, dst_path)
+        for key in [k for k in state.stamps if k == source or k.startswith(f"{source}/")]:
+            state.moved(key, target + key[len(source) :])
+
+    @staticmethod
+    def _busy_below(state: BranchState, keys: tuple[str, ...]) -> list[str]:
+        """Files open for writing or pending below any of *keys* (their bytes are in the
+        mount, not yet in the branch)."""
+        return sorted(
+            name
+            for name, f in state.shown_files()
+            if not f.scratch
+            and any(name.removeprefix("zarr2/").startswith(f"{k}/") or name == k for k in keys)
+        )
 
     async def link(self, src: Node, new_parent: Node, new_name: str) -> Path:
         """Make *new_name* a copy of the file *src* (zarr's exclusive create: link + unlink).
@@ -204,6 +284,26 @@ class NamespaceChanges:
             return  # only ever existed in the mount
         what = await tree.classify(key)
         await state.delete(key, what)
+        await self._keep_emptied(state, node, key)
+
+    async def _keep_emptied(self, state: BranchState, node: Node, key: str) -> None:
+        """Keep the directories that deleting *key* emptied as empty directories of the
+        mount, as any file system does: Icechunk has no directories, so they vanish with
+        their last key, and a copy tool's ``rmdir`` after deleting their files (``mv``
+        across branches, ``rm -r`` slower than the kernel's one-second cache) found
+        nothing to remove."""
+        assert node.view is not None
+        tree = await self._namespace.tree_for(node.view)
+        parts = key.split("/")
+        for depth in range(len(parts) - 1, 0, -1):
+            above = "/".join(parts[:depth])
+            if above in state.dirs:
+                return
+            try:
+                await tree.resolve(tuple(parts[:depth]))
+                return  # still there, and so is everything above it
+            except NotFound:
+                state.dirs[above] = time.time_ns()
 
     async def copy_file(self, state: BranchState, src: Node, parent: Node, name: str) -> None:
         """Give *parent*/*name* the bytes of *src*: stored if it is a key, else a scratch file."""

@@ -26,7 +26,14 @@ from icefs.store.repo import TOKEN_KEY
 if TYPE_CHECKING:
     from icefs.store.repo import Repo
 
-__all__ = ["BranchWriter", "ChangeCounts", "landed", "open_writer", "restore_writer"]
+__all__ = [
+    "BranchWriter",
+    "ChangeCounts",
+    "landed",
+    "move_node",
+    "open_writer",
+    "restore_writer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +237,41 @@ class BranchWriter:
         except Exception as exc:
             raise translate(exc) from exc
         return sid
+
+
+def _move_sync(
+    repo: Repo, branch: str, source: str, target: str, message: str, metadata: dict[str, Any]
+) -> str:
+    with repo.lock.held():
+        session = repo.repository.rearrange_session(branch)
+        session.move(f"/{source}", f"/{target}")
+        sid: str = session.commit(message, metadata=metadata)
+        if repo.lock.needed and not landed(repo.repository, branch, sid):
+            raise errors.StorageFailure(
+                f"the move of /{source} to /{target} (snapshot {sid}) was dropped from "
+                f"{branch} by another writer's ref update: run it again"
+            )
+    return sid
+
+
+async def move_node(
+    repo: Repo, branch: str, source: str, target: str, message: str, metadata: dict[str, Any]
+) -> str:
+    """Move the node (array or group) *source* of *branch* to *target*, as a commit of its
+    own: Icechunk's rearrange session, which moves nodes without touching a chunk and
+    holds nothing else.  Return the new snapshot.
+
+    The target's parent must be a group, and nothing may be at *target* (`Exists`).
+    """
+    try:
+        sid: str = await repo.bridge.run_sync(
+            _move_sync, repo, branch, source, target, message, metadata
+        )
+    except errors.IcefsError:
+        raise
+    except Exception as exc:
+        raise translate(exc) from exc
+    return sid
 
 
 async def open_writer(repo: Repo, branch: str) -> BranchWriter:
