@@ -11,7 +11,7 @@ import icechunk
 import numpy as np
 import zarr
 
-from icefs.store.reader import _children
+from icefs.store.chunkindex import ChunkIndex
 from icefs.store.repo import Repo
 from icefs.store.sample import sample_storage
 from icefs.store.writer import open_writer
@@ -74,14 +74,78 @@ async def test_nodes_by_keys_agree_and_see_a_sessions_changes(bridge, tmp_path):
     assert await writer.reader.node_paths() == (NODES - {"g/h", "g/h/b"}) | {"new"}
 
 
-def test_chunk_children_are_every_prefixs_sorted_next_coordinates():
+def _oracle_check(index: ChunkIndex, chunks: dict[tuple[int, ...], int], ndim: int) -> None:
+    """*index* answers as the plain dict *chunks* (coordinates -> length) does."""
+    assert len(index) == len(chunks)
+    prefixes: dict[tuple[int, ...], set[int]] = {}
+    for coords in chunks:
+        for depth in range(ndim):
+            prefixes.setdefault(coords[:depth], set()).add(coords[depth])
+    for prefix, nxt in prefixes.items():
+        below, lengths = index.below(prefix)
+        assert below.tolist() == sorted(nxt), prefix
+        assert index.has_prefix(prefix)
+        if len(prefix) == ndim - 1:
+            assert lengths.tolist() == [chunks[(*prefix, c)] for c in sorted(nxt)]
+    for coords, length in chunks.items():
+        assert index.length(coords) == length
+    assert index.length((10**6,) * ndim) is None
+    assert not index.has_prefix((99,)) or ndim == 0
+
+
+def test_chunk_index_answers_as_a_dict_would():
+    """Random sparse coordinates (some listed twice, the last length winning), stores and
+    deletes kept beside the arrays and folded in, against a plain dict."""
     rng = np.random.default_rng(0)
-    for ndim in (1, 2, 3, 4):
-        for count in (0, 1, 5, 300):
-            rows = rng.integers(0, 12, size=(count, ndim))  # some rows twice
-            expected: dict[tuple[int, ...], set[int]] = {}
-            for row in rows.tolist():
-                for depth in range(ndim):
-                    expected.setdefault(tuple(row[:depth]), set()).add(row[depth])
-            assert _children(rows) == {k: sorted(v) for k, v in expected.items()}
-    assert _children(np.empty((1, 0), dtype=np.int64)) == {}  # a 0-d array's one chunk
+    for ndim in (1, 2, 3):
+        for count in (0, 1, 5, 300, 6000):
+            rows = rng.integers(0, 12 if ndim > 1 else 5000, size=(count, ndim))
+            lengths = rng.integers(1, 1 << 20, size=count)
+            chunks = {
+                tuple(r): int(n) for r, n in zip(rows.tolist(), lengths.tolist(), strict=True)
+            }
+            batches = [
+                (rows[i : i + 700], np.ones(len(rows[i : i + 700]), "u1"), lengths[i : i + 700])
+                for i in range(0, count, 700)
+            ]
+            grid = (12,) * ndim if ndim > 1 else (5000,)
+            index = ChunkIndex.build(ndim, grid, batches)
+            _oracle_check(index, chunks, ndim)
+            for _ in range(5000 if count == 6000 else 50):  # past the merge threshold
+                coords = tuple(int(c) for c in rng.integers(0, grid[0], size=ndim))
+                if rng.random() < 0.5:
+                    assert index.stored(coords, 7)
+                    chunks[coords] = 7
+                else:
+                    index.deleted(coords)
+                    chunks.pop(coords, None)
+            _oracle_check(index, chunks, ndim)
+    zero = ChunkIndex.build(0, (), [(np.empty((1, 0), np.int64), np.ones(1, "u1"), [9])])
+    assert zero.length(()) == 9  # a 0-d array's one chunk
+    assert len(zero) == 1
+
+
+def test_chunk_index_orders_for_the_read_ahead():
+    rows = np.array([(r, c) for r in range(12) for c in range(12) if (r + c) % 3], np.int64)
+    index = ChunkIndex.build(2, (12, 12), [(rows, np.ones(len(rows), "u1"), np.arange(len(rows)))])
+    c_order = sorted(map(tuple, rows.tolist()))
+    walk = sorted(c_order, key=lambda c: tuple(map(str, c)))
+    assert [c for c, _ in index.between(False, 0, len(rows))] == c_order
+    assert index.position(walk[5], True) == -1, "the walk order is made on demand"
+    index.walk_order()
+    assert [c for c, _ in index.between(True, 0, len(rows))] == walk
+    for i, coords in enumerate(walk):
+        assert index.position(coords, True) == i
+        assert index.position(coords, False) == c_order.index(coords)
+    assert index.nbytes < 200 + 20 * len(rows) + 16 * len(rows)
+
+
+def test_a_million_chunks_take_a_few_bytes_each():
+    n = 1000
+    grid = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2)
+    index = ChunkIndex.build(2, (n, n), [(grid, np.full(n * n, 2, "u1"), np.full(n * n, 4))])
+    assert len(index) == n * n
+    assert index.nbytes <= 14 * n * n, index.nbytes
+    assert index.length((999, 999)) == 4
+    assert index.is_virtual((3, 4))
+    assert index.below((500,))[0].tolist() == list(range(n))

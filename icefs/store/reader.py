@@ -13,13 +13,13 @@ import contextlib
 import functools
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import icechunk
-import numpy as np
 
 from icefs import errors
 from icefs.gate import Gate
+from icefs.store.chunkindex import VIRTUAL, ChunkIndex
 from icefs.store.errors import translate
 
 if TYPE_CHECKING:
@@ -27,22 +27,9 @@ if TYPE_CHECKING:
 
     from icefs.store.bridge import Bridge
 
-__all__ = ["ChunkIndex", "SessionReader", "SnapshotReader", "VirtualLocation", "direct_probe"]
+__all__ = ["SessionReader", "SnapshotReader", "VirtualLocation", "direct_probe"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkIndex:
-    """The chunks of one array in one snapshot: stored length and inline bytes by coordinates."""
-
-    ndim: int
-    lengths: dict[tuple[int, ...], int]
-    inline: dict[tuple[int, ...], bytes]
-    #: For each coordinate prefix shorter than ndim, the sorted next coordinates below it.
-    children: dict[tuple[int, ...], list[int]]
-    #: The chunks that are references into other files (`SnapshotReader.chunk_location`).
-    virtual: frozenset[tuple[int, ...]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +42,6 @@ class VirtualLocation:
 
     def render(self) -> str:
         return f"{self.url} {self.offset} {self.length}"
-
-
-#: `icechunk.ChunkType.virtual`, as ``array_chunk_iterator`` gives chunk kinds.
-_VIRTUAL: Final = 2
 
 
 def _byte_range(start: int | None, end: int | None) -> tuple[int | None, int | None]:
@@ -101,28 +84,6 @@ def _snapshot_nodes(repository: icechunk.Repository, snapshot_id: str) -> set[st
     if SnapshotReader.inspect_refused == 1:
         log.warning("listing nodes by their keys: Icechunk's snapshot inspection gave %r", why)
     return None
-
-
-def _children(rows: np.ndarray[Any, Any]) -> dict[tuple[int, ...], list[int]]:
-    """For each prefix shorter than a row of *rows* (chunk coordinates, one per row), the
-    sorted coordinates that follow it (`ChunkIndex.children`)."""
-    children: dict[tuple[int, ...], list[int]] = {}
-    count, ndim = rows.shape
-    if not count or not ndim:
-        return children
-    rows = rows[np.lexsort(rows.T[::-1])]  # sorted as tuples: each prefix's rows adjacent
-    for depth in range(ndim):
-        level = rows[:, : depth + 1]
-        first = np.ones(len(level), dtype=bool)  # one row per distinct prefix this long
-        first[1:] = (level[1:] != level[:-1]).any(axis=1)
-        level = level[first]
-        starts = np.flatnonzero(
-            np.concatenate(([True], (level[1:, :depth] != level[:-1, :depth]).any(axis=1)))
-        )
-        heads = level[starts, :depth].tolist()
-        for head, tail in zip(heads, np.split(level[:, depth], starts[1:]), strict=True):
-            children[tuple(head)] = tail.tolist()
-    return children
 
 
 class SnapshotReader:
@@ -203,25 +164,16 @@ class SnapshotReader:
         except Exception as exc:
             raise translate(exc) from exc
 
-    def _chunk_index_sync(self, array_path: str, ndim: int) -> ChunkIndex:
-        lengths: dict[tuple[int, ...], int] = {}
-        inline: dict[tuple[int, ...], bytes] = {}
+    def _chunk_index_sync(
+        self, array_path: str, ndim: int, grid: tuple[int, ...] | None
+    ) -> ChunkIndex:
         batches = cast(
-            "Iterable[tuple[Any, Any, Any, Any, Any, dict[int, bytes]]]",
+            "Iterable[tuple[Any, Any, Any, Any, Any, Any]]",
             self._store.array_chunk_iterator(array_path),
         )
-        virtual: set[tuple[int, ...]] = set()
-        shown: list[np.ndarray[Any, Any]] = []  # the coordinates a path can show
-        for coords, kinds, _paths, _offsets, lens, inlined in batches:
-            keys = list(map(tuple, coords.tolist()))
-            lengths.update(zip(keys, lens.tolist(), strict=True))
-            virtual.update(keys[i] for i in np.flatnonzero(kinds == _VIRTUAL).tolist())
-            for i, data in inlined.items():
-                inline[keys[i]] = data
-            if coords.ndim == 2 and coords.shape[1] == ndim:
-                shown.append(coords)
-        rows = np.concatenate(shown) if shown else np.empty((0, ndim), dtype=np.int64)
-        return ChunkIndex(ndim, lengths, inline, _children(rows), frozenset(virtual))
+        return ChunkIndex.build(
+            ndim, grid, ((coords, kinds, lens) for coords, kinds, _, _, lens, _ in batches)
+        )
 
     def _location_sync(self, array_path: str, coords: tuple[int, ...]) -> VirtualLocation | None:
         batches = cast(
@@ -231,7 +183,7 @@ class SnapshotReader:
         for rows, kinds, paths, offsets, lens, _ in batches:
             for i, row in enumerate(rows.tolist()):
                 if tuple(row) == coords:
-                    if int(kinds[i]) != _VIRTUAL:
+                    if int(kinds[i]) != VIRTUAL:
                         return None
                     return VirtualLocation(str(paths[i]), int(offsets[i]), int(lens[i]))
         return None
@@ -247,11 +199,14 @@ class SnapshotReader:
         except Exception as exc:
             raise translate(exc) from exc
 
-    async def chunk_index(self, array_path: str, ndim: int) -> ChunkIndex:
-        """Return the `ChunkIndex` of the array at *array_path* (one pass over its manifest)."""
+    async def chunk_index(
+        self, array_path: str, ndim: int, grid: tuple[int, ...] | None
+    ) -> ChunkIndex:
+        """Return the `ChunkIndex` of the array at *array_path*, whose chunk grid is *grid*
+        (None: not regular): one pass over its manifest, in a worker thread."""
         try:
             async with self._using():
-                return await self._bridge.run_sync(self._chunk_index_sync, array_path, ndim)
+                return await self._bridge.run_sync(self._chunk_index_sync, array_path, ndim, grid)
         except Exception as exc:
             raise translate(exc) from exc
 

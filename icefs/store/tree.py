@@ -5,7 +5,9 @@ path that only holds deeper nodes) or a *chunk directory* below an array's
 ``c``.  Whether a name is a file follows from the Zarr layout: ``zarr.json`` is
 a file; below an array with ndim N, ``c/i/.../k`` is a file once it has N
 coordinates (for a 0-d array, ``c`` itself).  Chunk listings and sizes come
-from the array's manifest in one pass (`ChunkIndex`), never one call per chunk.
+from the array's manifest in one pass (`ChunkIndex`, a few bytes a chunk), never
+one call per chunk; resolving one chunk path or listing one chunk directory then
+costs what that path or directory holds, not the array.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -25,7 +28,8 @@ from icefs.paths import METADATA_NAME, join_key
 if TYPE_CHECKING:
     from collections.abc import Buffer
 
-    from icefs.store.reader import ChunkIndex, SnapshotReader, VirtualLocation
+    from icefs.store.chunkindex import ChunkIndex
+    from icefs.store.reader import SnapshotReader, VirtualLocation
     from icefs.store.validate import ChunkCheck
 
 __all__ = ["DirPos", "KeyClass", "SnapshotTree", "TreeEntry"]
@@ -71,6 +75,8 @@ class _NodeInfo:
     metadata: bytes | None
     is_array: bool
     ndim: int
+    #: an array's chunk grid (chunks along each dimension); None if not regular
+    grid: tuple[int, ...] | None = None
 
 
 def _parse_node(metadata: bytes | None) -> _NodeInfo:
@@ -79,10 +85,26 @@ def _parse_node(metadata: bytes | None) -> _NodeInfo:
     try:
         doc = json.loads(metadata)
         if isinstance(doc, dict) and doc.get("node_type") == "array":
-            return _NodeInfo(metadata, True, len(doc.get("shape", ())))
+            shape = doc.get("shape", ())
+            return _NodeInfo(metadata, True, len(shape), _grid(doc, shape))
     except (ValueError, TypeError):
         log.warning("unreadable zarr.json (%d bytes) treated as a group", len(metadata))
     return _NodeInfo(metadata, False, 0)
+
+
+def _grid(doc: dict[str, object], shape: object) -> tuple[int, ...] | None:
+    """The chunk grid of the array document *doc*: chunks along each dimension."""
+    grid = doc.get("chunk_grid")
+    try:
+        chunks = grid["configuration"]["chunk_shape"]  # type: ignore[index]
+        if grid["name"] != "regular":  # type: ignore[index]
+            return None
+        return tuple(
+            max(1, math.ceil(int(n) / int(c)))
+            for n, c in zip(shape, chunks, strict=True)  # type: ignore[call-overload]
+        )
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 #: A name that a user or tool meant as a chunk coordinate: a digit, maybe signed or suffixed.
@@ -105,10 +127,6 @@ class SnapshotTree:
         self._nodes: dict[str, _NodeInfo] = {}
         self._listings: dict[str, list[str]] = {}
         self._chunks: dict[str, ChunkIndex] = {}
-        #: per array: its chunks in C order, in walk (name) order, and the index they came from
-        self._orders: dict[
-            str, tuple[list[tuple[int, ...]], list[tuple[int, ...]], ChunkIndex]
-        ] = {}
         self._node_paths: set[str] | None = None
         #: per array: the check its chunks must pass (`chunk_check`)
         self._checks: dict[str, ChunkCheck] = {}
@@ -174,17 +192,17 @@ class SnapshotTree:
     async def chunk_count(self, array: str) -> int:
         """How many chunks of the array at *array* are stored."""
         node = await self._node(array)
-        return len((await self._chunk_index(array, node.ndim)).lengths) if node.is_array else 0
+        return len(await self._chunk_index(array, node)) if node.is_array else 0
 
     async def node_paths(self) -> frozenset[str]:
         """The path of every node (group or array) in the tree."""
         return frozenset(await self._known_nodes())
 
-    async def _chunk_index(self, array: str, ndim: int) -> ChunkIndex:
+    async def _chunk_index(self, array: str, node: _NodeInfo) -> ChunkIndex:
         index = self._chunks.get(array)
         if index is None:
             version = self._version
-            index = await self.reader.chunk_index(array, ndim)
+            index = await self.reader.chunk_index(array, node.ndim, node.grid)
             if version == self._version:
                 self._chunks[array] = index
         return index
@@ -194,7 +212,7 @@ class SnapshotTree:
         if entry.array is None:
             return False
         node = await self._node(entry.array)
-        return entry.coords in (await self._chunk_index(entry.array, node.ndim)).virtual
+        return (await self._chunk_index(entry.array, node)).is_virtual(entry.coords)
 
     async def chunk_location(self, entry: TreeEntry) -> VirtualLocation | None:
         """Where the chunk file *entry* points, if it is a virtual chunk; else None."""
@@ -214,12 +232,13 @@ class SnapshotTree:
                 raise NotFound(join_key(pos.node, name))
             return TreeEntry(False, join_key(pos.node, name), len(node.metadata))
         if node.is_array and name == CHUNK_DIR:
-            index = await self._chunk_index(pos.node, node.ndim)
+            index = await self._chunk_index(pos.node, node)
             if node.ndim == 0:
-                if () not in index.lengths:
+                length = index.length(())
+                if length is None:
                     raise NotFound(join_key(pos.node, name))
-                return TreeEntry(False, join_key(pos.node, name), index.lengths[()], array=pos.node)
-            if not index.children.get(()):
+                return TreeEntry(False, join_key(pos.node, name), length, array=pos.node)
+            if not index.has_prefix(()):
                 raise NotFound(join_key(pos.node, name))
             return TreeEntry(True, pos=DirPos(pos.node, pos.node, ()))
         if name not in await self._list_node(pos.node):
@@ -232,14 +251,14 @@ class SnapshotTree:
         if coord is None:
             raise NotFound(name)
         array = await self._node(pos.array)
-        index = await self._chunk_index(pos.array, array.ndim)
+        index = await self._chunk_index(pos.array, array)
         coords = (*pos.coords, coord)
         if len(coords) == array.ndim:
-            length = index.lengths.get(coords)
+            length = index.length(coords)
             if length is None:
                 raise NotFound(name)
             return _chunk_entry(pos.array, coords, length)
-        if coords not in index.children:
+        if not index.has_prefix(coords):
             raise NotFound(name)
         return TreeEntry(True, pos=DirPos(pos.node, pos.array, coords))
 
@@ -256,20 +275,21 @@ class SnapshotTree:
         """Return the (name, entry) pairs of the directory at *pos*, sorted by name."""
         if pos.array is not None:
             array = await self._node(pos.array)
-            index = await self._chunk_index(pos.array, array.ndim)
-            here, below = pos.coords, index.children.get(pos.coords, ())
+            index = await self._chunk_index(pos.array, array)
+            here = pos.coords
+            below, lengths = index.below(here)
             if len(here) + 1 < array.ndim:
                 return [
                     (str(c), TreeEntry(True, pos=DirPos(pos.node, pos.array, (*here, c))))
-                    for c in below
+                    for c in below.tolist()
                 ]
             # Chunk files (a directory of thousands, the first time a walk meets it).
-            prefix, lengths = _chunk_key(pos.array, here), index.lengths
+            prefix = _chunk_key(pos.array, here)
             out: list[tuple[str, TreeEntry]] = []
-            for c in below:
-                coords, name = (*here, c), str(c)
+            for c, length in zip(below.tolist(), lengths.tolist(), strict=True):
+                name = str(c)
                 entry = TreeEntry(
-                    False, f"{prefix}/{name}", lengths[coords], array=pos.array, coords=coords
+                    False, f"{prefix}/{name}", length, array=pos.array, coords=(*here, c)
                 )
                 out.append((name, entry))
             return out
@@ -338,55 +358,32 @@ class SnapshotTree:
                 )
 
     async def load_chunk_orders(self, array: str) -> None:
-        """Sort the loaded chunk index of *array* for `chunk_position`, in a worker thread.
-
-        A million chunks take about a second to sort by name: not on the event loop.
-        """
+        """Make the loaded chunk index of *array* ready for `chunk_position` in walk order,
+        in a worker thread (a million chunks take about a second)."""
         index = self._chunks.get(array)
-        orders = self._orders.get(array)
-        if index is None or (orders is not None and orders[2] is index):
-            return
-        by_int, by_name = await trio.to_thread.run_sync(_sorted_coords, list(index.lengths))
-        self._orders[array] = (by_int, by_name, index)
+        if index is not None:
+            await trio.to_thread.run_sync(index.walk_order)
 
     def chunk_position(self, entry: TreeEntry, by_name: bool) -> int:
         """Return where the chunk *entry* stands in its array's chunk order; -1 if unknown.
 
         The order is C order of the coordinates, or with *by_name* the order in
-        which a walk of the directories meets the files (names sorted as text).
-        Known only once `load_chunk_orders` ran for the array's current index.
+        which a walk of the directories meets the files (names sorted as text,
+        known once `load_chunk_orders` ran for the array's current index).
         """
-        order = self._order(entry, by_name)
-        if order is None:
-            return -1
-        if by_name:
-            return bisect.bisect_left(order, _walk_key(entry.coords), key=_walk_key)
-        return bisect.bisect_left(order, entry.coords)
+        index = self._chunks.get(entry.array) if entry.array is not None else None
+        return -1 if index is None else index.position(entry.coords, by_name)
 
     def chunks_between(
         self, entry: TreeEntry, by_name: bool, start: int, stop: int
     ) -> list[TreeEntry]:
         """Return the chunks of *entry*'s array at positions [*start*, *stop*) of the
         order `chunk_position` numbers."""
-        order = self._order(entry, by_name)
-        array = entry.array
-        if order is None or array is None:
-            return []
-        lengths = self._chunks[array].lengths
-        return [_chunk_entry(array, c, lengths[c]) for c in order[start:stop]]
-
-    def _order(self, entry: TreeEntry, by_name: bool) -> list[tuple[int, ...]] | None:
         array = entry.array
         index = self._chunks.get(array) if array is not None else None
-        orders = self._orders.get(array) if array is not None else None
-        if (
-            index is None
-            or orders is None
-            or orders[2] is not index
-            or entry.coords not in index.lengths
-        ):
-            return None
-        return orders[1] if by_name else orders[0]
+        if index is None or array is None:
+            return []
+        return [_chunk_entry(array, c, n) for c, n in index.between(by_name, start, stop)]
 
     def note_stored(self, what: KeyClass, size: int) -> None:
         """Update the caches after *what* was stored with *size* bytes (no reload needed)."""
@@ -400,15 +397,8 @@ class SnapshotTree:
             if names is not None and CHUNK_DIR not in names:  # the array's first chunk
                 bisect.insort(names, CHUNK_DIR)
             index = self._chunks.get(what.node)
-            if index is None:
-                return
-            index.lengths[what.coords] = size
-            index.inline.pop(what.coords, None)
-            for depth in range(len(what.coords)):
-                below = index.children.setdefault(what.coords[:depth], [])
-                i = bisect.bisect_left(below, what.coords[depth])
-                if i == len(below) or below[i] != what.coords[depth]:
-                    below.insert(i, what.coords[depth])
+            if index is not None and not index.stored(what.coords, size):
+                del self._chunks[what.node]  # outside what it can hold: indexed anew
 
     def note_deleted(self, what: KeyClass) -> None:
         """Update the caches after *what* was deleted."""
@@ -420,7 +410,9 @@ class SnapshotTree:
             self._chunks.clear()
             self._node_paths = None
         elif what.kind == "chunk":
-            self._chunks.pop(what.node, None)
+            index = self._chunks.get(what.node)
+            if index is not None:
+                index.deleted(what.coords)
 
     async def chunk_check(self, array: str) -> ChunkCheck:
         """Return the `ChunkCheck` for chunks of the array at *array* (built in a thread)."""
@@ -468,24 +460,13 @@ class SnapshotTree:
         return await self.reader.get(entry.key)
 
     async def _inline_or_metadata(self, entry: TreeEntry) -> bytes | None:
-        """Return the bytes icefs already holds for *entry* (metadata, inline chunk) or None."""
+        """Return the bytes icefs already holds for *entry* (a node's metadata) or None.
+
+        Inline chunks are not kept: Icechunk serves them from the manifest it holds."""
         if entry.array is None:
             node_path = entry.key.rpartition("/")[0]
             return (await self._node(node_path)).metadata or b""
-        index = self._chunks.get(entry.array)
-        return None if index is None else index.inline.get(entry.coords)
-
-
-def _walk_key(coords: tuple[int, ...]) -> tuple[str, ...]:
-    """Where a directory walk meets the chunk at *coords*: names compare as text."""
-    return tuple(map(str, coords))
-
-
-def _sorted_coords(
-    coords: list[tuple[int, ...]],
-) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-    by_int = sorted(coords)
-    return by_int, sorted(by_int, key=_walk_key)
+        return None
 
 
 def _chunk_key(array: str, coords: tuple[int, ...]) -> str:
