@@ -19,6 +19,7 @@ A file describes one mount, as top-level keys or in a ``[mount]`` table::
     default_branch = "main"
     read_ahead = 1024
     read_ahead_memory = "256M"
+    metadata_memory = "256M"
 
 Precedence: the command line, then the file, then built-in defaults.
 """

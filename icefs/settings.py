@@ -256,6 +256,16 @@ _DECLARED: Final = (
         "whole mount (0: no read-ahead across files)",
         metavar="SIZE",
     ),
+    _mount(
+        "metadata_memory",
+        "size",
+        256 << 20,
+        "RAM for what the mount keeps to answer lookups and listings without asking "
+        "Icechunk again (chunk indexes, node metadata, listings, resolved paths), for the "
+        "whole mount; least recently used first out when full (docs/performance.md, "
+        "sizing the memory budget)",
+        metavar="SIZE",
+    ),
     # -- writes --------------------------------------------------------------------------------
     _mount(
         "write_buffer",

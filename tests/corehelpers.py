@@ -71,8 +71,7 @@ async def read_all(core, ino, chunk=1000):
 
 def entries(core, fh, start):
     """(next offset, name, attributes) of the entries of directory handle *fh* from *start*."""
-    nodes = core.readdir(fh, start).entries
-    return [(i + 1, nodes[i].path[-1], core.entry_attr(nodes[i])) for i in range(start, len(nodes))]
+    return core.listed(fh, start)
 
 
 async def listing(core, ino):

@@ -174,15 +174,17 @@ async def test_tag_paths_resolve_once_until_the_tag_goes(core, repository, monke
 
 async def test_listed_entries_resolve_as_listed(core, repository, monkeypatch):
     """An entry the kernel got from a tag's listing, never looked up (readdirplus), is
-    opened (open, opendir) as the listing found it: no name is resolved again."""
+    opened (open, opendir) as the listing found it: no directory's name is resolved
+    again, and a chunk file's only by its own name (a search of its array's index: chunk
+    directories are listed from the index, with no object per file kept)."""
     directory = await walk(core, "tags", "v1.0", "temperature", "c")
-    listing = core.readdir(await core.opendir(directory.ino), 0)
+    listing = core.listed(await core.opendir(directory.ino), 0)
     asked = count_resolutions(monkeypatch)
-    below = listing.entries[0]
-    inner = core.readdir(await core.opendir(core.entry_attr(below).ino), 0)
-    inner = core.readdir(await core.opendir(core.entry_attr(inner.entries[0]).ino), 0)
-    core.release((await core.open(core.entry_attr(inner.entries[0]).ino, os.O_RDONLY)).fh)
-    assert asked == []
+    below = listing[0][2]
+    inner = core.listed(await core.opendir(below.ino), 0)
+    files = core.listed(await core.opendir(inner[0][2].ino), 0)  # a chunk directory
+    core.release((await core.open(files[0][2].ino, os.O_RDONLY)).fh)
+    assert asked == [files[0][1]]
 
 
 async def test_mtime_is_commit_time(core, repository):

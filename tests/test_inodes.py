@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from icefs.errors import Stale
@@ -36,3 +37,29 @@ def test_rename_over_a_name_keeps_the_replaced_inode_usable():
     table.forget(replaced, 1)  # forgetting the alias leaves the name's inode alone
     assert table.ino(("b", "x")) == old
     assert table.path(old) == ("b", "x")
+
+
+def test_numbered_chunk_files_take_a_range_and_go_when_forgotten():
+    table = InodeTable()
+    folder = ("tags", "v1", "a", "c", "3")
+    before = table.lookup(("tags", "v1", "a", "c", "3", "7"))  # numbered before the range
+    first = table.number(folder, np.array([0, 2, 7, 10, 11]))
+    assert table.ino((*folder, "0")) == first
+    assert table.ino((*folder, "2")) == first + 1
+    assert table.ino((*folder, "7")) == first + 2, "the range's number from now on"
+    assert table.path(before) == (*folder, "7"), "the old number lives until forgotten"
+    assert table.ino((*folder, "11")) == first + 4
+    assert table.find((*folder, "5")) is None
+    assert table.find((*folder, "010")) is None
+    assert table.path(first + 3) == (*folder, "10")
+    for name in ("0", "10"):
+        ino = table.lookup((*folder, name))
+        assert table.lookup_count(ino) == 1
+    assert table.known((*folder, "2"))
+    table.forget(first, 1)
+    assert table.path(first + 3) == (*folder, "10"), "one file still held: the range stays"
+    table.forget(first + 3, 1)
+    with pytest.raises(Stale):
+        table.path(first + 3)  # all forgotten: the numbers go, never to come back
+    again = table.lookup((*folder, "10"))
+    assert again > first + 4

@@ -160,6 +160,7 @@ def serve(values: dict[str, Any], cli: dict[str, Any], config: dict[str, Any]) -
         read_ahead_kb=values["read_ahead"],
         write_buffer=values["write_buffer"],
         read_ahead_memory=values["read_ahead_memory"],
+        metadata_memory=values["metadata_memory"],
         write_behind=values["write_behind"],
         default_branch=values["default_branch"],
         xattrs="noxattr" not in own,

@@ -53,6 +53,7 @@ class MountConfig:
     read_ahead_kb: int = SETTINGS["read_ahead"].default
     write_buffer: int = SETTINGS["write_buffer"].default
     read_ahead_memory: int = SETTINGS["read_ahead_memory"].default
+    metadata_memory: int = SETTINGS["metadata_memory"].default
     write_behind: str = SETTINGS["write_behind"].default
     cache_dir: str = ""
     on_unmount: str = SETTINGS["on_unmount"].default
@@ -136,6 +137,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
             storage=config.storage.display(),
             write_buffer=config.write_buffer,
             read_ahead_memory=config.read_ahead_memory,
+            metadata_memory=config.metadata_memory,
             write_behind=config.write_behind == "on"
             or (config.write_behind == "auto" and config.storage.kind in ("s3", "gcs", "azure")),
             cache_dir=cache_dir,

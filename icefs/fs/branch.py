@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from icefs.fs.files import JournalEntryLike, OverlayFile, SessionJournal
     from icefs.fs.zarr2files import Zarr2Files
+    from icefs.memory import MemoryBudget
     from icefs.store.repo import Repo
     from icefs.store.writer import BranchWriter
 
@@ -64,8 +65,11 @@ class BranchState:
         on_commit: Callable[[str, str], None] = lambda branch, sid: None,
         decode_chunks: bool = True,
         zarr2_files: Zarr2Files | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.branch = branch
+        #: the mount's memory budget, which the session's tree keeps its caches in
+        self._budget = budget
         #: the files written through the branch's Zarr v2 view, until stored
         self._zarr2_files = zarr2_files
         #: decode each compressed chunk with its array's codecs before storing it
@@ -187,7 +191,7 @@ class BranchState:
         async with self._opening:
             if self.writer is None:
                 self.writer = await open_writer(self._repo, self.branch)
-                self.tree = SnapshotTree(self.writer.reader)
+                self.tree = SnapshotTree(self.writer.reader, self._budget)
                 self.layout += 1
                 log.info(
                     "branch %s: writable session opened at %s",
@@ -371,7 +375,7 @@ class BranchState:
                 self.error(f"commit failed: {exc}")
                 if self.tree is not None and self.tree.reader is not writer.reader:
                     # the writer went back to its changes in a restored session
-                    self.tree = SnapshotTree(writer.reader)
+                    self.tree = SnapshotTree(writer.reader, self._budget)
                     self.layout += 1
                 raise
             self._forget_session()
@@ -443,6 +447,8 @@ class BranchState:
             log.info("branch %s: uncommitted changes discarded", self.branch)
 
     def _forget_session(self) -> None:
+        if self.tree is not None:
+            self.tree.release()
         self.writer = None
         self.tree = None
         self.layout += 1
@@ -485,7 +491,7 @@ class BranchState:
             self.writer = await restore_writer(
                 self._repo, self.branch, entry.data, entry.token, entry.since_ns
             )
-            self.tree = SnapshotTree(self.writer.reader)
+            self.tree = SnapshotTree(self.writer.reader, self._budget)
             self.layout += 1
             self.recovered = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.saved_ns / 1e9))
             self.lost_at_crash = list(entry.unstored)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from icefs.fs.stats import Stats
     from icefs.fs.values import View
     from icefs.fs.zarr2files import Zarr2Files
+    from icefs.memory import MemoryBudget
     from icefs.store.repo import Repo
     from icefs.store.tree import SnapshotTree
 
@@ -47,9 +48,11 @@ class Branches:
         decode_chunks: bool,
         mountpoint: str = "",
         zarr2_files: Zarr2Files | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._repo = repo
         self._zarr2_files = zarr2_files
+        self._budget = budget
         #: recorded in every commit's metadata (`icefs.fs.commitinfo.signature`)
         self._mountpoint = mountpoint
         self.journal = journal
@@ -74,6 +77,7 @@ class Branches:
                 on_commit=self._refs.committed,
                 decode_chunks=self._decode_chunks,
                 zarr2_files=self._zarr2_files,
+                budget=self._budget,
             )
         return state
 

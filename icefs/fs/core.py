@@ -12,6 +12,7 @@ directly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
@@ -245,6 +246,27 @@ class IcefsCore:
         kernel took.
         """
         return self.handles.listing(fh, start)
+
+    def listed(self, fh: int, start: int) -> list[tuple[int, str, Attr]]:
+        """(next offset, name, attributes) of the entries of the directory handle *fh* from
+        *start*, whatever form its listing takes; no lookup counted (for callers other
+        than the FUSE adapter, which answers from the listing itself)."""
+        listing = self.handles.listing(fh, start)
+        files = listing.chunks
+        if files is None:
+            nodes = listing.entries
+            return [(i + 1, nodes[i].path[-1], self.entry_attr(nodes[i]))
+                    for i in range(start, len(nodes))]  # fmt: skip
+        return [
+            (
+                i + 1,
+                str(int(files.names[i])),
+                dataclasses.replace(
+                    files.template, ino=files.first_ino + i, size=int(files.sizes[i])
+                ),
+            )
+            for i in range(start, len(files.names))
+        ]
 
     def entry_attr(self, node: Node, ino: int | None = None) -> Attr:
         """The attributes of a listed entry, with its inode number (no lookup counted).

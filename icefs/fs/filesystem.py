@@ -35,6 +35,7 @@ from icefs.fs.uploads import Uploader
 from icefs.fs.values import NoKernel
 from icefs.fs.zarr2files import Zarr2Files
 from icefs.fs.zarr2writes import Zarr2Writes
+from icefs.memory import MemoryBudget
 from icefs.store.prefetch import Prefetcher
 
 if TYPE_CHECKING:
@@ -115,7 +116,8 @@ class Filesystem:
         kernel = kernel or NoKernel()
         journal = journal or _NoJournal()  # type: ignore[assignment]
         assert journal is not None
-        stats = Stats()
+        budget = MemoryBudget(options.metadata_memory)
+        stats = Stats(memory=budget)
         inodes = InodeTable()
         handles = HandleTable()
         spool = SpoolBudget(options.write_buffer, options.cache_dir or default_cache_dir())
@@ -130,10 +132,11 @@ class Filesystem:
             decode_chunks=options.verify_chunks == "decode",
             mountpoint=options.mountpoint,
             zarr2_files=zarr2_files,
+            budget=budget,
         )
-        namespace = Namespace(repo, refs, branches, inodes, stats, zarr2_files)
-        listings = Listings(namespace, refs, branches)
+        namespace = Namespace(repo, refs, branches, inodes, stats, zarr2_files, budget)
         attrs = Attributes(options, refs, branches)
+        listings = Listings(namespace, refs, branches, attrs)
         reads = Reads(namespace, refs, handles, prefetcher, stats)
         uploader = Uploader(options.write_buffer, enabled=options.write_behind)
         overlay = WriteOverlay(namespace, branches, handles, inodes, spool, stats, kernel, uploader)

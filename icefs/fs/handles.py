@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -24,13 +24,16 @@ from icefs.errors import BadHandle
 if TYPE_CHECKING:
     from collections.abc import Buffer
 
+    import numpy as np
+
     from icefs.fs.branch import BranchState
     from icefs.fs.files import OverlayFile
-    from icefs.fs.values import Node
+    from icefs.fs.values import Attr, Node
     from icefs.store.tree import SnapshotTree
 
 __all__ = [
     "Buffered",
+    "ChunkFiles",
     "Command",
     "FileHandle",
     "HandleTable",
@@ -94,6 +97,25 @@ class Listing:
     fixed: bool = False
     #: what the FUSE adapter built once from a fixed listing (opaque to the core)
     replies: object = None
+    #: a tag's or snapshot's chunk directory of files, held as arrays instead of
+    #: *entries* (empty then): a directory of a million chunks costs no object each
+    chunks: ChunkFiles | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.chunks.names) if self.chunks is not None else len(self.entries)
+
+
+@dataclass(slots=True)
+class ChunkFiles:
+    """The chunk files of one directory of an immutable tree, in the order of their names
+    as integers: numbered from *first_ino* on (`InodeTable.number`)."""
+
+    names: np.ndarray[Any, Any]
+    sizes: np.ndarray[Any, Any]
+    first_ino: int
+    #: the attributes every file shares (size and inode set per file)
+    template: Attr
 
 
 FileHandle = TreeFile | Buffered | Command | Query | Text
@@ -125,7 +147,7 @@ class HandleTable:
         handle = self._handles.get(fh)
         if not isinstance(handle, Listing):
             raise BadHandle(f"no directory handle {fh}")
-        if start > len(handle.entries):
+        if start > handle.count:
             raise BadHandle(f"readdir offset {start} past the end")
         return handle
 

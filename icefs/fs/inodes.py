@@ -4,11 +4,21 @@ An inode stands for a path of the mount (a tuple of names, ``()`` for the
 root).  The number stays the same for as long as the kernel holds a lookup
 count on it; once `forget` brings the count to zero the number is dropped and
 never reused while the mount lives.
+
+A walk of a tag makes the kernel hold every chunk file it listed (millions, for
+big arrays).  The files of such a directory, whose names are integers that
+never change, are numbered as one *range* (`number`): consecutive inode numbers
+in the order of their names, held as two NumPy arrays (the names and the lookup
+counts, 12 bytes a file) instead of a path and three dict entries (about 300).
+A range goes once the kernel has forgotten every file of it.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import bisect
+from typing import Any, Final
+
+import numpy as np
 
 from icefs.errors import Stale
 
@@ -23,6 +33,30 @@ Path = tuple[str, ...]
 _GONE: Final = "\0gone"
 
 
+class _Range:
+    """The files of one directory, numbered from *base* in the order of their names."""
+
+    __slots__ = ("base", "counts", "held", "names", "parent")
+
+    def __init__(self, base: int, parent: Path, names: np.ndarray[Any, Any]) -> None:
+        self.base = base
+        self.parent = parent
+        #: the files' names as integers, sorted
+        self.names = names
+        #: the kernel's lookups of each
+        self.counts = np.zeros(len(names), dtype=np.int32)
+        #: how many have a lookup
+        self.held = 0
+
+    def position(self, name: str) -> int:
+        """Where the file *name* stands, or -1."""
+        if not name.isdigit() or not name.isascii() or (len(name) > 1 and name[0] == "0"):
+            return -1
+        value = int(name)
+        i = int(np.searchsorted(self.names, value))
+        return i if i < len(self.names) and int(self.names[i]) == value else -1
+
+
 class InodeTable:
     """Maps paths to inode numbers and back, counting kernel lookups."""
 
@@ -31,12 +65,53 @@ class InodeTable:
         self._by_ino: dict[int, Path] = {ROOT_INODE: ()}
         self._lookups: dict[int, int] = {}
         self._next = ROOT_INODE + 1
+        #: numbered directories (`number`): by path, and their bases in order
+        self._ranges: dict[Path, _Range] = {}
+        self._bases: list[int] = []
+        self._by_base: dict[int, _Range] = {}
 
     def __len__(self) -> int:
-        return len(self._by_ino)
+        return len(self._by_ino) + sum(int(r.held) for r in self._by_base.values())
+
+    def number(self, parent: Path, names: np.ndarray[Any, Any]) -> int:
+        """Number the files of the directory *parent* as one range, and return the first
+        number: *names* are their names as integers, sorted, and never change (a tag's
+        or snapshot's chunk files).  From then on a file there has the number of its
+        place in the range, also if it had another before (the kernel drops that one)."""
+        found = self._ranges.get(parent)
+        if found is not None:
+            return found.base
+        found = _Range(self._next, parent, names)
+        self._next += len(names)
+        self._ranges[parent] = found
+        bisect.insort(self._bases, found.base)
+        self._by_base[found.base] = found
+        return found.base
+
+    def _ranged(self, path: Path) -> tuple[_Range, int] | None:
+        """The range and position of *path*, if a range numbers it."""
+        if not self._ranges or len(path) < 2:
+            return None
+        found = self._ranges.get(path[:-1])
+        if found is None:
+            return None
+        i = found.position(path[-1])
+        return None if i < 0 else (found, i)
+
+    def _range_of(self, ino: int) -> tuple[_Range, int] | None:
+        """The range and position of the inode *ino*, if a range numbers it."""
+        at = bisect.bisect_right(self._bases, ino) - 1
+        if at < 0:
+            return None
+        found = self._by_base[self._bases[at]]
+        i = ino - found.base
+        return (found, i) if i < len(found.names) else None
 
     def ino(self, path: Path) -> int:
         """Return the inode of *path*, allocating one if needed (no lookup counted)."""
+        ranged = self._ranged(path)
+        if ranged is not None:
+            return ranged[0].base + ranged[1]
         ino = self._by_path.get(path)
         if ino is None:
             ino = self._next
@@ -47,6 +122,9 @@ class InodeTable:
 
     def find(self, path: Path) -> int | None:
         """Return the inode of *path* if it has one (nothing is allocated)."""
+        ranged = self._ranged(path)
+        if ranged is not None:
+            return ranged[0].base + ranged[1]
         return self._by_path.get(path)
 
     def lookup(self, path: Path) -> int:
@@ -57,6 +135,14 @@ class InodeTable:
 
     def count_lookup(self, ino: int) -> None:
         """Count one kernel lookup on *ino*, a number `ino` just gave out."""
+        if self._bases and ino not in self._by_ino:
+            ranged = self._range_of(ino)
+            if ranged is not None:
+                found, i = ranged
+                if not found.counts[i]:
+                    found.held += 1
+                found.counts[i] += 1
+                return
         self._lookups[ino] = self._lookups.get(ino, 0) + 1
 
     def path(self, ino: int) -> Path:
@@ -64,10 +150,18 @@ class InodeTable:
         try:
             return self._by_ino[ino]
         except KeyError:
+            ranged = self._range_of(ino) if self._bases else None
+            if ranged is not None:
+                return (*ranged[0].parent, str(int(ranged[0].names[ranged[1]])))
             raise Stale(f"inode {ino} is unknown") from None
 
     def forget(self, ino: int, nlookup: int) -> None:
         """Drop *nlookup* kernel lookups of *ino*; free the number when none remain."""
+        if ino not in self._by_ino and self._bases:
+            ranged = self._range_of(ino)
+            if ranged is not None:
+                self._forget_ranged(*ranged, nlookup)
+                return
         left = self._lookups.get(ino, 0) - nlookup
         if left > 0:
             self._lookups[ino] = left
@@ -79,6 +173,17 @@ class InodeTable:
         if path is not None and self._by_path.get(path) == ino:
             del self._by_path[path]
 
+    def _forget_ranged(self, found: _Range, i: int, nlookup: int) -> None:
+        count = int(found.counts[i])
+        left = max(0, count - nlookup)
+        found.counts[i] = left
+        if count and not left:
+            found.held -= 1
+            if not found.held:  # the kernel holds none of them: the numbers go
+                del self._ranges[found.parent]
+                del self._by_base[found.base]
+                self._bases.remove(found.base)
+
     def below(self, prefix: Path) -> list[tuple[Path, int]]:
         """Return (path, inode) of every known path strictly below *prefix*."""
         n = len(prefix)
@@ -86,7 +191,7 @@ class InodeTable:
 
     def known(self, path: Path) -> bool:
         """True if *path* has an inode number the kernel may still use."""
-        return path in self._by_path
+        return path in self._by_path or self._ranged(path) is not None
 
     def forget_path(self, path: Path) -> None:
         """Detach *path* from its inode (the object is gone): a new object there gets a new one.
@@ -116,4 +221,8 @@ class InodeTable:
 
     def lookup_count(self, ino: int) -> int:
         """Return how many lookups the kernel holds on *ino*."""
+        if ino not in self._by_ino and self._bases:
+            ranged = self._range_of(ino)
+            if ranged is not None:
+                return int(ranged[0].counts[ranged[1]])
         return self._lookups.get(ino, 0)

@@ -18,39 +18,62 @@ from cachetools import LRUCache
 
 from icefs.errors import NotADirectory, NotFound
 from icefs.fs import control
-from icefs.fs.handles import Listing
+from icefs.fs.handles import ChunkFiles, Listing
 from icefs.fs.values import KINDS, RENDERINGS, ROOT_POS, Node, NodeKind
 from icefs.paths import METADATA_NAME, ref_to_name
 from icefs.store.tree import TreeEntry
 
 if TYPE_CHECKING:
+    from icefs.fs.attrs import Attributes
     from icefs.fs.branches import Branches
     from icefs.fs.namespace import Namespace
     from icefs.fs.refs import RefTable
     from icefs.fs.values import View
+    from icefs.memory import MemoryBudget
 
 __all__ = ["LISTED_ENTRIES_KEPT", "Listings"]
 
 log = logging.getLogger(__name__)
 
-#: Entries of tag and snapshot listings kept, over all of them (about 400 bytes each).
-LISTED_ENTRIES_KEPT: Final = 150_000
+#: Entries of tag and snapshot listings kept, over all of them.
+LISTED_ENTRIES_KEPT: Final = 1_000_000
+#: Bytes one kept entry takes, with the reply the FUSE adapter builds from it.
+LISTED_ENTRY_BYTES: Final = 600
 
 
 #: The names of node documents (v3, and v2 in its views), listed after their siblings.
 _NODE_DOCUMENTS: Final = frozenset({METADATA_NAME, ".zarray", ".zgroup"})
 
 
+class _Kept(LRUCache[tuple["View", tuple[str, ...]], Listing]):
+    """Kept listings by (view, path), at most `LISTED_ENTRIES_KEPT` entries over all; one
+    pushed out leaves the budget too."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        super().__init__(
+            LISTED_ENTRIES_KEPT, getsizeof=lambda listing: max(1, len(listing.entries))
+        )
+        self._budget = budget
+
+    def popitem(self) -> tuple[tuple[View, tuple[str, ...]], Listing]:
+        key, listing = super().popitem()
+        self._budget.pop(("listing", key))
+        return key, listing
+
+
 class Listings:
     """Builds listings, and keeps those of tags and snapshots."""
 
-    def __init__(self, namespace: Namespace, refs: RefTable, branches: Branches) -> None:
+    def __init__(
+        self, namespace: Namespace, refs: RefTable, branches: Branches, attrs: Attributes
+    ) -> None:
         self._namespace = namespace
+        self._attrs = attrs
         self._refs = refs
         self._branches = branches
-        self._kept: LRUCache[tuple[View, tuple[str, ...]], Listing] = LRUCache(
-            LISTED_ENTRIES_KEPT, getsizeof=lambda listing: max(1, len(listing.entries))
-        )
+        #: kept listings, also entries of the mount's memory budget (evicted from both)
+        self._budget = namespace.budget
+        self._kept = _Kept(self._budget)
 
     def __len__(self) -> int:
         """How many entries the kept listings hold."""
@@ -62,6 +85,9 @@ class Listings:
             raise NotADirectory("/".join(node.path))
         if node.view is None or not node.view.immutable or node.kind is NodeKind.REF_CTRL_DIR:
             return Listing(await self.entries(node))
+        chunks = await self._chunk_files(node)
+        if chunks is not None:
+            return Listing([], chunks=chunks)
         # A tag or snapshot directory never changes: `find` or `ls -R` run again skip
         # building the listing.
         key = (node.view, node.path)
@@ -73,7 +99,35 @@ class Listings:
                 self._kept[key] = listing
             except ValueError:  # bigger than all kept listings together: not kept
                 listing.fixed = False
+                return listing
+            size = LISTED_ENTRY_BYTES * max(1, len(listing.entries))
+            if not self._budget.put(("listing", key), key, size, self._evicted):
+                self._kept.pop(key, None)
+                listing.fixed = False
+        else:
+            self._budget.get(("listing", key))  # recently used
         return listing
+
+    def _evicted(self, key: tuple[View, tuple[str, ...]]) -> None:
+        self._kept.pop(key, None)
+
+    async def _chunk_files(self, node: Node) -> ChunkFiles | None:
+        """A tag's or snapshot's chunk directory of files as arrays (`ChunkFiles`), its
+        files numbered as one range of inodes (`InodeTable.number`); None for any other
+        directory.  Nothing is kept: the chunk index answers again at the next open."""
+        entry, view = node.entry, node.view
+        if entry is None or entry.pos is None or entry.pos.array is None or view is None:
+            return None
+        tree = await self._namespace.tree_for(view)
+        found = await tree.chunk_files(entry.pos)
+        if found is None:
+            return None
+        names, sizes = found
+        first = self._namespace.inodes.number(node.path, names)
+        template = self._attrs.of(
+            Node((*node.path, "0"), NodeKind.TREE_FILE, view, TreeEntry(False, "", 0)), 0
+        )
+        return ChunkFiles(names, sizes, first, template)
 
     async def entries(self, node: Node) -> list[Node]:
         """The entries of the directory *node*, as they are now."""

@@ -20,6 +20,7 @@ from cachetools import LRUCache
 from icefs.errors import InvalidInput, NotADirectory, NotFound, PermissionDenied, Stale
 from icefs.fs import control
 from icefs.fs.values import KINDS, RENDERINGS, ROOT_POS, Node, NodeKind
+from icefs.memory import MemoryBudget
 from icefs.paths import CONTROL_DIR, check_name, name_to_ref
 from icefs.store.tree import DirPos, SnapshotTree, TreeEntry
 from icefs.store.zarr2tree import Translations, Zarr2Tree
@@ -40,10 +41,23 @@ __all__ = ["Namespace"]
 
 log = logging.getLogger(__name__)
 
-#: Snapshot trees kept in memory (listings, metadata, chunk indexes), least recent out.
+#: Snapshot trees kept in memory, least recent out (what they hold counts in the budget).
 TREES_KEPT: Final = 32
 #: Resolved paths of tags and snapshots kept (see `resolve`); all dropped when full.
-RESOLVED_KEPT: Final = 50_000
+RESOLVED_KEPT: Final = 200_000
+#: Bytes a resolved path takes in `Namespace._resolved` beside its listing's node.
+RESOLVED_BYTES: Final = 120
+
+
+class _Trees(LRUCache[str, SnapshotTree]):
+    """Snapshot trees by id; one pushed out gives its budget entries back."""
+
+    def popitem(self) -> tuple[str, SnapshotTree]:
+        key, tree = super().popitem()
+        tree.release()
+        return key, tree
+
+
 #: Resolved directories of branches kept (see `_resolve_in_branch`); all dropped when full.
 BRANCH_DIRS_KEPT: Final = 50_000
 
@@ -59,15 +73,18 @@ class Namespace:
         inodes: InodeTable,
         stats: Stats,
         zarr2_files: Zarr2Files,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._repo = repo
+        #: the mount's one budget for what grows with the repository (`icefs.memory`)
+        self.budget = budget if budget is not None else MemoryBudget(1 << 62)
         #: files and directories being written through the v2 views of branches
         self.zarr2_files = zarr2_files
         self._refs = refs
         self._branches = branches
         self.inodes = inodes
         self._stats = stats
-        self._trees: LRUCache[str, SnapshotTree] = LRUCache(TREES_KEPT)
+        self._trees = _Trees(TREES_KEPT)
         # Both path caches are plain dicts cleared when full: a lookup is one dict get,
         # and a `find` over a big tag looks up every path once.
         self._resolved: dict[Path, Node] = {}
@@ -89,7 +106,7 @@ class Namespace:
         """The (cached) tree of the snapshot *snapshot_id*."""
         tree = self._trees.get(snapshot_id)
         if tree is None:
-            tree = SnapshotTree(await self._repo.reader(snapshot_id))
+            tree = SnapshotTree(await self._repo.reader(snapshot_id), self.budget)
             self._trees[snapshot_id] = tree
             self._stats.cache_misses += 1
         else:
@@ -318,11 +335,18 @@ class Namespace:
     def remember_listed(self, nodes: Sequence[Node]) -> None:
         """Keep the entries of a tag's or snapshot's listing just built for `resolve`: a
         walk opens each directory and file it lists, and they resolve as kept.  All kept
-        paths are dropped first if these would pass `RESOLVED_KEPT`."""
+        paths are dropped first if these would pass `RESOLVED_KEPT`, or when the budget
+        evicts them (they count `RESOLVED_BYTES` each)."""
         if len(self._resolved) + len(nodes) > RESOLVED_KEPT:
             self._resolved.clear()
         if len(nodes) <= RESOLVED_KEPT:
             self._resolved.update((node.path, node) for node in nodes)
+            self.budget.put(
+                ("resolved",),
+                self._resolved,
+                RESOLVED_BYTES * len(self._resolved),
+                dict.clear,
+            )
 
     async def node(self, ino: int) -> Node:
         """The node of the inode *ino*: its path resolved now, or the unlinked file it is.

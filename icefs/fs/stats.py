@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from icefs.memory import MemoryBudget
 
 __all__ = ["Stats"]
 
@@ -49,6 +52,8 @@ class Stats:
     prefetch_late: int = 0
     prefetch_window: int = 0
     prefetch_fetch_ms: float = 0.0
+    #: the mount's memory budget for what grows with the repository (`icefs.memory`)
+    memory: MemoryBudget | None = None
 
     def record_commit(self, seconds: float, ok: bool) -> None:
         """Count one commit attempt that took *seconds*."""
@@ -89,6 +94,12 @@ class Stats:
             "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written,
             "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
+            "metadata_memory": {
+                "used_bytes": self.memory.used if self.memory else 0,
+                "limit_bytes": self.memory.limit if self.memory else 0,
+                "entries": len(self.memory) if self.memory else 0,
+                "evictions": self.memory.evictions if self.memory else 0,
+            },
             "pending_bytes": self.pending_bytes,
             "background_stores": {
                 "in_flight": self.uploads_in_flight,

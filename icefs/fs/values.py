@@ -137,6 +137,8 @@ class MountOptions:
     storage: str = ""
     write_buffer: int = SETTINGS["write_buffer"].default
     read_ahead_memory: int = SETTINGS["read_ahead_memory"].default
+    #: one budget for chunk indexes, node metadata, listings and resolved paths
+    metadata_memory: int = SETTINGS["metadata_memory"].default
     #: closes leave the store of a chunk to the background (`icefs.fs.uploads`)
     write_behind: bool = False
     cache_dir: str = ""

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     )
 
     from icefs.fs.core import IcefsCore
-    from icefs.fs.handles import Listing
+    from icefs.fs.handles import ChunkFiles, Listing
     from icefs.fs.values import Attr, OpenReply
 
 __all__ = ["IO_BLOCK", "FuseOperations"]
@@ -217,6 +217,9 @@ class FuseOperations(pyfuse3.Operations):
     @_serve("readdir")
     async def readdir(self, fh: FileHandleT, start_id: int, token: ReaddirToken) -> None:
         listing = self.core.readdir(int(fh), start_id)
+        if listing.chunks is not None:
+            self._readdir_chunks(listing.chunks, start_id, token)
+            return
         if listing.fixed:
             self._readdir_fixed(listing, start_id, token)
             return
@@ -230,6 +233,21 @@ class FuseOperations(pyfuse3.Operations):
             ):
                 break
             core.entry_returned(attr.ino)
+
+    def _readdir_chunks(self, files: ChunkFiles, start_id: int, token: ReaddirToken) -> None:
+        """Answer a chunk directory of a tag or snapshot from its arrays: one attributes
+        object refilled per file (pyfuse3 copies it into the reply), numbers from its
+        range."""
+        entry = _entry(files.template)
+        names, sizes = files.names.tolist(), files.sizes.tolist()
+        count = self.core.entry_returned
+        for i in range(start_id, len(names)):
+            entry.st_ino = ino = files.first_ino + i
+            entry.st_size = size = sizes[i]
+            entry.st_blocks = (size + 511) // 512
+            if not pyfuse3.readdir_reply(token, str(names[i]).encode(), entry, i + 1):
+                break
+            count(ino)
 
     def _readdir_fixed(self, listing: Listing, start_id: int, token: ReaddirToken) -> None:
         """Answer from the encoded names and attributes built once for *listing*.

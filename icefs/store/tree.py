@@ -13,20 +13,25 @@ costs what that path or directory holds, not the array.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import logging
 import math
 import re
+import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
 from icefs.errors import InvalidInput, NotADirectory, NotFound
+from icefs.memory import MemoryBudget
 from icefs.paths import METADATA_NAME, join_key
 
 if TYPE_CHECKING:
-    from collections.abc import Buffer
+    from collections.abc import Buffer, Callable
+
+    import numpy as np
 
     from icefs.store.chunkindex import ChunkIndex
     from icefs.store.reader import SnapshotReader, VirtualLocation
@@ -37,6 +42,10 @@ __all__ = ["DirPos", "KeyClass", "SnapshotTree", "TreeEntry"]
 log = logging.getLogger(__name__)
 
 CHUNK_DIR: Final = "c"
+#: Bytes a cached node takes beside its metadata (path, parsed facts, dict slots).
+NODE_BYTES: Final = 400
+#: Names the trees' budget entries: tree caches outlive no tree, nor share a key.
+_TOKENS = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +128,19 @@ def _chunk_name(coord: str) -> int | None:
 
 
 class SnapshotTree:
-    """Resolves, lists and reads paths of one snapshot; caches what it learns (immutable)."""
+    """Resolves, lists and reads paths of one snapshot; caches what it learns (immutable).
 
-    def __init__(self, reader: SnapshotReader) -> None:
+    Its chunk indexes, and its node metadata and listings together, are entries of
+    the mount's `MemoryBudget`: evicted, they are read again when next needed.
+    """
+
+    def __init__(self, reader: SnapshotReader, budget: MemoryBudget | None = None) -> None:
         self.reader = reader
         self.snapshot_id = reader.snapshot_id
+        self._budget = budget if budget is not None else MemoryBudget(1 << 62)
+        self._token = next(_TOKENS)
+        #: what the node caches hold (`NODE_BYTES` a node, plus its metadata)
+        self._node_bytes = 0
         self._nodes: dict[str, _NodeInfo] = {}
         self._listings: dict[str, list[str]] = {}
         self._chunks: dict[str, ChunkIndex] = {}
@@ -152,7 +169,7 @@ class SnapshotTree:
         if info is None and path not in await self._known_nodes():
             info = _NodeInfo(None, False, 0)  # no I/O for non-nodes
             if version == self._version:
-                self._nodes[path] = info
+                self._keep_node(path, info)
         if info is None:
             key = join_key(path, METADATA_NAME)
             try:
@@ -161,8 +178,32 @@ class SnapshotTree:
                 metadata = None
             info = _parse_node(metadata)
             if version == self._version:
-                self._nodes[path] = info
+                self._keep_node(path, info)
         return info
+
+    def _keep_node(self, path: str, info: _NodeInfo) -> None:
+        self._nodes[path] = info
+        self._node_bytes += NODE_BYTES + len(path) + len(info.metadata or b"")
+        key = ("nodes", self._token)
+        if self._budget.get(key) is None:
+            self._budget.put(key, _weak_call(self, SnapshotTree.forget_nodes), self._node_bytes,
+                             _evicted)  # fmt: skip
+        elif len(self._nodes) % 64 == 0:  # resized now and then: a node is small
+            self._budget.resize(key, self._node_bytes)
+
+    def forget_nodes(self) -> None:
+        """Drop what this tree knows of its nodes (evicted from the budget)."""
+        self._nodes.clear()
+        self._listings.clear()
+        self._checks.clear()
+        self._node_paths = None
+        self._node_bytes = 0
+
+    def release(self) -> None:
+        """Give this tree's entries back to the budget (the tree is no longer used)."""
+        self._budget.pop(("nodes", self._token))
+        for array in list(self._chunks):
+            self._budget.pop(("chunks", self._token, array))
 
     async def _list_node(self, path: str) -> list[str]:
         names = self._listings.get(path)
@@ -205,6 +246,14 @@ class SnapshotTree:
             index = await self.reader.chunk_index(array, node.ndim, node.grid)
             if version == self._version:
                 self._chunks[array] = index
+                self._budget.put(
+                    ("chunks", self._token, array),
+                    _weak_call(self, lambda tree: tree._chunks.pop(array, None)),
+                    index.nbytes,
+                    _evicted,
+                )
+        else:
+            self._budget.get(("chunks", self._token, array))  # recently used
         return index
 
     async def is_virtual(self, entry: TreeEntry) -> bool:
@@ -261,6 +310,19 @@ class SnapshotTree:
         if not index.has_prefix(coords):
             raise NotFound(name)
         return TreeEntry(True, pos=DirPos(pos.node, pos.array, coords))
+
+    async def chunk_files(
+        self, pos: DirPos
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
+        """The files of the chunk directory at *pos* as arrays: their names as integers
+        (sorted) and sizes; None unless *pos* is a chunk directory whose entries are files."""
+        if pos.array is None:
+            return None
+        array = await self._node(pos.array)
+        if not array.is_array or len(pos.coords) + 1 != array.ndim:
+            return None
+        names, sizes = (await self._chunk_index(pos.array, array)).below(pos.coords)
+        return names, sizes
 
     async def resolve(self, parts: tuple[str, ...]) -> TreeEntry:
         """Resolve the path *parts* from the snapshot's root."""
@@ -478,3 +540,19 @@ def _chunk_key(array: str, coords: tuple[int, ...]) -> str:
 
 def _chunk_entry(array: str, coords: tuple[int, ...], length: int) -> TreeEntry:
     return TreeEntry(False, _chunk_key(array, coords), length, array=array, coords=coords)
+
+
+def _weak_call(tree: SnapshotTree, act: Callable[[SnapshotTree], object]) -> Callable[[], None]:
+    """*act* on *tree* when called, if the tree still lives (the budget does not keep it)."""
+    ref = weakref.ref(tree)
+
+    def call() -> None:
+        alive = ref()
+        if alive is not None:
+            act(alive)
+
+    return call
+
+
+def _evicted(call: Callable[[], None]) -> None:
+    call()

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 import trio
 from cachetools import LRUCache
 
@@ -237,6 +238,17 @@ class Zarr2Tree:
         if not entry.is_dir or isinstance(await self._node(join_key(pos.node, name)), str):
             raise NotFound(join_key(pos.node, name))
         return entry
+
+    async def chunk_files(self, pos: DirPos) -> tuple[Any, Any] | None:
+        """As `SnapshotTree.chunk_files`, for the chunk directories this rendering shows
+        as the v3 tree does (not an array's own directory, nor netCDF-C's char form)."""
+        form = self._arrays.get(pos.array) if pos.array is not None else None
+        if form is None or not pos.coords or (self.decoded and form.chars):
+            return None
+        found = await self.inner.chunk_files(pos)
+        if found is None or not self.decoded:
+            return found
+        return found[0], np.full(len(found[0]), form.chunk_bytes, dtype=np.int64)
 
     async def listdir(self, pos: DirPos) -> list[tuple[str, TreeEntry]]:
         """Return the (name, entry) pairs of the directory at *pos*, sorted by name."""
