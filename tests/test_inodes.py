@@ -63,3 +63,17 @@ def test_numbered_chunk_files_take_a_range_and_go_when_forgotten():
         table.path(first + 3)  # all forgotten: the numbers go, never to come back
     again = table.lookup((*folder, "10"))
     assert again > first + 4
+
+
+def test_a_run_of_numbered_files_counts_at_once():
+    table = InodeTable()
+    first = table.number(("t", "v", "a", "c", "0"), np.arange(10))
+    table.count_run(first + 2, 5)
+    table.count_run(first + 4, 2)
+    assert [table.lookup_count(first + i) for i in range(10)] == [0, 0, 1, 1, 2, 2, 1, 0, 0, 0]
+    for i, n in ((2, 1), (3, 1), (4, 2), (5, 2)):
+        table.forget(first + i, n)
+    assert table.path(first + 6) == ("t", "v", "a", "c", "0", "6")
+    table.forget(first + 6, 1)
+    with pytest.raises(Stale):
+        table.path(first + 6)

@@ -283,6 +283,11 @@ class IcefsCore:
         """Count the lookup the kernel takes for an entry it accepted from readdirplus."""
         self.inodes.count_lookup(ino)
 
+    def entries_returned(self, first: int, count: int) -> None:
+        """Count the lookups the kernel takes for *count* entries of a numbered chunk
+        directory it accepted from readdirplus, numbered from *first* on."""
+        self.inodes.count_run(first, count)
+
     def releasedir(self, fh: int) -> None:
         """Forget the directory handle *fh*.  Never raises."""
         self.handles.pop(fh)

@@ -145,6 +145,19 @@ class InodeTable:
                 return
         self._lookups[ino] = self._lookups.get(ino, 0) + 1
 
+    def count_run(self, first: int, count: int) -> None:
+        """Count one kernel lookup on each of the *count* numbers from *first*, all of one
+        range (the files a readdir of a numbered directory handed out)."""
+        ranged = self._range_of(first) if count > 0 else None
+        if ranged is None:
+            for ino in range(first, first + count):
+                self.count_lookup(ino)
+            return
+        found, i = ranged
+        run = found.counts[i : i + count]
+        found.held += int(np.count_nonzero(run == 0))
+        run += 1
+
     def path(self, ino: int) -> Path:
         """Return the path of *ino*; raise `Stale` if the kernel forgot it."""
         try:

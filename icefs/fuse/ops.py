@@ -240,14 +240,16 @@ class FuseOperations(pyfuse3.Operations):
         range."""
         entry = _entry(files.template)
         names, sizes = files.names.tolist(), files.sizes.tolist()
-        count = self.core.entry_returned
-        for i in range(start_id, len(names)):
-            entry.st_ino = ino = files.first_ino + i
+        first, reply, i = files.first_ino, pyfuse3.readdir_reply, start_id
+        for i in range(start_id, len(names)):  # i: how far the reply got
+            entry.st_ino = first + i
             entry.st_size = size = sizes[i]
             entry.st_blocks = (size + 511) // 512
-            if not pyfuse3.readdir_reply(token, str(names[i]).encode(), entry, i + 1):
+            if not reply(token, str(names[i]).encode(), entry, i + 1):
                 break
-            count(ino)
+        else:
+            i = len(names)
+        self.core.entries_returned(first + start_id, i - start_id)
 
     def _readdir_fixed(self, listing: Listing, start_id: int, token: ReaddirToken) -> None:
         """Answer from the encoded names and attributes built once for *listing*.
