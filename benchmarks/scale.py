@@ -3,7 +3,7 @@
     python benchmarks/scale.py [--dir DIR] [--sizes 100000,1000000,4000000,16000000]
     python benchmarks/scale.py --smoke
 
-Each array is made of virtual references (one 4 KiB source file, ``set_virtual_refs``:
+Each array is made of virtual references (`build_virtual_grid`: one 4 KiB source file,
 millions in seconds), chunk grid 1 x 1, shape (directories, chunks per directory),
 tagged ``v1`` in its own local repository kept in --dir. For each size, on a new
 mount: ``ls`` of one chunk directory (it builds the array's chunk index), ``stat`` of
@@ -27,10 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Row, drop_caches, parse_args, report
 from benchmarks.floor import NullMount
+from icefs.store.sample import build_virtual_grid
 from tests.helpers import Mount
-
-#: bytes of the one file every reference points into
-SOURCE = 4096
 
 
 def layout(chunks: int) -> tuple[int, int]:
@@ -42,39 +40,10 @@ def layout(chunks: int) -> tuple[int, int]:
 def build(base: Path, chunks: int) -> Path:
     """A local repository whose tag ``v1`` holds ``a``: *chunks* virtual chunks (kept)."""
     path = base / f"virtual-{chunks}"
-    if (path / "done").exists():
-        return path
-    import icechunk
-    import numpy as np
-    import zarr
-    from icechunk import VirtualChunkSpec
-
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    (path / "src.bin").write_bytes(bytes(range(256)) * (SOURCE // 256))
-    prefix = f"file://{path}/"
-    config = icechunk.RepositoryConfig.default()
-    config.set_virtual_chunk_container(
-        icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(str(path)))
-    )
-    repo = icechunk.Repository.create(
-        icechunk.local_filesystem_storage(str(path / "repo")), config=config
-    )
-    session = repo.writable_session("main")
-    dirs, per = layout(chunks)
-    zarr.create_array(
-        session.store, name="a", shape=(dirs, per), chunks=(1, 1), dtype="u1", fill_value=0
-    )
-    location = f"{prefix}src.bin"
-    offsets = np.arange(per) % SOURCE
-    for row in range(dirs):
-        specs = [
-            VirtualChunkSpec(index=[row, j], location=location, offset=int(offsets[j]), length=1)
-            for j in range(per)
-        ]
-        session.store.set_virtual_refs("a", specs, validate_containers=False)
-    repo.create_tag("v1", session.commit(f"{chunks} virtual chunks"))
-    (path / "done").touch()
+    if not (path / "done").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        build_virtual_grid(str(path), *layout(chunks))
+        (path / "done").touch()
     return path
 
 

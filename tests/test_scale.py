@@ -13,9 +13,9 @@ import json
 import os
 import subprocess
 
-import icechunk
 import pytest
-import zarr
+
+from icefs.store.sample import build_virtual_grid
 
 pytestmark = pytest.mark.fuse
 
@@ -30,33 +30,6 @@ MANIFEST_MIB = 72
 WALK_MIB = 16
 
 
-def _virtual_repository(path) -> str:
-    from icechunk import VirtualChunkSpec
-
-    path.mkdir()
-    (path / "src.bin").write_bytes(bytes(range(256)) * 16)
-    prefix = f"file://{path}/"
-    config = icechunk.RepositoryConfig.default()
-    config.set_virtual_chunk_container(
-        icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(str(path)))
-    )
-    repo = icechunk.Repository.create(
-        icechunk.local_filesystem_storage(str(path / "repo")), config=config
-    )
-    session = repo.writable_session("main")
-    zarr.create_array(session.store, name="a", shape=(ROWS, COLUMNS), chunks=(1, 1), dtype="u1")
-    for row in range(ROWS):
-        specs = [
-            VirtualChunkSpec(
-                index=[row, j], location=f"{prefix}src.bin", offset=(row + j) % 4096, length=1
-            )
-            for j in range(COLUMNS)
-        ]
-        session.store.set_virtual_refs("a", specs, validate_containers=False)
-    repo.create_tag("v1", session.commit("virtual"))
-    return prefix
-
-
 def _rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -66,7 +39,7 @@ def _rss_mib(pid: int) -> float:
 
 
 def test_walking_a_large_array_stays_within_the_budget(tmp_path, mount_factory):
-    prefix = _virtual_repository(tmp_path / "v")
+    prefix = build_virtual_grid(str(tmp_path / "v"), ROWS, COLUMNS)
     m = mount_factory(
         tmp_path / "v" / "repo", "--virtual", prefix, "--metadata-memory", f"{BUDGET_MIB}M"
     )
@@ -76,7 +49,7 @@ def test_walking_a_large_array_stays_within_the_budget(tmp_path, mount_factory):
     assert len(os.listdir(array / "c" / "150")) == COLUMNS
     indexed = _rss_mib(m.proc.pid) - start
     assert os.stat(array / "c" / "299" / "999").st_size == 1
-    assert (array / "c" / "7" / "3").read_bytes() == bytes([10])
+    assert (array / "c" / "7" / "3").read_bytes() == bytes([10])  # offset 7 + 3
     for _ in range(2):
         found = subprocess.run(
             ["find", str(array), "-type", "f"], capture_output=True, text=True, check=True

@@ -378,17 +378,21 @@ class BranchState:
                     self.tree = SnapshotTree(writer.reader, self._budget)
                     self.layout += 1
                 raise
-            self._forget_session()
-            self._on_commit(self.branch, sid)
-            self._clear_error()
-            self.last_commit = {
-                "snapshot_id": sid,
-                "message": message,
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "seconds": round(time.monotonic() - started, 3),
-            }
+            self._landed(sid, message, started)
             log.info("branch %s: committed %s (%s)", self.branch, sid, message.splitlines()[0])
             return sid
+
+    def _landed(self, sid: str, message: str, started: float) -> None:
+        """A commit (or a move) *sid* reached the branch: the session goes, status says so."""
+        self._forget_session()
+        self._on_commit(self.branch, sid)
+        self._clear_error()
+        self.last_commit = {
+            "snapshot_id": sid,
+            "message": message,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(time.monotonic() - started, 3),
+        }
 
     async def move(self, source: str, target: str, metadata: dict[str, Any]) -> str:
         """Move the node *source* to *target* as a commit of its own (`move_node`); return
@@ -404,15 +408,7 @@ class BranchState:
             except IcefsError as exc:
                 self.error(f"moving /{source} to /{target} failed: {exc}")
                 raise
-            self._forget_session()
-            self._on_commit(self.branch, sid)
-            self._clear_error()
-            self.last_commit = {
-                "snapshot_id": sid,
-                "message": message,
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "seconds": round(time.monotonic() - started, 3),
-            }
+            self._landed(sid, message, started)
             log.info("branch %s: moved /%s to /%s in %s", self.branch, source, target, sid)
             return sid
 

@@ -16,7 +16,7 @@ import zarr
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["build_sample", "sample_storage"]
+__all__ = ["build_sample", "build_virtual_grid", "sample_storage"]
 
 
 def sample_storage(path: str) -> icechunk.Storage:
@@ -122,3 +122,45 @@ def sample_exists(path: str) -> bool:
 def create_sample(path: str, progress: Callable[[str], None]) -> None:
     """Create the sample repository at *path*, saying each step to *progress*."""
     build_sample(icechunk.Repository.create(sample_storage(path)), progress=progress)
+
+
+#: Bytes of the one file the references of `build_virtual_grid` point into.
+VIRTUAL_SOURCE = 4096
+
+
+def build_virtual_grid(path: str, rows: int, columns: int) -> str:
+    """Make a local repository at *path*/repo whose tag ``v1`` holds ``a``: *rows* x
+    *columns* one-byte virtual chunks (grid 1 x 1: *rows* chunk directories), every
+    reference pointing into *path*/src.bin; return the container's URL prefix.
+
+    Icechunk makes millions of references in seconds: arrays of the sizes users meet
+    (tests and benchmarks of scale), without writing their chunks."""
+    from icechunk import VirtualChunkSpec
+
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "src.bin"), "wb") as f:
+        f.write(bytes(range(256)) * (VIRTUAL_SOURCE // 256))
+    prefix = f"file://{os.path.abspath(path)}/"
+    config = icechunk.RepositoryConfig.default()
+    config.set_virtual_chunk_container(
+        icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(path))
+    )
+    repo = icechunk.Repository.create(sample_storage(os.path.join(path, "repo")), config=config)
+    session = repo.writable_session("main")
+    zarr.create_array(
+        session.store, name="a", shape=(rows, columns), chunks=(1, 1), dtype="u1", fill_value=0
+    )
+    location = f"{prefix}src.bin"
+    for row in range(rows):
+        specs = [
+            VirtualChunkSpec(
+                index=[row, j],
+                location=location,
+                offset=(row + j) % VIRTUAL_SOURCE,
+                length=1,
+            )
+            for j in range(columns)
+        ]
+        session.store.set_virtual_refs("a", specs, validate_containers=False)
+    repo.create_tag("v1", session.commit(f"{rows * columns} virtual chunks"))
+    return prefix
