@@ -149,3 +149,41 @@ def test_a_million_chunks_take_a_few_bytes_each():
     assert index.length((999, 999)) == 4
     assert index.is_virtual((3, 4))
     assert index.below((500,))[0].tolist() == list(range(n))
+
+
+class _CountingRepository:
+    """An Icechunk repository that counts the snapshots its ancestry walks hand out."""
+
+    def __init__(self, repository):
+        self._repository = repository
+        self.read = 0
+
+    def __getattr__(self, name):
+        return getattr(self._repository, name)
+
+    def ancestry(self, **where):
+        for info in self._repository.ancestry(**where):
+            self.read += 1
+            yield info
+
+
+async def test_ancestry_walks_stop_early(bridge, tmp_path):
+    """`ls snapshots/` walks each ref's history only down to where another walk went, and
+    a limited log reads only what it shows."""
+    repository = icechunk.Repository.create(sample_storage(str(tmp_path / "repo")))
+    for i in range(30):
+        session = repository.writable_session("main")
+        zarr.create_array(session.store, name=f"a{i}", shape=(1,), dtype="i1")
+        session.commit(f"commit {i}")
+    tip = repository.lookup_branch("main")
+    counting = _CountingRepository(repository)
+    repo = Repo(counting, bridge, "t")
+    everything = await repo.ancestry(tip)
+    assert len(everything) == 31
+    counting.read = 0
+    assert [m.id for m in await repo.ancestry(tip, limit=3)] == [m.id for m in everything[:3]]
+    assert counting.read <= 4
+    counting.read = 0
+    stop = {everything[5].id}
+    assert [m.id for m in await repo.ancestry(tip, stop=stop)] == [m.id for m in everything[:5]]
+    assert counting.read == 6

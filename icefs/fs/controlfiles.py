@@ -150,8 +150,8 @@ class ControlFiles:
             answer = await history.operations(self._repo, limit)
         elif node.ctrl == "log":
             assert node.view is not None
-            metas = await self._repo.ancestry(node.view.snapshot_id)
-            answer = [history.snapshot_doc(m) for m in metas[:limit]]
+            metas = await self._repo.ancestry(node.view.snapshot_id, limit=limit)
+            answer = [history.snapshot_doc(m) for m in metas]
         else:
             answer = await self._diff(node, request)
         handle.answer = (json.dumps(answer, indent=2, sort_keys=True) + "\n").encode()

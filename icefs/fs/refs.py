@@ -159,9 +159,8 @@ class RefTable:
         """Return every snapshot reachable from a branch or a tag, newest first."""
         seen: dict[str, int] = {}
         for sid in {*self.branches.values(), *self.tags.values()}:
-            for meta in await self._repo.ancestry(sid):
-                if meta.id in seen:
-                    break
+            # histories share their older part: each walk stops where one before it went
+            for meta in await self._repo.ancestry(sid, stop=seen):
                 seen[meta.id] = meta.written_ns
         return sorted(seen, key=lambda s: (-seen[s], s))
 

@@ -16,6 +16,8 @@ from icefs.store.reader import SnapshotReader
 from icefs.store.reflock import RefLock
 
 if TYPE_CHECKING:
+    from collections.abc import Container
+
     import icechunk
 
     from icefs.store.bridge import Bridge
@@ -117,18 +119,26 @@ class Repo:
             self._snapshots[snapshot_id] = meta
         return meta
 
-    def _ancestry_sync(self, snapshot_id: str) -> list[SnapshotMeta]:
+    def _ancestry_sync(
+        self, snapshot_id: str, limit: int | None, stop: Container[str]
+    ) -> list[SnapshotMeta]:
         out: list[SnapshotMeta] = []
         for info in self._repo.ancestry(snapshot_id=snapshot_id):
+            if info.id in stop or (limit is not None and len(out) >= limit):
+                break
             meta = self._snapshots.get(info.id)
             if meta is None:
                 meta = self._snapshots[info.id] = snapshot_meta(info)
             out.append(meta)
         return out
 
-    async def ancestry(self, snapshot_id: str) -> list[SnapshotMeta]:
-        """Return the ancestry of *snapshot_id*, newest first, itself included."""
-        result: list[SnapshotMeta] = await self.call(self._ancestry_sync, snapshot_id)
+    async def ancestry(
+        self, snapshot_id: str, *, limit: int | None = None, stop: Container[str] = ()
+    ) -> list[SnapshotMeta]:
+        """Return the ancestry of *snapshot_id*, newest first, itself included: at most
+        *limit* snapshots, and none from the first one in *stop* on (Icechunk reads the
+        history one snapshot at a time: a walk that stops early reads no more)."""
+        result: list[SnapshotMeta] = await self.call(self._ancestry_sync, snapshot_id, limit, stop)
         return result
 
     def _locked(self, fn: Any, *args: Any) -> Any:
