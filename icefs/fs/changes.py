@@ -219,9 +219,8 @@ class NamespaceChanges:
                     f"cannot move /{source}: {busy[0]} is being written or waits for its "
                     "array (close it, or store its array, first)"
                 )
-            if dst is not None:
-                state.dirs.pop(target, None)
             await self._branches.move(state, source, target)
+            state.dirs.pop(target, None)  # the empty directory replaced (after the move)
             # what lives only in the mount below it (scratch files, empty directories) moves
             # along, as it would on any file system
             prefix = f"{source}/"
