@@ -341,12 +341,13 @@ class Namespace:
             self._resolved.clear()
         if len(nodes) <= RESOLVED_KEPT:
             self._resolved.update((node.path, node) for node in nodes)
-            self.budget.put(
+            if not self.budget.put(
                 ("resolved",),
                 self._resolved,
                 RESOLVED_BYTES * len(self._resolved),
                 dict.clear,
-            )
+            ):
+                self._resolved.clear()  # more than the whole budget: none kept
 
     async def node(self, ino: int) -> Node:
         """The node of the inode *ino*: its path resolved now, or the unlinked file it is.
