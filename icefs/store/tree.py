@@ -101,17 +101,15 @@ def _parse_node(metadata: bytes | None) -> _NodeInfo:
     return _NodeInfo(metadata, False, 0)
 
 
-def _grid(doc: dict[str, object], shape: object) -> tuple[int, ...] | None:
-    """The chunk grid of the array document *doc*: chunks along each dimension."""
-    grid = doc.get("chunk_grid")
+def _grid(doc: dict[str, Any], shape: Any) -> tuple[int, ...] | None:
+    """The chunk grid of the array document *doc* (chunks along each dimension); None if
+    it is not a regular grid, or not one this can read (the index then sizes itself)."""
+    grid: Any = doc.get("chunk_grid")
     try:
-        chunks = grid["configuration"]["chunk_shape"]  # type: ignore[index]
-        if grid["name"] != "regular":  # type: ignore[index]
+        if grid["name"] != "regular":
             return None
-        return tuple(
-            max(1, math.ceil(int(n) / int(c)))
-            for n, c in zip(shape, chunks, strict=True)  # type: ignore[call-overload]
-        )
+        chunks = grid["configuration"]["chunk_shape"]
+        return tuple(max(1, math.ceil(int(n) / int(c))) for n, c in zip(shape, chunks, strict=True))
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
 
