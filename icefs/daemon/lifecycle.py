@@ -20,7 +20,13 @@ import trio
 
 from icefs.daemon.mountpoint import check_fuse, check_mountpoint, source_name
 from icefs.daemon.systemd import notify
-from icefs.errors import FuseUnavailable, SetupError, StorageUnreachable, UsageError
+from icefs.errors import (
+    FuseUnavailable,
+    IcefsError,
+    SetupError,
+    StorageUnreachable,
+    UsageError,
+)
 from icefs.fuse import fallocate  # at import, before run_daemon imports pyfuse3 (it says why)
 from icefs.settings import SETTINGS
 
@@ -216,7 +222,7 @@ async def _serve(
     log.info("Icechunk calls: %s", "direct" if bridge.direct else "loop thread")
     try:
         await filesystem.start(recover=False)
-    except Exception as exc:
+    except IcefsError as exc:  # what the storage answered (anything else is a bug: raised)
         raise StorageUnreachable(f"cannot read refs of {config.storage.display()}: {exc}") from None
     try:
         pyfuse3.init(ops, mountpoint, options)  # type: ignore[arg-type]

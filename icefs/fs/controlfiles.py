@@ -226,7 +226,8 @@ class ControlFiles:
         """The keys that differ between snapshots *old* and *new* (capped; empty if unrelated)."""
         try:
             doc = await history.diff(self._repo, old, new, chunks=True)
-        except IcefsError:
+        except IcefsError as exc:  # unrelated snapshots, or storage trouble: none forgotten
+            log.info("no keys to forget between %s and %s: %s", old, new, exc)
             return set()
         keys: set[str] = set()
         for node in doc["nodes"]:
