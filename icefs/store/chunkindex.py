@@ -54,6 +54,7 @@ class ChunkIndex:
         "_kinds",
         "_lengths",
         "_names",
+        "_steps",
         "_walk",
         "ndim",
         "radix",
@@ -70,6 +71,8 @@ class ChunkIndex:
         self.ndim = ndim
         #: per dimension, one more than the largest coordinate a key can hold
         self.radix = radix
+        #: what one step of each coordinate adds to a key
+        self._steps = [int(s) for s in _strides(radix)]
         self._keys = keys
         self._lengths = lengths
         self._kinds = kinds
@@ -249,11 +252,6 @@ class ChunkIndex:
             return nxt, lengths
         return np.unique(nxt), np.empty(0, dtype=np.int64)
 
-    def coordinates(self) -> np.ndarray[Any, Any]:
-        """Every chunk's coordinates (n, ndim), in C order."""
-        self._merge(force=True)
-        return self._coords(self._keys)
-
     # -- the read-ahead's orders (immutable snapshots: nothing pending) ------------------------
 
     def _ranks(self) -> list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]]:
@@ -273,10 +271,9 @@ class ChunkIndex:
         if self._walk is None:
             self._merge(force=True)
             coords = self._coords(self._keys)
-            strides = _strides(self.radix)
             ranked = np.zeros(len(self._keys), dtype=np.int64)
             for d, (_, rank) in enumerate(self._ranks()):
-                ranked += rank[coords[:, d]] * strides[d]
+                ranked += rank[coords[:, d]] * self._steps[d]
             self._walk = np.sort(ranked)
 
     def position(self, coords: Coords, by_name: bool) -> int:
@@ -289,9 +286,9 @@ class ChunkIndex:
             return self._in_base(key)
         if self._walk is None:
             return -1
-        ranked, strides = 0, _strides(self.radix)
+        ranked = 0
         for d, (_, rank) in enumerate(self._ranks()):
-            ranked += int(rank[coords[d]]) * int(strides[d])
+            ranked += int(rank[coords[d]]) * self._steps[d]
         i = int(np.searchsorted(self._walk, ranked))
         return i if i < len(self._walk) and int(self._walk[i]) == ranked else -1
 

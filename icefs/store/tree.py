@@ -198,10 +198,17 @@ class SnapshotTree:
         self._node_bytes = 0
 
     def release(self) -> None:
-        """Give this tree's entries back to the budget (the tree is no longer used)."""
+        """Forget everything this tree keeps, and give its entries back to the budget
+        (the tree is no longer used, or a deleted node made all of it stale)."""
         self._budget.pop(("nodes", self._token))
-        for array in list(self._chunks):
-            self._budget.pop(("chunks", self._token, array))
+        self.forget_nodes()
+        self._drop_index()
+
+    def _drop_index(self, array: str | None = None) -> None:
+        """Forget the chunk index of *array* (every one if None) and its budget entry."""
+        for name in list(self._chunks) if array is None else [array]:
+            if self._chunks.pop(name, None) is not None:
+                self._budget.pop(("chunks", self._token, name))
 
     async def _list_node(self, path: str) -> list[str]:
         names = self._listings.get(path)
@@ -458,17 +465,13 @@ class SnapshotTree:
                 bisect.insort(names, CHUNK_DIR)
             index = self._chunks.get(what.node)
             if index is not None and not index.stored(what.coords, size):
-                del self._chunks[what.node]  # outside what it can hold: indexed anew
+                self._drop_index(what.node)  # outside what it can hold: indexed anew
 
     def note_deleted(self, what: KeyClass) -> None:
         """Update the caches after *what* was deleted."""
         self._version += 1
         if what.kind == "metadata":  # the whole node, and everything below it, is gone
-            self._checks.clear()
-            self._nodes.clear()
-            self._listings.clear()
-            self._chunks.clear()
-            self._node_paths = None
+            self.release()
         elif what.kind == "chunk":
             index = self._chunks.get(what.node)
             if index is not None:
@@ -490,7 +493,7 @@ class SnapshotTree:
     def _forget_node(self, path: str) -> None:
         self._checks.pop(path, None)
         self._nodes.pop(path, None)
-        self._chunks.pop(path, None)
+        self._drop_index(path)
         self._listings.pop(path, None)
         while path:
             path = path.rpartition("/")[0]
