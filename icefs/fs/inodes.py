@@ -98,8 +98,11 @@ class InodeTable:
         i = found.position(path[-1])
         return None if i < 0 else (found, i)
 
-    def _range_of(self, ino: int) -> tuple[_Range, int] | None:
-        """The range and position of the inode *ino*, if a range numbers it."""
+    def _numbered(self, ino: int) -> tuple[_Range, int] | None:
+        """The range and position of the inode *ino*, if a range numbers it (and it is not
+        a number given to a path of its own)."""
+        if not self._bases or ino in self._by_ino:
+            return None
         at = bisect.bisect_right(self._bases, ino) - 1
         if at < 0:
             return None
@@ -109,10 +112,7 @@ class InodeTable:
 
     def ino(self, path: Path) -> int:
         """Return the inode of *path*, allocating one if needed (no lookup counted)."""
-        ranged = self._ranged(path)
-        if ranged is not None:
-            return ranged[0].base + ranged[1]
-        ino = self._by_path.get(path)
+        ino = self.find(path)
         if ino is None:
             ino = self._next
             self._next += 1
@@ -135,20 +135,15 @@ class InodeTable:
 
     def count_lookup(self, ino: int) -> None:
         """Count one kernel lookup on *ino*, a number `ino` just gave out."""
-        if self._bases and ino not in self._by_ino:
-            ranged = self._range_of(ino)
-            if ranged is not None:
-                found, i = ranged
-                if not found.counts[i]:
-                    found.held += 1
-                found.counts[i] += 1
-                return
+        if self._numbered(ino) is not None:
+            self.count_run(ino, 1)
+            return
         self._lookups[ino] = self._lookups.get(ino, 0) + 1
 
     def count_run(self, first: int, count: int) -> None:
         """Count one kernel lookup on each of the *count* numbers from *first*, all of one
         range (the files a readdir of a numbered directory handed out)."""
-        ranged = self._range_of(first) if count > 0 else None
+        ranged = self._numbered(first) if count > 0 else None
         if ranged is None:
             for ino in range(first, first + count):
                 self.count_lookup(ino)
@@ -163,18 +158,17 @@ class InodeTable:
         try:
             return self._by_ino[ino]
         except KeyError:
-            ranged = self._range_of(ino) if self._bases else None
+            ranged = self._numbered(ino)
             if ranged is not None:
                 return (*ranged[0].parent, str(int(ranged[0].names[ranged[1]])))
             raise Stale(f"inode {ino} is unknown") from None
 
     def forget(self, ino: int, nlookup: int) -> None:
         """Drop *nlookup* kernel lookups of *ino*; free the number when none remain."""
-        if ino not in self._by_ino and self._bases:
-            ranged = self._range_of(ino)
-            if ranged is not None:
-                self._forget_ranged(*ranged, nlookup)
-                return
+        ranged = self._numbered(ino)
+        if ranged is not None:
+            self._forget_ranged(*ranged, nlookup)
+            return
         left = self._lookups.get(ino, 0) - nlookup
         if left > 0:
             self._lookups[ino] = left
@@ -234,8 +228,7 @@ class InodeTable:
 
     def lookup_count(self, ino: int) -> int:
         """Return how many lookups the kernel holds on *ino*."""
-        if ino not in self._by_ino and self._bases:
-            ranged = self._range_of(ino)
-            if ranged is not None:
-                return int(ranged[0].counts[ranged[1]])
+        ranged = self._numbered(ino)
+        if ranged is not None:
+            return int(ranged[0].counts[ranged[1]])
         return self._lookups.get(ino, 0)
