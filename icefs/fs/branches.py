@@ -21,6 +21,8 @@ from icefs.fs.commitinfo import signature
 from icefs.fs.files import describe_leftovers
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from icefs.fs.files import SessionJournal
     from icefs.fs.refs import RefTable
     from icefs.fs.stats import Stats
@@ -124,13 +126,18 @@ class Branches:
 
         The commit records *metadata* and who (*uid*, else the daemon's user) made it where.
         """
-        started = time.monotonic()
         recorded = {
             **signature(os.getuid() if uid is None else uid, self._mountpoint),
             **(metadata or {}),
         }
+        return await self._counted(state.commit(message, recorded))
+
+    async def _counted(self, commit: Coroutine[Any, Any, str | None]) -> str | None:
+        """Run *commit* and count it in the stats (failed, or landed: not when it had
+        nothing to commit)."""
+        started = time.monotonic()
         try:
-            sid = await state.commit(message, recorded)
+            sid = await commit
         except IcefsError:
             self._stats.record_commit(time.monotonic() - started, ok=False)
             raise
@@ -145,8 +152,10 @@ class Branches:
         await state.settle()
         if state.dirty:
             await self.commit(state, f"icefs: uncommitted changes, before mv /{source} /{target}")
-        sid = await state.move(source, target, signature(os.getuid(), self._mountpoint))
-        self._stats.record_commit(0.0, ok=True)
+        sid = await self._counted(
+            state.move(source, target, signature(os.getuid(), self._mountpoint))
+        )
+        assert sid is not None  # a move always makes a snapshot
         return sid
 
     def uncommitted_since(self) -> dict[str, str]:
