@@ -22,6 +22,7 @@ Hierarchy::
      +-- FileTooLarge           EFBIG    a write past the largest file size
      +-- NotSupported           ENOTSUP  extended attributes outside user.*
      +-- StorageFailure         EIO      the storage failed (network, permissions, ...)
+          +-- TimedOut          ETIMEDOUT the storage did not answer within a deadline
 
     SetupError                  nothing was mounted (or unmounted): the command says why
      +-- UsageError             a bad option, setting, URL or config file
@@ -72,6 +73,7 @@ __all__ = [
     "Stale",
     "StorageFailure",
     "StorageUnreachable",
+    "TimedOut",
     "Timeout",
     "UsageError",
 ]
@@ -169,6 +171,10 @@ class NotSupported(IcefsError):
 class StorageFailure(IcefsError):
     errno = _errno.EIO
     log_level = logging.WARNING
+
+
+class TimedOut(StorageFailure):
+    errno = _errno.ETIMEDOUT
 
 
 class SetupError(Exception):

@@ -57,22 +57,31 @@ class Gate:
             self._mode = None
             self._admit()
 
-    @contextlib.asynccontextmanager
-    async def hold(self, mode: str) -> AsyncIterator[None]:
+    async def acquire(self, mode: str) -> None:
+        """Enter in *mode*, waiting for the holders of another mode to leave; pair with
+        `release` (for a holder that leaves from elsewhere than where it entered)."""
         if not self._queue and self._may_join(mode):
             self._enter(mode)
-        else:
-            waiter = (mode, trio.Event())
-            self._queue.append(waiter)
-            try:
-                await waiter[1].wait()
-            except BaseException:
-                if waiter[1].is_set():  # let in as the wait was cancelled: give it back
-                    self._leave()
-                else:  # it may have held back the waiters behind it
-                    self._queue.remove(waiter)
-                    self._admit()
-                raise
+            return
+        waiter = (mode, trio.Event())
+        self._queue.append(waiter)
+        try:
+            await waiter[1].wait()
+        except BaseException:
+            if waiter[1].is_set():  # let in as the wait was cancelled: give it back
+                self._leave()
+            else:  # it may have held back the waiters behind it
+                self._queue.remove(waiter)
+                self._admit()
+            raise
+
+    def release(self) -> None:
+        """Leave (one holder entered by `acquire`)."""
+        self._leave()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, mode: str) -> AsyncIterator[None]:
+        await self.acquire(mode)
         try:
             yield
         finally:

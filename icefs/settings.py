@@ -266,6 +266,30 @@ _DECLARED: Final = (
         "sizing the memory budget)",
         metavar="SIZE",
     ),
+    _mount(
+        "request_timeout",
+        "float",
+        60.0,
+        "seconds a read, listing, lookup or store may wait for the storage before it fails "
+        "with ETIMEDOUT (commits: --commit-timeout)",
+        minimum=0,
+        above_minimum=True,
+        metavar="SECONDS",
+    ),
+    _mount(
+        "metrics",
+        "str",
+        None,
+        "serve Prometheus metrics over HTTP at this address, such as 127.0.0.1:9464 "
+        "(docs/operations.md, metrics)",
+        metavar="HOST:PORT",
+    ),
+    _mount(
+        "metrics_branches",
+        "bool",
+        True,
+        "label the per-branch metrics with branch names (false: one total for all branches)",
+    ),
     # -- writes --------------------------------------------------------------------------------
     _mount(
         "write_buffer",
@@ -300,6 +324,16 @@ _DECLARED: Final = (
         "save uncommitted sessions to the crash journal "
         "at most every SECONDS, and at every fsync (0 turns the journal off)",
         minimum=0,
+        metavar="SECONDS",
+    ),
+    _mount(
+        "commit_timeout",
+        "float",
+        120.0,
+        "seconds a commit may take before it fails with ETIMEDOUT, its changes kept; a "
+        "commit that lands later is said in status and the log",
+        minimum=0,
+        above_minimum=True,
         metavar="SECONDS",
     ),
     _mount(

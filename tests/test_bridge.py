@@ -215,3 +215,42 @@ async def test_icechunk_passes_the_probe(bridge):
     from icefs.store.reader import direct_probe
 
     assert await bridge.enable_direct(direct_probe)
+
+
+async def test_deadline_and_outcomes_are_reported():
+    """Past its deadline a call fails with TimedOut (a blocking one is left to finish in
+    its thread); every call's kind and outcome reach `observe`."""
+    from icefs.errors import TimedOut
+
+    b = Bridge(deadline=0.2)
+    seen: list[tuple[str, str]] = []
+    b.observe = lambda kind, outcome, seconds: seen.append((kind, outcome))
+    release = threading.Event()
+    try:
+
+        async def hang():
+            await asyncio.Event().wait()
+
+        async def missing():
+            raise KeyError("absent")
+
+        with pytest.raises(TimedOut, match="chunk request within 0.2 s"):
+            await b.run(hang, kind="chunk")
+        with pytest.raises(TimedOut, match="snapshot request"):
+            await b.run_sync(release.wait, kind="snapshot")
+        with pytest.raises(KeyError):
+            await b.run(missing, kind="chunk")
+        assert await b.run_sync(lambda: 7, kind="ref", bounded=True) == 7
+        release.set()
+        # unbounded: waits as long as it takes
+        assert await b.run_sync(lambda: release.wait(5), kind="commit", bounded=False)
+        assert seen == [
+            ("chunk", "timeout"),
+            ("snapshot", "timeout"),
+            ("chunk", "not_found"),
+            ("ref", "ok"),
+            ("commit", "ok"),
+        ]
+    finally:
+        release.set()
+        b.close()

@@ -60,6 +60,11 @@ class MountConfig:
     write_buffer: int = SETTINGS["write_buffer"].default
     read_ahead_memory: int = SETTINGS["read_ahead_memory"].default
     metadata_memory: int = SETTINGS["metadata_memory"].default
+    request_timeout: float = SETTINGS["request_timeout"].default
+    commit_timeout: float = SETTINGS["commit_timeout"].default
+    #: HOST:PORT of the Prometheus endpoint ("": none)
+    metrics: str = ""
+    metrics_branches: bool = SETTINGS["metrics_branches"].default
     write_behind: str = SETTINGS["write_behind"].default
     cache_dir: str = ""
     on_unmount: str = SETTINGS["on_unmount"].default
@@ -123,7 +128,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
             c["store"],
             f"authorized ({c['access']})" if c["authorized"] else "not authorized (--virtual)",
         )
-    bridge = Bridge()
+    bridge = Bridge(deadline=config.request_timeout)
     repo = Repo(repository, bridge, config.storage.display(), ref_lock(config.storage))
     cache_dir = config.cache_dir or default_cache_dir()
     keeps_journal = config.journal_interval > 0 and config.storage.kind != "memory"
@@ -144,6 +149,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
             write_buffer=config.write_buffer,
             read_ahead_memory=config.read_ahead_memory,
             metadata_memory=config.metadata_memory,
+            commit_timeout=config.commit_timeout,
             write_behind=config.write_behind == "on"
             or (config.write_behind == "auto" and config.storage.kind in ("s3", "gcs", "azure")),
             cache_dir=cache_dir,

@@ -95,6 +95,8 @@ class BranchState:
         #: files closed whose store runs in the background (write-behind), by key
         self.uploading: dict[str, OverlayFile] = {}
         self.last_commit: dict[str, Any] | None = None
+        #: a commit is in flight (status then does not wait for the session)
+        self.committing = False
         #: the last reset made through this mount: {"from", "to", "time"}
         self.last_reset: dict[str, str] | None = None
         self.last_error: str | None = None
@@ -365,6 +367,7 @@ class BranchState:
             if writer is None or not await writer.has_changes():
                 return None
             started = time.monotonic()
+            self.committing = True
             try:
                 sid = await writer.commit(message, metadata)
             except Busy as exc:
@@ -378,6 +381,8 @@ class BranchState:
                     self.tree = SnapshotTree(writer.reader, self._budget)
                     self.layout += 1
                 raise
+            finally:
+                self.committing = False
             self._landed(sid, message, started)
             log.info("branch %s: committed %s (%s)", self.branch, sid, message.splitlines()[0])
             return sid

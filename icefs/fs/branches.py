@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from icefs.errors import IcefsError, ReadOnly
+from icefs.errors import IcefsError, ReadOnly, TimedOut
 from icefs.fs.branch import BranchState
 from icefs.fs.commitinfo import signature
 from icefs.fs.files import describe_leftovers
@@ -51,8 +51,13 @@ class Branches:
         mountpoint: str = "",
         zarr2_files: Zarr2Files | None = None,
         budget: MemoryBudget | None = None,
+        commit_timeout: float | None = None,
     ) -> None:
         self._repo = repo
+        #: seconds a caller waits for a commit (None: until it ends)
+        self._commit_timeout = commit_timeout
+        #: where commits run while `run` runs, so that one past its deadline goes on
+        self._nursery: trio.Nursery | None = None
         self._zarr2_files = zarr2_files
         self._budget = budget
         #: recorded in every commit's metadata (`icefs.fs.commitinfo.signature`)
@@ -130,7 +135,87 @@ class Branches:
             **signature(os.getuid() if uid is None else uid, self._mountpoint),
             **(metadata or {}),
         }
-        return await self._counted(state.commit(message, recorded))
+        return await self._bounded(state, self._counted(state.commit(message, recorded)))
+
+    async def run(self) -> None:
+        """Keep the nursery commits run in until cancelled (a task of the mount's nursery);
+        cancelled, it waits for a commit in flight (Icechunk cannot stop one)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    async def _bounded(
+        self, state: BranchState, commit: Coroutine[Any, Any, str | None]
+    ) -> str | None:
+        """Await *commit*, or raise `TimedOut` once the commit timeout has passed.
+
+        Icechunk cannot stop a commit: past the deadline it goes on in the background,
+        holding the branch's lock (a later commit waits for it, and finds nothing left
+        to commit if it landed).  A late landing is logged and shown in status as
+        ``last_commit`` with ``late_seconds``; a late failure leaves the changes
+        uncommitted, as any failed commit does.
+        """
+        if self._nursery is None or self._commit_timeout is None:
+            return await commit
+        timeout = self._commit_timeout
+        done = trio.Event()
+        outcome: list[str | None] = []
+        failure: list[IcefsError] = []
+        answered: list[float] = []
+
+        async def run() -> None:
+            try:
+                outcome.append(await commit)
+            except IcefsError as exc:
+                failure.append(exc)
+            finally:
+                done.set()
+            if answered:
+                self._late(state, outcome, failure, time.monotonic() - answered[0])
+
+        self._nursery.start_soon(run)
+        with trio.move_on_after(timeout):
+            await done.wait()
+        if failure:
+            raise failure[0]
+        if outcome:
+            return outcome[0]
+        answered.append(time.monotonic())
+        message = (
+            f"the commit took longer than {timeout:g} s (commit_timeout): the changes "
+            "stay uncommitted for now; it goes on, and status says if it lands"
+        )
+        state.error(message)
+        raise TimedOut(f"branch {state.branch}: {message}")
+
+    @staticmethod
+    def _late(
+        state: BranchState, outcome: list[str | None], failure: list[IcefsError], after: float
+    ) -> None:
+        """Say how a commit answered with `TimedOut` ended, *after* seconds later."""
+        if failure:
+            log.warning(
+                "branch %s: the commit that timed out failed %.1f s later; the changes "
+                "stay uncommitted: %s",
+                state.branch,
+                after,
+                failure[0],
+            )
+            return
+        sid = outcome[0] if outcome else None
+        if sid is None:
+            return
+        if state.last_commit is not None and state.last_commit.get("snapshot_id") == sid:
+            state.last_commit["late_seconds"] = round(after, 3)
+        log.warning(
+            "branch %s: the commit that timed out landed %.1f s after its deadline: %s",
+            state.branch,
+            after,
+            sid,
+        )
 
     async def _counted(self, commit: Coroutine[Any, Any, str | None]) -> str | None:
         """Run *commit* and count it in the stats (failed, or landed: not when it had
@@ -152,8 +237,9 @@ class Branches:
         await state.settle()
         if state.dirty:
             await self.commit(state, f"icefs: uncommitted changes, before mv /{source} /{target}")
-        sid = await self._counted(
-            state.move(source, target, signature(os.getuid(), self._mountpoint))
+        sid = await self._bounded(
+            state,
+            self._counted(state.move(source, target, signature(os.getuid(), self._mountpoint))),
         )
         assert sid is not None  # a move always makes a snapshot
         return sid

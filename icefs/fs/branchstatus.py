@@ -48,9 +48,13 @@ def kept_because(state: BranchState, *, scratch: bool = True) -> str:
 
 async def status(state: BranchState) -> dict[str, Any]:
     """Return the write-related part of the branch's status document."""
-    counts = await state.writer.counts() if state.writer is not None else None
+    # The counts need the session, which a commit holds until it ends (for minutes, if
+    # the storage hangs): status answers at once, without them, while one is in flight.
+    committing = state.committing
+    counts = await state.writer.counts() if state.writer and not committing else None
     return {
         "has_uncommitted_changes": state.dirty,
+        "commit_in_progress": committing,
         "changed_nodes": counts.nodes if counts else 0,
         "changed_chunks": counts.chunks if counts else 0,
         "changed_paths": list(counts.paths) if counts else [],

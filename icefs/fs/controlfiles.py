@@ -368,6 +368,9 @@ class ControlFiles:
             doc.update(await branch_status(state))
         if view.kind == "branch":
             doc["tip_snapshot_id"] = self._refs.branches.get(view.ref)
+        if state is not None and state.committing:  # it holds the session: answer now
+            doc["zarr2_left_out"] = None
+            return doc
         tree = await self._namespace.tree_for(view)
         doc["zarr2_left_out"] = await left_out(tree, self._namespace.translations)
         return doc

@@ -133,6 +133,7 @@ class Filesystem:
             mountpoint=options.mountpoint,
             zarr2_files=zarr2_files,
             budget=budget,
+            commit_timeout=options.commit_timeout,
         )
         namespace = Namespace(repo, refs, branches, inodes, stats, zarr2_files, budget)
         attrs = Attributes(options, refs, branches)
@@ -190,6 +191,7 @@ class Filesystem:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.core.refs.run_refresher)
             nursery.start_soon(self._prefetcher.run)
+            nursery.start_soon(self.core.branches.run)
             if self.core.branches.journal.enabled and journal_interval > 0:
                 nursery.start_soon(self._every, journal_interval, self.core.branches.save_journals)
             if commit_interval > 0:

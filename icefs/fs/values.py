@@ -139,6 +139,8 @@ class MountOptions:
     read_ahead_memory: int = SETTINGS["read_ahead_memory"].default
     #: one budget for chunk indexes, node metadata, listings and resolved paths
     metadata_memory: int = SETTINGS["metadata_memory"].default
+    #: seconds a commit may take before its caller gets `TimedOut` (it may still land)
+    commit_timeout: float = SETTINGS["commit_timeout"].default
     #: closes leave the store of a chunk to the background (`icefs.fs.uploads`)
     write_behind: bool = False
     cache_dir: str = ""

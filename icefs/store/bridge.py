@@ -25,6 +25,14 @@ daemon thread and lets trio tasks await coroutines on it:
   and Session methods, which release the GIL) in a trio worker thread.
 * `Bridge.run_blocking` is for code outside trio (CLI, tests, start-up).
 
+Every call through `run` and `run_sync` is one storage request of a *kind*
+(chunk, metadata, manifest, snapshot, ref, commit): it is timed and its outcome
+told to `observe` (the mount's stats), and unless the caller says otherwise it
+must end within `deadline` seconds, else it fails with `TimedOut` (ETIMEDOUT).
+A direct call past its deadline is cancelled (Icechunk drops the request); a
+blocking one is abandoned to finish in its thread, which keeps its place under
+the thread limit until it ends.
+
 No other icefs module imports asyncio.
 """
 
@@ -35,12 +43,15 @@ import asyncio.events
 import contextlib
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import trio
 
+from icefs.errors import TimedOut
+
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Awaitable, Callable, Coroutine, Iterator
 
 __all__ = ["Bridge"]
 
@@ -152,7 +163,9 @@ class Bridge:
     blocking calls run in trio worker threads.
     """
 
-    def __init__(self, *, max_async: int = 64, max_threads: int = 16) -> None:
+    def __init__(
+        self, *, max_async: int = 64, max_threads: int = 16, deadline: float | None = None
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="icefs-asyncio", daemon=True)
@@ -165,6 +178,11 @@ class Bridge:
         #: `run` lets the tokio thread wake trio (set by `enable_direct`)
         self.direct = False
         self._trio_loop: _TrioLoop | None = None
+        #: seconds a bounded call may wait for the storage (None: Icechunk's own limits)
+        self.deadline = deadline
+        #: told (kind, outcome, seconds) after every call: outcome is ok, not_found,
+        #: timeout, error or cancelled
+        self.observe: Callable[[str, str, float], None] | None = None
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -182,9 +200,16 @@ class Bridge:
             self._limiters = {token: pair}
         return pair
 
-    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def run(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, kind: str = "other", bounded: bool = True
+    ) -> T:
         """Await ``fn(*args)``: an asyncio coroutine function, or an Icechunk Rust method
-        returning a pyo3 future (completed on the trio thread once `direct`)."""
+        returning a pyo3 future (completed on the trio thread once `direct`); one request
+        of *kind*, within `deadline` if *bounded*."""
+        with self._request(kind, bounded):
+            return await self._run(fn, args)
+
+    async def _run(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         async_limit, _ = self._trio_limiters()
         async with async_limit:
             loop = self._trio_loop
@@ -204,6 +229,48 @@ class Bridge:
                 return cast("T", await awaitable.wait())
             # Not the protocol the self-test saw (a coroutine, say): the loop thread runs it.
             return await self._await_on_loop(_awaited, (awaitable,))
+
+    @contextlib.contextmanager
+    def waiting(self, kind: str) -> Iterator[None]:
+        """Bound a wait for something a storage request of *kind* needs (a session that a
+        commit holds, say) by `deadline`: past it, `TimedOut`."""
+        if self.deadline is None:
+            yield
+            return
+        try:
+            with trio.fail_after(self.deadline):
+                yield
+        except trio.TooSlowError:
+            raise TimedOut(
+                f"a {kind} request waited {self.deadline:g} s for the session, which a commit "
+                "holds (request_timeout)"
+            ) from None
+
+    @contextlib.contextmanager
+    def _request(self, kind: str, bounded: bool) -> Iterator[None]:
+        """Time the request in the body, tell `observe`, and bound it by `deadline`."""
+        started = time.monotonic()
+        outcome = "error"
+        deadline = self.deadline if bounded else None
+        try:
+            with trio.fail_after(deadline) if deadline is not None else contextlib.nullcontext():
+                yield
+            outcome = "ok"
+        except trio.TooSlowError:
+            outcome = "timeout"
+            raise TimedOut(
+                f"the storage did not answer a {kind} request within {deadline:g} s "
+                "(request_timeout)"
+            ) from None
+        except KeyError:  # Icechunk's answer for a missing key
+            outcome = "not_found"
+            raise
+        except trio.Cancelled:
+            outcome = "cancelled"
+            raise
+        finally:
+            if self.observe is not None:
+                self.observe(kind, outcome, time.monotonic() - started)
 
     async def _await_on_loop(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         token = trio.lowlevel.current_trio_token()
@@ -243,10 +310,20 @@ class Bridge:
             log.warning("direct Icechunk calls unavailable, using the loop thread: %r", exc)
         return self.direct
 
-    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run the blocking ``fn(*args)`` in a trio worker thread."""
+    async def run_sync(
+        self, fn: Callable[..., T], *args: Any, kind: str = "other", bounded: bool = True
+    ) -> T:
+        """Run the blocking ``fn(*args)`` in a trio worker thread: one request of *kind*.
+
+        If *bounded*, past `deadline` the caller gets `TimedOut` and the thread is left
+        to finish: only for calls whose late end changes nothing the caller relies on.
+        """
         _, thread_limit = self._trio_limiters()
-        return await trio.to_thread.run_sync(fn, *args, limiter=thread_limit)
+        abandon = bounded and self.deadline is not None
+        with self._request(kind, bounded):
+            return await trio.to_thread.run_sync(
+                fn, *args, limiter=thread_limit, abandon_on_cancel=abandon
+            )
 
     def run_blocking(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run *coro* on the loop and wait for it; for callers outside trio."""

@@ -75,13 +75,15 @@ async def _raw_diff(repo: Repo, from_sid: str, to_sid: str) -> tuple[Any, str]:
     to_line = await _ancestry_ids(repo, to_sid)
     if from_sid in to_line:
         found = await repo.call(
-            lambda: repo.repository.diff(from_snapshot_id=from_sid, to_snapshot_id=to_sid)
+            lambda: repo.repository.diff(from_snapshot_id=from_sid, to_snapshot_id=to_sid),
+            kind="snapshot",
         )
         return found, "forward"
     from_line = await _ancestry_ids(repo, from_sid)
     if to_sid in from_line:
         found = await repo.call(
-            lambda: repo.repository.diff(from_snapshot_id=to_sid, to_snapshot_id=from_sid)
+            lambda: repo.repository.diff(from_snapshot_id=to_sid, to_snapshot_id=from_sid),
+            kind="snapshot",
         )
         return found, "backward"
     common = next((s for s in from_line if s in set(to_line)), None)
@@ -211,5 +213,7 @@ def read_operations(repository: icechunk.Repository, limit: int | None) -> list[
 
 async def operations(repo: Repo, limit: int | None = None) -> list[dict[str, Any]]:
     """The repository's operations log, newest first (at most *limit* entries)."""
-    result: list[dict[str, Any]] = await repo.call(read_operations, repo.repository, limit)
+    result: list[dict[str, Any]] = await repo.call(
+        read_operations, repo.repository, limit, kind="ref"
+    )
     return result

@@ -13,9 +13,10 @@ import contextlib
 import functools
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import icechunk
+import trio
 
 from icefs import errors
 from icefs.gate import Gate
@@ -23,13 +24,20 @@ from icefs.store.chunkindex import VIRTUAL, ChunkIndex
 from icefs.store.errors import translate
 
 if TYPE_CHECKING:
-    from collections.abc import Buffer, Iterable
+    from collections.abc import AsyncIterator, Buffer, Callable, Iterable
 
     from icefs.store.bridge import Bridge
 
-__all__ = ["SessionReader", "SnapshotReader", "VirtualLocation", "direct_probe"]
+__all__ = ["SessionReader", "SnapshotReader", "VirtualLocation", "direct_probe", "key_kind"]
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+def key_kind(key: str) -> str:
+    """The kind of storage request that reads or writes *key*: metadata or chunk."""
+    return "metadata" if key == "zarr.json" or key.endswith("/zarr.json") else "chunk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +124,11 @@ class SnapshotReader:
         """Hold this around every use of the session (`SessionReader` gates it)."""
         return contextlib.nullcontext()
 
+    async def _sync(self, kind: str, fn: Callable[..., R], *args: Any) -> R:
+        """Run the blocking ``fn(*args)`` on the session: a storage request of *kind*,
+        within the bridge's deadline."""
+        return await self._bridge.run_sync(fn, *args, kind=kind)
+
     def _list_dir_sync(self, prefix: str) -> list[str]:
         # Icechunk's listing iterators are typed async but also iterate synchronously
         # (cheap: no thread hop); list_dir can repeat names and has no stable order.
@@ -125,8 +138,7 @@ class SnapshotReader:
     async def list_dir(self, prefix: str) -> list[str]:
         """Return the sorted, de-duplicated child names below key *prefix* ('' = root)."""
         try:
-            async with self._using():
-                return await self._bridge.run_sync(self._list_dir_sync, prefix)
+            return await self._sync("snapshot", self._list_dir_sync, prefix)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -159,8 +171,7 @@ class SnapshotReader:
         no node list we know.
         """
         try:
-            async with self._using():
-                return await self._bridge.run_sync(self._node_paths_sync)
+            return await self._sync("snapshot", self._node_paths_sync)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -194,8 +205,7 @@ class SnapshotReader:
         """Where the chunk *coords* of *array_path* points, if it is virtual (a pass over
         the array's manifest: for debugging, not for every read)."""
         try:
-            async with self._using():
-                return await self._bridge.run_sync(self._location_sync, array_path, coords)
+            return await self._sync("manifest", self._location_sync, array_path, coords)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -205,8 +215,7 @@ class SnapshotReader:
         """Return the `ChunkIndex` of the array at *array_path*, whose chunk grid is *grid*
         (None: not regular): one pass over its manifest, in a worker thread."""
         try:
-            async with self._using():
-                return await self._bridge.run_sync(self._chunk_index_sync, array_path, ndim, grid)
+            return await self._sync("manifest", self._chunk_index_sync, array_path, ndim, grid)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -222,7 +231,9 @@ class SnapshotReader:
         """
         try:
             async with self._using():
-                data = await self._bridge.run(self._raw.get, key, _byte_range(start, end))
+                data = await self._bridge.run(
+                    self._raw.get, key, _byte_range(start, end), kind=key_kind(key)
+                )
         except KeyError:  # Icechunk's answer for a missing key
             raise errors.NotFound(f"no key {key}") from None
         except Exception as exc:
@@ -252,5 +263,46 @@ class SessionReader(SnapshotReader):
         # Called under the gate's read side: no store or delete runs meanwhile.
         return bool(self._session.has_uncommitted_changes)
 
-    def _using(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self.gate.hold("read")
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[None]:
+        await self._enter("chunk")
+        try:
+            yield
+        finally:
+            self.gate.release()
+
+    async def _enter(self, kind: str) -> None:
+        """Take the gate's read side, within the bridge's deadline (a commit holds the gate
+        alone until it ends)."""
+        with self._bridge.waiting(kind):
+            await self.gate.acquire("read")
+
+    async def _sync(self, kind: str, fn: Callable[..., R], *args: Any) -> R:
+        # A call past its deadline is abandoned in its thread, still using the session:
+        # the gate stays held until that thread ends.  Whichever side takes *claim*
+        # releases it: the thread (it then runs fn), or this task if no thread took it.
+        await self._enter(kind)
+        claim = [True]
+        token = trio.lowlevel.current_trio_token()
+
+        def call() -> R:
+            try:
+                claim.pop()
+            except IndexError:  # given up before the thread started
+                raise RuntimeError("abandoned before it started") from None  # result dropped
+            try:
+                return fn(*args)
+            finally:
+                with contextlib.suppress(trio.RunFinishedError):
+                    trio.from_thread.run_sync(self.gate.release, trio_token=token)
+
+        try:
+            return await self._bridge.run_sync(call, kind=kind)
+        except BaseException:
+            try:
+                claim.pop()
+            except IndexError:  # the thread has it, and releases the gate when it ends
+                pass
+            else:
+                self.gate.release()
+            raise

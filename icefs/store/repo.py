@@ -7,6 +7,7 @@ Ref changes hold the repository's `RefLock`.
 
 from __future__ import annotations
 
+import collections
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -75,6 +76,8 @@ class Repo:
         #: held around every change of the repository's refs (commits included)
         self.lock = lock or RefLock()
         self._readers: OrderedDict[str, SnapshotReader] = OrderedDict()
+        #: what happened inside commits: commit_retries, rebases (for the metrics)
+        self.events: collections.Counter[str] = collections.Counter()
         self._snapshots: dict[str, SnapshotMeta] = {}
 
     @property
@@ -86,10 +89,11 @@ class Repo:
         """The Icechunk repository (for `icefs.store.writer`; blocking methods)."""
         return self._repo
 
-    async def call(self, fn: Any, *args: Any) -> Any:
-        """Run the blocking *fn* with *args* in a worker thread; Icechunk's errors translated."""
+    async def call(self, fn: Any, *args: Any, kind: str = "other", bounded: bool = True) -> Any:
+        """Run the blocking *fn* with *args* in a worker thread, one storage request of
+        *kind* (within the bridge's deadline if *bounded*); Icechunk's errors translated."""
         try:
-            return await self._bridge.run_sync(fn, *args)
+            return await self._bridge.run_sync(fn, *args, kind=kind, bounded=bounded)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -100,22 +104,23 @@ class Repo:
 
     async def refs(self) -> tuple[dict[str, str], dict[str, str]]:
         """Return ({branch: tip snapshot id}, {tag: snapshot id}) as the repository has them now."""
-        result: tuple[dict[str, str], dict[str, str]] = await self.call(self._refs_sync)
+        result: tuple[dict[str, str], dict[str, str]] = await self.call(self._refs_sync, kind="ref")
         return result
 
     async def lookup_branch(self, branch: str) -> str:
-        result: str = await self.call(self._repo.lookup_branch, branch)
+        result: str = await self.call(self._repo.lookup_branch, branch, kind="ref")
         return result
 
     async def lookup_tag(self, tag: str) -> str:
-        result: str = await self.call(self._repo.lookup_tag, tag)
+        result: str = await self.call(self._repo.lookup_tag, tag, kind="ref")
         return result
 
     async def snapshot(self, snapshot_id: str) -> SnapshotMeta:
         """Return the `SnapshotMeta` of *snapshot_id*; `NotFound`/`InvalidInput` if it is none."""
         meta = self._snapshots.get(snapshot_id)
         if meta is None:
-            meta = snapshot_meta(await self.call(self._repo.lookup_snapshot, snapshot_id))
+            info = await self.call(self._repo.lookup_snapshot, snapshot_id, kind="snapshot")
+            meta = snapshot_meta(info)
             self._snapshots[snapshot_id] = meta
         return meta
 
@@ -138,7 +143,9 @@ class Repo:
         """Return the ancestry of *snapshot_id*, newest first, itself included: at most
         *limit* snapshots, and none from the first one in *stop* on (Icechunk reads the
         history one snapshot at a time: a walk that stops early reads no more)."""
-        result: list[SnapshotMeta] = await self.call(self._ancestry_sync, snapshot_id, limit, stop)
+        result: list[SnapshotMeta] = await self.call(
+            self._ancestry_sync, snapshot_id, limit, stop, kind="snapshot"
+        )
         return result
 
     def _locked(self, fn: Any, *args: Any) -> Any:
@@ -147,23 +154,24 @@ class Repo:
 
     async def create_branch(self, branch: str, snapshot_id: str) -> None:
         """Create *branch* at *snapshot_id* (`Exists`, `NotFound`)."""
-        await self.call(self._locked, self._repo.create_branch, branch, snapshot_id)
+        await self.call(self._locked, self._repo.create_branch, branch, snapshot_id, kind="ref")
 
     async def delete_branch(self, branch: str) -> None:
-        await self.call(self._locked, self._repo.delete_branch, branch)
+        await self.call(self._locked, self._repo.delete_branch, branch, kind="ref")
 
     async def create_tag(self, tag: str, snapshot_id: str) -> None:
         """Create *tag* at *snapshot_id* (`Exists`, also for a deleted tag's name)."""
-        await self.call(self._locked, self._repo.create_tag, tag, snapshot_id)
+        await self.call(self._locked, self._repo.create_tag, tag, snapshot_id, kind="ref")
 
     async def delete_tag(self, tag: str) -> None:
-        await self.call(self._locked, self._repo.delete_tag, tag)
+        await self.call(self._locked, self._repo.delete_tag, tag, kind="ref")
 
     async def reset_branch(self, branch: str, snapshot_id: str, expected: str) -> None:
         """Move *branch* to *snapshot_id*, if it still stands at *expected* (else `Busy`)."""
         await self.call(
             self._locked,
             lambda: self._repo.reset_branch(branch, snapshot_id, from_snapshot_id=expected),
+            kind="ref",
         )
 
     async def reader(self, snapshot_id: str) -> SnapshotReader:
@@ -172,7 +180,7 @@ class Repo:
         if reader is not None:
             self._readers.move_to_end(snapshot_id)
             return reader
-        session = await self.call(self._open_readonly, snapshot_id)
+        session = await self.call(self._open_readonly, snapshot_id, kind="snapshot")
         reader = SnapshotReader(session, self._bridge, self._repo)
         self._readers[snapshot_id] = reader
         while len(self._readers) > READERS_KEPT:

@@ -20,7 +20,7 @@ import icechunk
 from icefs import errors
 from icefs.gate import ALONE
 from icefs.store.errors import first_line, translate
-from icefs.store.reader import SessionReader
+from icefs.store.reader import SessionReader, key_kind
 from icefs.store.repo import TOKEN_KEY
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class BranchWriter:
         """Store *data* (bytes-like) at *key*; `InvalidInput`, `NotFound` or `StorageFailure`."""
         try:
             async with self.reader.gate.hold("write"):
-                await self._repo.bridge.run(self._raw.set, key, data)
+                await self._repo.bridge.run(self._raw.set, key, data, kind=key_kind(key))
         except Exception as exc:
             raise translate(exc) from exc
         self._touch()
@@ -104,7 +104,7 @@ class BranchWriter:
         """Delete *key* (a node's ``zarr.json`` deletes the node and everything below)."""
         try:
             async with self.reader.gate.hold("write"):
-                await self._repo.bridge.run(self._raw.delete, key)
+                await self._repo.bridge.run(self._raw.delete, key, kind=key_kind(key))
         except Exception as exc:
             raise translate(exc) from exc
         self._touch()
@@ -127,14 +127,14 @@ class BranchWriter:
     async def counts(self) -> ChangeCounts:
         """Return how many nodes and chunks the session changed."""
         async with self.reader.gate.hold(ALONE):
-            result: ChangeCounts = await self._repo.call(self._counts_sync)
+            result: ChangeCounts = await self._repo.call(self._counts_sync, bounded=False)
         return result
 
     async def has_changes(self) -> bool:
         """Ask Icechunk whether the session holds changes (a store may have undone one)."""
         async with self.reader.gate.hold(ALONE):
             result: bool = await self._repo.call(
-                lambda: bool(self._session.has_uncommitted_changes)
+                lambda: bool(self._session.has_uncommitted_changes), bounded=False
             )
         return result
 
@@ -143,7 +143,9 @@ class BranchWriter:
         # Icechunk's public pickling refuses writable sessions (they are meant to be
         # forked); its own pickling of forks uses these two calls.
         async with self.reader.gate.hold(ALONE):
-            data: bytes = await self._repo.call(lambda: bytes(self._session._session.as_bytes()))
+            data: bytes = await self._repo.call(
+                lambda: bytes(self._session._session.as_bytes()), bounded=False
+            )
         return data
 
     def _adopt(self, session: icechunk.Session) -> None:
@@ -167,6 +169,9 @@ class BranchWriter:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             with self._repo.lock.held():
                 saved = bytes(self._session._session.as_bytes())
+                base = self._session.snapshot_id
+                if attempt > 1:
+                    self._repo.events["commit_retries"] += 1
                 try:
                     sid: str = self._session.commit(
                         message,
@@ -180,6 +185,9 @@ class BranchWriter:
                 # On object stores the ref update is a conditional write: a commit that
                 # returned is on the branch (and checking cost a round trip or more).
                 if not self._repo.lock.needed or landed(repository, self.branch, sid):
+                    # Icechunk keeps the snapshot it wrote: asking for its parent is no GET
+                    if repository.lookup_snapshot(sid).parent_id != base:
+                        self._repo.events["rebases"] += 1
                     return sid
             log.warning(
                 "branch %s: commit %s was dropped from the branch by another writer's "
@@ -222,7 +230,7 @@ class BranchWriter:
         try:
             async with self.reader.gate.hold(ALONE):
                 sid: str = await self._repo.bridge.run_sync(
-                    self._commit_sync, message, metadata or {}
+                    self._commit_sync, message, metadata or {}, kind="commit", bounded=False
                 )
         except icechunk.RebaseFailedError as exc:
             conflicts = "; ".join(
@@ -265,7 +273,15 @@ async def move_node(
     """
     try:
         sid: str = await repo.bridge.run_sync(
-            _move_sync, repo, branch, source, target, message, metadata
+            _move_sync,
+            repo,
+            branch,
+            source,
+            target,
+            message,
+            metadata,
+            kind="commit",
+            bounded=False,
         )
     except errors.IcefsError:
         raise
@@ -276,7 +292,7 @@ async def move_node(
 
 async def open_writer(repo: Repo, branch: str) -> BranchWriter:
     """Open a writable session on *branch* at its current tip."""
-    session = await repo.call(repo.repository.writable_session, branch)
+    session = await repo.call(repo.repository.writable_session, branch, kind="snapshot")
     return BranchWriter(repo, branch, session)
 
 
@@ -293,7 +309,7 @@ async def restore_writer(
 
     Raises `InvalidInput` for bytes that are not a writable session of *branch*.
     """
-    session: icechunk.Session = await repo.call(_session_from_bytes, data)
+    session: icechunk.Session = await repo.call(_session_from_bytes, data, bounded=False)
     if session.read_only or session.branch != branch:
         raise errors.InvalidInput(f"the saved session is not a writable session of {branch}")
     writer = BranchWriter(repo, branch, session)
