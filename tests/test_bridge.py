@@ -234,7 +234,7 @@ async def test_deadline_and_outcomes_are_reported():
         async def missing():
             raise KeyError("absent")
 
-        with pytest.raises(TimedOut, match="chunk request within 0.2 s"):
+        with pytest.raises(TimedOut, match=r"chunk request within 0\.2 s"):
             await b.run(hang, kind="chunk")
         with pytest.raises(TimedOut, match="snapshot request"):
             await b.run_sync(release.wait, kind="snapshot")
