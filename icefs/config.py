@@ -20,6 +20,9 @@ A file describes one mount, as top-level keys or in a ``[mount]`` table::
     read_ahead = 1024
     read_ahead_memory = "256M"
     metadata_memory = "256M"
+    request_timeout = 60
+    commit_timeout = 120
+    metrics = "127.0.0.1:9464"           # Prometheus; off unless given
 
 Precedence: the command line, then the file, then built-in defaults.
 """

@@ -78,6 +78,8 @@ make_venv() {
 # Azurite (the Azure Blob emulator the tests start on 127.0.0.1) comes from the npm registry.
 AZURITE_VERSION=3.35.0
 install_test_servers() {
+    # Prometheus scrapes a mount's metrics in the tests (fake-gcs-server comes from PyPI)
+    install_missing prometheus
     if [ -x "$here/.tools/node_modules/.bin/azurite-blob" ]; then
         return 0
     fi

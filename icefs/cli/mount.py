@@ -102,6 +102,10 @@ def launch(values: dict[str, Any], cli: dict[str, Any], config: dict[str, Any]) 
     check_fuse()
     mountpoint = check_mountpoint(values["mountpoint"])
     _check_virtual(values, passed)
+    if values["metrics"]:  # refused here, before the daemon starts (it binds it)
+        from icefs.daemon.metrics import parse_address
+
+        parse_address(values["metrics"])
     if storage.kind == "local" and values["mode"] == "open" and not os.path.exists(storage.path):
         raise RepositoryError(
             f"no repository at {storage.path} (use --mode create or open_or_create to make one)"

@@ -219,6 +219,8 @@ async def _serve(
 ) -> None:
     import pyfuse3
 
+    from icefs.daemon.metrics import MountCollector, open_listeners, registry
+    from icefs.daemon.metrics import serve as serve_metrics
     from icefs.store.bridge import Bridge
     from icefs.store.reader import direct_probe
 
@@ -230,6 +232,7 @@ async def _serve(
         await filesystem.start(recover=False)
     except IcefsError as exc:  # what the storage answered (anything else is a bug: raised)
         raise StorageUnreachable(f"cannot read refs of {config.storage.display()}: {exc}") from None
+    listeners = await open_listeners(config.metrics) if config.metrics else []
     try:
         pyfuse3.init(ops, mountpoint, options)  # type: ignore[arg-type]
     except RuntimeError as exc:
@@ -255,6 +258,13 @@ async def _serve(
                 )
             )
             nursery.start_soon(_handle_signals, filesystem, config)
+            if listeners:
+                collector = MountCollector(
+                    filesystem.core.controls.current_stats,
+                    branch_labels=config.metrics_branches,
+                )
+                nursery.start_soon(serve_metrics, listeners, registry(collector))
+                log.info("metrics at http://%s/metrics", config.metrics)
             nursery.start_soon(_announce_ready, mountpoint, reporter, config)
             await pyfuse3.main(max_tasks=MAX_TASKS)
             nursery.cancel_scope.cancel()

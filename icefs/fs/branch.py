@@ -95,6 +95,10 @@ class BranchState:
         #: files closed whose store runs in the background (write-behind), by key
         self.uploading: dict[str, OverlayFile] = {}
         self.last_commit: dict[str, Any] | None = None
+        #: bytes stored in the session since it was opened (until committed or discarded)
+        self.uncommitted_bytes = 0
+        #: sessions saved to the crash journal
+        self.journal_saves = 0
         #: a commit is in flight (status then does not wait for the session)
         self.committing = False
         #: the last reset made through this mount: {"from", "to", "time"}
@@ -271,6 +275,7 @@ class BranchState:
                 self.layout += 1
             self.journal_wanted = True
             self.changed_keys.add(key)
+            self.uncommitted_bytes += size
             log.debug("branch %s: stored %s (%d bytes)", self.branch, key, size)
             self.written_ns[key] = time.time_ns()
             self._drop_dirs_above(key)
@@ -455,6 +460,7 @@ class BranchState:
         self.layout += 1
         self.written_ns.clear()
         self.changed_keys.clear()
+        self.uncommitted_bytes = 0
         self.conflicts = []
         self.journal_wanted = False
         self.recovered = None
@@ -482,6 +488,7 @@ class BranchState:
                     self.writer.since_ns,
                     unstored,
                 )
+                self.journal_saves += 1
             except (OSError, IcefsError) as exc:
                 self.journal_wanted = True
                 self.error(f"saving the session to the journal failed: {exc}")

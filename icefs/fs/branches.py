@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from icefs.errors import IcefsError, ReadOnly, TimedOut
+from icefs.errors import Busy, IcefsError, ReadOnly, TimedOut
 from icefs.fs.branch import BranchState
 from icefs.fs.commitinfo import signature
 from icefs.fs.files import describe_leftovers
@@ -184,6 +184,7 @@ class Branches:
         if outcome:
             return outcome[0]
         answered.append(time.monotonic())
+        self._stats.commit_timeouts += 1
         message = (
             f"the commit took longer than {timeout:g} s (commit_timeout): the changes "
             "stay uncommitted for now; it goes on, and status says if it lands"
@@ -223,8 +224,10 @@ class Branches:
         started = time.monotonic()
         try:
             sid = await commit
-        except IcefsError:
+        except IcefsError as exc:
             self._stats.record_commit(time.monotonic() - started, ok=False)
+            if isinstance(exc, Busy):
+                self._stats.commit_conflicts += 1
             raise
         if sid is not None:
             self._stats.record_commit(time.monotonic() - started, ok=True)

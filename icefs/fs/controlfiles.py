@@ -296,7 +296,21 @@ class ControlFiles:
         raise NotFound(name)
 
     def _stats_doc(self) -> dict[str, object]:
+        return self.current_stats().as_json()
+
+    def current_stats(self) -> Stats:
+        """The mount's `Stats`, with what its collaborators count copied in."""
         stats, ahead = self._stats, self._prefetcher
+        states = list(self._branches.states.values())
+        stats.uncommitted = {
+            st.branch: (st.uncommitted_bytes, len(st.changed_keys | st.files.keys()))
+            for st in states
+            if st.dirty
+        }
+        stats.journal_saves = sum(st.journal_saves for st in states)
+        stats.commit_rebases = self._repo.events["rebases"]
+        stats.commit_retries = self._repo.events["commit_retries"]
+        stats.prefetch_misses = ahead.misses
         stats.pending_bytes = sum(
             f.spool.size
             for st in self._branches.states.values()
@@ -314,7 +328,7 @@ class ControlFiles:
         stats.prefetch_late = ahead.late
         stats.prefetch_window = ahead.widest
         stats.prefetch_fetch_ms = 1000 * ahead.fetch_seconds
-        return stats.as_json()
+        return stats
 
     def mount_status(self) -> dict[str, object]:
         """The mount-wide status document."""

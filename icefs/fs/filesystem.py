@@ -118,6 +118,7 @@ class Filesystem:
         assert journal is not None
         budget = MemoryBudget(options.metadata_memory)
         stats = Stats(memory=budget)
+        repo.bridge.observe = stats.record_storage
         inodes = InodeTable()
         handles = HandleTable()
         spool = SpoolBudget(options.write_buffer, options.cache_dir or default_cache_dir())

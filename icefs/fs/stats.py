@@ -1,16 +1,40 @@
-"""Counters of what a mount has done, shown in ``.icefs/stats``."""
+"""Counters of what a mount has done, shown in ``.icefs/stats`` and as Prometheus metrics
+(`icefs.daemon.metrics`).  Updated on the trio thread only; read there too."""
 
 from __future__ import annotations
 
+import bisect
 import errno
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from icefs.memory import MemoryBudget
 
-__all__ = ["Stats"]
+__all__ = ["BUCKETS", "Histogram", "Stats"]
+
+#: Upper bounds (seconds) of the latency histograms: a page-cache hit to a hung store.
+BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Counts of observations by `BUCKETS` (not cumulative; the last one: above all)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
 
 @dataclass(slots=True)
@@ -19,6 +43,9 @@ class _OpStats:
     errors: int = 0
     seconds: float = 0.0
     max_seconds: float = 0.0
+    latency: Histogram = field(default_factory=Histogram)
+    #: failed requests by errno name
+    by_errno: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -52,8 +79,36 @@ class Stats:
     prefetch_late: int = 0
     prefetch_window: int = 0
     prefetch_fetch_ms: float = 0.0
+    prefetch_misses: int = 0
     #: the mount's memory budget for what grows with the repository (`icefs.memory`)
     memory: MemoryBudget | None = None
+    #: storage requests by (kind, outcome), and their latency by kind (`Bridge.observe`)
+    storage: dict[tuple[str, str], int] = field(default_factory=dict)
+    storage_latency: dict[str, Histogram] = field(default_factory=dict)
+    commit_latency: Histogram = field(default_factory=Histogram)
+    commit_conflicts: int = 0
+    commit_timeouts: int = 0
+    #: inside Icechunk's commits (`Repo.events`): rebases over other writers, retries
+    commit_rebases: int = 0
+    commit_retries: int = 0
+    journal_saves: int = 0
+    #: failed requests by the class of their error ("bug": not an icefs error)
+    errors_by_class: dict[str, int] = field(default_factory=dict)
+    #: per branch written: (uncommitted bytes, uncommitted files)
+    uncommitted: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def record_storage(self, kind: str, outcome: str, seconds: float) -> None:
+        """Count one storage request of *kind* that ended with *outcome* after *seconds*."""
+        key = (kind, outcome)
+        self.storage[key] = self.storage.get(key, 0) + 1
+        latency = self.storage_latency.get(kind)
+        if latency is None:
+            latency = self.storage_latency[kind] = Histogram()
+        latency.observe(seconds)
+
+    def record_error(self, name: str) -> None:
+        """Count one failed request whose error is of the class *name*."""
+        self.errors_by_class[name] = self.errors_by_class.get(name, 0) + 1
 
     def record_commit(self, seconds: float, ok: bool) -> None:
         """Count one commit attempt that took *seconds*."""
@@ -61,6 +116,7 @@ class Stats:
             self.commit_failures += 1
             return
         self.commits += 1
+        self.commit_latency.observe(seconds)
         self.commit_seconds += seconds
         self.commit_max_seconds = max(self.commit_max_seconds, seconds)
 
@@ -72,10 +128,12 @@ class Stats:
         stats.count += 1
         stats.seconds += seconds
         stats.max_seconds = max(stats.max_seconds, seconds)
+        stats.latency.observe(seconds)
         if err:
             stats.errors += 1
             name = errno.errorcode.get(err, str(err))
             self.errors_by_errno[name] = self.errors_by_errno.get(name, 0) + 1
+            stats.by_errno[name] = stats.by_errno.get(name, 0) + 1
 
     def as_json(self) -> dict[str, Any]:
         """Return the counters as a JSON-ready dict."""
@@ -115,6 +173,10 @@ class Stats:
                 "waited": self.prefetch_late,
                 "window": self.prefetch_window,
                 "fetch_ms": round(self.prefetch_fetch_ms, 3),
+                "misses": self.prefetch_misses,
+            },
+            "storage_requests": {
+                f"{kind} {outcome}": n for (kind, outcome), n in sorted(self.storage.items())
             },
             "commits": {
                 "count": self.commits,
@@ -123,7 +185,13 @@ class Stats:
                 if self.commits
                 else 0.0,
                 "max_ms": round(1000 * self.commit_max_seconds, 3),
+                "conflicts": self.commit_conflicts,
+                "timed_out": self.commit_timeouts,
+                "rebases": self.commit_rebases,
+                "retries": self.commit_retries,
             },
+            "journal_saves": self.journal_saves,
+            "errors_by_class": dict(sorted(self.errors_by_class.items())),
             "errors": sum(self.errors_by_errno.values()),
             "errors_by_errno": dict(sorted(self.errors_by_errno.items())),
         }

@@ -59,6 +59,7 @@ R = TypeVar("R")
 
 def _errno(core: IcefsCore, op: str, exc: Exception) -> int:
     """The errno that answers *op*, failed with *exc*; logged (or noted) as it deserves."""
+    core.stats.record_error(type(exc).__name__ if isinstance(exc, IcefsError) else "bug")
     if isinstance(exc, IcefsError):
         if isinstance(exc, StorageFailure):  # the log and the root status say so
             core.note_error(f"{op}: {exc}")

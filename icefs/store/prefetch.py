@@ -103,6 +103,8 @@ class Prefetcher:
         self._limiter = trio.CapacityLimiter(depth)
         #: reads served by the look-ahead
         self.hits = 0
+        #: whole-chunk reads that found no fetch to join: the reader fetched it
+        self.misses = 0
         #: reads served by the fetch their open started
         self.at_open = 0
         self.unused = 0
@@ -169,6 +171,7 @@ class Prefetcher:
             self._recent.popitem(last=False)
         data = await self._join(key, entry.array)
         if data is None:
+            self.misses += 1
             data = await self._read(tree, entry, key)
         if self._nursery is not None and entry.array is not None:
             await tree.load_chunk_orders(entry.array)
