@@ -146,3 +146,22 @@ async def test_an_object_store_commit_is_not_checked_again(bridge, monkeypatch):
 
     monkeypatch.setattr(writer_module, "landed", never)
     assert await _commit_row(icechunk.in_memory_storage(), bridge, None)
+
+
+async def test_rebases_and_retries_are_counted(bridge, tmp_path):
+    """A commit over another writer's commit rebases, and `Repo.events` counts it (the
+    metric icefs_commit_rebases_total); a commit with nothing in its way does not."""
+    path = tmp_path / "repo"
+    _seed(sample_storage(str(path)))
+    repo = Repo(
+        icechunk.Repository.open(sample_storage(str(path))), bridge, "test", RefLock(str(path))
+    )
+    first = await open_writer(repo, "main")
+    second = await open_writer(repo, "main")
+    await first.set("conc/c/0/0", np.full(4, 1, dtype="<i4").tobytes())
+    await second.set("conc/c/1/0", np.full(4, 2, dtype="<i4").tobytes())
+    await first.commit("first")
+    assert repo.events["rebases"] == 0
+    await second.commit("second, rebased over the first")
+    assert repo.events["rebases"] == 1
+    assert repo.events["commit_retries"] == 0

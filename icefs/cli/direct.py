@@ -79,12 +79,15 @@ class RepoRefs:
     def delete_tag(self, name: str) -> None:
         self._run(f"cannot delete tag {name!r}", self._admin.delete_tag, name)
 
-    def log(self, ref: str | None, limit: int | None = None) -> list[dict[str, Any]]:
+    def log(
+        self, ref: str | None, limit: int | None = None, after: str | None = None
+    ) -> list[dict[str, Any]]:
         from icefs.store.history import snapshot_doc
 
         what = f"cannot read the history of {ref or self._default!r}"
-        sid = self._run(what, self._admin.resolve, ref or self._default)
-        return [snapshot_doc(m) for m in self._run(what, self._admin.log, sid)[:limit]]
+        sid = self._run(what, self._admin.resolve, after or ref or self._default)
+        metas = self._run(what, self._admin.log, sid)[1 if after else 0 :]
+        return [snapshot_doc(m) for m in metas[:limit]]
 
     def diff(self, start: str | None, end: str | None, chunks: bool) -> dict[str, Any]:
         import functools

@@ -263,6 +263,11 @@ def _parser() -> argparse.ArgumentParser:
         "expiry and garbage collection, newest first",
     )
     log_cmd.add_argument("-n", "--limit", type=int, metavar="N", help="show at most N entries")
+    log_cmd.add_argument(
+        "--after",
+        metavar="SNAPSHOT",
+        help="start after this snapshot (the last one a page showed): the next page",
+    )
 
     diff = sub.add_parser(
         "diff",

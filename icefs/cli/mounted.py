@@ -132,11 +132,13 @@ class MountRefs:
         except OSError as exc:
             raise self._fail(what, exc) from None
 
-    def log(self, ref: str | None, limit: int | None = None) -> list[dict[str, Any]]:
+    def log(
+        self, ref: str | None, limit: int | None = None, after: str | None = None
+    ) -> list[dict[str, Any]]:
         ref = ref or self._default_branch()
         path = os.path.join(self._view_dir(ref), CONTROL_DIR, "log")
         answer: list[dict[str, Any]] = self._ask(
-            path, {"limit": limit}, f"cannot read the history of {ref!r}"
+            path, {"limit": limit, "after": after}, f"cannot read the history of {ref!r}"
         )
         return answer
 

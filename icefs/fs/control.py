@@ -17,11 +17,13 @@ from icefs.timefmt import render_time
 
 __all__ = [
     "BRANCH_COMMANDS",
+    "LOG_PAGE",
     "QUERY_FILES",
     "REF_COMMANDS",
     "REF_FILES",
     "ROOT_FILES",
     "WRITABLE_ROOT_FILES",
+    "more_log",
     "ref_files",
     "render_diff",
     "render_json",
@@ -31,6 +33,8 @@ __all__ = [
     "writable_files",
 ]
 
+#: Snapshots a read of ``.icefs/log`` shows; older ones are asked for with ``"after"``.
+LOG_PAGE: Final = 1000
 #: Files of the mount-wide ``.icefs/``.
 ROOT_FILES: Final = ("ops", "pid", "refresh", "stats", "status", "version")
 #: Root control files that accept writes (``refresh``: re-read refs now; ``ops``: a query).
@@ -65,6 +69,11 @@ def render_json(doc: dict[str, Any] | list[Any]) -> bytes:
 
 def _value(value: Any) -> str:
     return value if isinstance(value, str) and value and " " not in value else json.dumps(value)
+
+
+def more_log(last: str) -> bytes:
+    """The line that ends a page of the log whose last snapshot is *last*."""
+    return f"... older snapshots: icefs log --after {last}\n".encode()
 
 
 def render_log(history: list[dict[str, Any]]) -> bytes:

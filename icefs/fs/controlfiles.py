@@ -149,13 +149,25 @@ class ControlFiles:
         if node.ctrl == "ops":
             answer = await history.operations(self._repo, limit)
         elif node.ctrl == "log":
-            assert node.view is not None
-            metas = await self._repo.ancestry(node.view.snapshot_id, limit=limit)
-            answer = [history.snapshot_doc(m) for m in metas]
+            answer = await self._log(node, request, limit)
         else:
             answer = await self._diff(node, request)
         handle.answer = (json.dumps(answer, indent=2, sort_keys=True) + "\n").encode()
         return len(data)
+
+    async def _log(
+        self, node: Node, request: dict[str, Any], limit: int | None
+    ) -> list[dict[str, Any]]:
+        """The page of the history *request* asks for: at most *limit* snapshots, from the
+        view's snapshot or from the one after ``"after"`` (the last of the page before)."""
+        assert node.view is not None
+        after = request.get("after")
+        if after is not None and not isinstance(after, str):
+            raise InvalidInput('"after" is a snapshot id or a ref name')
+        start = await self._refs.resolve(after) if after else node.view.snapshot_id
+        skip = 1 if after else 0
+        metas = await self._repo.ancestry(start, limit=None if limit is None else limit + skip)
+        return [history.snapshot_doc(m) for m in metas[skip:]]
 
     async def _diff(self, node: Node, request: dict[str, Any]) -> dict[str, Any]:
         assert node.view is not None
@@ -284,9 +296,12 @@ class ControlFiles:
         assert view is not None
         if name == "snapshot_id":
             return f"{view.snapshot_id}\n".encode()
-        if name == "log":
-            metas = await self._repo.ancestry(view.snapshot_id)
-            return control.render_log([history.snapshot_doc(m) for m in metas])
+        if name == "log":  # one page: a history of 100k snapshots is not read at once
+            metas = await self._repo.ancestry(view.snapshot_id, limit=control.LOG_PAGE + 1)
+            page = control.render_log([history.snapshot_doc(m) for m in metas[: control.LOG_PAGE]])
+            if len(metas) > control.LOG_PAGE:
+                page += control.more_log(metas[control.LOG_PAGE - 1].id)
+            return page
         if name == "diff":
             return control.render_diff(await history.diff(self._repo, None, view.snapshot_id))
         if name == "status":
