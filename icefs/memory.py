@@ -12,13 +12,39 @@ holds it.  Nothing here does I/O; it is only used from the trio thread.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
-__all__ = ["MemoryBudget"]
+__all__ = ["MemoryBudget", "release_freed"]
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
+def release_freed() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``).
+
+    A session's change set lives in Icechunk's native memory, growing with the chunks
+    written (benchmarks/RESULTS.md, scale writes); once a commit has dropped it, glibc
+    keeps those pages unless asked.  Blocking (it walks the heap): call it in a worker
+    thread.  Does nothing without glibc.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class MemoryBudget:

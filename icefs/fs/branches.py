@@ -19,6 +19,7 @@ from icefs.errors import Busy, IcefsError, ReadOnly, TimedOut
 from icefs.fs.branch import BranchState
 from icefs.fs.commitinfo import signature
 from icefs.fs.files import describe_leftovers
+from icefs.memory import release_freed
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -231,6 +232,7 @@ class Branches:
             raise
         if sid is not None:
             self._stats.record_commit(time.monotonic() - started, ok=True)
+            await trio.to_thread.run_sync(release_freed)  # the session's memory, dropped
         return sid
 
     async def move(self, state: BranchState, source: str, target: str) -> str:
