@@ -55,23 +55,31 @@ def timed(fn):
     return 0, time.monotonic() - started
 
 
-def test_hung_storage_gives_eio_in_bounded_time_and_recovers(
-    s3_server, mount_factory, frozen, monkeypatch
-):
-    freeze, thaw = frozen
-    bucket = s3_server.create_bucket(f"faults-{os.getpid()}-{time.monotonic_ns()}")
+def seeded_s3_repo(s3_server, monkeypatch, name):
+    """A repository on *s3_server* with arrays x and y of 10 chunks each (16 KB, so
+    reads reach the storage); the test's environment holds the server's keys."""
+    bucket = s3_server.create_bucket(f"{name}-{os.getpid()}-{time.monotonic_ns()}")
     repo = icechunk.Repository.create(s3_server.storage(bucket, "r"))
     session = repo.writable_session("main")
-    # 16 KB chunks: larger than Icechunk's inline threshold, so reads reach the storage
-    arr = zarr.group(store=session.store).create_array(
-        "x", shape=(40_000,), chunks=(4000,), dtype="i4", compressors=None
-    )
-    arr[:] = np.arange(40_000)
+    group = zarr.group(store=session.store)
+    for array in ("x", "y"):
+        arr = group.create_array(
+            array, shape=(40_000,), chunks=(4000,), dtype="i4", compressors=None
+        )
+        arr[:] = np.arange(40_000)
     session.commit("seed")
     for key, value in clean_env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret)
+    return bucket, repo
+
+
+def test_hung_storage_gives_eio_in_bounded_time_and_recovers(
+    s3_server, mount_factory, frozen, monkeypatch
+):
+    freeze, thaw = frozen
+    bucket, repo = seeded_s3_repo(s3_server, monkeypatch, "faults")
     m = mount_factory(f"s3://{bucket}/r", *s3_server.options(), *TIMEOUTS)
     main = m.mountpoint / "branches" / "main"
     assert sorted(os.listdir(main / "x" / "c"), key=int) == [str(i) for i in range(10)]
@@ -140,26 +148,6 @@ def test_repository_that_disappears_while_mounted(tmp_path, mount_factory):
     shutil.move(tmp_path / "away", path)
     assert (main / "a" / "c" / "1").read_bytes(), "works again once it is back"
     assert m.umount() == 0
-
-
-def seeded_s3_repo(s3_server, monkeypatch, name):
-    """A repository on *s3_server* with arrays x and y of 10 chunks each (16 KB, so
-    reads reach the storage); the test's environment holds the server's keys."""
-    bucket = s3_server.create_bucket(f"{name}-{os.getpid()}-{time.monotonic_ns()}")
-    repo = icechunk.Repository.create(s3_server.storage(bucket, "r"))
-    session = repo.writable_session("main")
-    group = zarr.group(store=session.store)
-    for array in ("x", "y"):
-        arr = group.create_array(
-            array, shape=(40_000,), chunks=(4000,), dtype="i4", compressors=None
-        )
-        arr[:] = np.arange(40_000)
-    session.commit("seed")
-    for key, value in clean_env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.key_id)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret)
-    return bucket, repo
 
 
 def test_deadlines_with_default_storage_timeouts(s3_server, mount_factory, frozen, monkeypatch):
