@@ -164,13 +164,14 @@ class Branches:
         timeout = self._commit_timeout
         done = trio.Event()
         outcome: list[str | None] = []
-        failure: list[IcefsError] = []
+        #: the commit's error: an IcefsError, or a bug the caller's request reports
+        failure: list[Exception] = []
         answered: list[float] = []
 
         async def run() -> None:
             try:
                 outcome.append(await commit)
-            except IcefsError as exc:
+            except Exception as exc:  # never into the nursery: it would end the mount
                 failure.append(exc)
             finally:
                 done.set()
@@ -195,9 +196,12 @@ class Branches:
 
     @staticmethod
     def _late(
-        state: BranchState, outcome: list[str | None], failure: list[IcefsError], after: float
+        state: BranchState, outcome: list[str | None], failure: list[Exception], after: float
     ) -> None:
         """Say how a commit answered with `TimedOut` ended, *after* seconds later."""
+        if failure and not isinstance(failure[0], IcefsError):
+            log.error("branch %s: a commit failed unexpectedly", state.branch, exc_info=failure[0])
+            return
         if failure:
             log.warning(
                 "branch %s: the commit that timed out failed %.1f s later; the changes "
