@@ -251,3 +251,19 @@ def test_fetching_floor_serves_the_tags_bytes(s3_server, tmp_path):
             for i in (rows - 1, 3, 0):  # dropped once read: fetched again, out of order
                 assert drop_caches()  # else the kernel answers from its pages
                 assert (root / "c" / str(i) / "0").read_bytes() == want(i), i
+
+
+@pytest.mark.fuse
+def test_scale_write_benchmark_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/scalewrite.py", "--smoke", "--dir", str(tmp_path / "sw")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert any("write 2,000 chunks of 1 KiB with zarr + commit" in row for row in table), table
+    assert any("daemon RSS writing 2,000 chunks" in row for row in table), table
