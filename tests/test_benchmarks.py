@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_benchmarks(*args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """Run ``python -m benchmarks --smoke *args*``; return it and its table's lines."""
+    return run_python("-m", "benchmarks", "--smoke", *args)
+
+
+def run_python(*args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run ``python *args*`` in the checkout; return it and its table's lines."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", *args],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         timeout=900,
@@ -255,15 +260,6 @@ def test_fetching_floor_serves_the_tags_bytes(s3_server, tmp_path):
 
 @pytest.mark.fuse
 def test_scale_write_benchmark_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "benchmarks/scalewrite.py", "--smoke", "--dir", str(tmp_path / "sw")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    _, table = run_python("benchmarks/scalewrite.py", "--smoke", "--dir", str(tmp_path / "sw"))
     assert any("write 2,000 chunks of 1 KiB with zarr + commit" in row for row in table), table
     assert any("daemon RSS writing 2,000 chunks" in row for row in table), table

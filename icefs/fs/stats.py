@@ -32,10 +32,6 @@ class Histogram:
         self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.total += seconds
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
 
 @dataclass(slots=True)
 class _OpStats:

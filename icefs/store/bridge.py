@@ -59,6 +59,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: What a request past its deadline says, and a wait for a session past it.
+_NO_ANSWER: Final = (
+    "the storage did not answer a {kind} request within {seconds} s (request_timeout)"
+)
+_WAITED: Final = (
+    "a {kind} request waited {seconds} s for the session, which a commit holds (request_timeout)"
+)
 #: How long the start-up self-test of the direct path may take.
 PROBE_TIMEOUT: Final = 10.0
 
@@ -234,34 +241,21 @@ class Bridge:
     def waiting(self, kind: str) -> Iterator[None]:
         """Bound a wait for something a storage request of *kind* needs (a session that a
         commit holds, say) by `deadline`: past it, `TimedOut`."""
-        if self.deadline is None:
+        with _within(self.deadline, kind, _WAITED):
             yield
-            return
-        try:
-            with trio.fail_after(self.deadline):
-                yield
-        except trio.TooSlowError:
-            raise TimedOut(
-                f"a {kind} request waited {self.deadline:g} s for the session, which a commit "
-                "holds (request_timeout)"
-            ) from None
 
     @contextlib.contextmanager
     def _request(self, kind: str, bounded: bool) -> Iterator[None]:
         """Time the request in the body, tell `observe`, and bound it by `deadline`."""
         started = time.monotonic()
         outcome = "error"
-        deadline = self.deadline if bounded else None
         try:
-            with trio.fail_after(deadline) if deadline is not None else contextlib.nullcontext():
+            with _within(self.deadline if bounded else None, kind, _NO_ANSWER):
                 yield
             outcome = "ok"
-        except trio.TooSlowError:
+        except TimedOut:
             outcome = "timeout"
-            raise TimedOut(
-                f"the storage did not answer a {kind} request within {deadline:g} s "
-                "(request_timeout)"
-            ) from None
+            raise
         except KeyError:  # Icechunk's answer for a missing key
             outcome = "not_found"
             raise
@@ -336,6 +330,20 @@ class Bridge:
             self._thread.join(timeout=5)
         if not self._thread.is_alive() and not self._loop.is_closed():
             self._loop.close()
+
+
+@contextlib.contextmanager
+def _within(seconds: float | None, kind: str, message: str) -> Iterator[None]:
+    """Run the body within *seconds* (None: no limit); past them, `TimedOut` with
+    *message* (a format of *kind* and *seconds*, made only then)."""
+    if seconds is None:
+        yield
+        return
+    try:
+        with trio.fail_after(seconds):
+            yield
+    except trio.TooSlowError:
+        raise TimedOut(message.format(kind=kind, seconds=f"{seconds:g}")) from None
 
 
 async def _awaited[R](awaitable: Awaitable[R]) -> R:
