@@ -185,7 +185,8 @@ class BranchWriter:
                 # On object stores the ref update is a conditional write: a commit that
                 # returned is on the branch (and checking cost a round trip or more).
                 if not self._repo.lock.needed or landed(repository, self.branch, sid):
-                    # Icechunk keeps the snapshot it wrote: asking for its parent is no GET
+                    # the snapshot just written is in Icechunk's cache (no GET expected; not
+                    # yet counted on object storage)
                     if repository.lookup_snapshot(sid).parent_id != base:
                         self._repo.events["rebases"] += 1
                     return sid
