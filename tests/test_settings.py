@@ -13,7 +13,7 @@ import argparse
 import pytest
 
 from icefs.cli.helper import translate_options
-from icefs.cli.main import _MOUNT_PARSER, _parser
+from icefs.cli.main import parse_args
 from icefs.cli.mount import resolve
 from icefs.errors import InvalidInput
 from icefs.settings import SETTINGS, Setting, from_config, from_options, parse_size, to_argv
@@ -40,8 +40,7 @@ def settings_of(args: argparse.Namespace):
 
 
 def parse_mount(argv: list[str]) -> argparse.Namespace:
-    _parser()
-    return _MOUNT_PARSER[0].parse_intermixed_args(argv)
+    return parse_args(["mount", *argv])
 
 
 @pytest.mark.parametrize("s", [s for s in SETTINGS.values() if s.cli], ids=lambda s: s.name)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from icefs.cli.exits import ExitCode
 from icefs.errors import RepositoryError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 __all__ = ["run_demo"]
 
@@ -27,8 +31,11 @@ When done:
 """
 
 
-def run_demo(directory: str, *, foreground: bool = False) -> int:
-    """Build (once) the sample repository under *directory* and mount it at *directory*/mnt."""
+def run_demo(directory: str, *, foreground: bool, mount: Callable[[Sequence[str]], int]) -> int:
+    """Build (once) the sample repository under *directory* and mount it at *directory*/mnt.
+
+    In the foreground, *mount* runs ``icefs mount`` with the argument list it is given.
+    """
     import logging
 
     from icefs.daemon import check_fuse, check_mountpoint, start_background
@@ -49,10 +56,8 @@ def run_demo(directory: str, *, foreground: bool = False) -> int:
         print(f"icefs demo: building the sample repository at {repo_path}")
         create_sample(repo_path, lambda m: print("  " + m))
     if foreground:
-        from icefs.cli.main import main
-
         print(TRY_THIS.format(repo=repo_path, mnt=mnt, python=sys.executable))
-        return main(["mount", repo_path, mnt, "--foreground"])
+        return mount(["mount", repo_path, mnt, "--foreground"])
     log_file = os.path.join(base, "icefs.log")
     start_background([repo_path, mnt], log_file)
     print(TRY_THIS.format(repo=repo_path, mnt=mnt, python=sys.executable))

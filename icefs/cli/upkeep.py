@@ -33,6 +33,8 @@ from icefs.paths import CONTROL_DIR
 from icefs.timefmt import render_time
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from icefs.storage import StorageSpec
     from icefs.store.upkeep import GarbageSummary
 
@@ -64,8 +66,8 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
 
 
-def add_upkeep_parsers(sub: Any) -> None:
-    """Add ``expire`` and ``gc`` to the subcommands *sub*."""
+def add_upkeep_parsers(sub: Any, add_command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``expire`` and ``gc`` to the subcommands *sub* through *add_command*."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--repo", metavar="STORAGE", required=True, help="the repository (a path or URL)"
@@ -73,28 +75,28 @@ def add_upkeep_parsers(sub: Any) -> None:
     common.add_argument("--dry-run", action="store_true", help="only say what would go")
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_storage_options(common)
-    expire = sub.add_parser(
+    expire = add_command(
+        sub,
         "expire",
-        parents=[common],
+        parents=(common,),
         help="drop old snapshots from the history",
         description="Drop the snapshots older than DURATION from the history of every "
         "branch and tag. What a branch or tag points at stays, whatever its age, and "
         "so does every branch and tag. The space comes back with 'icefs gc'.",
-        epilog="examples:\n  icefs expire --repo ./repo --older-than 90d --dry-run\n"
-        "  icefs expire --repo s3://bucket/repo --older-than 26w",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples="icefs expire --repo ./repo --older-than 90d --dry-run\n"
+        "icefs expire --repo s3://bucket/repo --older-than 26w",
     )
     expire.add_argument(
         "--older-than", type=parse_duration, required=True, metavar="DURATION", help="e.g. 90d"
     )
-    gc = sub.add_parser(
+    gc = add_command(
+        sub,
         "gc",
-        parents=[common],
+        parents=(common,),
         help="delete what no branch or tag reaches",
         description="Delete the snapshots, manifests and chunks that no branch or tag "
         "reaches and that are older than the grace period, and print how much was freed.",
-        epilog="examples:\n  icefs gc --repo ./repo --dry-run\n  icefs gc --repo ./repo",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples="icefs gc --repo ./repo --dry-run\nicefs gc --repo ./repo",
     )
     gc.add_argument(
         "--grace",
