@@ -53,7 +53,7 @@ from benchmarks.common import (
     steady_memory,
 )
 from benchmarks.floor import NullMount
-from tests.helpers import Mount
+from harness.mount import Mount
 
 icechunk.set_logs_filter("error")
 

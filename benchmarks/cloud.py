@@ -59,7 +59,7 @@ from benchmarks.floor import NullMount
 from benchmarks.proxy import Proxy, summary
 from benchmarks.read import BIG_CHUNK
 from benchmarks.write import RssSampler, make_data, write_array
-from tests.servers import start_moto, stop
+from harness.servers import start_moto, stop
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -20,13 +20,13 @@ from zarr.storage import LocalStore
 from benchmarks.fetchfloor import Where
 from benchmarks.proxy import Proxy, summary
 from benchmarks.read import BIG_CHUNK
-from tests.helpers import Mount
+from harness.mount import Mount
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from benchmarks.common import Row
-    from tests.servers import S3Server
+    from harness.servers import S3Server
 
 GRID_CHUNK = (1, 1, 16)
 Counts = dict[str, dict[str, int]]

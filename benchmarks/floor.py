@@ -43,7 +43,7 @@ from benchmarks.common import (
     steady_memory,
     wait_for_cue,
 )
-from tests.helpers import Mount
+from harness.mount import Mount
 
 FILE_SIZE = 2 << 20
 THREADS = 6

@@ -31,7 +31,7 @@ from zarr.storage import LocalStore
 
 from benchmarks.common import Row, Timing, drop_caches, parse_args, report
 from benchmarks.read import read_one
-from tests.helpers import Mount
+from harness.mount import Mount
 
 icechunk.set_logs_filter("error")
 

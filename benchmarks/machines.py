@@ -35,7 +35,7 @@ import icechunk
 import numpy as np
 import zarr
 
-from tests.helpers import Mount
+from harness.mount import Mount
 
 #: Elements per chunk of ``grid`` (int32: 1 KiB chunks, stored as objects, not inline).
 CHUNK = 256
@@ -103,7 +103,7 @@ def _commit(branch: Path, message: str) -> str:
 
 
 def run(s3: object, base: Path, seconds: float, daemons: int = 4, refresh: float = 1.0) -> Result:
-    """Run the scenario against the S3 server *s3* (tests/servers.py) in *base*."""
+    """Run the scenario against the S3 server *s3* (harness/servers.py) in *base*."""
     ticks = int(seconds)
     bucket = s3.create_bucket(f"machines-{uuid.uuid4().hex[:8]}")  # type: ignore[attr-defined]
     repo = _seed(s3.storage(bucket, "repo"), daemons, ticks)  # type: ignore[attr-defined]
@@ -260,7 +260,7 @@ def main() -> int:
     parser.add_argument("--refresh", type=float, default=1.0)
     parser.add_argument("--dir", default=None)
     args = parser.parse_args()
-    from tests.servers import start_moto, stop
+    from harness.servers import start_moto, stop
 
     base = Path(args.dir or tempfile.mkdtemp(prefix="icefs-machines-"))
     base.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Row, parse_args, report
-from tests.helpers import Mount
+from harness.mount import Mount
 
 CHUNK = 256  # int32 elements: 1 KiB chunks
 

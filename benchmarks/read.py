@@ -47,7 +47,7 @@ from benchmarks.common import (
     report,
     steady_memory,
 )
-from tests.helpers import Mount
+from harness.mount import Mount
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Row, drop_caches, parse_args, report
 from benchmarks.floor import NullMount
+from harness.mount import Mount
 from icefs.store.sample import build_virtual_grid
-from tests.helpers import Mount
 
 
 def layout(chunks: int) -> tuple[int, int]:

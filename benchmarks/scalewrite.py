@@ -33,7 +33,7 @@ from zarr.storage import LocalStore
 from benchmarks.common import Row, drop_caches, parse_args, report
 from benchmarks.floor import NullMount
 from benchmarks.scale import rss_mib
-from tests.helpers import Mount
+from harness.mount import Mount
 
 icechunk.set_logs_filter("error")
 

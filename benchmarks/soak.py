@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import icechunk
 import zarr
 
+from harness.mount import Mount
 from icefs.store.sample import sample_storage
-from tests.helpers import Mount
 
 CHUNKS = 64
 SHARED = range(4)

@@ -29,7 +29,7 @@ from zarr.storage import LocalStore
 from benchmarks import floor
 from benchmarks.common import Row, Timing, drop_caches, measure, parse_args, report
 from benchmarks.read import floor_reads, read_one
-from tests.helpers import Mount
+from harness.mount import Mount
 
 icechunk.set_logs_filter("error")
 

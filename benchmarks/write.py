@@ -49,7 +49,7 @@ from benchmarks.common import (
     wait_for_cue,
 )
 from benchmarks.floor import NullMount
-from tests.helpers import Mount
+from harness.mount import Mount
 
 icechunk.set_logs_filter("error")
 

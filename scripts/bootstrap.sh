@@ -126,8 +126,8 @@ case "$job" in
     test)
         cd "$here"
         say "ruff"
-        ruff check icefs tests benchmarks
-        ruff format --check icefs tests benchmarks
+        ruff check icefs tests benchmarks harness
+        ruff format --check icefs tests benchmarks harness
         say "mypy"
         mypy
         say "pytest"

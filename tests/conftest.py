@@ -9,9 +9,9 @@ from pathlib import Path
 import icechunk
 import pytest
 
+from harness.mount import Mount, MountFailed, direct_get, direct_keys, fuse_usable, run_icefs
 from icefs.store.open import configure_icechunk_logs
 from icefs.store.sample import build_sample, sample_storage
-from tests.helpers import Mount, MountFailed, direct_get, direct_keys, fuse_usable, run_icefs
 
 configure_icechunk_logs(20)
 
@@ -99,7 +99,7 @@ def stop_later():
 @pytest.fixture(scope="session")
 def s3_server():
     """moto in server mode on a free loopback port, for the whole session."""
-    from tests.servers import start_moto, stop
+    from harness.servers import start_moto, stop
 
     server = start_moto()
     yield server
@@ -109,7 +109,7 @@ def s3_server():
 @pytest.fixture(scope="session")
 def azure_server(tmp_path_factory):
     """Azurite's blob service on a free loopback port, for the whole session."""
-    from tests.servers import start_azurite, stop
+    from harness.servers import start_azurite, stop
 
     server = start_azurite(tmp_path_factory.mktemp("azurite"))
     yield server
@@ -118,7 +118,7 @@ def azure_server(tmp_path_factory):
 
 @pytest.fixture
 def gcs_recorder():
-    from tests.servers import start_gcs_recorder
+    from harness.servers import start_gcs_recorder
 
     recorder = start_gcs_recorder()
     yield recorder

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from tests.servers import free_port, stop, wait_port
+from harness.servers import free_port, stop, wait_port
 
 __all__ = ["GcsProxy", "GcsServer", "credentials"]
 

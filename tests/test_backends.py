@@ -14,8 +14,8 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from tests.helpers import run_icefs
-from tests.servers import AZURITE_ACCOUNT, AZURITE_KEY, clean_env
+from harness.mount import run_icefs
+from harness.servers import AZURITE_ACCOUNT, AZURITE_KEY, clean_env
 
 
 def icefs(*args, env=None, timeout=120):

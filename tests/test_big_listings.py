@@ -12,9 +12,9 @@ import pytest
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 
+from harness.mount import run_icefs
 from icefs.fs.control import LOG_PAGE
 from icefs.store.repo import MANY_REFS, Repo
-from tests.helpers import run_icefs
 
 ARRAYS = 10_000
 BRANCHES = 10_000

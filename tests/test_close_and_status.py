@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import zarr
 
+from harness.mount import run_icefs
 from icefs.store.sample import sample_storage
-from tests.helpers import run_icefs
 
 
 @pytest.fixture

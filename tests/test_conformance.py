@@ -26,8 +26,8 @@ import icechunk
 import pytest
 import zarr
 
+from harness.mount import Mount, fuse_usable
 from icefs.store.sample import sample_storage
-from tests.helpers import Mount, fuse_usable
 
 pytestmark = pytest.mark.fuse
 

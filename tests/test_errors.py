@@ -64,7 +64,7 @@ def test_exit_codes_live_with_the_cli():
 
 def test_daemon_logs_are_checked_for_errors():
     """Mount tests fail on an error line or traceback the test did not expect."""
-    from tests.helpers import problems_in
+    from harness.mount import problems_in
 
     log = (
         "2026-11-30 10:00:00.000 INFO icefs.daemon.lifecycle: ready\n"

@@ -14,7 +14,7 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
-from tests.servers import clean_env
+from harness.servers import clean_env
 
 #: Storage timeouts of the fault mounts, and the bound a caller may wait for EIO.
 TIMEOUTS = ["--connect-timeout", "1", "--operation-timeout", "2", "--max-retries", "1"]

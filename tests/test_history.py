@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import zarr
 
+from harness.mount import run_icefs
+from harness.servers import clean_env
 from icefs.store.sample import sample_storage
-from tests.helpers import run_icefs
-from tests.servers import clean_env
 
 
 @dataclass

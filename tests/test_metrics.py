@@ -18,8 +18,8 @@ import pytest
 import zarr
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import run_icefs
-from tests.servers import free_port, stop, wait_port
+from harness.mount import run_icefs
+from harness.servers import free_port, stop, wait_port
 
 
 def make_repo(path):

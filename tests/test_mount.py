@@ -18,8 +18,8 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
+from harness.mount import direct_get, direct_keys, run_icefs
 from icefs.store.sample import sample_storage
-from tests.helpers import direct_get, direct_keys, run_icefs
 
 
 def process_gone(pid: int) -> bool:

@@ -18,8 +18,8 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
+from harness.mount import run_icefs
 from icefs.store.sample import sample_storage
-from tests.helpers import run_icefs
 
 pytestmark = pytest.mark.fuse
 

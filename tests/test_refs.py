@@ -12,8 +12,8 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
+from harness.mount import run_icefs
 from icefs.store.sample import build_sample, sample_storage
-from tests.helpers import run_icefs
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import icechunk
 import pytest
 import zarr
 
+from harness.mount import Mount, fuse_usable, run_icefs
 from icefs.store.sample import sample_storage
-from tests.helpers import Mount, fuse_usable, run_icefs
 
 NOBODY = 65534
 

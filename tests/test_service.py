@@ -19,10 +19,10 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
+from harness.mount import run_icefs
 from icefs.cli.helper import translate_options
 from icefs.daemon.systemd import JournalFormatter, under_journal
 from icefs.store.sample import build_sample, sample_storage
-from tests.helpers import run_icefs
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"

@@ -22,8 +22,8 @@ import pytest
 import xarray as xr
 import zarr
 
-from tests.helpers import run_icefs
-from tests.servers import clean_env
+from harness.mount import run_icefs
+from harness.servers import clean_env
 
 SHAPE = (48, 32)
 CHUNK = (16, 16)
