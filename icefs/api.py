@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from icefs.cli.client import write_control
 from icefs.errors import InvalidInput, UsageError
 from icefs.paths import CONTROL_DIR, ref_to_name
 from icefs.settings import SECRET_NAMES, SETTINGS
@@ -64,13 +65,13 @@ class Mount:
         could not be rebased (the changes stay), EINVAL for an empty message.
         """
         before = self.status(branch).get("last_commit")
-        _write(self.branch(branch) / CONTROL_DIR / "commit", message)
+        write_control(self.branch(branch) / CONTROL_DIR / "commit", message)
         after = self.status(branch).get("last_commit")
         return str(after["snapshot_id"]) if after and after != before else None
 
     def discard(self, branch: str = "main") -> None:
         """Drop the uncommitted changes of *branch*."""
-        _write(self.branch(branch) / CONTROL_DIR / "discard", "discard\n")
+        write_control(self.branch(branch) / CONTROL_DIR / "discard", "discard\n")
 
     def unmount(self, timeout: float = 60.0) -> list[str]:
         """Unmount (committing per ``on_unmount``) and wait for the daemon to exit.
@@ -105,14 +106,6 @@ def _name(ref: str) -> str:
     if name is None:
         raise ValueError(f"{ref!r} cannot be shown as a directory name")
     return name
-
-
-def _write(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def mount(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import icechunk
 import pytest
+import zarr
 
 from harness.mount import Mount, MountFailed, direct_get, direct_keys, fuse_usable, run_icefs
 from icefs.store.open import configure_icechunk_logs
@@ -26,6 +27,30 @@ def sample_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
         icechunk.Repository.create(sample_storage(str(path))), times=6, lat=20, lon=40
     )
     return path, ids
+
+
+@pytest.fixture
+def fresh_sample(tmp_path) -> tuple[Path, dict[str, str]]:
+    """A tiny sample repository of this test's own (for tests that change refs), and its ids."""
+    path = tmp_path / "repo"
+    ids = build_sample(icechunk.Repository.create(sample_storage(str(path))), times=2, lat=4, lon=4)
+    return path, ids
+
+
+@pytest.fixture
+def one_array_repo(tmp_path) -> Path:
+    """A local repository whose main holds ``a``: 4 x int32 of 1 in 2 uncompressed chunks.
+
+    Committed as "base" and tagged ``v1``.
+    """
+    path = tmp_path / "repo"
+    repo = icechunk.Repository.create(sample_storage(str(path)))
+    session = repo.writable_session("main")
+    zarr.group(store=session.store).create_array(
+        "a", shape=(4,), chunks=(2,), dtype="<i4", compressors=None
+    )[:] = 1
+    repo.create_tag("v1", session.commit("base"))
+    return path
 
 
 @pytest.fixture

@@ -14,21 +14,11 @@ import icefs
 from icefs.store.sample import sample_storage
 
 
-@pytest.fixture
-def repo_path(tmp_path):
-    path = tmp_path / "repo"
-    repo = icechunk.Repository.create(sample_storage(str(path)))
-    session = repo.writable_session("main")
-    zarr.group(store=session.store).create_array("a", shape=(4,), chunks=(2,), dtype="i4")[:] = 1
-    repo.create_tag("v1", session.commit("base"))
-    return path
-
-
 @pytest.mark.fuse
-def test_mount_read_write_commit_and_unmount(repo_path, tmp_path):
+def test_mount_read_write_commit_and_unmount(one_array_repo, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    with icefs.mount(repo_path, mnt, refresh=0.5, cache_dir=tmp_path / "cache") as m:
+    with icefs.mount(one_array_repo, mnt, refresh=0.5, cache_dir=tmp_path / "cache") as m:
         assert os.path.ismount(mnt)
         assert m.status()["ref"] == "main"
         assert sorted(p.name for p in m.tag("v1").iterdir()) == ["a", "zarr.json"]
@@ -40,7 +30,7 @@ def test_mount_read_write_commit_and_unmount(repo_path, tmp_path):
         (m.branch("main") / "left.txt").write_text("uncommitted scratch")
         zarr.open_array(zarr.storage.LocalStore(m.branch("main")), path="a", mode="r+")[:] = 7
     assert not os.path.ismount(mnt), "unmounted on exit"
-    repo = icechunk.Repository.open(sample_storage(str(repo_path)))
+    repo = icechunk.Repository.open(sample_storage(str(one_array_repo)))
     history = [info.message for info in repo.ancestry(branch="main")]
     assert history[1] == "add ds"
     assert history[0].startswith("icefs: automatic commit at unmount"), "on_unmount=commit"
@@ -49,17 +39,17 @@ def test_mount_read_write_commit_and_unmount(repo_path, tmp_path):
 
 
 @pytest.mark.fuse
-def test_settings_and_errors(repo_path, tmp_path):
+def test_settings_and_errors(one_array_repo, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     with pytest.raises(icefs.SetupError, match="no setting 'bogus'"):
-        icefs.mount(repo_path, mnt, bogus=1)
+        icefs.mount(one_array_repo, mnt, bogus=1)
     with pytest.raises(icefs.SetupError, match="refresh"):
-        icefs.mount(repo_path, mnt, refresh=-1)
+        icefs.mount(one_array_repo, mnt, refresh=-1)
     with pytest.raises(icefs.SetupError, match="no repository"):
         icefs.mount(tmp_path / "nothing", mnt)
     m = icefs.mount(
-        repo_path, mnt, read_only=True, on_unmount="discard", cache_dir=tmp_path / "cache"
+        one_array_repo, mnt, read_only=True, on_unmount="discard", cache_dir=tmp_path / "cache"
     )
     try:
         with pytest.raises(OSError):

@@ -19,25 +19,13 @@ from harness.mount import run_icefs
 from icefs.store.sample import sample_storage
 
 
-@pytest.fixture
-def repo_path(tmp_path):
-    path = tmp_path / "repo"
-    repo = icechunk.Repository.create(sample_storage(str(path)))
-    session = repo.writable_session("main")
-    zarr.group(store=session.store).create_array(
-        "a", shape=(4,), chunks=(2,), dtype="<i4", compressors=None
-    )[:] = 1
-    session.commit("base")
-    return path
-
-
 def status(ref_dir):
     return json.loads((ref_dir / ".icefs" / "status").read_text())
 
 
-def test_shell_redirection_to_commit_is_not_an_error(repo_path, mount_factory):
+def test_shell_redirection_to_commit_is_not_an_error(one_array_repo, mount_factory):
     """bash closes a duplicate of the descriptor before `echo` writes: no error for that."""
-    m = mount_factory(repo_path)
+    m = mount_factory(one_array_repo)
     main = m.mountpoint / "branches" / "main"
     (main / "a" / "c" / "0").write_bytes(np.array([5, 6], "<i4").tobytes())
     result = subprocess.run(
@@ -60,8 +48,8 @@ def test_shell_redirection_to_commit_is_not_an_error(repo_path, mount_factory):
     assert doc["last_commit"]["message"] == "via bash"
 
 
-def test_rmdir_of_a_branch_names_what_keeps_it(repo_path, mount_factory):
-    m = mount_factory(repo_path)
+def test_rmdir_of_a_branch_names_what_keeps_it(one_array_repo, mount_factory):
+    m = mount_factory(one_array_repo)
     os.mkdir(m.mountpoint / "branches" / "x")
     x = m.mountpoint / "branches" / "x"
     (x / "NOTES.txt").write_text("mine")
@@ -81,13 +69,13 @@ def test_rmdir_of_a_branch_names_what_keeps_it(repo_path, mount_factory):
 
 
 @pytest.mark.fuse
-def test_scratch_files_dropped_at_unmount_are_named(repo_path, tmp_path):
+def test_scratch_files_dropped_at_unmount_are_named(one_array_repo, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     log = tmp_path / "daemon.log"
     result = run_icefs(
         "mount",
-        str(repo_path),
+        str(one_array_repo),
         str(mnt),
         "--log-file",
         str(log),
@@ -118,8 +106,8 @@ def test_scratch_files_dropped_at_unmount_are_named(repo_path, tmp_path):
     assert "dropped at unmount" in log.read_text()
 
 
-def test_last_error_clears_once_the_file_is_stored(repo_path, mount_factory):
-    m = mount_factory(repo_path)
+def test_last_error_clears_once_the_file_is_stored(one_array_repo, mount_factory):
+    m = mount_factory(one_array_repo)
     main = m.mountpoint / "branches" / "main"
     with pytest.raises(OSError) as info:
         (main / "a" / "c" / "1").write_bytes(b"short")
@@ -141,7 +129,7 @@ def test_malformed_urls_are_usage_errors(url, tmp_path):
     assert f"malformed storage URL {url!r}" in result.stderr
 
 
-def test_spool_of_a_zombie_daemon_is_removed(repo_path, tmp_path, mount_factory):
+def test_spool_of_a_zombie_daemon_is_removed(one_array_repo, tmp_path, mount_factory):
     """A daemon killed and never reaped (a zombie) leaves its spool; the next mount removes it."""
     cache = tmp_path / "cache"
     (tmp_path / "first").mkdir()
@@ -152,7 +140,7 @@ def test_spool_of_a_zombie_daemon_is_removed(repo_path, tmp_path, mount_factory)
             "icefs",
             "mount",
             "--foreground",
-            str(repo_path),
+            str(one_array_repo),
             str(tmp_path / "first"),
             "--cache-dir",
             str(cache),
@@ -168,7 +156,7 @@ def test_spool_of_a_zombie_daemon_is_removed(repo_path, tmp_path, mount_factory)
         os.kill(zombie.pid, signal.SIGKILL)
         while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
             time.sleep(0.01)  # dead, and not reaped: a zombie
-        mount_factory(repo_path, "--cache-dir", str(cache), name="second")
+        mount_factory(one_array_repo, "--cache-dir", str(cache), name="second")
         assert not any(p.name.startswith(f"spool-{zombie.pid}-") for p in cache.glob("*"))
     finally:
         subprocess.run(
@@ -177,12 +165,12 @@ def test_spool_of_a_zombie_daemon_is_removed(repo_path, tmp_path, mount_factory)
         zombie.wait(timeout=10)
 
 
-def test_a_conflict_is_told_once(repo_path, mount_factory):
+def test_a_conflict_is_told_once(one_array_repo, mount_factory):
     """Another writer changed the same chunk: EBUSY, and the message says so once."""
-    m = mount_factory(repo_path, "--on-unmount", "discard")
+    m = mount_factory(one_array_repo, "--on-unmount", "discard")
     main = m.mountpoint / "branches" / "main"
     (main / "a" / "c" / "0").write_bytes(np.full(2, 5, "<i4").tobytes())
-    repo = icechunk.Repository.open(sample_storage(str(repo_path)))
+    repo = icechunk.Repository.open(sample_storage(str(one_array_repo)))
     session = repo.writable_session("main")
     zarr.open_array(session.store, path="a", mode="r+")[0:2] = 9
     session.commit("the other writer")

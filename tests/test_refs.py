@@ -13,15 +13,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from harness.mount import run_icefs
-from icefs.store.sample import build_sample, sample_storage
-
-
-@pytest.fixture
-def repo(tmp_path):
-    """A fresh sample repository per test: these tests change refs."""
-    path = tmp_path / "repo"
-    ids = build_sample(icechunk.Repository.create(sample_storage(str(path))), times=2, lat=4, lon=4)
-    return path, ids
+from icefs.store.sample import sample_storage
 
 
 def api(path):
@@ -40,8 +32,8 @@ def wait_until(predicate, what, seconds=10.0):
         time.sleep(0.05)
 
 
-def test_mkdir_and_rmdir_branches(repo, mount_factory):
-    path, ids = repo
+def test_mkdir_and_rmdir_branches(fresh_sample, mount_factory):
+    path, ids = fresh_sample
     m = mount_factory(path)
     branches = m.mountpoint / "branches"
     os.mkdir(branches / "dev")
@@ -68,8 +60,8 @@ def test_mkdir_and_rmdir_branches(repo, mount_factory):
     assert "experiment" in api(path).list_branches()
 
 
-def test_default_branch_option(repo, mount_factory):
-    path, ids = repo
+def test_default_branch_option(fresh_sample, mount_factory):
+    path, ids = fresh_sample
     m = mount_factory(path, "--default-branch", "experiment")
     os.mkdir(m.mountpoint / "branches" / "from-exp")
     assert api(path).lookup_branch("from-exp") == ids["experiment"]
@@ -78,8 +70,8 @@ def test_default_branch_option(repo, mount_factory):
     assert info.value.errno == errno.EPERM
 
 
-def test_branch_and_tag_files_on_every_view(repo, mount_factory):
-    path, ids = repo
+def test_branch_and_tag_files_on_every_view(fresh_sample, mount_factory):
+    path, ids = fresh_sample
     m = mount_factory(path)
     mnt = m.mountpoint
     write_to(mnt / "tags/v1.0/.icefs/branch", "from-tag\n")
@@ -112,8 +104,8 @@ def test_branch_and_tag_files_on_every_view(repo, mount_factory):
     assert info.value.errno == errno.EEXIST, "Icechunk never reuses a deleted tag's name"
 
 
-def test_tags_and_snapshots_directory_rules(repo, mount_factory):
-    path, ids = repo
+def test_tags_and_snapshots_directory_rules(fresh_sample, mount_factory):
+    path, ids = fresh_sample
     m = mount_factory(path)
     with pytest.raises(OSError) as info:
         os.mkdir(m.mountpoint / "tags" / "new")
@@ -133,8 +125,8 @@ def test_tags_and_snapshots_directory_rules(repo, mount_factory):
     assert info.value.errno == errno.EROFS
 
 
-def test_changes_by_another_process_and_estale(repo, mount_factory):
-    path, ids = repo
+def test_changes_by_another_process_and_estale(fresh_sample, mount_factory):
+    path, ids = fresh_sample
     m = mount_factory(path, "--refresh", "0.2")
     branches = m.mountpoint / "branches"
     repository = api(path)
@@ -159,8 +151,8 @@ def test_changes_by_another_process_and_estale(repo, mount_factory):
     wait_until(lambda: not (branches / "elsewhere").exists(), "lookups of it fail")
 
 
-def test_history(repo, mount_factory):
-    path, ids = repo
+def test_history(fresh_sample, mount_factory):
+    path, ids = fresh_sample
     m = mount_factory(path)
     snaps = os.listdir(m.mountpoint / "snapshots")
     assert set(snaps) == {*ids.values(), "1CECHNKREP0F1RSTCMT0"}
@@ -177,8 +169,8 @@ def test_history(repo, mount_factory):
 
 
 @pytest.mark.parametrize("mode", ["mount", "repo"])
-def test_cli_branch_tag_log(repo, mount_factory, mode):
-    path, ids = repo
+def test_cli_branch_tag_log(fresh_sample, mount_factory, mode):
+    path, ids = fresh_sample
     m = mount_factory(path)
     where = ["-C", str(m.mountpoint / "branches")] if mode == "mount" else ["--repo", str(path)]
 

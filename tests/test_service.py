@@ -22,7 +22,7 @@ from zarr.storage import LocalStore
 from harness.mount import run_icefs
 from icefs.cli.helper import translate_options
 from icefs.daemon.systemd import JournalFormatter, under_journal
-from icefs.store.sample import build_sample, sample_storage
+from icefs.store.sample import sample_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
@@ -31,10 +31,8 @@ HELPER = Path(sys.executable).parent / "mount.fuse.icefs"
 
 
 @pytest.fixture
-def repo(tmp_path):
-    path = tmp_path / "repo"
-    build_sample(icechunk.Repository.create(sample_storage(str(path))), times=2, lat=4, lon=4)
-    return path
+def repo(fresh_sample):
+    return fresh_sample[0]
 
 
 def unit_for_test(tmp_path, name):

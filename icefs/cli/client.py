@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["ask", "commit", "discard", "find_ref_root", "read_status", "write_control"]
 
 
-def write_control(path: str, text: str) -> None:
+def write_control(path: str | os.PathLike[str], text: str) -> None:
     """Write *text* to the control file *path* in one write(2); raise OSError as it fails."""
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     try:

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from icefs.cli.exits import ExitCode, QuietError
 from icefs.cli.storage import add_storage_options, storage_from_args
 from icefs.paths import CONTROL_DIR
-from icefs.timefmt import render_time
+from icefs.timefmt import render_datetime, render_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -160,7 +160,7 @@ def expire_command(args: argparse.Namespace) -> int:
     extra = sorted(dropped - {m.id for m in plan})
     for sid in extra:  # Icechunk dropped one the plan did not name (never seen so far)
         print(f"{verb} {sid}")
-    print(f"{len(dropped)} snapshot(s) {verb} (older than {cutoff:%Y-%m-%dT%H:%M:%SZ})")
+    print(f"{len(dropped)} snapshot(s) {verb} (older than {render_datetime(cutoff)})")
     if not args.dry_run and dropped:
         print("run 'icefs gc' to delete what they alone used")
     return ExitCode.OK
@@ -282,7 +282,7 @@ def gc_command(args: argparse.Namespace) -> int:
             f"{verb} {_size(summary.bytes_deleted)}: {summary.chunks} chunks, "
             f"{summary.manifests} manifests, {summary.snapshots} snapshots, "
             f"{summary.transaction_logs} transaction logs (objects older than "
-            f"{cutoff:%Y-%m-%dT%H:%M:%SZ} that no branch or tag reaches)"
+            f"{render_datetime(cutoff)} that no branch or tag reaches)"
         )
     if summary.failed:
         print(

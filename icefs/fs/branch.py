@@ -34,7 +34,7 @@ from icefs.gate import ALONE, Gate
 from icefs.store.tree import KeyClass, SnapshotTree
 from icefs.store.validate import check_metadata
 from icefs.store.writer import move_node, open_writer, restore_writer
-from icefs.timefmt import render_time
+from icefs.timefmt import now_utc, render_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -181,7 +181,7 @@ class BranchState:
         log.warning("branch %s: %s", self.branch, message)
         self.last_error = message
         self.last_error_path = path
-        self.last_error_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.last_error_at = now_utc()
 
     def _clear_error(self, path: str | None = None) -> None:
         """Forget the last error (about *path*, or whatever it was about if None)."""
@@ -400,7 +400,7 @@ class BranchState:
         self.last_commit = {
             "snapshot_id": sid,
             "message": message,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "time": now_utc(),
             "seconds": round(time.monotonic() - started, 3),
         }
 
@@ -501,7 +501,7 @@ class BranchState:
             )
             self.tree = SnapshotTree(self.writer.reader, self._budget)
             self.layout += 1
-            self.recovered = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.saved_ns / 1e9))
+            self.recovered = render_time(entry.saved_ns)
             self.lost_at_crash = list(entry.unstored)
         if self.lost_at_crash:
             self.error(

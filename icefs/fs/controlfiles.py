@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import TYPE_CHECKING, Any, Final
 
 from icefs import __version__
@@ -29,6 +28,7 @@ from icefs.fs.handles import Command, Query, Text
 from icefs.fs.values import NodeKind, OpenReply
 from icefs.store import history
 from icefs.store.zarr2tree import left_out
+from icefs.timefmt import now_utc
 
 if TYPE_CHECKING:
     from icefs.fs.branches import Branches
@@ -229,7 +229,7 @@ class ControlFiles:
         state.last_reset = {
             "from": old,
             "to": sid,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "time": now_utc(),
         }
         log.info("branch %s: reset from %s to %s", branch, old, sid)
         await self._forget_view(node.path[:2], changed | await self._keys_between(old, sid))

@@ -19,6 +19,7 @@ import trio
 from icefs.errors import Exists, IcefsError, InvalidInput, NotFound
 from icefs.fs.values import View
 from icefs.paths import name_to_ref, ref_to_name
+from icefs.timefmt import now_utc
 
 if TYPE_CHECKING:
     from icefs.store.repo import Repo
@@ -105,7 +106,7 @@ class RefTable:
         """
         log.warning("%s", message)
         self.last_error = message
-        self.last_error_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.last_error_at = now_utc()
         self._refresh_failed = refreshing
 
     async def view(self, kind: str, name: str, session_base: str | None = None) -> View:
