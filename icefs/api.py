@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icefs.cli.client import write_control
-from icefs.errors import InvalidInput, UsageError
+from icefs.errors import UsageError
 from icefs.paths import CONTROL_DIR, ref_to_name
-from icefs.settings import SECRET_NAMES, SETTINGS
+from icefs.settings import SECRET_NAMES, SETTINGS, SettingError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -134,7 +134,7 @@ def mount(
             value = os.fspath(value)
         try:
             parsed = setting.parse(value)
-        except InvalidInput as exc:
+        except SettingError as exc:
             raise UsageError(f"icefs.mount: {exc}") from None
         # secrets travel like a config file's (never warned as shown in ps: they are not)
         (secrets if name in SECRET_NAMES else given)[name] = parsed

@@ -34,8 +34,8 @@ import stat
 import tomllib
 from typing import Any
 
-from icefs.errors import InvalidInput, UsageError
-from icefs.settings import SECRET_NAMES, from_config
+from icefs.errors import UsageError
+from icefs.settings import SECRET_NAMES, SettingError, from_config
 
 __all__ = ["load_config"]
 
@@ -60,7 +60,7 @@ def load_config(path: str) -> dict[str, Any]:
         raise UsageError(f"config file {path}: [mount] must be a table")
     try:
         config = from_config(table)
-    except InvalidInput as exc:
+    except SettingError as exc:
         raise UsageError(f"config file {path}: {exc}") from None
     config["_path"] = path
     config["_world_readable"] = bool(st.st_mode & stat.S_IROTH)

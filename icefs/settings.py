@@ -19,14 +19,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from icefs.errors import InvalidInput
-
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
     "SETTINGS",
     "Setting",
+    "SettingError",
     "defaults",
     "from_config",
     "from_options",
@@ -35,6 +34,10 @@ __all__ = [
 ]
 
 _UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class SettingError(ValueError):
+    """A setting's value, name or place is not valid; the message names the setting."""
 
 
 def parse_size(value: str | int) -> int:
@@ -47,9 +50,9 @@ def parse_size(value: str | int) -> int:
         try:
             size = int(float(number) * _UNITS[unit])
         except ValueError:
-            raise InvalidInput(f"not a size: {value!r} (examples: 512M, 2G)") from None
+            raise SettingError(f"not a size: {value!r} (examples: 512M, 2G)") from None
     if size <= 0:
-        raise InvalidInput(f"must be positive: {value!r}")
+        raise SettingError(f"must be positive: {value!r}")
     return size
 
 
@@ -83,7 +86,7 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
     def parse(self, value: object) -> Any:
-        """Return *value* (text, or a TOML value) as this setting's type; `InvalidInput` if not."""
+        """Return *value* (text, or a TOML value) as this setting's type; `SettingError` if not."""
         kind = self.kind
         if kind == "bool":
             if isinstance(value, bool):
@@ -93,25 +96,25 @@ class Setting:
                 return True
             if text in ("0", "false", "no", "off"):
                 return False
-            raise InvalidInput(f"{self.name}: not true or false: {value!r}")
+            raise SettingError(f"{self.name}: not true or false: {value!r}")
         if kind == "list":
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 return value
             if isinstance(value, str):
                 return [v for v in value.split(",") if v]
-            raise InvalidInput(f"{self.name}: a list of strings is needed")
+            raise SettingError(f"{self.name}: a list of strings is needed")
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise InvalidInput(f"{self.name} has the wrong type ({type(value).__name__})")
+            raise SettingError(f"{self.name} has the wrong type ({type(value).__name__})")
         if kind == "size":
             if isinstance(value, float):
-                raise InvalidInput(f"{self.name}: not a size: {value!r}")
+                raise SettingError(f"{self.name}: not a size: {value!r}")
             return parse_size(value)
         if kind in ("int", "float"):
             return self._number(value)
         if not isinstance(value, str):
-            raise InvalidInput(f"{self.name} has the wrong type ({type(value).__name__})")
+            raise SettingError(f"{self.name} has the wrong type ({type(value).__name__})")
         if kind == "choice" and value not in self.choices:
-            raise InvalidInput(f"{self.name}: {value!r} is not one of {', '.join(self.choices)}")
+            raise SettingError(f"{self.name}: {value!r} is not one of {', '.join(self.choices)}")
         return value
 
     def _number(self, value: str | int | float) -> int | float:
@@ -119,14 +122,14 @@ class Setting:
             number: int | float = int(value) if self.kind == "int" else float(value)
         except ValueError:
             what = "an integer" if self.kind == "int" else "a number"
-            raise InvalidInput(f"{self.name}: not {what}: {value!r}") from None
+            raise SettingError(f"{self.name}: not {what}: {value!r}") from None
         if isinstance(number, float) and not math.isfinite(number):
-            raise InvalidInput(f"{self.name}: not a finite number: {value!r}")
+            raise SettingError(f"{self.name}: not a finite number: {value!r}")
         if self.minimum is not None and (
             number < self.minimum or (self.above_minimum and number == self.minimum)
         ):
             relation = "greater than" if self.above_minimum else "at least"
-            raise InvalidInput(f"{self.name}: must be {relation} {self.minimum:g}: {value!r}")
+            raise SettingError(f"{self.name}: must be {relation} {self.minimum:g}: {value!r}")
         return number
 
     def show(self, value: Any) -> str:
@@ -507,16 +510,16 @@ def defaults() -> dict[str, Any]:
 
 
 def from_config(table: dict[str, Any]) -> dict[str, Any]:
-    """Return the settings a config file's *table* holds, parsed; `InvalidInput` names a bad one."""
+    """Return the settings a config file's *table* holds, parsed; `SettingError` names a bad one."""
     out: dict[str, Any] = {}
     for key, value in table.items():
         s = SETTINGS.get(key)
         if s is None or not s.config:
-            raise InvalidInput(f"unknown key {key!r}")
+            raise SettingError(f"unknown key {key!r}")
         if not isinstance(value, _TOML_TYPES[s.kind]) or (
             isinstance(value, bool) and s.kind != "bool"
         ):
-            raise InvalidInput(
+            raise SettingError(
                 f"{key} has the wrong type ({type(value).__name__}; a {s.kind} is needed)"
             )
         out[key] = s.parse(value)
@@ -539,7 +542,7 @@ _TOML_TYPES: Final[dict[str, tuple[type, ...]]] = {
 def from_options(items: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
     """Split ``-o`` *items* into settings (``name=value``) and the rest (FUSE options).
 
-    `InvalidInput` for a secret given as an option, or a value that does not parse.
+    `SettingError` for a secret given as an option, or a value that does not parse.
     """
     settings: dict[str, Any] = {}
     rest: list[str] = []
@@ -550,12 +553,12 @@ def from_options(items: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
             rest.append(item)
             continue
         if s.secret:
-            raise InvalidInput(
+            raise SettingError(
                 f"{name} cannot be a mount option (it would show in ps and "
                 f"mtab): use {name}_file=PATH, the config file or the environment"
             )
         if not s.option:
-            raise InvalidInput(f"{name} cannot be a mount option")
+            raise SettingError(f"{name} cannot be a mount option")
         settings[s.name] = s.parse(value)
     return settings, rest
 

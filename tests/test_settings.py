@@ -15,8 +15,15 @@ import pytest
 from icefs.cli.helper import translate_options
 from icefs.cli.main import parse_args
 from icefs.cli.mount import resolve
-from icefs.errors import InvalidInput
-from icefs.settings import SETTINGS, Setting, from_config, from_options, parse_size, to_argv
+from icefs.settings import (
+    SETTINGS,
+    Setting,
+    SettingError,
+    from_config,
+    from_options,
+    parse_size,
+    to_argv,
+)
 
 SAMPLE = {
     "str": "x1",
@@ -76,7 +83,7 @@ def test_every_option_as_name_value(s, tmp_path):
 def test_every_key_in_a_config_file(s, tmp_path):
     value = sample(s)
     assert from_config({s.name: value}) == {s.name: value}
-    with pytest.raises(InvalidInput):
+    with pytest.raises(SettingError):
         from_config({s.name: {"a": 1}})
 
 
@@ -97,7 +104,7 @@ def test_the_daemon_gets_every_mount_setting_back():
 def test_secrets_are_never_options_nor_daemon_arguments():
     for s in SETTINGS.values():
         if s.secret:
-            with pytest.raises(InvalidInput, match="_file"):
+            with pytest.raises(SettingError, match="_file"):
                 from_options([f"{s.name}=x"])
             assert s.flag not in to_argv({s.name: "x"})
 
@@ -112,9 +119,9 @@ def test_unknown_names_are_left_to_fuse_and_bad_values_are_refused():
         "write_buffer=0",
         "read_ahead=1.5",
     ):
-        with pytest.raises(InvalidInput):
+        with pytest.raises(SettingError):
             from_options([bad])
-    with pytest.raises(InvalidInput, match="unknown key"):
+    with pytest.raises(SettingError, match="unknown key"):
         from_config({"no_such_key": 1})
 
 
@@ -124,5 +131,5 @@ def test_sizes():
     assert parse_size("1048576") == 1 << 20
     assert parse_size(4096) == 4096
     for bad in ("0", "-1M", "lots"):
-        with pytest.raises(InvalidInput):
+        with pytest.raises(SettingError):
             parse_size(bad)

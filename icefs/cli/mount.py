@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from icefs.cli.exits import ExitCode
 from icefs.cli.storage import install_redaction, spec_to_env, storage_from_args
-from icefs.errors import InvalidInput, RepositoryError, UsageError
-from icefs.settings import SETTINGS, defaults, from_options, to_argv
+from icefs.errors import RepositoryError, UsageError
+from icefs.settings import SETTINGS, SettingError, defaults, from_options, to_argv
 
 if TYPE_CHECKING:
     import argparse
@@ -72,7 +72,7 @@ def resolve(
 
     try:
         named, fuse = from_options(o.strip() for v in options for o in v.split(",") if o.strip())
-    except InvalidInput as exc:
+    except SettingError as exc:
         raise UsageError(f"-o: {exc}") from None
     cli = {
         name: value for name in SETTINGS if (value := named.get(name, given.get(name))) is not None
@@ -81,7 +81,7 @@ def resolve(
     config = load_config(config_path) if config_path else {}
     try:
         from_file, fuse_from_file = from_options(config.get("options", []))
-    except InvalidInput as exc:
+    except SettingError as exc:
         raise UsageError(f"config file {config_path}: options: {exc}") from None
     values = defaults()
     values.update({k: v for k, v in {**from_file, **config}.items() if k in SETTINGS})

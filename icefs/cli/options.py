@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from icefs.errors import InvalidInput
-from icefs.settings import SETTINGS, Setting
+from icefs.settings import SETTINGS, Setting, SettingError
 
 __all__ = ["add_arguments"]
 
@@ -68,7 +67,7 @@ def _argparse_type(s: Setting) -> Any:
     def parse(text: str) -> Any:
         try:
             return s.parse(text)
-        except InvalidInput as exc:
+        except SettingError as exc:
             raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{s.name}: ")) from None
 
     parse.__name__ = s.kind  # argparse names the type in its messages

@@ -231,7 +231,7 @@ async def _serve(
     try:
         await filesystem.start(recover=False)
     except IcefsError as exc:  # what the storage answered (anything else is a bug: raised)
-        raise StorageUnreachable(f"cannot read refs of {config.storage.display()}: {exc}") from None
+        raise StorageUnreachable(f"cannot read refs of {config.storage.display()}: {exc}") from exc
     listeners = await open_listeners(config.metrics) if config.metrics else []
     try:
         pyfuse3.init(ops, mountpoint, options)  # type: ignore[arg-type]
