@@ -9,19 +9,24 @@ that is not its default, and must come out as the same value.
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 import pytest
 
 from icefs.cli.helper import translate_options
 from icefs.cli.main import parse_args
 from icefs.cli.mount import resolve
+from icefs.daemon import MountConfig
+from icefs.fs import MountOptions
 from icefs.settings import (
     SETTINGS,
     Setting,
     SettingError,
+    WriteBehind,
     from_config,
     from_options,
     parse_size,
+    pick,
     to_argv,
 )
 
@@ -38,7 +43,8 @@ SAMPLE = {
 
 def sample(s: Setting):
     if s.kind == "choice":
-        return next(c for c in s.choices if c != s.default)
+        choice = next(c for c in s.choices if c != s.default)
+        return s.enum(choice) if s.enum else choice
     return SAMPLE[s.kind]
 
 
@@ -99,6 +105,34 @@ def test_the_daemon_gets_every_mount_setting_back():
     values, _, _ = settings_of(parse_mount(["r", "m", *argv]))
     for name, value in given.items():
         assert values[name] == value, name
+
+
+def test_mount_records_take_each_setting_they_name():
+    """MountConfig and MountOptions get every setting named like one of their fields,
+    with its parsed type (a choice with an enum comes out as the enum's member)."""
+    values = {s.name: sample(s) for s in SETTINGS.values()}
+    config = pick(MountConfig, values, storage=None, config_file="/c.toml")
+    options = pick(MountOptions, {f.name: getattr(config, f.name) for f in fields(config)})
+    for record in (config, options):
+        named = [f.name for f in fields(record) if f.name in SETTINGS and f.name != "storage"]
+        assert len(named) >= 10
+        for name in named:
+            expected = values[name]
+            assert getattr(record, name) == (
+                tuple(expected) if isinstance(expected, list) else expected
+            ), name
+    assert config.write_behind is WriteBehind.ON  # parsed by the CLI into the enum
+    assert config.write_behind is WriteBehind(SETTINGS["write_behind"].parse("on"))
+    assert config.config_file == "/c.toml"
+    with pytest.raises(TypeError, match="no field"):
+        pick(MountOptions, {}, not_a_field=1)
+
+
+def test_write_behind_follows_the_storage_when_auto():
+    assert WriteBehind.AUTO.enabled(remote=True)
+    assert not WriteBehind.AUTO.enabled(remote=False)
+    assert WriteBehind.ON.enabled(remote=False)
+    assert not WriteBehind.OFF.enabled(remote=True)
 
 
 def test_secrets_are_never_options_nor_daemon_arguments():

@@ -22,6 +22,7 @@ import trio
 import zarr
 
 from icefs.errors import InvalidInput, NotFound, StorageFailure
+from icefs.settings import WriteBehind
 from icefs.store.writer import BranchWriter
 from tests.corehelpers import close, filesystem_of, make_core, read_all, rows_repo, walk
 
@@ -59,7 +60,7 @@ class Stores:
 @pytest.fixture
 async def setup(bridge, tmp_path, monkeypatch):
     repo, data, _ = rows_repo(icechunk.in_memory_storage(), ROWS)
-    core = await make_core(repo, bridge, write_behind=True, cache_dir=str(tmp_path / "c"))
+    core = await make_core(repo, bridge, write_behind=WriteBehind.ON, cache_dir=str(tmp_path / "c"))
     stores = Stores(monkeypatch)
     async with filesystem_of(core).background_stores():
         yield core, data, stores, core.branches.state("main")
@@ -341,7 +342,7 @@ async def test_files_still_being_stored_at_a_crash_are_reported_lost(bridge, tmp
     from icefs.store.repo import Repo
 
     repo, data, _ = rows_repo(icechunk.local_filesystem_storage(str(tmp_path / "r")), ROWS)
-    options = MountOptions(write_behind=True, cache_dir=str(tmp_path / "cache"))
+    options = MountOptions(write_behind=WriteBehind.ON, cache_dir=str(tmp_path / "cache"))
 
     def build() -> Filesystem:
         journal = Journal(str(tmp_path / "cache"), "the test repository")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from icefs.cli.exits import ExitCode
 from icefs.cli.storage import install_redaction, spec_to_env, storage_from_args
 from icefs.errors import RepositoryError, UsageError
-from icefs.settings import SETTINGS, SettingError, defaults, from_options, to_argv
+from icefs.settings import SETTINGS, SettingError, defaults, from_options, pick, to_argv
 
 if TYPE_CHECKING:
     import argparse
@@ -151,35 +151,14 @@ def serve(values: dict[str, Any], cli: dict[str, Any], config: dict[str, Any]) -
     fuse_options, own = parse_fuse_options(values["options"])
     setup_logging(values["log_level"], values["log_file"])
     install_redaction(storage.secrets)
-    mount_config = MountConfig(
+    mount_config = pick(
+        MountConfig,
+        values,
         storage=storage,
-        mountpoint=values["mountpoint"],
-        mode=values["mode"],
         read_only=bool(values["read_only"]) or "ro" in own,
-        refresh=values["refresh"],
         fuse_options=fuse_options,
-        uid=values["uid"] if values["uid"] is not None else os.getuid(),
-        gid=values["gid"] if values["gid"] is not None else os.getgid(),
-        log_level=values["log_level"],
-        read_ahead_kb=values["read_ahead"],
-        write_buffer=values["write_buffer"],
-        read_ahead_memory=values["read_ahead_memory"],
-        metadata_memory=values["metadata_memory"],
-        request_timeout=values["request_timeout"],
-        commit_timeout=values["commit_timeout"],
-        metrics=values["metrics"] or "",
-        metrics_branches=bool(values["metrics_branches"]),
-        write_behind=values["write_behind"],
-        default_branch=values["default_branch"],
         xattrs="noxattr" not in own,
-        cache_dir=values["cache_dir"] or "",
-        on_unmount=values["on_unmount"],
-        commit_interval=values["commit_interval"] or 0.0,
-        journal_interval=values["journal_interval"],
-        verify_chunks=values["verify_chunks"],
         config_file=os.path.abspath(values["config"]) if values["config"] else "",
-        virtual=tuple(values["virtual"]),
-        allow_other_file_access=bool(values["allow_other_file_access"]),
     )
     ok = run_daemon(mount_config, Reporter(values["ready_fd"]))
     return ExitCode.OK if ok else ExitCode.CONFLICT

@@ -13,7 +13,7 @@ import gc
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -28,7 +28,7 @@ from icefs.errors import (
     UsageError,
 )
 from icefs.fuse import fallocate  # at import, before run_daemon imports pyfuse3 (it says why)
-from icefs.settings import SETTINGS
+from icefs.settings import WriteBehind, pick, setting_field
 
 if TYPE_CHECKING:
     from icefs.daemon.background import Reporter
@@ -45,40 +45,45 @@ MAX_TASKS: Final = 64
 
 @dataclass(frozen=True, slots=True)
 class MountConfig:
-    """Everything `run_daemon` needs, validated by the CLI."""
+    """Everything `run_daemon` needs, validated by the CLI.
+
+    Fields named like a setting hold that setting (`icefs.settings.pick` fills them);
+    the others are derived from several settings and the FUSE options.
+    """
 
     storage: StorageSpec
     mountpoint: str
-    mode: str = "open"
-    read_only: bool = False
-    refresh: float = SETTINGS["refresh"].default
+    mode: str = setting_field("mode")
+    read_only: bool = setting_field("read_only")
+    refresh: float = setting_field("refresh")
     fuse_options: tuple[str, ...] = ()
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
-    log_level: str = SETTINGS["log_level"].default
-    read_ahead_kb: int = SETTINGS["read_ahead"].default
-    write_buffer: int = SETTINGS["write_buffer"].default
-    read_ahead_memory: int = SETTINGS["read_ahead_memory"].default
-    metadata_memory: int = SETTINGS["metadata_memory"].default
-    request_timeout: float = SETTINGS["request_timeout"].default
-    commit_timeout: float = SETTINGS["commit_timeout"].default
+    log_level: str = setting_field("log_level")
+    #: KiB the kernel reads ahead in a file of this mount
+    read_ahead: int = setting_field("read_ahead")
+    write_buffer: int = setting_field("write_buffer")
+    read_ahead_memory: int = setting_field("read_ahead_memory")
+    metadata_memory: int = setting_field("metadata_memory")
+    request_timeout: float = setting_field("request_timeout")
+    commit_timeout: float = setting_field("commit_timeout")
     #: HOST:PORT of the Prometheus endpoint ("": none)
     metrics: str = ""
-    metrics_branches: bool = SETTINGS["metrics_branches"].default
-    write_behind: str = SETTINGS["write_behind"].default
+    metrics_branches: bool = setting_field("metrics_branches")
+    write_behind: WriteBehind = setting_field("write_behind")
     cache_dir: str = ""
-    on_unmount: str = SETTINGS["on_unmount"].default
+    on_unmount: str = setting_field("on_unmount")
     commit_interval: float = 0.0
     #: how often uncommitted sessions go to the crash journal; 0 = no journal
-    journal_interval: float = SETTINGS["journal_interval"].default
-    default_branch: str = SETTINGS["default_branch"].default
+    journal_interval: float = setting_field("journal_interval")
+    default_branch: str = setting_field("default_branch")
     #: "decode": each compressed chunk is decoded before it is stored
-    verify_chunks: str = SETTINGS["verify_chunks"].default
+    verify_chunks: str = setting_field("verify_chunks")
     #: False (``-o noxattr``): no extended attributes at all, for fast `ls -l` of huge trees
     xattrs: bool = True
     #: ``--virtual`` items: the virtual chunk containers authorized
-    virtual: tuple[str, ...] = ()
-    allow_other_file_access: bool = False
+    virtual: tuple[str, ...] = setting_field("virtual")
+    allow_other_file_access: bool = setting_field("allow_other_file_access")
     #: The --config file, re-read on SIGHUP for what can change while mounted.
     config_file: str = ""
 
@@ -139,22 +144,13 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
     )
     filesystem = Filesystem.build(
         repo,
-        MountOptions(
-            read_only=config.read_only,
-            refresh=config.refresh,
-            uid=config.uid,
-            gid=config.gid,
+        pick(
+            MountOptions,
+            {f.name: getattr(config, f.name) for f in fields(config)},
             mountpoint=mountpoint,
             storage=config.storage.display(),
-            write_buffer=config.write_buffer,
-            read_ahead_memory=config.read_ahead_memory,
-            metadata_memory=config.metadata_memory,
-            commit_timeout=config.commit_timeout,
-            write_behind=config.write_behind == "on"
-            or (config.write_behind == "auto" and config.storage.kind in ("s3", "gcs", "azure")),
+            remote=config.storage.remote,
             cache_dir=cache_dir,
-            default_branch=config.default_branch,
-            verify_chunks=config.verify_chunks,
             virtual_containers=tuple(containers),
         ),
         journal=journal,
@@ -330,7 +326,7 @@ async def _announce_ready(mountpoint: str, reporter: Reporter, config: MountConf
         )
         pyfuse3.terminate()
         return
-    _tune_read_ahead(mountpoint, config.read_ahead_kb)
+    _tune_read_ahead(mountpoint, config.read_ahead)
     log.info("ready")
     reporter.ready()
     notify(f"READY=1\nSTATUS=mounted {config.storage.display()} at {mountpoint}")

@@ -140,7 +140,9 @@ class Filesystem:
         attrs = Attributes(options, refs, branches)
         listings = Listings(namespace, refs, branches, attrs)
         reads = Reads(namespace, refs, handles, prefetcher, stats)
-        uploader = Uploader(options.write_buffer, enabled=options.write_behind)
+        uploader = Uploader(
+            options.write_buffer, enabled=options.write_behind.enabled(options.remote)
+        )
         overlay = WriteOverlay(namespace, branches, handles, inodes, spool, stats, kernel, uploader)
         changes = NamespaceChanges(namespace, branches, listings, overlay, handles, inodes, attrs)
         refdirs = RefDirectories(refs, branches, namespace, listings, inodes, options)

@@ -22,7 +22,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from icefs.settings import SETTINGS
+from icefs.settings import WriteBehind, setting_field
 from icefs.store.tree import DirPos
 
 if TYPE_CHECKING:
@@ -127,26 +127,32 @@ class NoKernel:
 
 @dataclass(frozen=True, slots=True)
 class MountOptions:
-    """What the core needs to know about how it is mounted."""
+    """What the core needs to know about how it is mounted.
 
-    read_only: bool = False
-    refresh: float = SETTINGS["refresh"].default
+    Fields named like a setting hold that setting (`icefs.settings.pick` fills them).
+    """
+
+    read_only: bool = setting_field("read_only")
+    refresh: float = setting_field("refresh")
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     mountpoint: str = ""
+    #: the repository, as logs and status show it (no secrets)
     storage: str = ""
-    write_buffer: int = SETTINGS["write_buffer"].default
-    read_ahead_memory: int = SETTINGS["read_ahead_memory"].default
+    #: the repository is on object storage (s3, gcs, azure): each request is a round trip
+    remote: bool = False
+    write_buffer: int = setting_field("write_buffer")
+    read_ahead_memory: int = setting_field("read_ahead_memory")
     #: one budget for chunk indexes, node metadata, listings and resolved paths
-    metadata_memory: int = SETTINGS["metadata_memory"].default
+    metadata_memory: int = setting_field("metadata_memory")
     #: seconds a commit may take before its caller gets `TimedOut` (it may still land)
-    commit_timeout: float = SETTINGS["commit_timeout"].default
-    #: closes leave the store of a chunk to the background (`icefs.fs.uploads`)
-    write_behind: bool = False
+    commit_timeout: float = setting_field("commit_timeout")
+    #: whether closes leave the store of a chunk to the background (`icefs.fs.uploads`)
+    write_behind: WriteBehind = WriteBehind.OFF
     cache_dir: str = ""
-    default_branch: str = SETTINGS["default_branch"].default
+    default_branch: str = setting_field("default_branch")
     #: "decode": compressed chunks are decoded with their array's codecs before storing
-    verify_chunks: str = SETTINGS["verify_chunks"].default
+    verify_chunks: str = setting_field("verify_chunks")
     #: the virtual chunk containers the repository declares: prefix, store, authorized, access
     virtual_containers: tuple[dict[str, Any], ...] = ()
 

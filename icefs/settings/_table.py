@@ -1,142 +1,12 @@
-"""Every setting of a mount, declared once.
-
-Each `Setting` says its name, type, default, help and where it may be given.
-From `SETTINGS` come the command-line options (`icefs.cli.options`), the checks of
-``--config`` files (`from_config`), the ``-o name=value`` options that
-``icefs mount -o``, mount(8) and fstab take (`from_options`), and the command
-line of the background daemon (`to_argv`).  Precedence: the command line
-(options and ``-o``), then the config file, then the defaults here.
-
-Secrets are never ``-o`` options (they would show in ``ps`` and in mtab) and
-never reach the daemon's command line; `icefs.cli.storage` hands them over in
-its environment.  Pure: nothing here imports more than the standard library,
-so ``icefs --help`` stays fast.
-"""
+"""The table of every setting: `SETTINGS`, and the names of the credentials."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
+from icefs.settings._setting import Setting, WriteBehind
 
-__all__ = [
-    "SETTINGS",
-    "Setting",
-    "SettingError",
-    "defaults",
-    "from_config",
-    "from_options",
-    "parse_size",
-    "to_argv",
-]
-
-_UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-class SettingError(ValueError):
-    """A setting's value, name or place is not valid; the message names the setting."""
-
-
-def parse_size(value: str | int) -> int:
-    """Return the byte count *value* names: ``512M``, ``2G``, ``1048576`` (> 0)."""
-    if isinstance(value, int):
-        size = value
-    else:
-        text = value.strip().upper().removesuffix("B").removesuffix("I")
-        number, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "")
-        try:
-            size = int(float(number) * _UNITS[unit])
-        except ValueError:
-            raise SettingError(f"not a size: {value!r} (examples: 512M, 2G)") from None
-    if size <= 0:
-        raise SettingError(f"must be positive: {value!r}")
-    return size
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """One setting: how it is spelled, parsed and shown, and where it may be given."""
-
-    name: str
-    #: str, path, int, float, bool, size, choice or list
-    kind: str
-    default: Any
-    help: str
-    group: str = "mount"  # mount or storage
-    choices: tuple[str, ...] = ()
-    #: numbers: the smallest value allowed, and whether it is allowed itself
-    minimum: float | None = None
-    above_minimum: bool = False
-    metavar: str = ""
-    #: its value is a credential: no -o option, no daemon argv, hidden in --help
-    secret: bool = False
-    cli: bool = True
-    short: str = ""
-    config: bool = True
-    option: bool = True
-    #: re-read from the --config file on SIGHUP
-    reload: bool = False
-    hidden: bool = False
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def parse(self, value: object) -> Any:
-        """Return *value* (text, or a TOML value) as this setting's type; `SettingError` if not."""
-        kind = self.kind
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("", "1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise SettingError(f"{self.name}: not true or false: {value!r}")
-        if kind == "list":
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return value
-            if isinstance(value, str):
-                return [v for v in value.split(",") if v]
-            raise SettingError(f"{self.name}: a list of strings is needed")
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise SettingError(f"{self.name} has the wrong type ({type(value).__name__})")
-        if kind == "size":
-            if isinstance(value, float):
-                raise SettingError(f"{self.name}: not a size: {value!r}")
-            return parse_size(value)
-        if kind in ("int", "float"):
-            return self._number(value)
-        if not isinstance(value, str):
-            raise SettingError(f"{self.name} has the wrong type ({type(value).__name__})")
-        if kind == "choice" and value not in self.choices:
-            raise SettingError(f"{self.name}: {value!r} is not one of {', '.join(self.choices)}")
-        return value
-
-    def _number(self, value: str | int | float) -> int | float:
-        try:
-            number: int | float = int(value) if self.kind == "int" else float(value)
-        except ValueError:
-            what = "an integer" if self.kind == "int" else "a number"
-            raise SettingError(f"{self.name}: not {what}: {value!r}") from None
-        if isinstance(number, float) and not math.isfinite(number):
-            raise SettingError(f"{self.name}: not a finite number: {value!r}")
-        if self.minimum is not None and (
-            number < self.minimum or (self.above_minimum and number == self.minimum)
-        ):
-            relation = "greater than" if self.above_minimum else "at least"
-            raise SettingError(f"{self.name}: must be {relation} {self.minimum:g}: {value!r}")
-        return number
-
-    def show(self, value: Any) -> str:
-        """Return *value* as text this setting parses back (for the daemon's argv)."""
-        if self.kind == "list":
-            return ",".join(value)
-        return str(value)
+__all__ = ["SECRET_NAMES", "SETTINGS"]
 
 
 def _mount(name: str, kind: str, default: Any, help: str, **more: Any) -> Setting:
@@ -305,12 +175,13 @@ _DECLARED: Final = (
     _mount(
         "write_behind",
         "choice",
-        "auto",
+        WriteBehind.AUTO,
         "store chunk files in the background once closed or renamed into place: 'on', "
         "'off', or 'auto' (on for s3, gcs and azure storage, where each store is a round "
-        "trip; off for local and memory storage, where it measured no faster and a close "
-        "then reports its own storage errors)",
-        choices=("auto", "on", "off"),
+        "trip; off for local and memory storage, where a close then reports its own "
+        "storage errors)",
+        choices=tuple(WriteBehind),
+        enum=WriteBehind,
     ),
     _mount(
         "cache_dir",
@@ -502,87 +373,3 @@ _DECLARED: Final = (
 
 #: Every setting by name.
 SETTINGS: Final = {s.name: s for s in _DECLARED}
-
-
-def defaults() -> dict[str, Any]:
-    """Return every setting's default value."""
-    return {s.name: s.default for s in _DECLARED}
-
-
-def from_config(table: dict[str, Any]) -> dict[str, Any]:
-    """Return the settings a config file's *table* holds, parsed; `SettingError` names a bad one."""
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        s = SETTINGS.get(key)
-        if s is None or not s.config:
-            raise SettingError(f"unknown key {key!r}")
-        if not isinstance(value, _TOML_TYPES[s.kind]) or (
-            isinstance(value, bool) and s.kind != "bool"
-        ):
-            raise SettingError(
-                f"{key} has the wrong type ({type(value).__name__}; a {s.kind} is needed)"
-            )
-        out[key] = s.parse(value)
-    return out
-
-
-#: The TOML value types each kind of setting takes in a config file.
-_TOML_TYPES: Final[dict[str, tuple[type, ...]]] = {
-    "str": (str,),
-    "path": (str,),
-    "choice": (str,),
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-    "size": (str, int),
-    "list": (list,),
-}
-
-
-def from_options(items: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
-    """Split ``-o`` *items* into settings (``name=value``) and the rest (FUSE options).
-
-    `SettingError` for a secret given as an option, or a value that does not parse.
-    """
-    settings: dict[str, Any] = {}
-    rest: list[str] = []
-    for item in items:
-        name, sep, value = item.partition("=")
-        s = SETTINGS.get(name.replace("-", "_"))
-        if s is None or (not sep and s.kind != "bool"):
-            rest.append(item)
-            continue
-        if s.secret:
-            raise SettingError(
-                f"{name} cannot be a mount option (it would show in ps and "
-                f"mtab): use {name}_file=PATH, the config file or the environment"
-            )
-        if not s.option:
-            raise SettingError(f"{name} cannot be a mount option")
-        settings[s.name] = s.parse(value)
-    return settings, rest
-
-
-def to_argv(values: dict[str, Any]) -> list[str]:
-    """Return the command-line options that give the daemon *values* (no secrets, no defaults).
-
-    Settings that are not command-line options (uid, gid) travel as ``-o name=value``.
-    """
-    argv: list[str] = []
-    for s in _DECLARED:
-        value = values.get(s.name)
-        if (
-            s.secret
-            or s.group != "mount"
-            or value is None
-            or value == s.default
-            or (s.name in ("storage", "mountpoint", "options", "foreground", "ready_fd"))
-        ):
-            continue
-        if s.kind == "bool":
-            argv.append(s.flag)
-        elif s.cli:
-            argv += [s.flag, s.show(value)]
-        else:
-            argv += ["-o", f"{s.name}={s.show(value)}"]
-    return argv
