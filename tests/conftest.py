@@ -153,7 +153,7 @@ def gcs_recorder():
 @pytest.fixture
 def bridge():
     """A trio<->asyncio bridge for tests that build the core without a mount."""
-    from icefs.store.bridge import Bridge
+    from icefs.store import Bridge
 
     b = Bridge()
     yield b

@@ -13,8 +13,7 @@ from zarr.core.buffer import default_buffer_prototype
 
 from icefs.fs import Filesystem, MountOptions
 from icefs.fs.inodes import ROOT_INODE
-from icefs.store.repo import Repo
-from icefs.store.tree import SnapshotTree
+from icefs.store import Repo, SnapshotTree
 
 
 def store_get(repo, snapshot_id, key):

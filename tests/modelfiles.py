@@ -19,8 +19,7 @@ from harness.mount import Mount
 from icefs.errors import IcefsError
 from icefs.fs import AttrChange, Filesystem, MountOptions
 from icefs.fs.inodes import ROOT_INODE
-from icefs.store.bridge import Bridge
-from icefs.store.repo import Repo
+from icefs.store import Bridge, Repo
 from icefs.store.sample import sample_storage
 
 CHUNKS = [f"a/c/{i}" for i in range(4)]  # of a 1-d array of 8 chunks (4-7 stay)

@@ -8,7 +8,7 @@ import threading
 import pytest
 import trio
 
-from icefs.store.bridge import Bridge
+from icefs.store import Bridge
 
 
 @pytest.fixture

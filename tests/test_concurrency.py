@@ -18,9 +18,9 @@ import icechunk
 import numpy as np
 import zarr
 
+from icefs.store import Repo
 from icefs.store import writer as writer_module
 from icefs.store.reflock import RefLock
-from icefs.store.repo import Repo
 from icefs.store.sample import sample_storage
 from icefs.store.writer import open_writer
 

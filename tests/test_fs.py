@@ -535,16 +535,18 @@ async def test_invalid_utf8_name_is_enoent(core):
 
 async def test_classify_keys(core, repository):
     from icefs.errors import InvalidInput
-    from icefs.store.tree import KeyClass
+    from icefs.store import KeyClass, KeyKind
 
     _repo, ids = repository
     tree = await core.namespace.tree(ids["main"])
-    assert await tree.classify("temperature/zarr.json") == KeyClass("metadata", "temperature")
-    assert await tree.classify("zarr.json") == KeyClass("metadata", "")
-    assert await tree.classify("temperature/c/1/0/0") == KeyClass("chunk", "temperature", (1, 0, 0))
-    assert (await tree.classify("temperature/c/0/x.partial")).kind == "scratch"
-    assert (await tree.classify("notes.txt")).kind == "scratch"
-    assert (await tree.classify("temperature/c/01/0/0")).kind == "scratch", "not canonical"
+    assert await tree.classify("temperature/zarr.json") == KeyClass(KeyKind.METADATA, "temperature")
+    assert await tree.classify("zarr.json") == KeyClass(KeyKind.METADATA, "")
+    assert await tree.classify("temperature/c/1/0/0") == KeyClass(
+        KeyKind.CHUNK, "temperature", (1, 0, 0)
+    )
+    assert (await tree.classify("temperature/c/0/x.partial")).kind is KeyKind.SCRATCH
+    assert (await tree.classify("notes.txt")).kind is KeyKind.SCRATCH
+    assert (await tree.classify("temperature/c/01/0/0")).kind is KeyKind.SCRATCH, "not canonical"
     with pytest.raises(InvalidInput):
         await tree.classify("temperature/c/0/0")
     with pytest.raises(NotFound):

@@ -9,7 +9,7 @@ import os
 import pytest
 import trio
 
-from icefs.store.tree import SnapshotTree
+from icefs.store import SnapshotTree
 from tests.corehelpers import close, count_fetches, read_all, rows_tag_core, walk
 
 

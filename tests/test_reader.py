@@ -11,8 +11,8 @@ import icechunk
 import numpy as np
 import zarr
 
+from icefs.store import Repo
 from icefs.store.chunkindex import ChunkIndex
-from icefs.store.repo import Repo
 from icefs.store.sample import sample_storage
 from icefs.store.writer import open_writer
 

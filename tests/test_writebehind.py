@@ -339,7 +339,7 @@ async def test_files_still_being_stored_at_a_crash_are_reported_lost(bridge, tmp
     next mount recovers what was stored and reports the rest as lost (status, log)."""
     from icefs.daemon.journal import Journal
     from icefs.fs import Filesystem, MountOptions
-    from icefs.store.repo import Repo
+    from icefs.store import Repo
 
     repo, data, _ = rows_repo(icechunk.local_filesystem_storage(str(tmp_path / "r")), ROWS)
     options = MountOptions(write_behind=WriteBehind.ON, cache_dir=str(tmp_path / "cache"))

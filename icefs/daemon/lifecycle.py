@@ -100,10 +100,8 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
     from icefs.fs import Filesystem, MountOptions, default_cache_dir
     from icefs.fuse.kernel import KernelCaches
     from icefs.fuse.ops import FuseOperations
-    from icefs.store import virtual
-    from icefs.store.bridge import Bridge
+    from icefs.store import Bridge, Repo, virtual
     from icefs.store.open import configure_icechunk_logs, make_storage, open_repository, ref_lock
-    from icefs.store.repo import Repo
 
     try:
         check_fuse()
@@ -217,7 +215,7 @@ async def _serve(
 
     from icefs.daemon.metrics import MountCollector, open_listeners, registry
     from icefs.daemon.metrics import serve as serve_metrics
-    from icefs.store.bridge import Bridge
+    from icefs.store import Bridge
     from icefs.store.reader import direct_probe
 
     assert isinstance(bridge, Bridge)

@@ -31,7 +31,7 @@ from icefs.errors import (
 )
 from icefs.fs.files import Stamp
 from icefs.gate import ALONE, Gate
-from icefs.store.tree import KeyClass, SnapshotTree
+from icefs.store import KeyClass, KeyKind, SnapshotTree
 from icefs.store.validate import check_metadata
 from icefs.store.writer import move_node, open_writer, restore_writer
 from icefs.timefmt import now_utc, render_time
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from icefs.fs.files import JournalEntryLike, OverlayFile, SessionJournal
     from icefs.fs.zarr2files import Zarr2Files
     from icefs.memory import MemoryBudget
-    from icefs.store.repo import Repo
+    from icefs.store import Repo
     from icefs.store.writer import BranchWriter
 
 __all__ = ["MAX_METADATA_SIZE", "BranchState"]
@@ -211,7 +211,7 @@ class BranchState:
         try:
             return await tree.classify(key)
         except (NotFound, InvalidInput):
-            return KeyClass("chunk", key)
+            return KeyClass(KeyKind.CHUNK, key)
 
     async def settle(self, key: str | None = None) -> None:
         """Wait until the background store of *key* (of every key if None) has ended."""
@@ -242,9 +242,9 @@ class BranchState:
             assert self.tree is not None
             try:
                 what = await self.tree.classify(key)
-                if what.kind == "scratch":
+                if what.kind is KeyKind.SCRATCH:
                     raise InvalidInput(f"{key} is not a Zarr key")
-                if what.kind == "metadata" and size > MAX_METADATA_SIZE:
+                if what.kind is KeyKind.METADATA and size > MAX_METADATA_SIZE:
                     raise FileTooLarge(
                         f"{key}: {size} bytes of metadata; the limit is "
                         f"{MAX_METADATA_SIZE} (every snapshot carries it)"
@@ -271,7 +271,7 @@ class BranchState:
                 raise
             self._clear_error(key)
             self.tree.note_stored(what, size)
-            if what.kind == "metadata":
+            if what.kind is KeyKind.METADATA:
                 self.layout += 1
             self.journal_wanted = True
             self.changed_keys.add(key)
@@ -279,7 +279,7 @@ class BranchState:
             log.debug("branch %s: stored %s (%d bytes)", self.branch, key, size)
             self.written_ns[key] = time.time_ns()
             self._drop_dirs_above(key)
-        if what.kind == "metadata":
+        if what.kind is KeyKind.METADATA:
             await self._store_pending(what.node)
 
     async def _holds(self, key: str, data: Any, size: int) -> bool:
@@ -301,9 +301,9 @@ class BranchState:
     async def _check(self, what: KeyClass, data: Any) -> None:
         """Refuse (`InvalidInput`) what zarr could not read back: bad metadata, bad chunks."""
         assert self.tree is not None
-        if what.kind == "metadata":
+        if what.kind is KeyKind.METADATA:
             await trio.to_thread.run_sync(check_metadata, data)
-        elif what.kind == "chunk":
+        elif what.kind is KeyKind.CHUNK:
             check = await self.tree.chunk_check(what.node)
             decode = check.decodes and self._decode_chunks
             if decode:

@@ -30,8 +30,7 @@ if TYPE_CHECKING:
     from icefs.fs.values import View
     from icefs.fs.zarr2files import Zarr2Files
     from icefs.memory import MemoryBudget
-    from icefs.store.repo import Repo
-    from icefs.store.tree import SnapshotTree
+    from icefs.store import Repo, SnapshotTree
 
 __all__ = ["Branches"]
 

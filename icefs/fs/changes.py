@@ -32,6 +32,7 @@ from icefs.errors import (
 from icefs.fs.files import OverlayFile
 from icefs.fs.handles import Buffered, TreeFile
 from icefs.fs.values import GONE, RENAME_EXCHANGE, RENAME_NOREPLACE, NodeKind
+from icefs.store import KeyKind
 
 if TYPE_CHECKING:
     from icefs.fs.attrs import Attributes
@@ -320,7 +321,7 @@ class NamespaceChanges:
         await tree.check_new_name(key)
         what = await state.classify(key, tree)
         copy: OverlayFile | None = None
-        if what.kind == "scratch":
+        if what.kind is KeyKind.SCRATCH:
             copy = OverlayFile(self._overlay.spooled(data), scratch=True)
         else:
             copy = await self._overlay.place(state, key, data, size)
@@ -352,7 +353,7 @@ class NamespaceChanges:
                 old.spool.close()
             else:
                 old.detached = True
-        overlay.scratch = what.kind == "scratch"
+        overlay.scratch = what.kind is KeyKind.SCRATCH
         overlay.dirty = not overlay.scratch
         state.files[key] = overlay
         for _, handle in self._handles.of_inode(self._inodes.find(src.path)):

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from icefs.fs.stats import Stats
     from icefs.fs.uploads import Uploader
     from icefs.fs.values import Invalidator, MountOptions, Node, View
+    from icefs.store import Repo
     from icefs.store.prefetch import Prefetcher
-    from icefs.store.repo import Repo
 
 __all__ = ["ControlFiles"]
 

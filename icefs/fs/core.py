@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from icefs.fs.stats import Stats
     from icefs.fs.values import Attr, AttrChange, Caller, Node, StatFs
     from icefs.fs.zarr2writes import Zarr2Writes
-    from icefs.store.tree import SnapshotTree, TreeEntry
+    from icefs.store import SnapshotTree, TreeEntry
 
 __all__ = ["IcefsCore"]
 

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from icefs.fs.files import SessionJournal
     from icefs.fs.values import Invalidator, MountOptions
-    from icefs.store.repo import Repo
+    from icefs.store import Repo
 
 __all__ = ["Filesystem", "Summary", "default_cache_dir"]
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from icefs.fs.branch import BranchState
     from icefs.fs.files import OverlayFile
     from icefs.fs.values import Attr, Node
-    from icefs.store.tree import SnapshotTree
+    from icefs.store import SnapshotTree
 
 __all__ = [
     "Buffered",

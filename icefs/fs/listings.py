@@ -21,7 +21,7 @@ from icefs.fs import control
 from icefs.fs.handles import ChunkFiles, Listing
 from icefs.fs.values import KINDS, RENDERINGS, ROOT_POS, Node, NodeKind
 from icefs.paths import METADATA_NAME, ref_to_name
-from icefs.store.tree import TreeEntry
+from icefs.store import TreeEntry
 
 if TYPE_CHECKING:
     from icefs.fs.attrs import Attributes

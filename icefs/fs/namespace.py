@@ -22,7 +22,7 @@ from icefs.fs import control
 from icefs.fs.values import KINDS, RENDERINGS, ROOT_POS, Node, NodeKind
 from icefs.memory import MemoryBudget
 from icefs.paths import CONTROL_DIR, check_name, name_to_ref
-from icefs.store.tree import DirPos, SnapshotTree, TreeEntry
+from icefs.store import DirPos, SnapshotTree, TreeEntry
 from icefs.store.zarr2tree import Translations, Zarr2Tree
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from icefs.fs.stats import Stats
     from icefs.fs.values import View
     from icefs.fs.zarr2files import Zarr2Files
-    from icefs.store.repo import Repo
+    from icefs.store import Repo
 
 __all__ = ["Namespace"]
 

@@ -22,7 +22,7 @@ from icefs.fs.files import OverlayFile
 from icefs.fs.handles import Buffered
 from icefs.fs.spool import SpoolFile
 from icefs.fs.values import Node, NodeKind, OpenReply
-from icefs.store.tree import TreeEntry
+from icefs.store import KeyKind, TreeEntry
 
 if TYPE_CHECKING:
     from icefs.fs.branch import BranchState
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from icefs.fs.stats import Stats
     from icefs.fs.uploads import Uploader
     from icefs.fs.values import Invalidator
-    from icefs.store.tree import KeyClass, SnapshotTree
+    from icefs.store import KeyClass, SnapshotTree
 
 __all__ = ["WriteOverlay"]
 
@@ -84,7 +84,7 @@ class WriteOverlay:
                 # O_TRUNC of a non-empty file is a change even if nothing is written
                 overlay = OverlayFile(
                     SpoolFile(self.spool, data),
-                    scratch=what.kind == "scratch",
+                    scratch=what.kind is KeyKind.SCRATCH,
                     dirty=bool(flags & os.O_TRUNC and node.entry.size),
                     limit=limit,
                 )
@@ -114,7 +114,7 @@ class WriteOverlay:
         if key in state.files:  # made by a concurrent request while we awaited
             return None
         overlay = OverlayFile(
-            SpoolFile(self.spool), scratch=what.kind == "scratch", dirty=True, limit=limit
+            SpoolFile(self.spool), scratch=what.kind is KeyKind.SCRATCH, dirty=True, limit=limit
         )
         state.files[key] = overlay
         node = Node(
@@ -127,7 +127,7 @@ class WriteOverlay:
 
     async def _limit(self, what: KeyClass, tree: SnapshotTree) -> int | None:
         """The exact size of the chunk *what* names, if its array has one (`OverlayFile.limit`)."""
-        if what.kind != "chunk":
+        if what.kind is not KeyKind.CHUNK:
             return None
         try:
             check = await tree.chunk_check(what.node)
@@ -193,7 +193,7 @@ class WriteOverlay:
             ):
                 await state.settle(key)
                 what = await state.check(key, data, overlay.spool.size)
-                if what.kind == "chunk":
+                if what.kind is KeyKind.CHUNK:
                     await self._uploader.submit(state, key, overlay, what, data, version)
                     return
                 await state.store_checked(key, what, data, overlay.spool.size)
@@ -234,7 +234,7 @@ class WriteOverlay:
             if self._uploader.active:
                 await state.settle(key)
                 what = await state.check(key, data, size)
-                if what.kind == "chunk":
+                if what.kind is KeyKind.CHUNK:
                     copy = OverlayFile(self.spooled(data), scratch=False, dirty=True)
                     held = copy.spool.contents()
                     if not isinstance(held, mmap.mmap):  # else a live view of the spool file

@@ -22,7 +22,7 @@ from icefs.paths import name_to_ref, ref_to_name
 from icefs.timefmt import now_utc
 
 if TYPE_CHECKING:
-    from icefs.store.repo import Repo
+    from icefs.store import Repo
 
 __all__ = ["RefTable"]
 

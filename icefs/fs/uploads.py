@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from icefs.fs.branch import BranchState
     from icefs.fs.files import OverlayFile
-    from icefs.store.tree import KeyClass
+    from icefs.store import KeyClass
 
 __all__ = ["CONCURRENCY", "Uploader"]
 

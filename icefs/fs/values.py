@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from icefs.settings import WriteBehind, setting_field
-from icefs.store.tree import DirPos
+from icefs.store import DirPos
 
 if TYPE_CHECKING:
     from icefs.fs.files import OverlayFile
     from icefs.fs.inodes import Path
-    from icefs.store.tree import TreeEntry
+    from icefs.store import TreeEntry
 
 __all__ = [
     "IMMUTABLE_TTL",

@@ -10,7 +10,7 @@ import re
 from typing import TYPE_CHECKING, Final
 
 from icefs.fs.values import Node, NodeKind
-from icefs.store.tree import DirPos, TreeEntry
+from icefs.store import DirPos, TreeEntry
 from icefs.store.zarr2 import ARRAY, ATTRS, CONSOLIDATED, GROUP
 
 if TYPE_CHECKING:

@@ -47,7 +47,7 @@ from icefs.fs.spool import SpoolFile
 from icefs.fs.values import Node, NodeKind, OpenReply
 from icefs.fs.zarr2files import DOCUMENTS, stored_name
 from icefs.paths import METADATA_NAME, join_key
-from icefs.store.tree import CHUNK_DIR, KeyClass, TreeEntry
+from icefs.store import CHUNK_DIR, KeyClass, KeyKind, TreeEntry
 from icefs.store.zarr2 import (
     ARRAY,
     ATTRS,
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from icefs.fs.overlay import WriteOverlay
     from icefs.fs.values import Invalidator, View
     from icefs.fs.zarr2files import Zarr2Files
-    from icefs.store.tree import SnapshotTree
+    from icefs.store import SnapshotTree
 
 __all__ = ["Zarr2Buffered", "Zarr2Writes"]
 
@@ -378,10 +378,12 @@ class Zarr2Writes:
         assert node.entry is not None
         if name in (GROUP, ARRAY):
             node_path = key.rpartition("/")[0]
-            await state.delete(join_key(node_path, METADATA_NAME), KeyClass("metadata", node_path))
+            await state.delete(
+                join_key(node_path, METADATA_NAME), KeyClass(KeyKind.METADATA, node_path)
+            )
             self._forget_soon(self._forget_node(parent.view, node_path, removed=True))
         elif node.entry.array is not None:
-            what = KeyClass("chunk", node.entry.array, node.entry.coords)
+            what = KeyClass(KeyKind.CHUNK, node.entry.array, node.entry.coords)
             await state.delete(node.entry.key, what)
         # `.zattrs` and `.zmetadata` are made by the view: removing them changes nothing
         self._forget(node.path)

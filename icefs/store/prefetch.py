@@ -49,7 +49,8 @@ from icefs.errors import IcefsError
 if TYPE_CHECKING:
     from collections.abc import Buffer
 
-    from icefs.store.tree import SnapshotTree, TreeEntry
+    from icefs.store.layout import TreeEntry
+    from icefs.store.tree import SnapshotTree
 
 __all__ = ["Prefetcher"]
 

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import logging
-import math
-import re
 import weakref
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -27,6 +23,19 @@ import trio
 from icefs.errors import InvalidInput, NotADirectory, NotFound
 from icefs.memory import MemoryBudget
 from icefs.paths import METADATA_NAME, join_key
+from icefs.store.layout import (
+    CHUNK_DIR,
+    COORDINATE_LIKE,
+    DirPos,
+    KeyClass,
+    KeyKind,
+    NodeInfo,
+    TreeEntry,
+    chunk_entry,
+    chunk_key,
+    chunk_name,
+    parse_node,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Buffer, Callable
@@ -37,92 +46,14 @@ if TYPE_CHECKING:
     from icefs.store.reader import SnapshotReader, VirtualLocation
     from icefs.store.validate import ChunkCheck
 
-__all__ = ["DirPos", "KeyClass", "SnapshotTree", "TreeEntry"]
+__all__ = ["SnapshotTree"]
 
 log = logging.getLogger(__name__)
 
-CHUNK_DIR: Final = "c"
 #: Bytes a cached node takes beside its metadata (path, parsed facts, dict slots).
 NODE_BYTES: Final = 400
 #: Names the trees' budget entries: tree caches outlive no tree, nor share a key.
 _TOKENS = itertools.count()
-
-
-@dataclass(frozen=True, slots=True)
-class DirPos:
-    """Where a directory sits: a node path, or a chunk prefix of an array (array set)."""
-
-    node: str
-    array: str | None = None
-    coords: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TreeEntry:
-    """One resolved path: a directory (with its position) or a file (with key and size)."""
-
-    is_dir: bool
-    key: str = ""
-    size: int = 0
-    pos: DirPos | None = None
-    #: For a chunk file: its array's path and coordinates.
-    array: str | None = None
-    coords: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class KeyClass:
-    """What a file path inside a ref is: a node's metadata, a chunk, or a scratch file."""
-
-    kind: str  # "metadata", "chunk" or "scratch"
-    node: str = ""  # the node (metadata) or array (chunk) path
-    coords: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _NodeInfo:
-    metadata: bytes | None
-    is_array: bool
-    ndim: int
-    #: an array's chunk grid (chunks along each dimension); None if not regular
-    grid: tuple[int, ...] | None = None
-
-
-def _parse_node(metadata: bytes | None) -> _NodeInfo:
-    if metadata is None:
-        return _NodeInfo(None, False, 0)
-    try:
-        doc = json.loads(metadata)
-        if isinstance(doc, dict) and doc.get("node_type") == "array":
-            shape = doc.get("shape", ())
-            return _NodeInfo(metadata, True, len(shape), _grid(doc, shape))
-    except (ValueError, TypeError):
-        log.warning("unreadable zarr.json (%d bytes) treated as a group", len(metadata))
-    return _NodeInfo(metadata, False, 0)
-
-
-def _grid(doc: dict[str, Any], shape: Any) -> tuple[int, ...] | None:
-    """The chunk grid of the array document *doc* (chunks along each dimension); None if
-    it is not a regular grid, or not one this can read (the index then sizes itself)."""
-    grid: Any = doc.get("chunk_grid")
-    try:
-        if grid["name"] != "regular":
-            return None
-        chunks = grid["configuration"]["chunk_shape"]
-        return tuple(max(1, math.ceil(int(n) / int(c))) for n, c in zip(shape, chunks, strict=True))
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None
-
-
-#: A name that a user or tool meant as a chunk coordinate: a digit, maybe signed or suffixed.
-_COORDINATE_LIKE: Final = re.compile(r"[+-]?[0-9][0-9A-Za-z_]*")
-
-
-def _chunk_name(coord: str) -> int | None:
-    """Return the integer a chunk path component names, or None ('01', '-1', 'x' name none)."""
-    if not coord.isdigit() or not coord.isascii() or (len(coord) > 1 and coord[0] == "0"):
-        return None
-    return int(coord)
 
 
 class SnapshotTree:
@@ -139,7 +70,7 @@ class SnapshotTree:
         self._token = next(_TOKENS)
         #: what the node caches hold (`NODE_BYTES` a node, plus its metadata)
         self._node_bytes = 0
-        self._nodes: dict[str, _NodeInfo] = {}
+        self._nodes: dict[str, NodeInfo] = {}
         self._listings: dict[str, list[str]] = {}
         self._chunks: dict[str, ChunkIndex] = {}
         self._node_paths: set[str] | None = None
@@ -161,11 +92,11 @@ class SnapshotTree:
             self._node_paths = paths
         return self._node_paths
 
-    async def _node(self, path: str) -> _NodeInfo:
+    async def _node(self, path: str) -> NodeInfo:
         info = self._nodes.get(path)
         version = self._version
         if info is None and path not in await self._known_nodes():
-            info = _NodeInfo(None, False, 0)  # no I/O for non-nodes
+            info = NodeInfo(None, False, 0)  # no I/O for non-nodes
             if version == self._version:
                 self._keep_node(path, info)
         if info is None:
@@ -174,12 +105,12 @@ class SnapshotTree:
                 metadata: bytes | None = bytes(await self.reader.get(key))
             except NotFound:
                 metadata = None
-            info = _parse_node(metadata)
+            info = parse_node(metadata)
             if version == self._version:
                 self._keep_node(path, info)
         return info
 
-    def _keep_node(self, path: str, info: _NodeInfo) -> None:
+    def _keep_node(self, path: str, info: NodeInfo) -> None:
         self._nodes[path] = info
         self._node_bytes += NODE_BYTES + len(path) + len(info.metadata or b"")
         key = ("nodes", self._token)
@@ -244,7 +175,7 @@ class SnapshotTree:
         """The path of every node (group or array) in the tree."""
         return frozenset(await self._known_nodes())
 
-    async def _chunk_index(self, array: str, node: _NodeInfo) -> ChunkIndex:
+    async def _chunk_index(self, array: str, node: NodeInfo) -> ChunkIndex:
         index = self._chunks.get(array)
         if index is None:
             version = self._version
@@ -301,7 +232,7 @@ class SnapshotTree:
 
     async def _chunk_child(self, pos: DirPos, name: str) -> TreeEntry:
         assert pos.array is not None
-        coord = _chunk_name(name)
+        coord = chunk_name(name)
         if coord is None:
             raise NotFound(name)
         array = await self._node(pos.array)
@@ -311,7 +242,7 @@ class SnapshotTree:
             length = index.length(coords)
             if length is None:
                 raise NotFound(name)
-            return _chunk_entry(pos.array, coords, length)
+            return chunk_entry(pos.array, coords, length)
         if not index.has_prefix(coords):
             raise NotFound(name)
         return TreeEntry(True, pos=DirPos(pos.node, pos.array, coords))
@@ -351,7 +282,7 @@ class SnapshotTree:
                     for c in below.tolist()
                 ]
             # Chunk files (a directory of thousands, the first time a walk meets it).
-            prefix = _chunk_key(pos.array, here)
+            prefix = chunk_key(pos.array, here)
             out: list[tuple[str, TreeEntry]] = []
             for c, length in zip(below.tolist(), lengths.tolist(), strict=True):
                 name = str(c)
@@ -381,11 +312,11 @@ class SnapshotTree:
         """
         parts = key.split("/")
         if parts[-1] == METADATA_NAME:
-            return KeyClass("metadata", "/".join(parts[:-1]))
+            return KeyClass(KeyKind.METADATA, "/".join(parts[:-1]))
         for i, part in enumerate(parts):
             if part != CHUNK_DIR:
                 continue
-            coords = [_chunk_name(p) for p in parts[i + 1 :]]
+            coords = [chunk_name(p) for p in parts[i + 1 :]]
             if any(c is None for c in coords):
                 continue
             array = "/".join(parts[:i])
@@ -397,8 +328,8 @@ class SnapshotTree:
                     f"chunk {key} has {len(coords)} coordinates; "
                     f"array /{array} has {node.ndim} dimensions"
                 )
-            return KeyClass("chunk", array, tuple(c for c in coords if c is not None))
-        return KeyClass("scratch")
+            return KeyClass(KeyKind.CHUNK, array, tuple(c for c in coords if c is not None))
+        return KeyClass(KeyKind.SCRATCH)
 
     async def check_new_name(self, key: str) -> None:
         """Refuse (`InvalidInput`) a new file or directory *key* that miswrites a chunk key.
@@ -414,9 +345,7 @@ class SnapshotTree:
             if part != CHUNK_DIR:
                 continue
             wrong = [
-                p
-                for p in parts[i + 1 :]
-                if _COORDINATE_LIKE.fullmatch(p) and _chunk_name(p) is None
+                p for p in parts[i + 1 :] if COORDINATE_LIKE.fullmatch(p) and chunk_name(p) is None
             ]
             if wrong and (await self._node("/".join(parts[:i]))).is_array:
                 raise InvalidInput(
@@ -450,16 +379,16 @@ class SnapshotTree:
         index = self._chunks.get(array) if array is not None else None
         if index is None or array is None:
             return []
-        return [_chunk_entry(array, c, n) for c, n in index.between(by_name, start, stop)]
+        return [chunk_entry(array, c, n) for c, n in index.between(by_name, start, stop)]
 
     def note_stored(self, what: KeyClass, size: int) -> None:
         """Update the caches after *what* was stored with *size* bytes (no reload needed)."""
         self._version += 1
-        if what.kind == "metadata":
+        if what.kind is KeyKind.METADATA:
             self._forget_node(what.node)
             if self._node_paths is not None:
                 self._node_paths.add(what.node)
-        elif what.kind == "chunk":
+        elif what.kind is KeyKind.CHUNK:
             names = self._listings.get(what.node)
             if names is not None and CHUNK_DIR not in names:  # the array's first chunk
                 bisect.insort(names, CHUNK_DIR)
@@ -470,9 +399,9 @@ class SnapshotTree:
     def note_deleted(self, what: KeyClass) -> None:
         """Update the caches after *what* was deleted."""
         self._version += 1
-        if what.kind == "metadata":  # the whole node, and everything below it, is gone
+        if what.kind is KeyKind.METADATA:  # the whole node, and everything below it, is gone
             self.release()
-        elif what.kind == "chunk":
+        elif what.kind is KeyKind.CHUNK:
             index = self._chunks.get(what.node)
             if index is not None:
                 index.deleted(what.coords)
@@ -530,17 +459,6 @@ class SnapshotTree:
             node_path = entry.key.rpartition("/")[0]
             return (await self._node(node_path)).metadata or b""
         return None
-
-
-def _chunk_key(array: str, coords: tuple[int, ...]) -> str:
-    """The key of the chunk at *coords* of *array* ('' is the root array)."""
-    return "/".join(
-        (array, CHUNK_DIR, *map(str, coords)) if array else (CHUNK_DIR, *map(str, coords))
-    )
-
-
-def _chunk_entry(array: str, coords: tuple[int, ...], length: int) -> TreeEntry:
-    return TreeEntry(False, _chunk_key(array, coords), length, array=array, coords=coords)
 
 
 def _weak_call(tree: SnapshotTree, act: Callable[[SnapshotTree], object]) -> Callable[[], None]:

@@ -23,7 +23,7 @@ from cachetools import LRUCache
 
 from icefs.errors import NotFound, StorageFailure
 from icefs.paths import join_key
-from icefs.store.tree import CHUNK_DIR, DirPos, TreeEntry
+from icefs.store.layout import CHUNK_DIR, DirPos, TreeEntry
 from icefs.store.zarr2 import (
     ARRAY,
     ATTRS,
