@@ -117,7 +117,7 @@ class Attributes:
                 mtime = state.written_ns.get(node.key, state.dirs.get(node.key, mtime))
             if kind is NodeKind.REF_ROOT:
                 ttl = refresh  # the ref itself can move or vanish
-            stamp = state.stamps.get(node.key) if state is not None else None
+            stamp = state.local.stamp_of(node.key) if state is not None else None
             if stamp is not None:  # chmod, chown, utime made in this mount
                 return Attr(
                     ino,

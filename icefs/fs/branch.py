@@ -29,7 +29,7 @@ from icefs.errors import (
     NotFound,
     StorageFailure,
 )
-from icefs.fs.files import Stamp
+from icefs.fs.branchfiles import BranchFiles
 from icefs.gate import ALONE, Gate
 from icefs.store import KeyClass, KeyKind, SnapshotTree
 from icefs.store.validate import check_metadata
@@ -37,7 +37,7 @@ from icefs.store.writer import move_node, open_writer, restore_writer
 from icefs.timefmt import now_utc, render_time
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from icefs.fs.files import JournalEntryLike, OverlayFile, SessionJournal
     from icefs.fs.zarr2files import Zarr2Files
@@ -84,16 +84,12 @@ class BranchState:
         self.recovered: str | None = None
         self.writer: BranchWriter | None = None
         self.tree: SnapshotTree | None = None
-        self.files: dict[str, OverlayFile] = {}
-        self.dirs: dict[str, int] = {}
+        #: files, empty directories, stamps and background stores that live in the mount
+        self.local = BranchFiles()
         #: when the session last changed a key or a directory's entries (until committed)
         self.written_ns: dict[str, int] = {}
-        #: attributes set by chmod, chown and utime, by path: kept while the mount lives
-        self.stamps: dict[str, Stamp] = {}
         #: every key stored or deleted in the session: what a discard changes back
         self.changed_keys: set[str] = set()
-        #: files closed whose store runs in the background (write-behind), by key
-        self.uploading: dict[str, OverlayFile] = {}
         self.last_commit: dict[str, Any] | None = None
         #: bytes stored in the session since it was opened (until committed or discarded)
         self.uncommitted_bytes = 0
@@ -116,6 +112,21 @@ class BranchState:
         self._opening = trio.Lock()
 
     @property
+    def files(self) -> Mapping[str, OverlayFile]:
+        """Files that live in the mount (being written, or scratch), by key."""
+        return self.local.files
+
+    @property
+    def dirs(self) -> Mapping[str, int]:
+        """Empty directories made by ``mkdir``: key -> when made (ns)."""
+        return self.local.dirs
+
+    @property
+    def uploading(self) -> Mapping[str, OverlayFile]:
+        """Files closed whose store runs in the background, by key."""
+        return self.local.uploading
+
+    @property
     def active(self) -> bool:
         """True while the branch view shows this mount's session instead of the tip."""
         return self.writer is not None
@@ -135,22 +146,12 @@ class BranchState:
 
         A time set by utime before the change no longer holds (as for a write).
         """
-        now = now or time.time_ns()
-        stamp = self.stamps.get(key)
-        if stamp is not None:
-            stamp.atime_ns = stamp.mtime_ns = 0
-        return now
+        self.local.written(key)
+        return now or time.time_ns()
 
     def entries_changed(self, key: str) -> None:
         """Note that the directory *key* gained or lost an entry now (its mtime and ctime)."""
         self.written_ns[key] = self.modified(key)
-
-    def stamp(self, key: str) -> Stamp:
-        """The `Stamp` of *key*, made if needed (chmod, chown, utime)."""
-        stamp = self.stamps.get(key)
-        if stamp is None:
-            stamp = self.stamps[key] = Stamp()
-        return stamp
 
     def unchanged(self, key: str, array: str) -> bool:
         """Whether the session holds what its base snapshot holds at *key*, a chunk of
@@ -165,12 +166,19 @@ class BranchState:
             node = node.rpartition("/")[0]
         return "zarr.json" not in self.changed_keys
 
-    def moved(self, old: str, new: str) -> None:
-        """Carry what was set on *old* to *new* (rename); drop what was set on *new*."""
-        stamp = self.stamps.pop(old, None)
-        self.stamps.pop(new, None)
-        if stamp is not None:
-            self.stamps[new] = stamp
+    def upload_started(self, key: str, overlay: OverlayFile) -> None:
+        """The background store of *overlay* at *key* began (the journal names it)."""
+        self.local.upload_started(key, overlay)
+        self.journal_wanted = True
+
+    def note_late(self, sid: str, seconds: float) -> None:
+        """The commit *sid*, which timed out, landed *seconds* after its deadline."""
+        if self.last_commit is not None and self.last_commit.get("snapshot_id") == sid:
+            self.last_commit["late_seconds"] = round(seconds, 3)
+
+    def note_reset(self, old: str, new: str) -> None:
+        """This mount moved the branch from snapshot *old* to *new*."""
+        self.last_reset = {"from": old, "to": new, "time": now_utc()}
 
     def error(self, message: str, path: str | None = None) -> None:
         """Record *message* as the branch's last error (shown in status) and log it.
@@ -278,7 +286,7 @@ class BranchState:
             self.uncommitted_bytes += size
             log.debug("branch %s: stored %s (%d bytes)", self.branch, key, size)
             self.written_ns[key] = time.time_ns()
-            self._drop_dirs_above(key)
+            self.local.drop_dirs_above(key)
         if what.kind is KeyKind.METADATA:
             await self._store_pending(what.node)
 
@@ -330,7 +338,7 @@ class BranchState:
             if self.files.get(key) is overlay and overlay.version == version:
                 overlay.pending = overlay.dirty = False
                 if overlay.handles <= 0:
-                    del self.files[key]
+                    self.local.drop(key, overlay)
                     overlay.spool.close()
 
     async def delete(self, key: str, what: KeyClass) -> None:
@@ -351,12 +359,6 @@ class BranchState:
             self.journal_wanted = True
             self.changed_keys.add(key)
             self.written_ns.pop(key, None)
-
-    def _drop_dirs_above(self, key: str) -> None:
-        path = key
-        while path:
-            path = path.rpartition("/")[0]
-            self.dirs.pop(path, None)
 
     async def commit(self, message: str, metadata: dict[str, Any] | None = None) -> str | None:
         """Commit the session with *message* and *metadata*; return the snapshot id, None if
@@ -438,8 +440,7 @@ class BranchState:
             if overlay.version != version:
                 continue  # written again meanwhile: its next close stores it
             overlay.dirty = False
-            if overlay.handles <= 0 and self.files.get(key) is overlay:
-                del self.files[key]
+            if overlay.handles <= 0 and self.local.drop(key, overlay):
                 overlay.spool.close()
 
     async def discard(self) -> None:
@@ -447,8 +448,8 @@ class BranchState:
         await self.settle()
         async with self._lock.hold(ALONE):
             self._forget_session()
-            for key in [k for k, f in self.files.items() if not f.scratch]:
-                self.files.pop(key).spool.close()
+            for overlay in self.local.drop_written():
+                overlay.spool.close()
             self._clear_error()
             log.info("branch %s: uncommitted changes discarded", self.branch)
 

@@ -213,8 +213,7 @@ class Branches:
         sid = outcome[0] if outcome else None
         if sid is None:
             return
-        if state.last_commit is not None and state.last_commit.get("snapshot_id") == sid:
-            state.last_commit["late_seconds"] = round(after, 3)
+        state.note_late(sid, after)
         log.warning(
             "branch %s: the commit that timed out landed %.1f s after its deadline: %s",
             state.branch,
@@ -346,6 +345,5 @@ class Branches:
     def close(self) -> None:
         """Free every write buffer.  Never raises."""
         for state in self.states.values():
-            for overlay in state.files.values():
+            for overlay in state.local.drop_all():
                 overlay.spool.close()
-            state.files.clear()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from icefs.errors import (
@@ -89,7 +88,7 @@ class NamespaceChanges:
         path = (*parent.path, name)
         assert parent.view is not None
         await (await self._namespace.tree_for(parent.view)).check_new_name("/".join(path[2:]))
-        state.dirs["/".join(path[2:])] = time.time_ns()
+        state.local.make_dir("/".join(path[2:]))
         state.entries_changed(parent.key)
         return path
 
@@ -104,7 +103,7 @@ class NamespaceChanges:
         self._unlinked(node, await self._detach_open(node))
         await self.remove_file(state, node)
         self._inodes.forget_path(node.path)
-        state.stamps.pop(node.key, None)
+        state.local.unstamp(node.key)
         state.entries_changed(parent.key)
 
     async def rmdir(self, parent: Node, name: str) -> None:
@@ -118,8 +117,8 @@ class NamespaceChanges:
             raise NotADirectory("/".join(path))
         if await self._listings.entries(node):
             raise NotEmpty("/".join(path))
-        state.dirs.pop(node.key, None)
-        state.stamps.pop(node.key, None)
+        state.local.drop_dir(node.key)
+        state.local.unstamp(node.key)
         state.entries_changed(parent.key)
         self._inodes.forget_path(path)
 
@@ -167,7 +166,7 @@ class NamespaceChanges:
             await self.copy_file(state, src, new_parent, new_name)
             await self.remove_file(state, src)
         self._inodes.rename(src.path, dst_path)
-        state.moved(src.key, "/".join(dst_path[2:]))
+        state.local.move_stamps(src.key, "/".join(dst_path[2:]))
         state.entries_changed(old_parent.key)
         state.entries_changed(new_parent.key)
 
@@ -203,8 +202,7 @@ class NamespaceChanges:
                 raise NotEmpty("/".join(dst.path))
         tree = await self._namespace.tree_for(src.view)
         if source in state.dirs:  # an empty directory made by mkdir: it lives in the mount
-            state.dirs.pop(target, None)
-            state.dirs[target] = state.dirs.pop(source)
+            state.local.move_dir(source, target)
         else:
             nodes = await tree.node_paths()
             parent = new_parent.key
@@ -221,19 +219,12 @@ class NamespaceChanges:
                     "array (close it, or store its array, first)"
                 )
             await self._branches.move(state, source, target)
-            state.dirs.pop(target, None)  # the empty directory replaced (after the move)
-            # what lives only in the mount below it (scratch files, empty directories) moves
-            # along, as it would on any file system
-            prefix = f"{source}/"
-            for key in [k for k in state.files if k.startswith(prefix)]:
-                state.files[target + key[len(source) :]] = state.files.pop(key)
-            for key in [k for k in state.dirs if k.startswith(prefix)]:
-                state.dirs[target + key[len(source) :]] = state.dirs.pop(key)
+            # what lives only in the mount below it moves along, as on any file system
+            state.local.move_below(source, target)
         for path, _ in sorted(self._inodes.below(src.path), key=lambda item: -len(item[0])):
             self._inodes.rename(path, (*dst_path, *path[len(src.path) :]))
         self._inodes.rename(src.path, dst_path)
-        for key in [k for k in state.stamps if k == source or k.startswith(f"{source}/")]:
-            state.moved(key, target + key[len(source) :])
+        state.local.move_stamps(source, target)
 
     @staticmethod
     def _busy_below(state: BranchState, keys: tuple[str, ...]) -> list[str]:
@@ -268,7 +259,7 @@ class NamespaceChanges:
         """Delete the file *node* from its branch (its buffer, and its key if stored)."""
         assert node.view is not None
         key = node.key
-        overlay = state.files.pop(key, None)
+        overlay = state.local.drop(key)
         if overlay is not None:
             overlay.dirty = False
             if overlay.handles <= 0:
@@ -303,7 +294,7 @@ class NamespaceChanges:
                 await tree.resolve(tuple(parts[:depth]))
                 return  # still there, and so is everything above it
             except NotFound:
-                state.dirs[above] = time.time_ns()
+                state.local.make_dir(above)
 
     async def copy_file(self, state: BranchState, src: Node, parent: Node, name: str) -> None:
         """Give *parent*/*name* the bytes of *src*: stored if it is a key, else a scratch file."""
@@ -325,9 +316,7 @@ class NamespaceChanges:
             copy = OverlayFile(self._overlay.spooled(data), scratch=True)
         else:
             copy = await self._overlay.place(state, key, data, size)
-        old = state.files.pop(key, None)
-        if copy is not None:
-            state.files[key] = copy
+        old = state.local.keep(key, copy) if copy is not None else state.local.drop(key)
         if old is not None and old.handles <= 0:
             old.spool.close()
 
@@ -347,15 +336,14 @@ class NamespaceChanges:
         what = await state.classify(key, tree)
         await self.remove_file(state, src)  # the old name goes (and its stored key)
         overlay.detached = False
-        old = state.files.pop(key, None)
-        if old is not None and old is not overlay:
+        old = state.local.keep(key, overlay)
+        if old is not None:
             if old.handles <= 0:
                 old.spool.close()
             else:
                 old.detached = True
         overlay.scratch = what.kind is KeyKind.SCRATCH
         overlay.dirty = not overlay.scratch
-        state.files[key] = overlay
         for _, handle in self._handles.of_inode(self._inodes.find(src.path)):
             if isinstance(handle, Buffered):
                 handle.node = dataclasses.replace(handle.node, path=dst_path)

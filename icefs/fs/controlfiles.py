@@ -28,7 +28,6 @@ from icefs.fs.handles import Command, Query, Text
 from icefs.fs.values import NodeKind, OpenReply
 from icefs.store import history
 from icefs.store.zarr2tree import left_out
-from icefs.timefmt import now_utc
 
 if TYPE_CHECKING:
     from icefs.fs.branches import Branches
@@ -226,11 +225,7 @@ class ControlFiles:
         changed = set(state.changed_keys)
         await state.discard()
         self._refs.committed(branch, sid)
-        state.last_reset = {
-            "from": old,
-            "to": sid,
-            "time": now_utc(),
-        }
+        state.note_reset(old, sid)
         log.info("branch %s: reset from %s to %s", branch, old, sid)
         await self._forget_view(node.path[:2], changed | await self._keys_between(old, sid))
 

@@ -2,12 +2,12 @@
 
 `IcefsCore` holds the inode and handle tables and hands each request to the
 collaborator that does that job: `Namespace` (what a path is), `Listings`,
-`Attributes`, `Reads`, `WriteOverlay` (files being written), `NamespaceChanges`
-(mkdir, unlink, rmdir, rename, link), `RefDirectories` (refs as directories)
-and `ControlFiles`.  It answers on plain values (`Attr`, `OpenReply`,
-`StatFs`) and raises `IcefsError`s; the pyfuse3 adapter in `icefs.fuse` only
-converts.  `icefs.fs.build` makes one with all its collaborators; tests call it
-directly.
+`Attributes`, `Reads`, the writer of each rendering of a ref (`TreeWrites`:
+files and names in a branch's v3 tree or its Zarr v2 view), `RefDirectories`
+(refs as directories) and the control files.  It answers on plain values
+(`Attr`, `OpenReply`, `StatFs`) and raises `IcefsError`s; the pyfuse3 adapter
+in `icefs.fuse` only converts.  `Filesystem.build` makes one with all its
+collaborators; tests call it directly.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import dataclasses
 import logging
 import os
 import stat
-import time
 from typing import TYPE_CHECKING, Final
 
 from icefs.errors import (
-    Exists,
+    CrossDevice,
     InvalidInput,
     IsADirectory,
     NoAttribute,
@@ -31,13 +30,13 @@ from icefs.errors import (
 )
 from icefs.fs.attrs import XATTR_LOCATION
 from icefs.fs.handles import Buffered, Command, Listing, Query
-from icefs.fs.values import NodeKind, OpenReply, rendered
-from icefs.fs.zarr2writes import Zarr2Buffered
+from icefs.fs.values import NodeKind, rendered
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from icefs.fs.attrs import Attributes
     from icefs.fs.branches import Branches
-    from icefs.fs.changes import NamespaceChanges
     from icefs.fs.controlfiles import ControlFiles
     from icefs.fs.handles import HandleTable
     from icefs.fs.inodes import InodeTable, Path
@@ -48,8 +47,8 @@ if TYPE_CHECKING:
     from icefs.fs.refdirs import RefDirectories
     from icefs.fs.refs import RefTable
     from icefs.fs.stats import Stats
-    from icefs.fs.values import Attr, AttrChange, Caller, Node, StatFs
-    from icefs.fs.zarr2writes import Zarr2Writes
+    from icefs.fs.values import Attr, AttrChange, Caller, Node, OpenReply, StatFs
+    from icefs.fs.writes import TreeWrites
     from icefs.store import SnapshotTree, TreeEntry
 
 __all__ = ["IcefsCore"]
@@ -75,13 +74,13 @@ class IcefsCore:
         attrs: Attributes,
         reads: Reads,
         overlay: WriteOverlay,
-        changes: NamespaceChanges,
+        writes: Mapping[str, TreeWrites],
         refdirs: RefDirectories,
         controls: ControlFiles,
-        zarr2: Zarr2Writes,
         stats: Stats,
     ) -> None:
-        self.zarr2 = zarr2
+        #: the writer of each rendering of a ref, by `View.render` ("" is the v3 tree)
+        self.writes = writes
         self.inodes = inodes
         self.handles = handles
         self.refs = refs
@@ -91,10 +90,14 @@ class IcefsCore:
         self.attrs = attrs
         self.reads = reads
         self.overlay = overlay
-        self.changes = changes
         self.refdirs = refdirs
         self.controls = controls
         self.stats = stats
+
+    def _writer(self, node: Node) -> TreeWrites:
+        """The writer of the rendering *node* lies in (outside any ref: the v3 one, which
+        refuses as the rules there say)."""
+        return self.writes[node.view.render if node.view is not None else ""]
 
     def note_error(self, message: str) -> None:
         """Show *message* as the root status's last error (storage trouble), and log it."""
@@ -134,31 +137,7 @@ class IcefsCore:
             return self.attrs.of(node, ino)
         if node.kind not in (NodeKind.TREE_FILE, NodeKind.TREE_DIR, NodeKind.REF_ROOT):
             raise ReadOnly(f"{'/'.join(node.path) or '/'} is read-only")
-        if _in_v2(node):
-            await self.zarr2.setattr(node, ino, change.size)
-            return self.attrs.of(await self.namespace.resolve(node.path), ino)
-        state = self.branches.writable(node.view)
-        if node.orphan:  # unlinked, still open: only its bytes matter now
-            if change.size is not None and node.overlay is not None:
-                self.overlay.truncate(node, node.overlay, change.size)
-            return self.attrs.of(node, ino)
-        if change.size is not None and not node.is_dir:
-            await self.overlay.truncate_file(node, ino, state, change.size)
-            node = await self.namespace.resolve(node.path)
-        if change.touches_stamp:
-            stamp = state.stamp(node.key)
-            if change.mode is not None:
-                stamp.mode = change.mode & 0o7777
-            if change.uid is not None:
-                stamp.uid = change.uid
-            if change.gid is not None:
-                stamp.gid = change.gid
-            if change.atime_ns is not None:
-                stamp.atime_ns = change.atime_ns
-            if change.mtime_ns is not None:
-                stamp.mtime_ns = change.mtime_ns
-            stamp.ctime_ns = time.time_ns()
-        return self.attrs.of(node, ino)
+        return self.attrs.of(await self._writer(node).setattr(node, ino, change), ino)
 
     def forget(self, forgets: list[tuple[int, int]]) -> None:
         """Drop kernel lookups: (ino, count) pairs.  Never raises."""
@@ -300,33 +279,14 @@ class IcefsCore:
         """
         parent = await self.namespace.node(parent_ino)
         path: Path
-        if _in_v2(parent):
-            path = await self.zarr2.mkdir(parent, name)
-            return self.attrs.of(await self.namespace.resolve(path), self.inodes.lookup(path))
-        if rendered(parent.path):
+        if parent.view is None and rendered(parent.path):
             raise ReadOnly(f"{'/'.join(parent.path)} is read-only")
         if parent.kind is NodeKind.REF_LIST and parent.path == ("branches",):
             await self.refdirs.mkdir_branch(name)
             path = ("branches", name)
         else:
-            path = await self.changes.mkdir(parent, name)
-            self._own(await self.namespace.resolve(path), caller)
+            path = await self._writer(parent).mkdir(parent, name, caller)
         return self.attrs.of(await self.namespace.resolve(path), self.inodes.lookup(path))
-
-    def _own(self, node: Node, caller: Caller | None) -> None:
-        """Give the new file or directory *node* of a branch to *caller*, with its mode
-        (kept while the mount lives, as chmod and chown are), where they differ from
-        what the mount shows by default."""
-        if caller is None or node.view is None or node.view.render:
-            return
-        state = self.branches.of_view(node.view)
-        if state is None:
-            return
-        shown = self.attrs.of(node, 0)
-        if (shown.mode & 0o7777, shown.uid, shown.gid) == (caller.perm, caller.uid, caller.gid):
-            return
-        stamp = state.stamp(node.key)
-        stamp.mode, stamp.uid, stamp.gid = caller.perm, caller.uid, caller.gid
 
     async def rmdir(self, parent_ino: int, name: str) -> None:
         """Remove the empty directory *name* (or, in ``branches/`` and ``tags/``, the ref).
@@ -339,15 +299,12 @@ class IcefsCore:
         path = (*self.inodes.path(parent_ino), name)
         try:
             parent = await self.namespace.node(parent_ino)
-            if _in_v2(parent):
-                await self.zarr2.rmdir(parent, name)
-                return
-            if rendered(parent.path):
+            if parent.view is None and rendered(parent.path):
                 raise ReadOnly(f"{'/'.join(parent.path)} is read-only")
             if parent.kind is NodeKind.REF_LIST:
                 await self.refdirs.rmdir(parent, name)
             else:
-                await self.changes.rmdir(parent, name)
+                await self._writer(parent).rmdir(parent, name)
         except NotFound:
             if not self.inodes.known(path) or path[0] != "branches" or len(path) < 3:
                 raise
@@ -362,10 +319,8 @@ class IcefsCore:
             raise IsADirectory("/".join(node.path))
         writing = bool((flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC)
         if node.kind is NodeKind.TREE_FILE:
-            if _in_v2(node) and (writing or node.overlay is not None):
-                return await self.zarr2.open(node, ino, flags)
             if writing or node.overlay is not None:
-                return await self.overlay.open(node, ino, flags, writing)
+                return await self._writer(node).open(node, ino, flags, writing)
             return await self.reads.open(node, ino)
         return await self.controls.open(node, ino, writing, uid)
 
@@ -375,25 +330,7 @@ class IcefsCore:
         """Create the file *name* in *parent_ino* and open it; a new file of a branch
         belongs to *caller*, with the mode it asked for."""
         parent = await self.namespace.node(parent_ino)
-        if _in_v2(parent):
-            made = await self.zarr2.create(parent, name, flags)
-            handle = self.handles.file(made)
-            return OpenReply(made), self.attrs.of(handle.node, handle.ino)
-        state = self.changes.writable(parent)
-        path = (*parent.path, name)
-        existing = await self.namespace.child_or_none(parent, name)
-        fh = None
-        if existing is None:
-            fh = await self.overlay.create(parent, state, name)
-        if fh is None:  # there already, or made by a concurrent request meanwhile
-            if flags & os.O_EXCL or (existing is not None and existing.is_dir):
-                raise Exists("/".join(path))
-            reply = await self.open(self.inodes.ino(path), flags | os.O_TRUNC)
-            node = await self.namespace.resolve(path)
-            return reply, self.attrs.of(node, self.inodes.lookup(path))
-        handle = self.handles.file(fh)
-        self._own(handle.node, caller)
-        return OpenReply(fh), self.attrs.of(handle.node, handle.ino)
+        return await self._writer(parent).create(parent, name, flags, caller)
 
     async def mknod(
         self, parent_ino: int, name: str, mode: int, caller: Caller | None = None
@@ -457,10 +394,8 @@ class IcefsCore:
         before it writes; only the last close (`release`) can tell.
         """
         handle = self.handles.file(fh)
-        if isinstance(handle, Zarr2Buffered):
-            await self.zarr2.store(handle, sync)
-        elif isinstance(handle, Buffered):
-            await self.overlay.store(handle, sync)
+        if isinstance(handle, Buffered):
+            await self._writer(handle.node).store(handle, sync)
         state = self.branches.of_view(handle.node.view) if sync else None
         if state is not None:  # fsync of any file of a branch: what is stored survives a crash
             await state.save_journal()
@@ -470,18 +405,13 @@ class IcefsCore:
         handle = self.handles.pop(fh)
         if isinstance(handle, Command):
             self.controls.released(handle)
-        elif isinstance(handle, Zarr2Buffered):
-            self.zarr2.release(handle)
-        elif isinstance(handle, Buffered) and self.overlay.release(handle):
-            self.namespace.orphans.pop(handle.ino, None)
+        elif isinstance(handle, Buffered):
+            self._writer(handle.node).release(handle)
 
     async def unlink(self, parent_ino: int, name: str) -> None:
         """Remove the file *name*: a chunk, a node (its ``zarr.json``) or a scratch file."""
         parent = await self.namespace.node(parent_ino)
-        if _in_v2(parent):
-            await self.zarr2.unlink(parent, name)
-        else:
-            await self.changes.unlink(parent, name)
+        await self._writer(parent).unlink(parent, name)
 
     async def rename(
         self, old_ino: int, old_name: str, new_ino: int, new_name: str, flags: int = 0
@@ -489,23 +419,17 @@ class IcefsCore:
         """Rename a file inside one branch; the target, if any, is replaced atomically."""
         old_parent = await self.namespace.node(old_ino)
         new_parent = old_parent if new_ino == old_ino else await self.namespace.node(new_ino)
-        if _in_v2(old_parent) or _in_v2(new_parent):
-            if flags:
-                raise NotSupported("rename flags in the Zarr v2 view")
-            await self.zarr2.rename(old_parent, old_name, new_parent, new_name)
-        else:
-            await self.changes.rename(old_parent, old_name, new_parent, new_name, flags)
+        writer = self._writer(old_parent)
+        if self._writer(new_parent) is not writer:
+            raise CrossDevice("rename between views")  # mv copies instead
+        await writer.rename(old_parent, old_name, new_parent, new_name, flags)
 
     async def link(self, ino: int, new_parent_ino: int, new_name: str) -> Attr:
         """Make *new_name* a copy of the file *ino* (Icechunk has no hard links)."""
         src = await self.namespace.node(ino)
         new_parent = await self.namespace.node(new_parent_ino)
-        if _in_v2(src) or _in_v2(new_parent):
-            raise NotPermitted("no hard links in the Zarr v2 view")
-        path = await self.changes.link(src, new_parent, new_name)
+        writer = self._writer(new_parent)
+        if self._writer(src) is not writer:
+            raise NotPermitted("no hard links between views")
+        path = await writer.link(src, new_parent, new_name)
         return self.attrs.of(await self.namespace.resolve(path), self.inodes.lookup(path))
-
-
-def _in_v2(node: Node) -> bool:
-    """Whether *node* lies in a Zarr v2 view (`icefs.fs.zarr2writes` writes there)."""
-    return node.view is not None and bool(node.view.render)

@@ -32,7 +32,8 @@ from icefs.fs.refs import RefTable
 from icefs.fs.spool import SpoolBudget
 from icefs.fs.stats import Stats
 from icefs.fs.uploads import Uploader
-from icefs.fs.values import NoKernel
+from icefs.fs.values import RENDERINGS, NoKernel
+from icefs.fs.writes import BranchWrites
 from icefs.fs.zarr2files import Zarr2Files
 from icefs.fs.zarr2writes import Zarr2Writes
 from icefs.memory import MemoryBudget
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     from icefs.fs.files import SessionJournal
     from icefs.fs.values import Invalidator, MountOptions
+    from icefs.fs.writes import TreeWrites
     from icefs.store import Repo
 
 __all__ = ["Filesystem", "Summary", "default_cache_dir"]
@@ -160,9 +162,11 @@ class Filesystem:
             uploader,
             namespace,
         )
-        zarr2 = Zarr2Writes(
-            namespace, branches, handles, inodes, overlay, namespace.zarr2_files, kernel
+        v3 = BranchWrites(namespace, branches, overlay, changes, handles, inodes, attrs)
+        v2 = Zarr2Writes(
+            namespace, branches, handles, inodes, overlay, namespace.zarr2_files, kernel, attrs
         )
+        writes: dict[str, TreeWrites] = {"": v3, **dict.fromkeys(RENDERINGS, v2)}
         core = IcefsCore(
             inodes=inodes,
             handles=handles,
@@ -173,10 +177,9 @@ class Filesystem:
             attrs=attrs,
             reads=reads,
             overlay=overlay,
-            changes=changes,
+            writes=writes,
             refdirs=refdirs,
             controls=controls,
-            zarr2=zarr2,
             stats=stats,
         )
         return cls(core, spool, prefetcher, uploader)

@@ -88,7 +88,7 @@ class WriteOverlay:
                     dirty=bool(flags & os.O_TRUNC and node.entry.size),
                     limit=limit,
                 )
-                state.files[node.key] = overlay
+                state.local.keep(node.key, overlay)
         if flags & os.O_TRUNC:
             if overlay.spool.size:
                 overlay.spool.truncate(0)
@@ -116,7 +116,7 @@ class WriteOverlay:
         overlay = OverlayFile(
             SpoolFile(self.spool), scratch=what.kind is KeyKind.SCRATCH, dirty=True, limit=limit
         )
-        state.files[key] = overlay
+        state.local.keep(key, overlay)
         node = Node(
             path, NodeKind.TREE_FILE, parent.view, TreeEntry(False, key, 0), overlay=overlay
         )
@@ -269,8 +269,7 @@ class WriteOverlay:
 
     def drop(self, state: BranchState, key: str, overlay: OverlayFile) -> None:
         """Forget *overlay* at *key* unless a handle still holds it."""
-        if state.files.get(key) is overlay and overlay.handles <= 0:
-            del state.files[key]
+        if overlay.handles <= 0 and state.local.drop(key, overlay):
             overlay.spool.close()
 
     def _forget_kernel(self, path: Path) -> None:

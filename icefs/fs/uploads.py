@@ -94,8 +94,7 @@ class Uploader:
         overlay.upload_error = None
         if overlay.version == version:  # else a write came in meanwhile: still to store
             overlay.dirty = False
-        state.uploading[key] = overlay
-        state.journal_wanted = True  # the journal names files not yet stored
+        state.upload_started(key, overlay)  # the journal names files not yet stored
         self.waiting_bytes += size
         self._nursery.start_soon(self._store, state, key, overlay, what, data, size, done)
 
@@ -123,13 +122,11 @@ class Uploader:
                 not overlay.dirty
                 and overlay.handles <= 0
                 and not overlay.pending
-                and state.files.get(key) is overlay
+                and state.local.drop(key, overlay)
             ):
-                del state.files[key]
                 overlay.spool.close()
         finally:
-            if state.uploading.get(key) is overlay:
-                del state.uploading[key]
+            state.local.upload_ended(key, overlay)
             self.waiting_bytes -= size
             self._room.set()
             self._room = trio.Event()

@@ -39,6 +39,8 @@ from icefs.errors import (
     NotADirectory,
     NotEmpty,
     NotFound,
+    NotPermitted,
+    NotSupported,
     ReadOnly,
 )
 from icefs.fs.files import OverlayFile
@@ -61,13 +63,14 @@ from icefs.store.zarr2 import (
 )
 
 if TYPE_CHECKING:
+    from icefs.fs.attrs import Attributes
     from icefs.fs.branch import BranchState
     from icefs.fs.branches import Branches
     from icefs.fs.handles import HandleTable
     from icefs.fs.inodes import InodeTable, Path
     from icefs.fs.namespace import Namespace
     from icefs.fs.overlay import WriteOverlay
-    from icefs.fs.values import Invalidator, View
+    from icefs.fs.values import Attr, AttrChange, Caller, Invalidator, View
     from icefs.fs.zarr2files import Zarr2Files
     from icefs.store import SnapshotTree
 
@@ -92,7 +95,9 @@ class Zarr2Writes:
         overlay: WriteOverlay,
         files: Zarr2Files,
         kernel: Invalidator,
+        attrs: Attributes,
     ) -> None:
+        self._attrs = attrs
         self._namespace = namespace
         self._branches = branches
         self._handles = handles
@@ -108,9 +113,16 @@ class Zarr2Writes:
 
     # -- files ---------------------------------------------------------------------------------
 
-    async def create(self, parent: Node, name: str, flags: int) -> int:
-        """Make (or, without O_EXCL, truncate) the file *name* in *parent*; open it and
-        return its handle (its inode counts the kernel's lookup)."""
+    async def create(
+        self, parent: Node, name: str, flags: int, caller: Caller | None
+    ) -> tuple[OpenReply, Attr]:
+        """Make (or, without O_EXCL, truncate) the file *name* in *parent* and open it (its
+        inode counts the kernel's lookup).  Owners and modes are not kept (*caller*)."""
+        fh = await self._create(parent, name, flags)
+        handle = self._handles.file(fh)
+        return OpenReply(fh), self._attrs.of(handle.node, handle.ino)
+
+    async def _create(self, parent: Node, name: str, flags: int) -> int:
         self._state(parent.view)
         assert parent.view is not None
         path = (*parent.path, name)
@@ -118,7 +130,8 @@ class Zarr2Writes:
         if existing is not None:
             if flags & os.O_EXCL or existing.is_dir:
                 raise Exists("/".join(path))
-            return (await self.open(existing, self._inodes.lookup(path), flags | os.O_TRUNC)).fh
+            ino = self._inodes.lookup(path)
+            return (await self.open(existing, ino, flags | os.O_TRUNC, True)).fh
         overlay = OverlayFile(SpoolFile(self._overlay.spool), scratch=not stored_name(name))
         overlay.dirty = True
         self.files.files[(parent.view.ref, "/".join(path[3:]))] = overlay
@@ -126,9 +139,8 @@ class Zarr2Writes:
         overlay.handles += 1
         return self._handles.add(Zarr2Buffered(node, self._inodes.lookup(path), overlay, None))
 
-    async def open(self, node: Node, ino: int, flags: int) -> OpenReply:
+    async def open(self, node: Node, ino: int, flags: int, writing: bool) -> OpenReply:
         """Open a file of the v2 view to write it (or one being written, to read it)."""
-        writing = bool((flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC)
         if writing:
             self._state(node.view)
         assert node.view is not None
@@ -179,16 +191,20 @@ class Zarr2Writes:
             overlay.spool.close()
             self._forget(node.path)
 
-    async def setattr(self, node: Node, ino: int, size: int | None) -> None:
+    async def setattr(self, node: Node, ino: int, change: AttrChange) -> Node:
         """setattr: a size cuts or extends the file (stored now unless it is open); modes,
         owners and times are accepted and not kept (v2 writers set none that matter)."""
+        await self._truncate(node, ino, change.size)
+        return await self._namespace.resolve(node.path)
+
+    async def _truncate(self, node: Node, ino: int, size: int | None) -> None:
         self._state(node.view)
         if size is None or node.is_dir:
             return
         if node.overlay is not None:
             self._overlay.truncate(node, node.overlay, size)
             return
-        reply = await self.open(node, ino, os.O_RDWR)
+        reply = await self.open(node, ino, os.O_RDWR, True)
         handle = self._handles.pop(reply.fh)
         assert isinstance(handle, Zarr2Buffered)
         try:
@@ -331,7 +347,7 @@ class Zarr2Writes:
 
     # -- names ---------------------------------------------------------------------------------
 
-    async def mkdir(self, parent: Node, name: str) -> Path:
+    async def mkdir(self, parent: Node, name: str, caller: Caller | None) -> Path:
         self._state(parent.view)
         assert parent.view is not None
         if await self._namespace.child_or_none(parent, name) is not None:
@@ -388,10 +404,15 @@ class Zarr2Writes:
         # `.zattrs` and `.zmetadata` are made by the view: removing them changes nothing
         self._forget(node.path)
 
+    async def link(self, src: Node, new_parent: Node, new_name: str) -> Path:
+        raise NotPermitted("no hard links in the Zarr v2 view")
+
     async def rename(
-        self, src_parent: Node, src_name: str, dst_parent: Node, dst_name: str
+        self, src_parent: Node, src_name: str, dst_parent: Node, dst_name: str, flags: int
     ) -> None:
         """Move a file written here onto a name (zarr 2's temporary file and replace)."""
+        if flags:
+            raise NotSupported("rename flags in the Zarr v2 view")
         if (
             src_parent.view is None
             or dst_parent.view is None
