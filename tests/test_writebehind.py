@@ -107,13 +107,13 @@ async def test_close_returns_before_the_store_and_commit_waits_for_it(setup):
     core, _data, stores, state = setup
     gate = stores.hold("a/c/3/0")
     await rewrite(core, 3)
-    assert "a/c/3/0" in state.uploading, "the close returned with the store in flight"
+    assert "a/c/3/0" in state.local.uploading, "the close returned with the store in flight"
     assert state.dirty
     assert await read_row(core, "branches", "main", "a", "c", "3", "0") == NEW
     sid = await commit_once_released(state, gate, "write-behind")
     assert await committed_row(core, sid, 3) == NEW
-    assert state.uploading == {}
-    assert "a/c/3/0" not in state.files, "a stored file leaves the overlay"
+    assert state.local.uploading == {}
+    assert "a/c/3/0" not in state.local.files, "a stored file leaves the overlay"
 
 
 async def test_a_failed_store_is_kept_and_stored_again_by_the_commit(setup):
@@ -121,14 +121,14 @@ async def test_a_failed_store_is_kept_and_stored_again_by_the_commit(setup):
     stores.failing["a/c/2/0"] = 1
     await rewrite(core, 2)
     await state.settle()
-    overlay = state.files["a/c/2/0"]
+    overlay = state.local.files["a/c/2/0"]
     assert isinstance(overlay.upload_error, StorageFailure)
     assert "a/c/2/0" in (state.last_error or "")
     assert await read_row(core, "branches", "main", "a", "c", "2", "0") == NEW
     sid = await state.commit("second try")
     assert sid is not None
     assert await committed_row(core, sid, 2) == NEW
-    assert "a/c/2/0" not in state.files
+    assert "a/c/2/0" not in state.local.files
 
 
 async def test_a_store_that_keeps_failing_fails_the_commit_and_the_next_close(setup):
@@ -180,7 +180,7 @@ async def test_bad_input_fails_the_close_itself(setup):
     core, data, stores, state = setup
     with pytest.raises(InvalidInput):
         await rewrite(core, 4, b"xyz")  # 3 bytes for a chunk of 1 KiB, uncompressed
-    assert state.uploading == {}
+    assert state.local.uploading == {}
     assert stores.started == []
     assert await read_row(core, "branches", "main", "a", "c", "4", "0") == data[4].tobytes()
 
@@ -258,18 +258,18 @@ async def test_a_rename_onto_a_chunk_leaves_its_store_to_the_background(setup):
     gate = stores.hold("a/c/2/0")
     with trio.fail_after(5):  # a rename that waited for the store would wait for the gate
         await publish(core, 2)
-    assert "a/c/2/0" in state.uploading, "the rename returned with the store in flight"
+    assert "a/c/2/0" in state.local.uploading, "the rename returned with the store in flight"
     assert await read_row(core, "branches", "main", "a", "c", "2", "0") == NEW
     c = await walk(core, "branches", "main", "a", "c", "2")
     with pytest.raises(NotFound):
         await core.lookup(c.ino, "0.partial")
     sid = await commit_once_released(state, gate, "renamed")
     assert await committed_row(core, sid, 2) == NEW
-    assert "a/c/2/0" not in state.files, "a stored file leaves the overlay"
+    assert "a/c/2/0" not in state.local.files, "a stored file leaves the overlay"
     # bad input still fails the rename itself, and nothing is stored
     with pytest.raises(InvalidInput):
         await publish(core, 3, b"xyz")
-    assert "a/c/3/0" not in state.uploading
+    assert "a/c/3/0" not in state.local.uploading
     assert await read_row(core, "branches", "main", "a", "c", "3", "0") == data[3].tobytes()
 
 
@@ -279,7 +279,7 @@ async def test_a_failed_store_of_a_renamed_chunk_surfaces_at_fsync_and_commit(se
     stores.failing["a/c/4/0"] = -1
     await publish(core, 4)
     await state.settle()
-    assert isinstance(state.files["a/c/4/0"].upload_error, StorageFailure)
+    assert isinstance(state.local.files["a/c/4/0"].upload_error, StorageFailure)
     assert await read_row(core, "branches", "main", "a", "c", "4", "0") == NEW
     with pytest.raises(StorageFailure, match="a/c/4/0"):
         await state.commit("fails")

@@ -99,7 +99,7 @@ def ref_command(args: argparse.Namespace) -> int:
 
 
 def log_command(args: argparse.Namespace) -> int:
-    from icefs.fs import control
+    from icefs.fs.control import render as control
 
     refs = _refs(args)
     if args.ops:
@@ -114,7 +114,7 @@ def log_command(args: argparse.Namespace) -> int:
 
 
 def diff_command(args: argparse.Namespace) -> int:
-    from icefs.fs import control
+    from icefs.fs.control import render as control
 
     refs = list(args.refs)
     start, end = (refs[0] if len(refs) == 2 else None), (refs[-1] if refs else None)

@@ -254,7 +254,7 @@ async def _serve(
             nursery.start_soon(_handle_signals, filesystem, config)
             if listeners:
                 collector = MountCollector(
-                    filesystem.core.controls.current_stats,
+                    filesystem.core.controls.status.current_stats,
                     branch_labels=config.metrics_branches,
                 )
                 nursery.start_soon(serve_metrics, listeners, registry(collector))

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from icefs.errors import NoAttribute, NotSupported
-from icefs.fs import control
+from icefs.fs.control import render as control
 from icefs.fs.values import (
     IMMUTABLE_DIR,
     IMMUTABLE_FILE,
@@ -114,7 +114,7 @@ class Attributes:
             if node.overlay is not None:
                 mtime, size = node.overlay.mtime_ns, node.overlay.spool.size
             elif state is not None:
-                mtime = state.written_ns.get(node.key, state.dirs.get(node.key, mtime))
+                mtime = state.written_ns.get(node.key, state.local.dirs.get(node.key, mtime))
             if kind is NodeKind.REF_ROOT:
                 ttl = refresh  # the ref itself can move or vanish
             stamp = state.local.stamp_of(node.key) if state is not None else None

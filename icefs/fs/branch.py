@@ -1,15 +1,10 @@
-"""A branch being written through the mount: its session, its overlay, its commits.
+"""A branch being written through the mount: its session, its commits, its status.
 
-`BranchState` owns
-
-* the branch's writable session (`BranchWriter`), opened at the first write,
-  and a `SnapshotTree` over it, so that reads, listings and stats of the branch
-  show the uncommitted changes;
-* the *overlay*: what exists only in the mount. It holds files being written
-  (their bytes in a `SpoolFile` until they are stored), scratch files (names
-  that are not Zarr keys), and empty directories made by ``mkdir``;
-* commit and discard, serialised against stores by a shared/exclusive lock,
-  plus what `status` reports: last commit, last error, conflicts.
+`BranchState` owns the branch's writable session (`BranchWriter`, opened at the
+first write) and a `SnapshotTree` over it, so that reads, listings and stats show
+the uncommitted changes; what lives only in the mount (`BranchFiles`); commit,
+discard and moves, serialised against stores by a shared/exclusive lock; and what
+`status` reports: last commit, last error, conflicts.
 """
 
 from __future__ import annotations
@@ -37,7 +32,7 @@ from icefs.store.writer import move_node, open_writer, restore_writer
 from icefs.timefmt import now_utc, render_time
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from icefs.fs.files import JournalEntryLike, OverlayFile, SessionJournal
     from icefs.fs.zarr2files import Zarr2Files
@@ -71,7 +66,7 @@ class BranchState:
         #: the mount's memory budget, which the session's tree keeps its caches in
         self._budget = budget
         #: the files written through the branch's Zarr v2 view, until stored
-        self._zarr2_files = zarr2_files
+        self.zarr2_files = zarr2_files
         #: decode each compressed chunk with its array's codecs before storing it
         self._decode_chunks = decode_chunks
         #: told (branch, new snapshot) synchronously as the committed session is dropped
@@ -112,21 +107,6 @@ class BranchState:
         self._opening = trio.Lock()
 
     @property
-    def files(self) -> Mapping[str, OverlayFile]:
-        """Files that live in the mount (being written, or scratch), by key."""
-        return self.local.files
-
-    @property
-    def dirs(self) -> Mapping[str, int]:
-        """Empty directories made by ``mkdir``: key -> when made (ns)."""
-        return self.local.dirs
-
-    @property
-    def uploading(self) -> Mapping[str, OverlayFile]:
-        """Files closed whose store runs in the background, by key."""
-        return self.local.uploading
-
-    @property
     def active(self) -> bool:
         """True while the branch view shows this mount's session instead of the tip."""
         return self.writer is not None
@@ -136,9 +116,9 @@ class BranchState:
         """Whether the branch has changes to commit: in the session, being stored in the
         background, or kept after their background store failed."""
         return (
-            bool(self.uploading)
+            bool(self.local.uploading)
             or (self.writer is not None and self.writer.touched)
-            or any(f.upload_error is not None for f in self.files.values())
+            or any(f.upload_error is not None for f in self.local.files.values())
         )
 
     def modified(self, key: str, now: int | None = None) -> int:
@@ -225,9 +205,9 @@ class BranchState:
         """Wait until the background store of *key* (of every key if None) has ended."""
         while True:
             if key is None:
-                overlay = next(iter(self.uploading.values()), None)
+                overlay = next(iter(self.local.uploading.values()), None)
             else:
-                overlay = self.uploading.get(key)
+                overlay = self.local.uploading.get(key)
             if overlay is None or overlay.upload is None:
                 return
             await overlay.upload.wait()
@@ -324,7 +304,7 @@ class BranchState:
         prefix = f"{array}/c/" if array else "c/"
         waiting = [
             (k, f)
-            for k, f in self.files.items()
+            for k, f in self.local.files.items()
             if f.pending and (k.startswith(prefix) or k == prefix[:-1])
         ]
         for key, overlay in waiting:
@@ -335,7 +315,7 @@ class BranchState:
                 continue  # still no array there (e.g. a group was stored)
             except IcefsError:
                 pass  # recorded in last_error; the chunk cannot be stored
-            if self.files.get(key) is overlay and overlay.version == version:
+            if self.local.files.get(key) is overlay and overlay.version == version:
                 overlay.pending = overlay.dirty = False
                 if overlay.handles <= 0:
                     self.local.drop(key, overlay)
@@ -428,8 +408,8 @@ class BranchState:
         """Wait for every background store, and store again those that failed; raise
         `StorageFailure` naming the first file that still cannot be stored."""
         await self.settle()
-        for key, overlay in list(self.files.items()):
-            if overlay.upload_error is None or self.files.get(key) is not overlay:
+        for key, overlay in list(self.local.files.items()):
+            if overlay.upload_error is None or self.local.files.get(key) is not overlay:
                 continue
             version = overlay.version
             try:
@@ -479,7 +459,9 @@ class BranchState:
             try:
                 data = await self.writer.serialized()
                 unstored = sorted(
-                    k for k, f in self.files.items() if k in self.uploading or f.upload_error
+                    k
+                    for k, f in self.local.files.items()
+                    if k in self.local.uploading or f.upload_error
                 )
                 await trio.to_thread.run_sync(
                     self._journal.save,
@@ -516,24 +498,3 @@ class BranchState:
             self.recovered,
             self.writer.base_snapshot_id,
         )
-
-    def uncommitted_since(self) -> str | None:
-        """When the uncommitted changes began (their chunks are no older), None if none."""
-        if not self.dirty or self.writer is None or not self.writer.since_ns:
-            return None
-        return render_time(self.writer.since_ns)
-
-    def shown_files(self) -> list[tuple[str, OverlayFile]]:
-        """Every file that lives in the mount for this branch, by the name status gives it:
-        its key, or ``zarr2/<v2 key>`` for one written through the Zarr v2 view."""
-        zarr2 = self._zarr2_files.of_branch(self.branch) if self._zarr2_files else []
-        return [*self.files.items(), *zarr2]
-
-    def leftovers(self) -> dict[str, list[str]]:
-        """What unmounting drops without committing: scratch files and pending chunks
-        (through either view)."""
-        shown = self.shown_files()
-        return {
-            "scratch_files": sorted(k for k, f in shown if f.scratch),
-            "pending_chunks": sorted(k for k, f in shown if f.pending),
-        }

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from icefs.errors import Busy, IcefsError, ReadOnly, TimedOut
+from icefs.fs import branchstatus
 from icefs.fs.branch import BranchState
 from icefs.fs.commitinfo import signature
 from icefs.fs.files import describe_leftovers
@@ -255,7 +256,7 @@ class Branches:
         """{branch: when its uncommitted changes began} for every dirty branch."""
         out = {}
         for name, state in sorted(self.states.items()):
-            since = state.uncommitted_since()
+            since = branchstatus.uncommitted_since(state)
             if since is not None:
                 out[name] = since
         return out
@@ -264,7 +265,7 @@ class Branches:
         """Per branch, what lives only in this mount and goes at unmount (scratch, pending)."""
         out = {}
         for name, state in sorted(self.states.items()):
-            files = state.leftovers()
+            files = branchstatus.leftovers(state)
             if any(files.values()):
                 out[name] = files
         return out

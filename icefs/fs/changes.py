@@ -28,6 +28,7 @@ from icefs.errors import (
     NotPermitted,
     ReadOnly,
 )
+from icefs.fs.branchstatus import shown_files
 from icefs.fs.files import OverlayFile
 from icefs.fs.handles import Buffered, TreeFile
 from icefs.fs.values import GONE, RENAME_EXCHANGE, RENAME_NOREPLACE, NodeKind
@@ -198,10 +199,10 @@ class NamespaceChanges:
                 raise Exists("/".join(dst.path))
             if not dst.is_dir:
                 raise NotADirectory("/".join(dst.path))
-            if dst.key not in state.dirs or await self._listings.entries(dst):
+            if dst.key not in state.local.dirs or await self._listings.entries(dst):
                 raise NotEmpty("/".join(dst.path))
         tree = await self._namespace.tree_for(src.view)
-        if source in state.dirs:  # an empty directory made by mkdir: it lives in the mount
+        if source in state.local.dirs:  # an empty directory made by mkdir: it lives in the mount
             state.local.move_dir(source, target)
         else:
             nodes = await tree.node_paths()
@@ -232,7 +233,7 @@ class NamespaceChanges:
         mount, not yet in the branch)."""
         return sorted(
             name
-            for name, f in state.shown_files()
+            for name, f in shown_files(state)
             if not f.scratch
             and any(name.removeprefix("zarr2/").startswith(f"{k}/") or name == k for k in keys)
         )
@@ -288,7 +289,7 @@ class NamespaceChanges:
         parts = key.split("/")
         for depth in range(len(parts) - 1, 0, -1):
             above = "/".join(parts[:depth])
-            if above in state.dirs:
+            if above in state.local.dirs:
                 return
             try:
                 await tree.resolve(tuple(parts[:depth]))

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from icefs.fs.attrs import Attributes
     from icefs.fs.branches import Branches
-    from icefs.fs.controlfiles import ControlFiles
+    from icefs.fs.control.files import ControlFiles
     from icefs.fs.handles import HandleTable
     from icefs.fs.inodes import InodeTable, Path
     from icefs.fs.listings import Listings

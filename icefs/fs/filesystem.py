@@ -19,7 +19,10 @@ from icefs.errors import IcefsError
 from icefs.fs.attrs import Attributes
 from icefs.fs.branches import Branches
 from icefs.fs.changes import NamespaceChanges
-from icefs.fs.controlfiles import ControlFiles
+from icefs.fs.control.commands import Commands
+from icefs.fs.control.files import ControlFiles
+from icefs.fs.control.queries import Queries
+from icefs.fs.control.status import StatusReports
 from icefs.fs.core import IcefsCore
 from icefs.fs.handles import HandleTable
 from icefs.fs.inodes import InodeTable
@@ -149,18 +152,13 @@ class Filesystem:
         changes = NamespaceChanges(namespace, branches, listings, overlay, handles, inodes, attrs)
         refdirs = RefDirectories(refs, branches, namespace, listings, inodes, options)
         controls = ControlFiles(
-            repo,
-            refs,
-            branches,
-            refdirs,
+            Commands(repo, refs, branches, refdirs, inodes, kernel),
+            Queries(repo, refs),
+            StatusReports(repo, refs, branches, namespace, options, stats, prefetcher, uploader),
             handles,
-            inodes,
-            stats,
-            prefetcher,
-            options,
-            kernel,
-            uploader,
-            namespace,
+            branches,
+            refs,
+            read_only=options.read_only,
         )
         v3 = BranchWrites(namespace, branches, overlay, changes, handles, inodes, attrs)
         v2 = Zarr2Writes(

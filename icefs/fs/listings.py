@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 from cachetools import LRUCache
 
 from icefs.errors import NotADirectory, NotFound
-from icefs.fs import control
+from icefs.fs.control import render as control
 from icefs.fs.handles import ChunkFiles, Listing
 from icefs.fs.values import KINDS, RENDERINGS, ROOT_POS, Node, NodeKind
 from icefs.paths import METADATA_NAME, ref_to_name
@@ -177,7 +177,7 @@ class Listings:
             prefix = f"{node.key}/" if node.key else ""
             below = [
                 k
-                for k in (*state.files, *state.dirs)
+                for k in (*state.local.files, *state.local.dirs)
                 if k.startswith(prefix) and k != node.key and "/" not in k[len(prefix) :]
             ]
             for key in below:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 from cachetools import LRUCache
 
 from icefs.errors import InvalidInput, NotADirectory, NotFound, PermissionDenied, Stale
-from icefs.fs import control
+from icefs.fs.control import render as control
 from icefs.fs.values import KINDS, RENDERINGS, ROOT_POS, Node, NodeKind
 from icefs.memory import MemoryBudget
 from icefs.paths import CONTROL_DIR, check_name, name_to_ref
@@ -216,7 +216,7 @@ class Namespace:
         if state is None:
             return None
         key = "/".join(path[2:])
-        overlay = state.files.get(key)
+        overlay = state.local.files.get(key)
         if overlay is not None:
             return Node(
                 path,
@@ -225,7 +225,7 @@ class Namespace:
                 TreeEntry(False, key, overlay.spool.size),
                 overlay=overlay,
             )
-        if key in state.dirs:
+        if key in state.local.dirs:
             return Node(path, NodeKind.TREE_DIR, view, TreeEntry(True, pos=DirPos(key)))
         return None
 
@@ -297,7 +297,7 @@ class Namespace:
             if parent.kind is NodeKind.TREE_DIR or parent.kind is NodeKind.REF_ROOT:
                 if len(self._branch_dirs) >= BRANCH_DIRS_KEPT:
                     self._branch_dirs.clear()
-                made = state is not None and parent.key in state.dirs
+                made = state is not None and parent.key in state.local.dirs
                 self._branch_dirs[parent.path] = (parent, stamp, made)
         return parent
 
@@ -308,7 +308,7 @@ class Namespace:
         if kept is None or kept[1] != stamp:
             return None
         node, _, made = kept
-        if state is not None and (node.key in state.dirs) != made:
+        if state is not None and (node.key in state.local.dirs) != made:
             return None
         return node
 

@@ -71,7 +71,7 @@ class WriteOverlay:
         state = (
             self._branches.writable(node.view) if writing else self._branches.state(node.view.ref)
         )
-        overlay = state.files.get(node.key)
+        overlay = state.local.files.get(node.key)
         if overlay is None:
             tree = await self._namespace.tree_for(node.view)
             data = b"" if flags & os.O_TRUNC else bytes(await tree.read_whole(node.entry))
@@ -79,7 +79,7 @@ class WriteOverlay:
             # Another open may have made the buffer while we awaited: share it, or the
             # writes through one of the two handles would go nowhere.
             limit = await self._limit(what, tree)
-            overlay = state.files.get(node.key)
+            overlay = state.local.files.get(node.key)
             if overlay is None:
                 # O_TRUNC of a non-empty file is a change even if nothing is written
                 overlay = OverlayFile(
@@ -111,7 +111,7 @@ class WriteOverlay:
         await tree.check_new_name(key)
         what = await state.classify(key, tree)
         limit = await self._limit(what, tree)
-        if key in state.files:  # made by a concurrent request while we awaited
+        if key in state.local.files:  # made by a concurrent request while we awaited
             return None
         overlay = OverlayFile(
             SpoolFile(self.spool), scratch=what.kind is KeyKind.SCRATCH, dirty=True, limit=limit
@@ -181,7 +181,7 @@ class WriteOverlay:
         if not overlay.dirty and not (sync and overlay.pending):
             return
         key = handle.node.key
-        if state.files.get(key) is not overlay:
+        if state.local.files.get(key) is not overlay:
             return  # deleted while open: its bytes went with it
         data, version = overlay.spool.contents(), overlay.version
         try:
@@ -259,7 +259,7 @@ class WriteOverlay:
             return False
         # a background store drops the file when it ends; a failed one keeps it
         keep = overlay.scratch or overlay.pending or overlay.upload_error is not None
-        if state is not None and state.uploading.get(handle.node.key) is overlay:
+        if state is not None and state.local.uploading.get(handle.node.key) is overlay:
             keep = True
         if overlay.handles <= 0 and not keep and state is not None:
             if overlay.dirty:

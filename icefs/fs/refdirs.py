@@ -92,7 +92,7 @@ class RefDirectories:
             return
         if default:
             raise self._failed(NotPermitted(f"{view.ref} is the default branch"))
-        if state is not None and (state.dirty or state.files):
+        if state is not None and (state.dirty or state.local.files):
             raise self._failed(NotPermitted(f"branch {view.ref}: {kept_because(state)}"))
         try:
             await self._refs.delete_branch(view.ref)
