@@ -13,7 +13,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 
 from harness.mount import run_icefs
-from icefs.fs.control.render import LOG_PAGE
+from icefs.fs.controltext import LOG_PAGE
 from icefs.store.repo import MANY_REFS, Repo
 
 ARRAYS = 10_000

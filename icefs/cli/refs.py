@@ -99,25 +99,25 @@ def ref_command(args: argparse.Namespace) -> int:
 
 
 def log_command(args: argparse.Namespace) -> int:
-    from icefs.fs.control import render as control
+    from icefs.fs import controltext
 
     refs = _refs(args)
     if args.ops:
         if args.ref:
             raise QuietError("--ops shows the whole repository: no REF", ExitCode.USAGE)
         entries = refs.operations(args.limit)
-        _print(entries, control.render_operations(entries).decode().rstrip("\n"), args.json)
+        _print(entries, controltext.render_operations(entries).decode().rstrip("\n"), args.json)
         return ExitCode.OK
     history = refs.log(args.ref, args.limit, args.after)
-    _print(history, control.render_log(history).decode().rstrip("\n"), args.json)
+    _print(history, controltext.render_log(history).decode().rstrip("\n"), args.json)
     return ExitCode.OK
 
 
 def diff_command(args: argparse.Namespace) -> int:
-    from icefs.fs.control import render as control
+    from icefs.fs import controltext
 
     refs = list(args.refs)
     start, end = (refs[0] if len(refs) == 2 else None), (refs[-1] if refs else None)
     doc = _refs(args).diff(start, end, args.chunks)
-    _print(doc, control.render_diff(doc).decode().rstrip("\n"), args.json)
+    _print(doc, controltext.render_diff(doc).decode().rstrip("\n"), args.json)
     return ExitCode.OK

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from icefs.errors import NoAttribute, NotSupported
-from icefs.fs.control import render as control
+from icefs.fs import controltext
 from icefs.fs.values import (
     IMMUTABLE_DIR,
     IMMUTABLE_FILE,
@@ -93,10 +93,10 @@ class Attributes:
         if kind in (NodeKind.ROOT_CTRL_DIR, NodeKind.REF_CTRL_DIR):
             mode, ttl = stat.S_IFDIR | 0o700, IMMUTABLE_TTL
         elif kind is NodeKind.ROOT_CTRL_FILE:
-            writable = node.ctrl in control.writable_files(root=True)
+            writable = node.ctrl in controltext.writable_files(root=True)
             mode, ttl = stat.S_IFREG | (0o600 if writable else 0o400), 0.0
         elif kind is NodeKind.REF_CTRL_FILE:
-            writable = node.ctrl in control.writable_files(root=False)
+            writable = node.ctrl in controltext.writable_files(root=False)
             mode, ttl = stat.S_IFREG | (0o600 if writable else 0o400), 0.0
         elif kind in (NodeKind.ROOT, NodeKind.RENDERING, NodeKind.REF_LIST):
             read_only = opts.read_only or node.path == ("snapshots",) or rendered(node.path)

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from icefs.fs.files import OverlayFile
-    from icefs.fs.values import AttrChange
 
 __all__ = ["BranchFiles"]
 
@@ -111,19 +110,28 @@ class BranchFiles:
 
     # -- attributes ----------------------------------------------------------------------
 
-    def restamp(self, key: str, change: AttrChange) -> None:
-        """Apply chmod, chown and utime *change* to *key*; its ctime is now."""
+    def restamp(
+        self,
+        key: str,
+        *,
+        mode: int | None,
+        uid: int | None,
+        gid: int | None,
+        atime_ns: int | None,
+        mtime_ns: int | None,
+    ) -> None:
+        """chmod, chown and utime of *key* (None: left as it is); its ctime is now."""
         stamp = self._stamp(key)
-        if change.mode is not None:
-            stamp.mode = change.mode & 0o7777
-        if change.uid is not None:
-            stamp.uid = change.uid
-        if change.gid is not None:
-            stamp.gid = change.gid
-        if change.atime_ns is not None:
-            stamp.atime_ns = change.atime_ns
-        if change.mtime_ns is not None:
-            stamp.mtime_ns = change.mtime_ns
+        if mode is not None:
+            stamp.mode = mode & 0o7777
+        if uid is not None:
+            stamp.uid = uid
+        if gid is not None:
+            stamp.gid = gid
+        if atime_ns is not None:
+            stamp.atime_ns = atime_ns
+        if mtime_ns is not None:
+            stamp.mtime_ns = mtime_ns
         stamp.ctime_ns = time.time_ns()
 
     def give(self, key: str, perm: int, uid: int, gid: int) -> None:

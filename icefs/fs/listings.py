@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 from cachetools import LRUCache
 
 from icefs.errors import NotADirectory, NotFound
-from icefs.fs.control import render as control
+from icefs.fs import controltext
 from icefs.fs.handles import ChunkFiles, Listing
 from icefs.fs.values import KINDS, RENDERINGS, ROOT_POS, Node, NodeKind
 from icefs.paths import METADATA_NAME, ref_to_name
@@ -140,13 +140,14 @@ class Listings:
             return [Node((*node.path, name), NodeKind.REF_LIST) for name in KINDS]
         if kind is NodeKind.ROOT_CTRL_DIR:
             return [
-                Node((*node.path, f), NodeKind.ROOT_CTRL_FILE, ctrl=f) for f in control.ROOT_FILES
+                Node((*node.path, f), NodeKind.ROOT_CTRL_FILE, ctrl=f)
+                for f in controltext.ROOT_FILES
             ]
         if kind is NodeKind.REF_CTRL_DIR:
             assert node.view is not None
             return [
                 Node((*node.path, f), NodeKind.REF_CTRL_FILE, node.view, ctrl=f)
-                for f in control.ref_files(node.view.read_only)
+                for f in controltext.ref_files(node.view.read_only)
             ]
         if kind is NodeKind.REF_LIST:
             return await self._refs_in(node)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 from cachetools import LRUCache
 
 from icefs.errors import InvalidInput, NotADirectory, NotFound, PermissionDenied, Stale
-from icefs.fs.control import render as control
+from icefs.fs import controltext
 from icefs.fs.values import KINDS, RENDERINGS, ROOT_POS, Node, NodeKind
 from icefs.memory import MemoryBudget
 from icefs.paths import CONTROL_DIR, check_name, name_to_ref
@@ -168,14 +168,14 @@ class Namespace:
             if name in KINDS:
                 return Node(path, NodeKind.REF_LIST)
         elif kind is NodeKind.ROOT_CTRL_DIR:
-            if name in control.ROOT_FILES:
+            if name in controltext.ROOT_FILES:
                 return Node(path, NodeKind.ROOT_CTRL_FILE, ctrl=name)
         elif kind is NodeKind.REF_LIST:
             view = await self.ref_view(parent, name)
             return Node(path, NodeKind.REF_ROOT, view, TreeEntry(True, pos=ROOT_POS))
         elif kind is NodeKind.REF_CTRL_DIR:
             assert parent.view is not None
-            if name in control.ref_files(parent.view.read_only):
+            if name in controltext.ref_files(parent.view.read_only):
                 return Node(path, NodeKind.REF_CTRL_FILE, parent.view, ctrl=name)
         elif kind in (NodeKind.REF_ROOT, NodeKind.TREE_DIR):
             assert parent.view is not None

@@ -106,7 +106,14 @@ class BranchWrites:
             await self._overlay.truncate_file(node, ino, state, change.size)
             node = await self._namespace.resolve(node.path)
         if change.touches_stamp:
-            state.local.restamp(node.key, change)
+            state.local.restamp(
+                node.key,
+                mode=change.mode,
+                uid=change.uid,
+                gid=change.gid,
+                atime_ns=change.atime_ns,
+                mtime_ns=change.mtime_ns,
+            )
         return node
 
     async def mkdir(self, parent: Node, name: str, caller: Caller | None) -> Path:

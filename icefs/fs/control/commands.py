@@ -12,9 +12,9 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from icefs.errors import Busy, IcefsError, InvalidInput, ReadOnly
+from icefs.fs import controltext
 from icefs.fs.branchstatus import kept_because
 from icefs.fs.commitinfo import parse_request
-from icefs.fs.control import render
 from icefs.fs.control.queries import json_request
 from icefs.fs.values import NodeKind
 from icefs.store import history
@@ -62,7 +62,7 @@ class Commands:
         if node.kind is NodeKind.ROOT_CTRL_FILE and node.ctrl == "refresh":
             self._refs.wanted()
             await self._refs.refresh()
-        elif node.ctrl in render.REF_COMMANDS:
+        elif node.ctrl in controltext.REF_COMMANDS:
             await self._refdirs.make_ref(node, data)
         elif node.ctrl == "discard":
             await self._discard(node)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from icefs import __version__
 from icefs.errors import NotFound, PermissionDenied, ReadOnly
-from icefs.fs.control import render
+from icefs.fs import controltext
 from icefs.fs.handles import Command, Query, Text
 from icefs.fs.values import NodeKind, OpenReply
 
@@ -54,10 +54,10 @@ class ControlFiles:
     def check_writable(self, node: Node) -> None:
         """Refuse (EACCES, EROFS) writing the control file *node*."""
         is_root_file = node.kind is NodeKind.ROOT_CTRL_FILE
-        if node.ctrl not in render.writable_files(is_root_file):
+        if node.ctrl not in controltext.writable_files(is_root_file):
             raise PermissionDenied(f"{'/'.join(node.path)} is read-only")
         if node.kind is NodeKind.REF_CTRL_FILE:
-            if node.ctrl in render.BRANCH_COMMANDS:
+            if node.ctrl in controltext.BRANCH_COMMANDS:
                 self._branches.writable(node.view)  # commit, discard: writable branches only
             elif self._read_only:
                 raise ReadOnly("the mount is read-only: no new branches or tags")
@@ -70,7 +70,9 @@ class ControlFiles:
         if writing:
             self.check_writable(node)
             handle: Command | Query = (
-                Query(node, ino) if node.ctrl in render.QUERY_FILES else Command(node, ino, uid)
+                Query(node, ino)
+                if node.ctrl in controltext.QUERY_FILES
+                else Command(node, ino, uid)
             )
             return OpenReply(self._handles.add(handle), direct_io=True)
         text = Text(node, ino, await self._text(node))
@@ -96,11 +98,11 @@ class ControlFiles:
             if name == "pid":
                 return f"{os.getpid()}\n".encode()
             if name == "stats":
-                return render.render_json(self.status.current_stats().as_json())
+                return controltext.render_json(self.status.current_stats().as_json())
             if name == "refresh":
                 return f"{self._refs.interval:g}\n".encode()
             if name == "status":
-                return render.render_json(self.status.mount_status())
+                return controltext.render_json(self.status.mount_status())
             if name == "ops":
                 return await self.queries.operations_text()
         view = node.view
@@ -112,7 +114,7 @@ class ControlFiles:
         if name == "diff":
             return await self.queries.diff_text(view)
         if name == "status":
-            return render.render_json(await self.status.view_status(view))
-        if name in render.BRANCH_COMMANDS | render.REF_COMMANDS:
+            return controltext.render_json(await self.status.view_status(view))
+        if name in controltext.BRANCH_COMMANDS | controltext.REF_COMMANDS:
             return b""
         raise NotFound(name)

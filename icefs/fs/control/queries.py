@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from icefs.errors import IcefsError, InvalidInput
-from icefs.fs.control import render
+from icefs.fs import controltext
 from icefs.store import history
 
 if TYPE_CHECKING:
@@ -86,18 +86,20 @@ class Queries:
     # -- read plainly ------------------------------------------------------------------------
 
     async def operations_text(self) -> bytes:
-        return render.render_operations(await history.operations(self._repo))
+        return controltext.render_operations(await history.operations(self._repo))
 
     async def log_text(self, view: View) -> bytes:
         """One page of the view's history: one of 100k snapshots is not read at once."""
-        metas = await self._repo.ancestry(view.snapshot_id, limit=render.LOG_PAGE + 1)
-        page = render.render_log([history.snapshot_doc(m) for m in metas[: render.LOG_PAGE]])
-        if len(metas) > render.LOG_PAGE:
-            page += render.more_log(metas[render.LOG_PAGE - 1].id)
+        metas = await self._repo.ancestry(view.snapshot_id, limit=controltext.LOG_PAGE + 1)
+        page = controltext.render_log(
+            [history.snapshot_doc(m) for m in metas[: controltext.LOG_PAGE]]
+        )
+        if len(metas) > controltext.LOG_PAGE:
+            page += controltext.more_log(metas[controltext.LOG_PAGE - 1].id)
         return page
 
     async def diff_text(self, view: View) -> bytes:
-        return render.render_diff(await history.diff(self._repo, None, view.snapshot_id))
+        return controltext.render_diff(await history.diff(self._repo, None, view.snapshot_id))
 
 
 def json_request(data: bytes) -> dict[str, Any]:

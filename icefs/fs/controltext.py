@@ -1,7 +1,7 @@
 """The hidden control directories: which files exist and what they say.
 
-Rendering is pure; the rest of `icefs.fs.control` gathers the facts and calls
-these functions.  The command line renders the same documents with them.
+Rendering is pure; `icefs.fs.control` gathers the facts and calls these
+functions.  The command line renders the same documents with them.
 
 Query files (`QUERY_FILES`: ``diff``, ``log`` and the root's ``ops``) answer
 ``cat`` with text; opened for writing, they take a JSON request and answer it
