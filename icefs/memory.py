@@ -38,7 +38,7 @@ def release_freed() -> None:
     """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``).
 
     A session's change set lives in Icechunk's native memory, growing with the chunks
-    written (benchmarks/RESULTS.md, scale writes); once a commit has dropped it, glibc
+    written; once a commit has dropped it, glibc
     keeps those pages unless asked.  Blocking (it walks the heap): call it in a worker
     thread.  Does nothing without glibc.
     """

@@ -184,7 +184,7 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
 
 
 def _tune_gc() -> None:
-    """Make Python's cycle collector rare (benchmarks/RESULTS.md: the garbage collector).
+    """Make Python's cycle collector rare.
 
     Listings, nodes and entries are many small objects that are not cycles; with the
     default thresholds each big listing set off collections that walked the whole

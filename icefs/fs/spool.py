@@ -91,8 +91,7 @@ class SpoolFile:
     the bytes object it came in, without copying it, up to `KEEP_PARTS_UP_TO`;
     the first access of another kind, or a larger size, joins the kept parts
     into one buffer. A chunk file written in a few appends and then stored
-    therefore costs one copy here instead of three (benchmarks/RESULTS.md,
-    optimisation 6).
+    therefore costs one copy here instead of three.
     """
 
     def __init__(self, budget: SpoolBudget, data: bytes = b"") -> None:

@@ -1,7 +1,7 @@
 """Write-behind: chunk files closed on a branch are stored in the background.
 
-On object storage a store costs a round trip (20-100 ms): a program that closes
-chunk files one after another would wait that long for each.  With write-behind,
+On object storage each store is a round trip: a program that closes chunk files
+one after another would wait for one round trip per file.  With write-behind,
 close(2) checks the chunk as a store would (a Zarr key, inside its array's
 grid, its frame or its decoding) and returns; so does a rename of a file onto a
 chunk's name (`WriteOverlay.place`), which is how zarr publishes each chunk.

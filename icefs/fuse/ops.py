@@ -47,8 +47,7 @@ __all__ = ["IO_BLOCK", "FuseOperations"]
 #: The ``st_blksize`` of every entry: the buffer ``cp``, ``cat`` and Python's buffered
 #: files use. Reads of this size, smaller than the kernel's read-ahead (1 MiB), leave
 #: the kernel reading the next part of a file while the program still copies the last
-#: one; reads as large as the read-ahead wait for each part in turn (benchmarks/
-#: RESULTS.md, 2026-12-07: the I/O block size).
+#: one; reads as large as the read-ahead would wait for each part in turn.
 IO_BLOCK: Final = 128 << 10
 
 log = logging.getLogger(__name__)
@@ -256,9 +255,8 @@ class FuseOperations(pyfuse3.Operations):
         """Answer from the encoded names and attributes built once for *listing*.
 
         A tag's listing never changes, so a walk run again (`find`, `ls -R`,
-        rsync) only sets each entry's inode number (see benchmarks/RESULTS.md,
-        the readdir reply cache). The replies live on the listing, as long as the
-        core keeps it.
+        rsync) only sets each entry's inode number. The replies live on the
+        listing, as long as the core keeps it.
         """
         built = listing.replies
         if built is None:

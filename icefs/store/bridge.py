@@ -16,8 +16,7 @@ daemon thread and lets trio tasks await coroutines on it:
   thread.  Once `Bridge.enable_direct` has seen that protocol work, `run`
   calls ``fn`` on the trio thread with a small stand-in loop (`_TrioLoop`)
   lent for the moment of the call, and the tokio thread wakes trio directly:
-  two thread hand-offs per call instead of four (benchmarks/RESULTS.md: the
-  direct bridge).  This leans on private details
+  two thread hand-offs per call instead of four.  This leans on private details
   (``asyncio._set_running_loop``, the loop methods pyo3 uses), hence the
   self-test at mount time.  A coroutine, or anything else that is not the
   stand-in's future, still goes to the loop thread.

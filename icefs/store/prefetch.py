@@ -19,10 +19,9 @@ before it), up to `MAX_DEPTH` and the budget; a scan that stops being
 sequential starts again at `DEPTH`.  Look-ahead fetches in flight follow the
 widest window; the fetch a file's first open starts (its read follows at once)
 never waits for one of their slots.  Where a get takes less time than the
-reader's work on a chunk the window stays at `DEPTH`; at 20-50 ms per request
-it grows until the reader no longer waits (on the test machine's local disk,
-where Icechunk reads 2 MiB chunks slower than a reader copies them, it grows
-too: `icefs stats` shows the window).
+reader's work on a chunk the window stays at `DEPTH`; where a get takes longer
+(object storage, or a local disk slower than the reader) it grows until the
+reader no longer waits.  `icefs stats` shows the widest window.
 
 Several readers of one array (zarr's threads, ``find | xargs -P``, the
 benchmark's 8 readers) each look ahead over chunks the others are reading at
