@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import subprocess
@@ -43,6 +44,26 @@ def problems_in(log: str, allowed: list[str]) -> list[str]:
         for line in log.splitlines()
         if _PROBLEM.search(line) and not any(re.search(a, line) for a in allowed)
     ]
+
+
+class LogProblems(logging.Handler):
+    """Keeps the ERROR records, and any record with a traceback, logged in this process
+    (the in-process half of the log check `problems_in` does for daemons)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR or record.exc_info:
+            line = f"{record.name} {record.levelname} {record.getMessage()}"
+            if record.exc_info:
+                line += " (with a traceback)"
+            self.lines.append(line)
+
+    def unexpected(self, allowed: list[str]) -> list[str]:
+        """The lines kept that none of the patterns *allowed* match."""
+        return [line for line in self.lines if not any(re.search(a, line) for a in allowed)]
 
 
 class MountFailed(RuntimeError):

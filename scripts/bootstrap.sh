@@ -130,8 +130,15 @@ case "$job" in
         ruff format --check icefs tests benchmarks harness
         say "mypy"
         mypy
-        say "pytest"
-        exec pytest "$@"
+        if [ "$#" -gt 0 ]; then
+            say "pytest $*"
+            exec pytest "$@"
+        fi
+        # tiers: the core (no kernel) first, stopping at its first failure; then FUSE
+        say "pytest: core tier (no FUSE)"
+        pytest -m "not fuse" -x
+        say "pytest: FUSE tier (real mounts)"
+        exec pytest -m fuse
         ;;
     *)
         say "unknown job '$job' (demo, test or setup)"

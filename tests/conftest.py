@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,15 @@ import icechunk
 import pytest
 import zarr
 
-from harness.mount import Mount, MountFailed, direct_get, direct_keys, fuse_usable, run_icefs
+from harness.mount import (
+    LogProblems,
+    Mount,
+    MountFailed,
+    direct_get,
+    direct_keys,
+    fuse_usable,
+    run_icefs,
+)
 from icefs.store.open import configure_icechunk_logs
 from icefs.store.sample import build_sample, sample_storage
 
@@ -55,12 +64,27 @@ def one_array_repo(tmp_path) -> Path:
 
 @pytest.fixture
 def log_allows():
-    """Patterns of daemon log lines a test expects (errors it provokes on purpose).
+    """Patterns of log lines a test expects (errors it provokes on purpose).
 
-    Append to it; `mount_factory` fails the test if a daemon logged any other
-    error line or traceback (S3QL's checklogs, for icefs).
+    Append to it; a test fails if a daemon it mounted (`mount_factory`), or the
+    code it ran in this process (`_log_check`), logged any other error line or
+    traceback (S3QL's checklogs, for icefs).
     """
     return []
+
+
+@pytest.fixture(autouse=True)
+def _log_check(log_allows):
+    """Fail a test whose code logged, in this process, an error or a traceback it did
+    not declare in `log_allows` (the core tests' half of the daemons' log check)."""
+    handler = LogProblems()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield
+    root.removeHandler(handler)
+    problems = handler.unexpected(log_allows)
+    if problems:
+        pytest.fail("the test logged errors it did not expect:\n" + "\n".join(problems))
 
 
 @pytest.fixture

@@ -99,3 +99,30 @@ def test_unauthorized_container_hint_follows_icechunk(message, shown):
     translated = translate(icechunk.InvalidInputError(message))
     assert isinstance(translated, errors.NotAuthorized)
     assert str(translated).startswith(shown)
+
+
+def test_the_log_check_sees_errors_and_tracebacks_only():
+    """What the autouse `_log_check` fails a test on: ERROR records and tracebacks at any
+    level, unless a `log_allows` pattern matches them."""
+    from harness.mount import LogProblems
+
+    handler = LogProblems()
+    log = logging.getLogger("icefs.test.logcheck")
+    log.addHandler(handler)
+    log.propagate = False  # this test's own records must not trip its own check
+    try:
+        log.warning("a warning is no problem")
+        log.error("storage broke: %s", "EIO")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.warning("kept going", exc_info=True)
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+    assert handler.lines == [
+        "icefs.test.logcheck ERROR storage broke: EIO",
+        "icefs.test.logcheck WARNING kept going (with a traceback)",
+    ]
+    assert handler.unexpected([r"storage broke"]) == [handler.lines[1]]
+    assert handler.unexpected([r"broke", r"kept going"]) == []

@@ -7,7 +7,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.netns import ROOT, PrivateNetwork
+
+pytestmark = pytest.mark.fuse  # the suite it runs mounts
 
 #: The tests gcs_suite.py holds: each must pass, none may be skipped.
 EXPECTED = 3
