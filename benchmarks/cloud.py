@@ -330,7 +330,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         with Proxy(s3.endpoint, 0) as proxy:
             cloud = Cloud(s3, proxy, base)
             t0 = time.perf_counter()
-            build(cloud, args.size_mib, grid)  # type: ignore[arg-type]
+            build(cloud, args.size_mib, grid)
             print(f"dataset ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             for delay in (float(d) for d in args.delays.split(",")):
                 proxy.set_delay(delay)
@@ -341,7 +341,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                 if "first-byte" in groups:
                     rows += first_byte_rows(cloud, args.repeat, counts)
                 if "walk" in groups:
-                    rows += walk_rows(cloud, args.repeat, counts, grid)  # type: ignore[arg-type]
+                    rows += walk_rows(cloud, args.repeat, counts, grid)
                 if "write" in groups:
                     rows += write_rows(
                         cloud, args.repeat, counts, args.size_mib, args.commit_chunks

@@ -4,6 +4,7 @@ and fio; time to the first byte of a chunk; and the floors measured beside them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import subprocess
 import sys
@@ -246,6 +247,9 @@ def first_byte_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> lis
         assert buf is not None
         return len(buf)
 
+    def get_now(key: str) -> int:
+        return asyncio.run(get(key))
+
     asyncio.run(get("big/c/0/0/0"))  # the manifest, once
     # Backwards, so that no read follows another the way a scan does: read-ahead would
     # have the chunk in hand before it is asked for.
@@ -254,7 +258,7 @@ def first_byte_rows(cloud: Cloud, repeat: int, counts: dict[str, Counts]) -> lis
     rows_read = [last - k * step for k in range(n) if last - k * step > 0]
     with cloud.counted(counts, "direct get"):
         for i in rows_read:
-            direct.timed(lambda i=i: asyncio.run(get(f"big/c/{i}/0/0")))
+            direct.timed(functools.partial(get_now, f"big/c/{i}/0/0"))
     with cloud.mount("read") as m:
         chunks = m.mountpoint / "tags" / "v1" / "big" / "c"
         (chunks / "0" / "0" / "0").stat()  # the manifest, once

@@ -168,7 +168,7 @@ class Timing:
 
 
 def measure(
-    name: str, fn: Callable[[], int], repeat: int, before: Callable[[], None] = lambda: None
+    name: str, fn: Callable[[], int], repeat: int, before: Callable[[], object] = lambda: None
 ) -> Timing:
     """Run *fn* (returns bytes handled) *repeat* times, calling *before* untimed each time."""
     timing = Timing(name)
@@ -191,7 +191,7 @@ def on_cue(argv: list[str]) -> list[str]:
 
 
 def at_once(
-    argv: list[str], fn: Callable[[], int], before: Callable[[], None]
+    argv: list[str], fn: Callable[[], int], before: Callable[[], object]
 ) -> Callable[[], int]:
     """Start *argv*, a process that calls `wait_for_cue` and then does its half of the
     work; once it is ready, call *before*. Return the timed part: it lets the process

@@ -185,7 +185,7 @@ def serve(mountpoint: str, where: Where) -> None:
     index = {k: i for i, k in enumerate(chunk_keys)}
     asyncio.run_coroutine_threadsafe(chunks.scan(), loop)
 
-    class FetchFs(pyfuse3.Operations):  # type: ignore[misc]
+    class FetchFs(pyfuse3.Operations):
         def __init__(self) -> None:
             super().__init__()
             #: inode -> (key, size) of a file, or (None, 0) of a directory

@@ -79,7 +79,7 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
 
     zeros = memoryview(bytes(FILE_SIZE))
 
-    class NullFs(pyfuse3.Operations):  # type: ignore[misc]
+    class NullFs(pyfuse3.Operations):
         enable_writeback_cache = False
 
         def __init__(self) -> None:
@@ -178,7 +178,8 @@ def serve(mountpoint: str, entries: int = 0, dirs: int = 0) -> None:
                 raise pyfuse3.FUSEError(errno.ENOENT)
             del self.nodes[ino]
 
-        rmdir = unlink  # a directory is removed with whatever it holds
+        async def rmdir(self, parent: int, name: bytes, ctx: Any) -> None:
+            await self.unlink(parent, name, ctx)  # a directory goes with whatever it holds
 
         async def getxattr(self, ino: int, name: bytes, ctx: Any) -> bytes:
             raise pyfuse3.FUSEError(errno.ENODATA)

@@ -15,6 +15,7 @@ Each pair alternates which side goes first.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -92,10 +93,10 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         for name in list(views)[i % 3 :] + list(views)[: i % 3]:
             drop_caches()
             with Mount(str(base / "repo"), base / "mnt"):
-                reads[name].timed(lambda view=views[name]: _cold_read(base / "mnt", view))
+                reads[name].timed(functools.partial(_cold_read, base / "mnt", views[name]))
         for name in ("v3", "v2")[:: 1 if i % 2 == 0 else -1]:
             with Mount(str(base / "repo"), base / "mnt"):
-                finds[name].timed(lambda view=views[name]: _find(base / "mnt", view))
+                finds[name].timed(functools.partial(_find, base / "mnt", views[name]))
     v3, v2, decoded = reads["v3"], reads["v2"], reads["decoded"]
     mib = v3.nbytes >> 20
     rows: list[Row] = [

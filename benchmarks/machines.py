@@ -31,11 +31,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from typing import TYPE_CHECKING
+
 import icechunk
 import numpy as np
 import zarr
 
 from harness.mount import Mount
+
+if TYPE_CHECKING:
+    from harness.servers import S3Server
 
 #: Elements per chunk of ``grid`` (int32: 1 KiB chunks, stored as objects, not inline).
 CHUNK = 256
@@ -102,17 +107,17 @@ def _commit(branch: Path, message: str) -> str:
     return str(status["last_commit"]["snapshot_id"])
 
 
-def run(s3: object, base: Path, seconds: float, daemons: int = 4, refresh: float = 1.0) -> Result:
+def run(s3: S3Server, base: Path, seconds: float, daemons: int = 4, refresh: float = 1.0) -> Result:
     """Run the scenario against the S3 server *s3* (harness/servers.py) in *base*."""
     ticks = int(seconds)
-    bucket = s3.create_bucket(f"machines-{uuid.uuid4().hex[:8]}")  # type: ignore[attr-defined]
-    repo = _seed(s3.storage(bucket, "repo"), daemons, ticks)  # type: ignore[attr-defined]
+    bucket = s3.create_bucket(f"machines-{uuid.uuid4().hex[:8]}")
+    repo = _seed(s3.storage(bucket, "repo"), daemons, ticks)
     conf = base / "s3.toml"
     conf.write_text(
-        f'region = "us-east-1"\nendpoint_url = "{s3.endpoint}"\n'  # type: ignore[attr-defined]
+        f'region = "us-east-1"\nendpoint_url = "{s3.endpoint}"\n'
         "allow_http = true\nforce_path_style = true\n"
         f'access_key_id = "{s3.key_id}"\nsecret_access_key = "{s3.secret}"\n'
-    )  # type: ignore[attr-defined]
+    )
     conf.chmod(0o600)
     url = f"s3://{bucket}/repo"
     result = Result(daemons, float(ticks))

@@ -22,11 +22,12 @@ reads of the chunk files through icefs, the null filesystem and natively.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -105,6 +106,11 @@ def read_one(store: object, name: str) -> int:
     return int(out.as_numpy_array().nbytes)
 
 
+def _read_store(path: Path, name: str) -> int:
+    """`read_one` of array *name* from a LocalStore at *path*."""
+    return read_one(LocalStore(path, read_only=True), name)
+
+
 def plain_reads(root: Path, files: int, array: str = "big") -> Callable[[], int]:
     """A timed part: read *files* chunk files of *array* under *root* as plain files."""
 
@@ -179,7 +185,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
     repo_path = str(base / "repo")
     mnt = base / "mnt"
     cold = drop_caches()
-    results: dict[tuple[str, str], object] = {}
+    results: dict[tuple[str, str], Any] = {}
 
     arrays = [a for a in ("big", "small") if a in args.arrays.split(",")]
     for name in arrays:
@@ -191,7 +197,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
         results["direct", name] = measure(f"direct {name}", direct, args.repeat, drop_caches)
         results["native-cold", name] = measure(
             f"native cold {name}",
-            lambda name=name: read_one(LocalStore(base / "native", read_only=True), name),
+            functools.partial(_read_store, base / "native", name),
             args.repeat,
             drop_caches,
         )
@@ -201,7 +207,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
         read_one(LocalStore(base / "native", read_only=True), name)  # warm up
         results["native-warm", name] = measure(
             f"native warm {name}",
-            lambda name=name: read_one(LocalStore(base / "native", read_only=True), name),
+            functools.partial(_read_store, base / "native", name),
             args.repeat,
         )
         files = results["direct", name].nbytes // floor.FILE_SIZE  # of 2 MiB, in big
@@ -214,11 +220,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
         for _ in range(args.repeat):
             drop_caches()
             with Mount(repo_path, mnt):
-                cold_t.timed(
-                    lambda name=name: read_one(
-                        LocalStore(mnt / "tags" / "v1", read_only=True), name
-                    )
-                )
+                cold_t.timed(functools.partial(_read_store, mnt / "tags" / "v1", name))
         results["mount-cold", name] = cold_t
         if name == "big":
             results["floor-cold", name], results["floor-warm", name] = floor_reads(
@@ -229,7 +231,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int, bool]:
             read_one(LocalStore(mnt / "tags" / "v1", read_only=True), name)  # warm up
             results["mount-warm", name] = measure(
                 f"mount warm {name}",
-                lambda name=name: read_one(LocalStore(mnt / "tags" / "v1", read_only=True), name),
+                functools.partial(_read_store, mnt / "tags" / "v1", name),
                 args.repeat,
             )
             if name == "big":

@@ -44,7 +44,7 @@ BUDGET_MIB = 256  # the default --metadata-memory
 
 def write(store: object, chunks: int) -> None:
     data = np.arange(chunks * PER_CHUNK, dtype="i4")
-    root = zarr.open_group(store=store, mode="a")  # type: ignore[arg-type]
+    root = zarr.open_group(store=store, mode="a")
     arr = root.create_array(
         "small", shape=data.shape, chunks=(PER_CHUNK,), dtype="i4", compressors=None
     )

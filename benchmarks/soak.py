@@ -90,8 +90,8 @@ def _proc_main(
     name: str,
     owned: list[int],
     stop_at_wall: float,
-    queue: multiprocessing.Queue,
-) -> None:  # type: ignore[type-arg]
+    queue: multiprocessing.Queue,  # type: ignore[type-arg]  # of result dicts
+) -> None:
     out: dict[str, object] = {}
     writer_loop(
         Path(branch), array, name, owned, time.monotonic() + stop_at_wall - time.time(), out
@@ -234,8 +234,8 @@ def main() -> int:
     elapsed = time.monotonic() - started
 
     lost = check_repository(repo_path, results)
-    ops = sum(int(r.get("ops", 0)) for r in results.values())  # type: ignore[call-overload]
-    errors = sum(int(r.get("errors", 0)) for r in results.values())  # type: ignore[call-overload]
+    ops = sum(int(r.get("ops", 0)) for r in results.values())
+    errors = sum(int(r.get("errors", 0)) for r in results.values())
     commits = len(
         list(icechunk.Repository.open(sample_storage(str(repo_path))).ancestry(branch="main"))
     )
@@ -267,7 +267,7 @@ def check_repository(repo_path: Path, results: dict[str, dict[str, object]]) -> 
 
     lost = 0
     for name, out in results.items():
-        for i, data in dict(out.get("last", {})).items():  # type: ignore[call-overload]
+        for i, data in dict(out.get("last", {})).items():
             array = "b" if name == "b" else "a"
             got = asyncio.run(get(f"{array}/c/{i}"))
             if got != bytes.fromhex(data):

@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,7 +37,7 @@ icechunk.set_logs_filter("error")
 CHUNK_ITEMS = 1 << 18  # float32: 1 MiB
 
 
-def _access(prefix: str) -> dict[str, object]:
+def _access(prefix: str) -> dict[str, Any]:
     return icechunk.containers_credentials({prefix: icechunk.credentials.LocalFileSystemAccess})
 
 

@@ -30,6 +30,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -56,11 +57,11 @@ icechunk.set_logs_filter("error")
 CHUNK = (1, 512, 1024)  # 2 MiB of float32
 
 
-def write_array(store: object, data: np.ndarray, compressors: object = None) -> None:
-    root = zarr.open_group(store=store, mode="w")  # type: ignore[arg-type]
+def write_array(store: Any, data: np.ndarray, compressors: Any = None) -> None:
+    root = zarr.open_group(store=store, mode="w")
     arr = root.create_array(
         "data", shape=data.shape, chunks=CHUNK, dtype="f4", compressors=compressors
-    )  # type: ignore[arg-type]
+    )
     arr[:] = data
 
 

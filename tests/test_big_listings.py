@@ -39,6 +39,7 @@ def wide_repo(tmp_path_factory):
 
     async def fill():
         meta = await session.store.get("many/a00000/zarr.json", default_buffer_prototype())
+        assert meta is not None
         await asyncio.gather(
             *(session.store.set(f"many/a{i:05d}/zarr.json", meta) for i in range(1, ARRAYS))
         )

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from typing import Any
 
 import icechunk
 import numpy as np
@@ -40,7 +41,7 @@ def repo_path(tmp_path):
 def committed(repo_path) -> tuple[np.ndarray, int]:
     """The repository as a fresh process sees it: main's ``a`` and main's history length."""
     repo = icechunk.Repository.open(sample_storage(str(repo_path)))
-    values = zarr.open_array(repo.readonly_session(branch="main").store, path="a")[:]
+    values = np.asarray(zarr.open_array(repo.readonly_session(branch="main").store, path="a")[:])
     return values, len(list(repo.ancestry(branch="main")))
 
 
@@ -67,7 +68,7 @@ def clean_dead_mount(mountpoint) -> None:
     assert os.listdir(mountpoint) == []
 
 
-def status(mountpoint) -> dict:
+def status(mountpoint) -> dict[str, Any]:
     return json.loads((mountpoint / "branches" / "main" / ".icefs" / "status").read_text())
 
 
@@ -94,7 +95,9 @@ def test_kill_during_writes_recovers_the_journal(repo_path, mount_factory, tmp_p
     assert doc["recovered_from_journal"], doc
     assert doc["has_uncommitted_changes"], doc
     assert doc["changed_chunks"] == 16, doc
-    shown = zarr.open_array(LocalStore(again.mountpoint / "branches" / "main"), path="a")[:]
+    shown = np.asarray(
+        zarr.open_array(LocalStore(again.mountpoint / "branches" / "main"), path="a")[:]
+    )
     assert_whole(shown, {7.0})  # the branch view shows the recovered writes
     assert "recovered the uncommitted session" in again.log_text()
     assert (
@@ -120,7 +123,10 @@ def test_journal_can_be_turned_off(repo_path, mount_factory):
     again = mount_factory(repo_path)
     assert not status(again.mountpoint)["has_uncommitted_changes"]
     assert_whole(
-        zarr.open_array(LocalStore(again.mountpoint / "branches" / "main"), path="a")[:], {0.0}
+        np.asarray(
+            zarr.open_array(LocalStore(again.mountpoint / "branches" / "main"), path="a")[:]
+        ),
+        {0.0},
     )
 
 
@@ -261,5 +267,5 @@ def test_journal_recovers_on_s3(s3_server, mount_factory, tmp_path):
     assert status(again.mountpoint)["changed_chunks"] == 16
     assert again.umount() == 0
     fresh = icechunk.Repository.open(s3_server.storage(bucket, "r"))
-    values = zarr.open_array(fresh.readonly_session(branch="main").store, path="a")[:]
+    values = np.asarray(zarr.open_array(fresh.readonly_session(branch="main").store, path="a")[:])
     assert_whole(values, {9.0})

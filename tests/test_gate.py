@@ -16,7 +16,7 @@ async def _hold(gate: Gate, mode: str, log: list[str], name: str, seconds: float
 
 def test_same_mode_shares():
     async def main() -> list[str]:
-        gate, log = Gate(), []
+        gate, log = Gate(), list[str]()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_hold, gate, "read", log, "a", 0.05)
             nursery.start_soon(_hold, gate, "read", log, "b", 0.05)
@@ -27,7 +27,7 @@ def test_same_mode_shares():
 
 def test_modes_and_alone_exclude():
     async def main() -> list[str]:
-        gate, log = Gate(), []
+        gate, log = Gate(), list[str]()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_hold, gate, "read", log, "r", 0.05)
             await trio.sleep(0.01)
@@ -44,7 +44,7 @@ def test_modes_and_alone_exclude():
 
 def test_waiting_mode_is_not_starved():
     async def main() -> list[str]:
-        gate, log = Gate(), []
+        gate, log = Gate(), list[str]()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_hold, gate, "read", log, "r1", 0.05)
             await trio.sleep(0.01)
@@ -75,7 +75,7 @@ def test_giving_up_lets_the_queued_mode_in():
     """A waiter of another mode that is cancelled no longer holds newcomers back."""
 
     async def main() -> list[str]:
-        gate, log = Gate(), []
+        gate, log = Gate(), list[str]()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_hold, gate, "read", log, "r1", 0.2)
             await trio.sleep(0.01)

@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import icechunk
 import numpy as np
@@ -106,12 +107,12 @@ def build_history(backend: Backend) -> dict[str, str]:
     return ids
 
 
-def cli_json(result) -> object:
+def cli_json(result) -> Any:
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def nodes_by_path(doc) -> dict[str, dict]:
+def nodes_by_path(doc) -> dict[str, dict[str, Any]]:
     return {n["path"]: n for n in doc["nodes"]}
 
 
@@ -185,7 +186,7 @@ def test_diff_through_the_mount_and_on_the_repository(backend, mount_factory):
 
 
 def read_a(path: Path) -> np.ndarray:
-    return zarr.open_array(str(path / "a"), mode="r")[:]
+    return np.asarray(zarr.open_array(str(path / "a"), mode="r")[:])
 
 
 def test_reset_through_the_mount(backend, mount_factory):
@@ -347,12 +348,12 @@ def test_operations_log(backend, mount_factory):
 # -- expire and gc -----------------------------------------------------------------------------
 
 
-def all_values(repo: icechunk.Repository) -> dict[str, dict[str, list]]:
+def all_values(repo: icechunk.Repository) -> dict[str, dict[str, list[Any]]]:
     """Every array of every branch and tag, read whole through Icechunk."""
     out = {}
     refs = [("branch", b) for b in repo.list_branches()] + [("tag", t) for t in repo.list_tags()]
     for kind, name in refs:
-        session = repo.readonly_session(**{kind: name})
+        session = repo.readonly_session(**{kind: name})  # type: ignore[arg-type]  # branch= or tag=
         group = zarr.open_group(session.store, mode="r")
         out[f"{kind}:{name}"] = {k: group[k][:].tolist() for k in sorted(group.array_keys())}
     return out

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any
 
 import icechunk
 import numpy as np
@@ -33,7 +34,7 @@ def make_repo(path):
     return repo
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
     """{(sample name, sorted labels): value} of the mount's metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/plain")
@@ -42,7 +43,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    out[("__text__", ())] = text  # type: ignore[assignment]
+    out[("__text__", ())] = text
     return out
 
 

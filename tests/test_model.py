@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -66,12 +67,12 @@ class BranchModel(RuleBasedStateMachine):
 
     ops_total = 0
     #: how the branch is reached: `MountFiles` or `CoreFiles`
-    files_class: type = MountFiles
+    files_class: type[MountFiles] | type[CoreFiles] = MountFiles
 
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="icefs-model-"))
-        self.fs = None
+        self.fs: Any = None  # the files object of the example, once started
         self.committed: dict[str, bytes] = {}
         self.files: dict[str, bytes] = {}
         self.dirs: set[str] = set()

@@ -69,6 +69,7 @@ def test_every_file_equals_icechunk(sample_mount, sample_repo, ref):
     assert seen == keys
     for key in keys:
         expected = direct_get(path, sid, key)
+        assert expected is not None
         assert os.stat(root / key).st_size == len(expected)
         with open(root / key, "rb") as f:
             assert f.read() == expected, key

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import subprocess
+from typing import Any
 
 import icechunk
 import numpy as np
@@ -53,7 +54,7 @@ def repo_path(tmp_path):
     )
     big[:] = np.arange(40 * 50 * 256, dtype="<i4").reshape(40, 50 * 256)
     group = root.create_group("grp", attributes={"kind": "group"})
-    small = {"shape": (4,), "chunks": (2,), "dtype": "<i2", "compressors": None}
+    small: dict[str, Any] = {"shape": (4,), "chunks": (2,), "dtype": "<i2", "compressors": None}
     group.create_array("inner", **small)[:] = [1, 2, 3, 4]
     root.create_array("other", **small)[:] = 5
     session.commit("base")

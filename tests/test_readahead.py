@@ -53,7 +53,7 @@ async def test_a_scan_makes_each_chunk_entry_ahead_once(bridge, tmp_path, monkey
     made: list[int] = []
     between = SnapshotTree.chunks_between
 
-    def counted(self, entry, by_name, start, stop):  # type: ignore[no-untyped-def]
+    def counted(self, entry, by_name, start, stop):
         chunks = between(self, entry, by_name, start, stop)
         made.append(len(chunks))
         return chunks

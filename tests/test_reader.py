@@ -120,7 +120,7 @@ def test_chunk_index_answers_as_a_dict_would():
                     index.deleted(coords)
                     chunks.pop(coords, None)
             _oracle_check(index, chunks, ndim)
-    zero = ChunkIndex.build(0, (), [(np.empty((1, 0), np.int64), np.ones(1, "u1"), [9])])
+    zero = ChunkIndex.build(0, (), [(np.empty((1, 0), np.int64), np.ones(1, "u1"), np.array([9]))])
     assert zero.length(()) == 9  # a 0-d array's one chunk
     assert len(zero) == 1
 
@@ -177,7 +177,7 @@ async def test_ancestry_walks_stop_early(bridge, tmp_path):
         session.commit(f"commit {i}")
     tip = repository.lookup_branch("main")
     counting = _CountingRepository(repository)
-    repo = Repo(counting, bridge, "t")
+    repo = Repo(counting, bridge, "t")  # type: ignore[arg-type]  # a counting stand-in
     everything = await repo.ancestry(tip)
     assert len(everything) == 31
     counting.read = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from zarr.storage import MemoryStore
 from icefs.errors import InvalidInput
 from icefs.store.validate import ChunkCheck, check_metadata
 
-CODECS = {
+CODECS: dict[str, dict[str, Any]] = {
     "none": {"compressors": None},
     "zstd": {"compressors": ZstdCodec()},
     "zstd+checksum": {"compressors": ZstdCodec(checksum=True)},

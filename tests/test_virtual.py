@@ -15,6 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import icechunk
 import numpy as np
@@ -38,7 +39,7 @@ class Source:
     prefix: str
     url: str
     container: icechunk.VirtualChunkContainer
-    credential: object
+    credential: Any  # an icechunk credentials value of the source's kind
     grant: list[str]  # the mount's options that authorize it
     values: np.ndarray  # the full array as Icechunk should read it
 
@@ -103,7 +104,7 @@ def s3_source(s3_server, tmp_path: Path) -> Source:
     )
 
 
-def checksum(source: Source, s3_server=None) -> object:
+def checksum(source: Source, s3_server=None) -> Any:
     """What Icechunk checks the source against: its modification time, or its ETag."""
     if source.url.startswith("file://"):
         # whole seconds, as Icechunk keeps it: changed means modified after that second
@@ -144,7 +145,8 @@ def chunk_kinds(repo: icechunk.Repository) -> dict[tuple[int, ...], int]:
     """The kind of each stored chunk of ``v`` on main (1 native, 2 virtual, 3 inline)."""
     store = repo.readonly_session(branch="main").store
     out = {}
-    for coords, kinds, _paths, _offsets, _lens, _inline in store.array_chunk_iterator("v"):
+    chunks = store.array_chunk_iterator("v")  # also a plain iterator, which its stub omits
+    for coords, kinds, _paths, _offsets, _lens, _inline in chunks:  # type: ignore[attr-defined]
         for row, kind in zip(coords.tolist(), kinds.tolist(), strict=True):
             out[tuple(row)] = kind
     return out

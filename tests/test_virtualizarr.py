@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import icechunk
 import numpy as np
@@ -24,7 +25,7 @@ from tests.test_xarray_data import _ncdump, _number, _values
 pytestmark = pytest.mark.fuse
 
 
-def _netcdf4_files(tmp_path) -> list:
+def _netcdf4_files(tmp_path) -> list[Any]:
     paths = []
     for i in range(2):
         t = np.arange(2 * 6 * 8, dtype="f4").reshape(2, 6, 8) + 100 * i

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+from typing import Any
 
 import icechunk
 import numpy as np
@@ -39,7 +40,7 @@ def _document(**kwargs) -> bytes:
     return buf.to_bytes()
 
 
-def _zarray(metadata: bytes) -> dict:
+def _zarray(metadata: bytes) -> dict[str, Any]:
     form = translate_array(metadata)
     doc = json.loads(form.zarray)
     ArrayV2Metadata.from_dict(dict(doc))  # zarr's own v2 parser accepts it
@@ -152,6 +153,7 @@ def test_xarray_fill_value_encoding(dtype, value, zarray_fill, attribute):
     assert json.loads(form.zarray)["fill_value"] == zarray_fill
     shown = json.loads(form.zattrs)["_FillValue"]
     assert shown == attribute or (math.isnan(shown) and math.isnan(attribute))
+    assert form.decoded_zarray is not None
     assert json.loads(form.decoded_zarray)["fill_value"] == zarray_fill
 
 
@@ -512,6 +514,7 @@ def test_fixed_length_strings_decoded_in_netcdf_char_form(tmp_path):
     array[:] = values
     form = translate_array((tmp_path / "z" / "zarr.json").read_bytes())
     assert json.loads(form.zarray)["dtype"] == "<U3", "the raw view keeps zarr's own form"
+    assert form.decoded_zarray is not None
     decoded = json.loads(form.decoded_zarray)
     assert (decoded["dtype"], decoded["shape"], decoded["chunks"]) == ("<U1", [4, 12], [2, 12])
     assert json.loads(form.decoded_zattrs)["_ARRAY_DIMENSIONS"] == ["x", "strlen12"]
