@@ -150,7 +150,9 @@ class BranchFiles:
 
     def move_stamps(self, source: str, target: str) -> None:
         """Carry what was set on *source* and below it to *target*; drop what was set on
-        the names it replaces."""
+        the names it replaces (*target* itself always: a replaced file's mode does not
+        pass to what takes its name)."""
+        self._stamps.pop(target, None)
         for key in [k for k in self._stamps if k == source or k.startswith(f"{source}/")]:
             new = target + key[len(source) :]
             stamp = self._stamps.pop(key)
