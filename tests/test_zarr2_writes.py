@@ -247,3 +247,29 @@ def test_both_views_of_a_branch_see_each_others_writes(mounted):
         assert (v2 / "1").read_bytes() == data
         assert (v3 / "1").read_bytes() == data
         assert (decoded / "1").read_bytes() == data
+
+
+def test_each_view_answers_with_its_own_writer(mounted):
+    """Each rendering of a branch has its own writer: moves and links between them are
+    refused, as between file systems, and the decoded view takes no writes."""
+    mount, _ = mounted
+    mnt = mount.mountpoint
+    v2 = mnt / "zarr2" / "branches" / "main" / "t"
+    v3 = mnt / "branches" / "main" / "t" / "c"
+    decoded = mnt / "zarr2-decoded" / "branches" / "main" / "t"
+    _write(v2 / "scratch.tmp", b"x")
+    with pytest.raises(OSError) as exc:
+        os.rename(v2 / "scratch.tmp", v3 / "moved.tmp")
+    assert exc.value.errno == errno.EXDEV
+    with pytest.raises(OSError) as exc:
+        os.rename(v2 / "scratch.tmp", decoded / "moved.tmp")
+    assert exc.value.errno == errno.EXDEV
+    for src, dst in ((v2 / "1", v2 / "copy"), (v3 / "1", v2 / "copy"), (v2 / "1", v3 / "cp")):
+        with pytest.raises(OSError) as exc:
+            os.link(src, dst)
+        assert exc.value.errno == errno.EPERM, (src, dst)
+    with pytest.raises(OSError) as exc:
+        _write(decoded / "new.tmp", b"x")
+    assert exc.value.errno == errno.EROFS
+    os.rename(v2 / "scratch.tmp", v2 / "renamed.tmp")  # within a view, as before
+    assert (v2 / "renamed.tmp").read_bytes() == b"x"
