@@ -40,10 +40,13 @@ _PROBLEM: Final = re.compile(r" (ERROR|CRITICAL) |^Traceback |panicked")
 def problems_in(log: str, allowed: list[str]) -> list[str]:
     """The lines of *log* that tell of an error or a traceback, but those *allowed* match."""
     return [
-        line
-        for line in log.splitlines()
-        if _PROBLEM.search(line) and not any(re.search(a, line) for a in allowed)
+        line for line in log.splitlines() if _PROBLEM.search(line) and not _allowed(line, allowed)
     ]
+
+
+def _allowed(line: str, allowed: list[str]) -> bool:
+    """Whether one of the patterns *allowed* matches *line*."""
+    return any(re.search(a, line) for a in allowed)
 
 
 class LogProblems(logging.Handler):
@@ -63,7 +66,7 @@ class LogProblems(logging.Handler):
 
     def unexpected(self, allowed: list[str]) -> list[str]:
         """The lines kept that none of the patterns *allowed* match."""
-        return [line for line in self.lines if not any(re.search(a, line) for a in allowed)]
+        return [line for line in self.lines if not _allowed(line, allowed)]
 
 
 class MountFailed(RuntimeError):

@@ -13,6 +13,7 @@ import os
 from typing import TYPE_CHECKING, Protocol
 
 from icefs.errors import Exists
+from icefs.fs.values import OpenReply
 
 if TYPE_CHECKING:
     from icefs.fs.attrs import Attributes
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from icefs.fs.inodes import InodeTable, Path
     from icefs.fs.namespace import Namespace
     from icefs.fs.overlay import WriteOverlay
-    from icefs.fs.values import Attr, AttrChange, Caller, Node, OpenReply
+    from icefs.fs.values import Attr, AttrChange, Caller, Node
 
 __all__ = ["BranchWrites", "TreeWrites"]
 
@@ -130,8 +131,6 @@ class BranchWrites:
     async def create(
         self, parent: Node, name: str, flags: int, caller: Caller | None
     ) -> tuple[OpenReply, Attr]:
-        from icefs.fs.values import OpenReply
-
         state = self._changes.writable(parent)
         path = (*parent.path, name)
         existing = await self._namespace.child_or_none(parent, name)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
-__all__ = ["CHUNK_DIR", "DirPos", "KeyClass", "KeyKind", "TreeEntry"]
+__all__ = ["CHUNK_DIR", "DirPos", "KeyClass", "KeyKind", "TreeEntry", "chunk_key"]
 
 log = logging.getLogger(__name__)
 

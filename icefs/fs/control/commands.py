@@ -17,7 +17,9 @@ from icefs.fs.branchstatus import kept_because
 from icefs.fs.commitinfo import parse_request
 from icefs.fs.control.queries import json_request
 from icefs.fs.values import NodeKind
+from icefs.paths import METADATA_NAME, join_key
 from icefs.store import history
+from icefs.store.layout import chunk_key
 
 if TYPE_CHECKING:
     from icefs.fs.branches import Branches
@@ -136,9 +138,9 @@ class Commands:
         keys: set[str] = set()
         for node in doc["nodes"]:
             base = node["path"].strip("/")
-            keys.add(f"{base}/zarr.json".lstrip("/"))
+            keys.add(join_key(base, METADATA_NAME))
             for row in node.get("chunk_coords", ()):
-                keys.add("/".join([base, "c", *map(str, row)]).lstrip("/"))
+                keys.add(chunk_key(base, tuple(row)))
                 if len(keys) >= RESET_FORGET_LIMIT:
                     return keys
         return keys
