@@ -105,6 +105,11 @@ class StorageSpec:
     def remote(self) -> bool:
         return self.kind in ("s3", "gcs", "azure")
 
+    def identity(self) -> str:
+        """The repository's place, endpoint included: it names the repository in the read
+        cache's keys (never a secret)."""
+        return f"{self.display()} at {self.endpoint_url or 'the default endpoint'}"
+
 
 def parse_storage(url: str) -> StorageSpec:
     """Parse the storage *url* given on the command line.

@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
+from icefs.cli.cache import cache_command
 from icefs.cli.exits import ExitCode, QuietError, exit_code
 from icefs.cli.mount import mount_command, umount_command
 from icefs.cli.parser import build_parsers
@@ -51,6 +52,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], bool]] = {
     "diff": (diff_command, True),
     "expire": (expire_command, True),
     "gc": (gc_command, True),
+    "cache": (cache_command, True),
 }
 
 

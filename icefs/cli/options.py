@@ -7,7 +7,7 @@ from typing import Any
 
 from icefs.settings import SETTINGS, Setting, SettingError
 
-__all__ = ["add_arguments"]
+__all__ = ["add_arguments", "add_setting_arguments"]
 
 
 def add_arguments(parser: argparse.ArgumentParser | Any, group: str) -> None:
@@ -15,19 +15,24 @@ def add_arguments(parser: argparse.ArgumentParser | Any, group: str) -> None:
 
     Every option defaults to None: whether it was given decides precedence.
     """
-    for s in SETTINGS.values():
-        if s.group != group or not s.cli:
+    add_setting_arguments(parser, [s.name for s in SETTINGS.values() if s.group == group])
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser | Any, names: list[str]) -> None:
+    """Add the command-line options of the settings *names* to *parser* (default None)."""
+    for s in (SETTINGS[name] for name in names):
+        if not s.cli:
             continue
-        names = [s.flag, *([s.short] if s.short else [])]
+        flags = [s.flag, *([s.short] if s.short else [])]
         helptext = argparse.SUPPRESS if s.hidden else _help(s)
         if s.kind == "bool":
             parser.add_argument(
-                *names, dest=s.name, action="store_true", default=None, help=helptext
+                *flags, dest=s.name, action="store_true", default=None, help=helptext
             )
             continue
         if s.kind == "list":  # repeatable, and each may hold several, comma-separated
             parser.add_argument(
-                *names,
+                *flags,
                 dest=s.name,
                 type=_argparse_type(s),
                 action="extend",
@@ -37,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser | Any, group: str) -> None:
             )
             continue
         parser.add_argument(
-            *names,
+            *flags,
             dest=s.name,
             type=_argparse_type(s),
             default=None,

@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from icefs import __version__
+from icefs.cli.cache import add_cache_parser
 from icefs.cli.options import add_arguments
 from icefs.cli.storage import add_storage_options
 from icefs.cli.upkeep import add_upkeep_parsers
@@ -320,6 +321,7 @@ def build_parsers() -> Parsers:
     _add_ref_commands(sub, target)
     _add_history_commands(sub, target)
     add_upkeep_parsers(sub, add_command)
+    add_cache_parser(sub, add_command)
     demo = add_command(
         sub,
         "demo",

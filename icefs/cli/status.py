@@ -103,6 +103,12 @@ def stats_command(args: argparse.Namespace) -> int:
         f"failed {doc['background_stores']['failed']}"
     )
     print(f"tree cache hits {doc['cache']['hits']}, misses {doc['cache']['misses']}")
+    disk = doc["read_cache"]
+    if disk["enabled"]:
+        print(
+            f"read cache hits {disk['hits']}, misses {disk['misses']}, bytes served "
+            f"{disk['bytes_served']}, evictions {disk['evictions']}, damaged {disk['damaged']}"
+        )
     ahead = doc["prefetch"]
     print(
         f"prefetched chunks read {ahead['hits']}, fetched at open "

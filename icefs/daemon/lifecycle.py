@@ -31,6 +31,7 @@ from icefs.fuse import fallocate  # at import, before run_daemon imports pyfuse3
 from icefs.settings import WriteBehind, pick, setting_field
 
 if TYPE_CHECKING:
+    from icefs.cache import ReadCache
     from icefs.daemon.background import Reporter
     from icefs.fs.filesystem import Filesystem
     from icefs.storage import StorageSpec
@@ -72,6 +73,8 @@ class MountConfig:
     metrics_branches: bool = setting_field("metrics_branches")
     write_behind: WriteBehind = setting_field("write_behind")
     cache_dir: str = ""
+    #: bytes of the persistent read cache; None: the default for the cache's disk; 0: off
+    read_cache_size: int | None = setting_field("read_cache_size")
     on_unmount: str = setting_field("on_unmount")
     commit_interval: float = 0.0
     #: how often uncommitted sessions go to the crash journal; 0 = no journal
@@ -132,8 +135,14 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
             f"authorized ({c['access']})" if c["authorized"] else "not authorized (--virtual)",
         )
     bridge = Bridge(deadline=config.request_timeout)
-    repo = Repo(repository, bridge, config.storage.display(), ref_lock(config.storage))
     cache_dir = config.cache_dir or default_cache_dir()
+    repo = Repo(
+        repository,
+        bridge,
+        config.storage.display(),
+        ref_lock(config.storage),
+        open_read_cache(config, cache_dir),
+    )
     keeps_journal = config.journal_interval > 0 and config.storage.kind != "memory"
     # one journal per repository *and* mountpoint: two live mounts of a repository
     # must not overwrite (or later restore) each other's sessions
@@ -181,6 +190,28 @@ def run_daemon(config: MountConfig, reporter: Reporter) -> bool:
         log.error("not committed at unmount: %s", ", ".join(filesystem.unmount_failures))
         return False
     return True
+
+
+def open_read_cache(config: MountConfig, cache_dir: str) -> ReadCache | None:
+    """The persistent read cache of *config*'s repository in *cache_dir*, or None where
+    it is off: asked to be, or a repository on local disk or in memory, where reading
+    again costs what reading the cache would."""
+    from icefs.cache import EntryStore, ReadCache, default_size
+
+    directory = os.path.join(cache_dir, "read")
+    size = config.read_cache_size
+    if size is None:
+        size = default_size(directory)
+    if not config.storage.remote or size == 0:
+        log.info("read cache: off (%s)", "asked" if size == 0 else "not object storage")
+        return None
+    try:
+        entries = EntryStore(directory, size)
+    except OSError as exc:
+        log.warning("read cache: off: %s: %s", directory, os.strerror(exc.errno or 0))
+        return None
+    log.info("read cache: %s, at most %d MiB", directory, size >> 20)
+    return ReadCache(entries, config.storage.identity())
 
 
 def _tune_gc() -> None:

@@ -142,6 +142,16 @@ class MountCollector(Collector):
             "Chunks fetched ahead and dropped unread",
             value=stats.prefetch_unused,
         )
+        for name, what in (
+            ("hits", "Reads answered from the persistent read cache"),
+            ("misses", "Reads of cacheable data the persistent read cache did not have"),
+            ("bytes_served", "Bytes answered from the persistent read cache"),
+            ("evictions", "Entries the persistent read cache dropped to keep its bound"),
+            ("damaged", "Entries of the persistent read cache that failed their check"),
+        ):
+            yield CounterMetricFamily(
+                f"icefs_read_cache_{name}", what, value=stats.read_cache.get(name, 0)
+            )
         memory = stats.memory
         yield CounterMetricFamily(
             "icefs_metadata_cache_hits", "Snapshot trees found cached", value=stats.cache_hits

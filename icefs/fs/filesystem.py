@@ -45,6 +45,7 @@ from icefs.store.prefetch import Prefetcher
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from icefs.cache import ReadCache
     from icefs.fs.files import SessionJournal
     from icefs.fs.values import Invalidator, MountOptions
     from icefs.fs.writes import TreeWrites
@@ -91,9 +92,15 @@ class Filesystem:
     """One mounted repository: the request layer and what runs beside it."""
 
     def __init__(
-        self, core: IcefsCore, spool: SpoolBudget, prefetcher: Prefetcher, uploader: Uploader
+        self,
+        core: IcefsCore,
+        spool: SpoolBudget,
+        prefetcher: Prefetcher,
+        uploader: Uploader,
+        cache: ReadCache | None = None,
     ) -> None:
         self.core = core
+        self._cache = cache
         self._spool = spool
         self._prefetcher = prefetcher
         self.uploader = uploader
@@ -180,7 +187,7 @@ class Filesystem:
             controls=controls,
             stats=stats,
         )
-        return cls(core, spool, prefetcher, uploader)
+        return cls(core, spool, prefetcher, uploader, repo.cache)
 
     async def start(self, *, recover: bool) -> None:
         """Read the refs; with *recover*, restore the sessions a crash left in the journal."""
@@ -191,10 +198,12 @@ class Filesystem:
     async def run(self, *, journal_interval: float, commit_interval: float) -> None:
         """Run what goes on beside requests until cancelled: refreshing refs, the read-ahead,
         saving sessions to the journal every *journal_interval* seconds, committing every
-        *commit_interval* seconds (0: never)."""
+        *commit_interval* seconds (0: never), filling the read cache."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.core.refs.run_refresher)
             nursery.start_soon(self._prefetcher.run)
+            if self._cache is not None:
+                nursery.start_soon(self._cache.run)
             nursery.start_soon(self.core.branches.run)
             if self.core.branches.journal.enabled and journal_interval > 0:
                 nursery.start_soon(self._every, journal_interval, self.core.branches.save_journals)

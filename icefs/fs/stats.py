@@ -76,6 +76,9 @@ class Stats:
     prefetch_window: int = 0
     prefetch_fetch_ms: float = 0.0
     prefetch_misses: int = 0
+    #: the persistent read cache's counters (`icefs.cache.CacheCounters`) and its bound;
+    #: empty when the mount has none
+    read_cache: dict[str, int] = field(default_factory=dict)
     #: the mount's memory budget for what grows with the repository (`icefs.memory`)
     memory: MemoryBudget | None = None
     #: storage requests by (kind, outcome), and their latency by kind (`Bridge.observe`)
@@ -171,6 +174,7 @@ class Stats:
                 "fetch_ms": round(self.prefetch_fetch_ms, 3),
                 "misses": self.prefetch_misses,
             },
+            "read_cache": {"enabled": bool(self.read_cache), **self.read_cache},
             "storage_requests": {
                 f"{kind} {outcome}": n for (kind, outcome), n in sorted(self.storage.items())
             },

@@ -16,8 +16,9 @@ class SettingError(ValueError):
     """A setting's value, name or place is not valid; the message names the setting."""
 
 
-def parse_size(value: str | int) -> int:
-    """Return the byte count *value* names: ``512M``, ``2G``, ``1048576`` (> 0)."""
+def parse_size(value: str | int, *, zero: bool = False) -> int:
+    """Return the byte count *value* names: ``512M``, ``2G``, ``1048576`` (> 0, or 0 too
+    if *zero*)."""
     if isinstance(value, int):
         size = value
     else:
@@ -27,7 +28,7 @@ def parse_size(value: str | int) -> int:
             size = int(float(number) * _UNITS[unit])
         except ValueError:
             raise SettingError(f"not a size: {value!r} (examples: 512M, 2G)") from None
-    if size <= 0:
+    if size < 0 or (size == 0 and not zero):
         raise SettingError(f"must be positive: {value!r}")
     return size
 
@@ -98,7 +99,7 @@ class Setting:
         if kind == "size":
             if isinstance(value, float):
                 raise SettingError(f"{self.name}: not a size: {value!r}")
-            return parse_size(value)
+            return parse_size(value, zero=self.minimum == 0)
         if kind in ("int", "float"):
             return self._number(value)
         if not isinstance(value, str):

@@ -128,6 +128,7 @@ _DECLARED: Final = (
         "RAM for chunks fetched ahead of programs reading chunk files in order, for the "
         "whole mount (0: no read-ahead across files)",
         metavar="SIZE",
+        minimum=0,
     ),
     _mount(
         "metadata_memory",
@@ -187,9 +188,19 @@ _DECLARED: Final = (
         "cache_dir",
         "path",
         None,
-        "where write buffers spool (cleaned at unmount) and the "
-        "crash journal lives (default ~/.cache/icefs)",
+        "where write buffers spool (cleaned at unmount), the crash journal and the "
+        "persistent read cache live (default ~/.cache/icefs)",
         metavar="DIR",
+    ),
+    _mount(
+        "read_cache_size",
+        "size",
+        None,
+        "disk for the persistent read cache of snapshot data under --cache-dir, shared "
+        "by every mount using that directory (object storage only; default: the smaller "
+        "of 10G and a tenth of the free space there; 0: off; docs/cache.md)",
+        metavar="SIZE",
+        minimum=0,
     ),
     _mount(
         "journal_interval",

@@ -19,6 +19,7 @@ of the index (`_merge`), so stores and deletes cost no copy of the whole index.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Any, Final
 
@@ -145,6 +146,38 @@ class ChunkIndex:
             + 100 * (len(self._added) + len(self._gone))
             + 200
         )
+
+    # -- on disk (the read cache) ---------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The index as bytes for `from_bytes` (an index with no pending changes)."""
+        self._merge(force=True)
+        head = json.dumps(
+            {
+                "ndim": self.ndim,
+                "radix": self.radix,
+                "n": len(self._keys),
+                "lengths": self._lengths.dtype.str,
+            }
+        ).encode()
+        parts = [self._keys.astype("<i8"), self._lengths, self._kinds.astype("u1")]
+        return b"".join([len(head).to_bytes(4, "little"), head, *(p.tobytes() for p in parts)])
+
+    @classmethod
+    def from_bytes(cls, blob: bytes | memoryview) -> ChunkIndex:
+        """The index `to_bytes` gave; `ValueError` if *blob* is not one."""
+        size = int.from_bytes(blob[:4], "little")
+        head = json.loads(bytes(blob[4 : 4 + size]))
+        n, at = int(head["n"]), 4 + size
+        lengths_dtype = np.dtype(head["lengths"])
+        keys = np.frombuffer(blob, "<i8", n, at).copy()
+        at += 8 * n
+        lengths = np.frombuffer(blob, lengths_dtype, n, at).copy()
+        at += lengths_dtype.itemsize * n
+        kinds = np.frombuffer(blob, "u1", n, at).copy()
+        if at + n != len(blob):
+            raise ValueError("not a chunk index")
+        return cls(int(head["ndim"]), tuple(int(r) for r in head["radix"]), keys, lengths, kinds)
 
     # -- keys -----------------------------------------------------------------------------------
 

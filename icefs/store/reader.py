@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -24,8 +25,9 @@ from icefs.store.chunkindex import VIRTUAL, ChunkIndex
 from icefs.store.errors import translate
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Buffer, Callable, Iterable
+    from collections.abc import AsyncIterator, Awaitable, Buffer, Callable, Iterable
 
+    from icefs.cache import ReadCache
     from icefs.store.bridge import Bridge
 
 __all__ = ["SessionReader", "SnapshotReader", "VirtualLocation", "direct_probe", "key_kind"]
@@ -107,8 +109,11 @@ class SnapshotReader:
         session: icechunk.Session,
         bridge: Bridge,
         repository: icechunk.Repository | None = None,
+        cache: ReadCache | None = None,
     ) -> None:
         self.snapshot_id: str = session.snapshot_id
+        #: the persistent read cache (immutable snapshots only): bytes, node lists, indexes
+        self._cache = None if self.writable else cache
         self._session = session
         #: lists the snapshot's nodes without its manifests (`node_paths`); None: by keys
         self._repository = repository
@@ -135,12 +140,24 @@ class SnapshotReader:
         names = cast("Iterable[str]", self._store.list_dir(prefix))
         return sorted(set(names))
 
+    async def _cached(self, kind: str, name: str, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
+        """``fetch()``'s bytes, kept in the read cache under (*kind*, *name*) if there is one."""
+        if self._cache is None:
+            return await fetch()
+        key = self._cache.key(self.snapshot_id, kind, name)
+        return bytes(await self._cache.through(key, fetch))
+
     async def list_dir(self, prefix: str) -> list[str]:
         """Return the sorted, de-duplicated child names below key *prefix* ('' = root)."""
-        try:
-            return await self._sync("snapshot", self._list_dir_sync, prefix)
-        except Exception as exc:
-            raise translate(exc) from exc
+
+        async def fetch() -> bytes:
+            try:
+                names = await self._sync("snapshot", self._list_dir_sync, prefix)
+            except Exception as exc:
+                raise translate(exc) from exc
+            return json.dumps(names).encode()
+
+        return cast("list[str]", json.loads(await self._cached("list", prefix, fetch)))
 
     def _has_changes(self) -> bool:
         return False
@@ -170,10 +187,15 @@ class SnapshotReader:
         changes of its own; by the keys where it has, or where Icechunk gives
         no node list we know.
         """
-        try:
-            return await self._sync("snapshot", self._node_paths_sync)
-        except Exception as exc:
-            raise translate(exc) from exc
+
+        async def fetch() -> bytes:
+            try:
+                paths = await self._sync("snapshot", self._node_paths_sync)
+            except Exception as exc:
+                raise translate(exc) from exc
+            return json.dumps(sorted(paths)).encode()
+
+        return set(json.loads(await self._cached("nodes", "", fetch)))
 
     def _chunk_index_sync(
         self, array_path: str, ndim: int, grid: tuple[int, ...] | None
@@ -214,10 +236,21 @@ class SnapshotReader:
     ) -> ChunkIndex:
         """Return the `ChunkIndex` of the array at *array_path*, whose chunk grid is *grid*
         (None: not regular): one pass over its manifest, in a worker thread."""
-        try:
-            return await self._sync("manifest", self._chunk_index_sync, array_path, ndim, grid)
-        except Exception as exc:
-            raise translate(exc) from exc
+
+        async def fetch() -> ChunkIndex:
+            try:
+                return await self._sync("manifest", self._chunk_index_sync, array_path, ndim, grid)
+            except Exception as exc:
+                raise translate(exc) from exc
+
+        if self._cache is None:
+            return await fetch()
+
+        async def fetch_bytes() -> bytes:
+            return (await fetch()).to_bytes()
+
+        blob = await self._cached("index", f"{array_path}\n{ndim}\n{grid}", fetch_bytes)
+        return ChunkIndex.from_bytes(blob)
 
     async def get(self, key: str, start: int | None = None, end: int | None = None) -> Buffer:
         """Return the bytes of *key*, or of [start, end) when both are given.
@@ -227,8 +260,15 @@ class SnapshotReader:
 
         The result is Icechunk's own read-only buffer, not a copy: read replies
         slice it with memoryview (a copy would cost a chunk's worth of copying on the FUSE
-        thread). Use ``bytes()`` where a `bytes` is needed.
+        thread). Use ``bytes()`` where a `bytes` is needed.  Whole reads of an immutable
+        snapshot go through the read cache where there is one.
         """
+        if self._cache is not None and start is None:
+            cached = self._cache.key(self.snapshot_id, "bytes", key)
+            return await self._cache.through(cached, lambda: self._get(key, None, None))
+        return await self._get(key, start, end)
+
+    async def _get(self, key: str, start: int | None, end: int | None) -> Buffer:
         try:
             async with self._using():
                 data = await self._bridge.run(

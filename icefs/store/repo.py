@@ -22,6 +22,7 @@ from icefs.store.reflock import RefLock
 if TYPE_CHECKING:
     from collections.abc import Container
 
+    from icefs.cache import ReadCache
     from icefs.store.bridge import Bridge
 
 __all__ = ["READERS_KEPT", "ROOT_SNAPSHOT_ID", "TOKEN_KEY", "Repo", "SnapshotMeta", "snapshot_meta"]
@@ -75,8 +76,11 @@ class Repo:
         bridge: Bridge,
         display: str,
         lock: RefLock | None = None,
+        cache: ReadCache | None = None,
     ) -> None:
         self.display = display
+        #: the persistent read cache its snapshots' readers share (None: off)
+        self.cache = cache
         self._repo = repository
         self._bridge = bridge
         #: held around every change of the repository's refs (commits included)
@@ -200,7 +204,9 @@ class Repo:
             self._readers.move_to_end(snapshot_id)
             return reader
         session = await self.call(self._open_readonly, snapshot_id, kind="snapshot")
-        reader = SnapshotReader(session, self._bridge, self._repo)
+        # Every new repository's first snapshot has the same id: it is never cached.
+        cache = self.cache if snapshot_id != ROOT_SNAPSHOT_ID else None
+        reader = SnapshotReader(session, self._bridge, self._repo, cache)
         self._readers[snapshot_id] = reader
         while len(self._readers) > READERS_KEPT:
             self._readers.popitem(last=False)

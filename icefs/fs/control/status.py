@@ -78,6 +78,9 @@ class StatusReports:
         stats.prefetch_late = ahead.late
         stats.prefetch_window = ahead.widest
         stats.prefetch_fetch_ms = 1000 * ahead.fetch_seconds
+        cache = self._repo.cache
+        if cache is not None:
+            stats.read_cache = {**cache.counters.as_dict(), "limit_bytes": cache.limit}
         return stats
 
     def mount_status(self) -> dict[str, object]:
