@@ -52,10 +52,12 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from benchmarks.cloudcache import cache_rows
 from benchmarks.cloudread import first_byte_rows, read_rows
 from benchmarks.cloudsetup import Cloud, Counts, build, requests_row, server_apart
 from benchmarks.common import Row, Timing, drop_caches, parse_args, report, steady_memory
 from benchmarks.floor import NullMount
+from benchmarks.peers import peer_rows
 from benchmarks.proxy import Proxy, summary
 from benchmarks.read import BIG_CHUNK
 from benchmarks.write import RssSampler, make_data, write_array
@@ -67,7 +69,7 @@ if TYPE_CHECKING:
 icechunk.set_logs_filter("error")
 
 #: The groups of rows, in the order they run (``--rows``).
-GROUPS = ("read", "first-byte", "walk", "write", "rss")
+GROUPS = ("read", "first-byte", "walk", "cache", "peers", "write", "rss")
 
 
 def _walk(argv: list[str], root: Path) -> Callable[[], int]:
@@ -312,6 +314,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         delays=("20,50", "20", "request delays to run, ms"),
         size_mib=(1024, 8),
         grid=("10,40,250", "2,10,20", "chunks of grid along each axis"),
+        few=("1,20,250", "1,4,25", "chunks of few (the peers' find) along each axis"),
         commit_chunks=(10_000, 200),
         rss_mib=(4096, 16),
         rows=(",".join(GROUPS), ",".join(GROUPS), "row groups to run: " + ", ".join(GROUPS)),
@@ -330,7 +333,7 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         with Proxy(s3.endpoint, 0) as proxy:
             cloud = Cloud(s3, proxy, base)
             t0 = time.perf_counter()
-            build(cloud, args.size_mib, grid)
+            build(cloud, args.size_mib, grid, tuple(int(n) for n in args.few.split(",")))
             print(f"dataset ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             for delay in (float(d) for d in args.delays.split(",")):
                 proxy.set_delay(delay)
@@ -342,6 +345,10 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                     rows += first_byte_rows(cloud, args.repeat, counts)
                 if "walk" in groups:
                     rows += walk_rows(cloud, args.repeat, counts, grid)
+                if "cache" in groups:
+                    rows += cache_rows(cloud, args.repeat)
+                if "peers" in groups:
+                    rows += peer_rows(cloud)
                 if "write" in groups:
                     rows += write_rows(
                         cloud, args.repeat, counts, args.size_mib, args.commit_chunks

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -70,17 +71,25 @@ class Cloud:
             array=array,
         )
 
-    def mount(self, prefix: str, *args: str) -> Mount:
-        cache = self.base / f"cache-{uuid.uuid4().hex[:6]}"
-        return Mount(
-            f"s3://{self.bucket}/{prefix}",
-            self.base / "mnt",
-            "--config",
-            str(self.config),
-            "--cache-dir",
-            str(cache),
-            *args,
-        )
+    @contextlib.contextmanager
+    def mount(self, prefix: str, *args: str, cache: Path | None = None) -> Iterator[Mount]:
+        """A mount of the repository at *prefix*, with its own new cache directory (removed
+        after: its read cache starts empty) unless *cache* names one to keep."""
+        where = cache or self.base / f"cache-{uuid.uuid4().hex[:6]}"
+        try:
+            with Mount(
+                f"s3://{self.bucket}/{prefix}",
+                self.base / "mnt",
+                "--config",
+                str(self.config),
+                "--cache-dir",
+                str(where),
+                *args,
+            ) as m:
+                yield m
+        finally:
+            if cache is None:
+                shutil.rmtree(where, ignore_errors=True)
 
     def forget(self, prefix: str) -> None:
         """Delete every object under *prefix* (the server keeps them in memory)."""
@@ -101,27 +110,33 @@ class Cloud:
         into[side] = self.proxy.counts()
 
 
-def build(cloud: Cloud, size_mib: int, grid: tuple[int, int, int]) -> None:
-    """The read repository (tag ``v1``) and the native copy of ``grid``, at zero delay."""
+def build(
+    cloud: Cloud, size_mib: int, grid: tuple[int, int, int], few: tuple[int, ...] = (1, 4, 25)
+) -> None:
+    """The read repository (tag ``v1``: ``big``, ``grid`` and ``few``) at zero delay, the
+    native copy of ``grid`` (``native/``) and a plain-Zarr copy of ``big`` and ``few``
+    (``plain/``, for benchmarks/peers.py)."""
     repo = icechunk.Repository.create(cloud.storage("read"))
     session = repo.writable_session("main")
-    root = zarr.group(store=session.store)
-    big = root.create_array(
-        "big",
-        shape=(max(1, size_mib // 2), 512, 1024),
-        chunks=BIG_CHUNK,
-        dtype="f4",
-        compressors=None,
-    )
-    big[:] = np.random.default_rng(0).random(big.shape, dtype="f4")
-    shape = tuple(n * c for n, c in zip(grid, GRID_CHUNK, strict=True))
-    values = np.random.default_rng(1).integers(0, 255, shape, dtype="u1")
-    for store in (session.store, LocalStore(cloud.base / "native")):
-        g = zarr.open_group(store=store).create_array(
-            "grid", shape=shape, chunks=GRID_CHUNK, dtype="u1", compressors=None
-        )
-        g[:] = values
+    plain = LocalStore(cloud.base / "plain")
+    big_values = np.random.default_rng(0).random((max(1, size_mib // 2), 512, 1024), "f4")
+    native = LocalStore(cloud.base / "native")
+    arrays = {
+        "big": (big_values, BIG_CHUNK, (session.store, plain)),
+        "grid": (_grid_values(grid, 1), GRID_CHUNK, (session.store, native)),
+        "few": (_grid_values(few, 2), GRID_CHUNK, (session.store, plain)),
+    }
+    for name, (values, chunks, stores) in arrays.items():
+        for store in stores:
+            zarr.open_group(store=store).create_array(
+                name, shape=values.shape, chunks=chunks, dtype=values.dtype, compressors=None
+            )[:] = values
     repo.create_tag("v1", session.commit("cloud benchmark data"))
+
+
+def _grid_values(grid: tuple[int, ...], seed: int) -> np.ndarray:
+    shape = tuple(n * c for n, c in zip(grid, GRID_CHUNK, strict=True))
+    return np.random.default_rng(seed).integers(0, 255, shape, dtype="u1")
 
 
 def requests_row(a: str, ca: Counts, b: str, cb: Counts) -> Row:

@@ -78,8 +78,9 @@ make_venv() {
 # Azurite (the Azure Blob emulator the tests start on 127.0.0.1) comes from the npm registry.
 AZURITE_VERSION=3.35.0
 install_test_servers() {
-    # Prometheus scrapes a mount's metrics in the tests (fake-gcs-server comes from PyPI)
-    install_missing prometheus
+    # Prometheus scrapes a mount's metrics in the tests (fake-gcs-server comes from PyPI);
+    # the cloud benchmark's smoke test mounts the peers icefs is compared with
+    install_missing prometheus rclone s3fs
     if [ -x "$here/.tools/node_modules/.bin/azurite-blob" ]; then
         return 0
     fi

@@ -181,8 +181,22 @@ def test_cloud_benchmark_smoke(tmp_path):
         "write 8 MiB with zarr + commit",
         "commit of 200 changed",
         "daemon RSS writing",
+        "read cache: remount cold read",
+        "chunk / manifest requests of that read | 0 / 0",
+        "read cache: remount find of grid",
+        "read cache: second pass",
+        "read cache: first fill against the cache off",
+        "read cache: remount read against direct Icechunk",
+        "cp -r of big under snapshots/",
+        "cp -r of big under branches/",
+        "rclone off: cold read",
+        "rclone full: cold read",
+        "s3fs: cold read",
     ):
         assert any(row in line for line in table), row
+    # a remount's find reads no manifest; a second pass fetches no chunk
+    assert any("0 manifest requests" in x for x in table if "remount find" in x)
+    assert any("| 0 chunk requests |" in x for x in table if "second pass" in x)
     assert sum("requests (last repeat)" in line for line in table) == 7
     # the floors measured in the same run: find on the null fs, cold and warm; reads of
     # both halves at once; beside them, Icechunk listing the keys itself

@@ -319,3 +319,23 @@ async def test_no_read_ahead_memory_means_no_read_ahead(bridge, tmp_path, budget
         nursery.cancel_scope.cancel()
     close(core)
     assert (ahead.hits, ahead.at_open) == (0, 0)
+
+
+@pytest.mark.parametrize("render", ["", "zarr2", "zarr2-decoded"])
+@pytest.mark.parametrize("kind", ["tags", "snapshots", "branches"])
+async def test_every_view_reads_ahead(bridge, tmp_path, kind, render):
+    """A scan of chunk files one at a time is read ahead under tags/, snapshots/<id>/ and
+    a branch (its committed base), and in each of their Zarr v2 renderings."""
+    core, data = await rows_tag_core(bridge, tmp_path, 24)
+    ref = {"tags": "t", "branches": "main"}.get(kind) or core.refs.tags["t"]
+    top = (render, kind, ref) if render else (kind, ref)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(core.reads.prefetcher.run)
+        await trio.sleep(0.01)
+        for i in range(24):
+            chunk = ("a", str(i), "0") if render else ("a", "c", str(i), "0")
+            attr = await walk(core, *top, *chunk)
+            assert (await read_all(core, attr.ino))[0] == data[i].tobytes()
+        nursery.cancel_scope.cancel()
+    close(core)
+    assert core.reads.prefetcher.hits >= 18, (core.reads.prefetcher.hits, kind, render)

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -159,7 +160,9 @@ class ReadCache:
             return self._fill_now(key, data, claim, size)  # not running: tests, one-off reads
         if self._pending + size > PENDING_BYTES:
             self.counters.not_filled += 1
-            self.entries.release(key, claim)
+            self._nursery.start_soon(
+                partial(trio.to_thread.run_sync, self.entries.release, key, claim)
+            )
             return None
         self._pending += size
         self._nursery.start_soon(self._fill_later, key, data, claim, size)
