@@ -24,6 +24,7 @@ from zarr.storage import LocalStore
 from benchmarks.cloudread import _direct_read
 from benchmarks.common import Row, Timing, drop_caches
 from benchmarks.read import read_one
+from harness.servers import stop
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -69,12 +70,7 @@ def _running(argv: list[str], mnt: Path, env: dict[str, str] | None = None) -> I
         yield mnt
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def rclone(cloud: Cloud, mode: str, cache: Path) -> contextlib.AbstractContextManager[Path]:

@@ -134,10 +134,16 @@ class EntryStore:
         """
         path = self.path(key)
         try:
-            with open(path, "rb") as f:
-                blob = f.read()
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        try:
+            size = os.fstat(fd).st_size
+            # the whole entry in one request to the disk, not a readahead window at a time
+            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+            blob = _read_all(fd, size)
+        finally:
+            os.close(fd)
         try:
             data = _unpack(blob, key.encode())
         except Damaged:
@@ -284,6 +290,17 @@ class EntryStore:
                     os.unlink(entry.path)
                     removed += 1
         return removed
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """The *size* bytes of *fd* from its start (fewer if it is shorter)."""
+    blob = os.read(fd, size)
+    if len(blob) < size:  # a short read: ask for the rest
+        parts = [blob]
+        while part := os.read(fd, size - sum(map(len, parts))):
+            parts.append(part)
+        blob = b"".join(parts)
+    return blob
 
 
 def _write_all(fd: int, head: bytes, data: Buffer) -> None:
