@@ -32,12 +32,15 @@ import icechunk
 import zarr
 from zarr.storage import LocalStore
 
-from benchmarks.cloudread import _copy, _direct_read
+from benchmarks.cloudread import _copy, _direct_read, _one_reader_floors
 from benchmarks.common import Row, Timing, drop_caches
+from benchmarks.floor import FILE_SIZE
 from benchmarks.read import read_one
 from harness.mount import Mount
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from benchmarks.cloudsetup import Cloud
 
 #: The views ``cp -r`` reads ``big`` under, one file at a time.
@@ -82,7 +85,6 @@ def _requests(m: Mount, kind: str) -> int:
 
 
 def _read(m: Mount) -> int:
-    drop_caches()
     return read_one(LocalStore(m.mountpoint / "tags" / "v1", read_only=True), "big")
 
 
@@ -90,13 +92,11 @@ def _read_entries(cache: Path) -> int:
     """Read every file of the read cache *cache* straight from the disk (page cache
     dropped), 16 threads: the disk's part of a remount read."""
     files = [p for p in (cache / "read").glob("[0-9a-f]/[!.]*") if p.is_file()]
-    drop_caches()
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         return sum(pool.map(lambda p: len(p.read_bytes()), files))
 
 
 def _find(root: Path) -> int:
-    drop_caches()
     out = subprocess.run(["find", str(root)], capture_output=True, check=True).stdout
     return out.count(b"\n")
 
@@ -113,24 +113,25 @@ def _timed_cache_passes(
     made: dict[str, int] = {}
     for r in range(repeat):
         with Mount(str(local), cloud.base / "mnt-local", "--cache-dir", str(cloud.base / "c")) as m:
-            t["local"].timed(partial(_read, m))
-            t["find local"].timed(partial(_find, m.mountpoint / "tags" / "v1" / "grid"))
+            _cold(t["local"], partial(_read, m))
+            _cold(t["find local"], partial(_find, m.mountpoint / "tags" / "v1" / "grid"))
         cache = cloud.base / f"read-cache-{r}"
         with cloud.mount("read", cache=cache) as m:
-            t["fill"].timed(partial(_read, m))
+            _cold(t["fill"], partial(_read, m))
+            drop_caches()
             _find(m.mountpoint / "tags" / "v1" / "grid")  # its chunk index goes to the cache
         with cloud.mount("read", "--read-cache-size", "0") as m:
-            t["off"].timed(partial(_read, m))
+            _cold(t["off"], partial(_read, m))
         with cloud.mount("read", cache=cache) as m:
-            t["remount"].timed(partial(_read, m))
+            _cold(t["remount"], partial(_read, m))
             made["remount chunk"] = _requests(m, "chunk")
             made["remount manifest"] = _requests(m, "manifest")
-            t["second"].timed(partial(_read, m))
+            _cold(t["second"], partial(_read, m))
             made["second chunk"] = _requests(m, "chunk") - made["remount chunk"]
         with cloud.mount("read", cache=cache) as m:
-            t["find remount"].timed(partial(_find, m.mountpoint / "tags" / "v1" / "grid"))
+            _cold(t["find remount"], partial(_find, m.mountpoint / "tags" / "v1" / "grid"))
             made["find manifest"] = _requests(m, "manifest")
-        t["disk"].timed(partial(_read_entries, cache))
+        _cold(t["disk"], partial(_read_entries, cache))
         t["direct"].timed(partial(_direct_read, cloud))
         for view in VIEWS:
             with cloud.mount("read") as m, tempfile.TemporaryDirectory(dir="/dev/shm") as out:
@@ -142,16 +143,29 @@ def _timed_cache_passes(
                     / (tag / ".icefs" / "snapshot_id").read_text().strip(),
                     "branches": m.mountpoint / "branches" / "main",
                 }[view]
-                drop_caches()
-                t[f"cp {view}"].timed(partial(_copy, root / "big", Path(out)))
+                _cold(t[f"cp {view}"], partial(_copy, root / "big", Path(out)))
         shutil.rmtree(cache, ignore_errors=True)
     return t, made
+
+
+def _cold(timing: Timing, fn: Callable[[], int]) -> None:
+    """Time *fn* with the page cache dropped first (not timed)."""
+    drop_caches()
+    timing.timed(fn)
 
 
 def _busy(timing: Timing) -> float:
     """CPUs the whole machine kept busy during *timing*'s best repeat."""
     best = timing.seconds.index(timing.best)
     return timing.cpu[best] / timing.best
+
+
+def _ceiling(timing: Timing) -> float:
+    """The MiB/s *timing*'s work could reach with every CPU of the machine busy: the CPUs
+    over its CPU-seconds per MiB (measured in its best repeat)."""
+    best = timing.seconds.index(timing.best)
+    per_mib = timing.cpu[best] / (timing.nbytes / (1 << 20))
+    return (os.cpu_count() or 1) / per_mib if per_mib else float("inf")
 
 
 def cache_rows(cloud: Cloud, repeat: int) -> list[Row]:
@@ -175,7 +189,8 @@ def cache_rows(cloud: Cloud, repeat: int) -> list[Row]:
             "",
             f"disk {mib('disk')}",
             f"remount {t['disk'].best / t['remount'].best:.2f}x of it; machine busy "
-            f"{_busy(t['remount']):.2f} of {os.cpu_count()} CPUs during the remount read",
+            f"{_busy(t['remount']):.2f} of {os.cpu_count()} CPUs during the remount read, "
+            f"whose CPU-seconds allow at most {_ceiling(t['remount']):.0f} MiB/s",
             "-",
         ),
         (
@@ -205,7 +220,9 @@ def cache_rows(cloud: Cloud, repeat: int) -> list[Row]:
             mib("fill"),
             f"cache off {mib('off')}",
             f"{t['fill'].best / t['off'].best - 1:+.1%} time; CPU-s per GiB, whole machine: "
-            f"{t['fill'].cpu_per_gib():.2f} against {t['off'].cpu_per_gib():.2f}",
+            f"{t['fill'].cpu_per_gib():.2f} against {t['off'].cpu_per_gib():.2f}, so at most "
+            f"{_ceiling(t['fill']):.0f} against {_ceiling(t['off']):.0f} MiB/s with every CPU "
+            f"busy ({_ceiling(t['off']) / _ceiling(t['fill']) - 1:+.1%})",
             "<= +5%",
         ),
         (
@@ -216,14 +233,29 @@ def cache_rows(cloud: Cloud, repeat: int) -> list[Row]:
             ">= 2x at 20 ms",
         ),
     ]
+    floor = _one_reader_floors(
+        cloud.base, partial(_direct_read, cloud), t["local"].nbytes // FILE_SIZE, repeat
+    )["cp -r"]
     rows += [
         (
             f"cp -r of big under {view}/ (one file at a time, new mount), MiB/s best",
             mib(f"cp {view}"),
             f"direct zarr {mib('direct')}",
-            f"{t['direct'].best / t[f'cp {view}'].best:.2f}x throughput",
+            f"{t['direct'].best / t[f'cp {view}'].best:.2f}x throughput; at most "
+            f"{_ceiling(t[f'cp {view}']):.0f} MiB/s with every CPU busy",
             ">= 0.8x",
         )
         for view in VIEWS
     ]
+    rows.append(
+        (
+            "  (floor) one reader: cp -r of as many bytes from a null pyfuse3 fs while the "
+            "direct read runs: MiB/s best",
+            "",
+            f"both done at {floor.mib_s(floor.best):.0f}",
+            f"{t['direct'].best / floor.best:.2f}x of direct; cp -r under snapshots/ "
+            f"{floor.best / t['cp snapshots'].best:.2f}x of it",
+            "-",
+        )
+    )
     return rows

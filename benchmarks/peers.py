@@ -128,12 +128,10 @@ def _icefs(cloud: Cloud, cache: Path) -> Iterator[Path]:
 
 
 def _read(root: Path) -> int:
-    drop_caches()
     return read_one(LocalStore(root, read_only=True), "big")
 
 
 def _find(root: Path) -> int:
-    drop_caches()
     out = subprocess.run(["find", str(root / "few")], capture_output=True, check=True).stdout
     return out.count(b"\n")
 
@@ -158,10 +156,13 @@ def peer_rows(cloud: Cloud) -> list[Row]:
         cold, again, walk = Timing("cold"), Timing("again"), Timing("find")
         try:
             with _mount(cloud, tool, cache) as root:
+                drop_caches()
                 cold.timed(partial(_read, root))
             with _mount(cloud, tool, cache) as root:
+                drop_caches()
                 walk.timed(partial(_find, root))
             with _mount(cloud, tool, cache) as root:
+                drop_caches()
                 again.timed(partial(_read, root))
         finally:
             shutil.rmtree(cache, ignore_errors=True)

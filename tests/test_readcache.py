@@ -3,6 +3,7 @@ caches (and processes), crashes mid-fill, a full disk and the eviction bound."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -222,3 +223,28 @@ def test_default_size_is_a_tenth_of_free_space_at_most_10g(tmp_path):
     st = os.statvfs(tmp_path)
     expected = min(10 << 30, int(st.f_bavail * st.f_frsize * FREE_SHARE))
     assert abs(default_size(str(tmp_path / "not" / "yet")) - expected) <= 64 << 20
+
+
+def test_cache_command_stats_prune_clear(tmp_path, capsys):
+    from icefs.cli.main import main
+
+    entries = EntryStore(str(tmp_path / "read"), 64 << 20)
+    for i in range(5):
+        entries.write(f"k{i}", os.urandom(3000))
+    Path(entries.path("k0")).write_bytes(b"torn")
+    args = ["--cache-dir", str(tmp_path), "--json"]
+    assert main(["cache", "stats", *args]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["entries"] == 5
+    assert abs(stats["limit_bytes"] - default_size(str(tmp_path / "read"))) < 64 << 20
+    assert main(["cache", "prune", *args, "--read-cache-size", "10k"]) == 0
+    pruned = json.loads(capsys.readouterr().out)
+    assert pruned["damaged"] == 1
+    assert pruned["bytes"] <= 10_000 // 16 * 16  # each shard within its share
+    assert pruned["entries"] + pruned["evicted"] == 4
+    assert main(["cache", "clear", *args]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == pruned["entries"]
+    assert main(["cache", "stats", "--cache-dir", str(tmp_path)]) == 0
+    assert "entries 0, bytes 0" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["cache", "stats", "--read-cache-size", "lots"])

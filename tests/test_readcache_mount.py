@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 import zarr
 
 from harness.mount import run_icefs
+from harness.servers import free_port
 from tests.test_backends import unique
 
 pytestmark = pytest.mark.fuse
@@ -77,7 +80,8 @@ def test_remount_reads_and_lists_without_gets(s3_repo, mount_factory, tmp_path):
     m.umount()
     assert len(_entries(cache)) >= 16 + 1  # the chunks, the node list, the chunk index
 
-    again = mount_factory(url, *args, name="again")
+    port = free_port()
+    again = mount_factory(url, *args, "--metrics", f"127.0.0.1:{port}", name="again")
     root = again.mountpoint
     listed = subprocess.run(["find", str(root / "tags" / "v1")], capture_output=True, check=True)
     assert listed.stdout.count(b"/a/c/") == 16
@@ -92,6 +96,12 @@ def test_remount_reads_and_lists_without_gets(s3_repo, mount_factory, tmp_path):
     assert stats["read_cache"]["hits"] >= 16
     assert stats["read_cache"]["damaged"] == 0
     assert stats["read_cache"]["bytes_served"] >= values.nbytes
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        scraped = r.read().decode()
+    hits = re.search(r"^icefs_read_cache_hits_total (\S+)$", scraped, re.M)
+    assert hits is not None
+    assert float(hits.group(1)) == stats["read_cache"]["hits"]
+    assert re.search(r"^icefs_read_cache_damaged_total 0\.0$", scraped, re.M)
     status = run_icefs("cache", "stats", "--cache-dir", str(cache), "--json")
     assert status.returncode == 0, status.stderr
     doc = json.loads(status.stdout)
