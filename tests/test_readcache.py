@@ -248,3 +248,15 @@ def test_cache_command_stats_prune_clear(tmp_path, capsys):
     assert "entries 0, bytes 0" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["cache", "stats", "--read-cache-size", "lots"])
+
+
+async def test_a_cancelled_fetch_gives_its_claim_back(tmp_path):
+    cache = _cache(tmp_path)
+    key = cache.key("S", "bytes", "a/c/0")
+    fetches = _Fetches(seconds=60)
+    with trio.move_on_after(0.2):
+        await cache.through(key, fetches.of(key, b"never"))
+    quick = _Fetches()
+    with trio.fail_after(5):  # not WAIT_SECONDS behind a claim nobody holds
+        assert bytes(await cache.through(key, quick.of(key, b"now"))) == b"now"
+    assert quick.calls == {key: 1}

@@ -119,7 +119,8 @@ class ReadCache:
             fetched = await fetch()
         except BaseException:
             if claim is not None and claim != UNCLAIMED:
-                await trio.to_thread.run_sync(self.entries.release, key, claim)
+                with trio.CancelScope(shield=True):  # a claim kept would stall every daemon
+                    await trio.to_thread.run_sync(self.entries.release, key, claim)
             raise
         if claim is not None and claim != UNCLAIMED:
             self._fill(key, fetched, claim)
