@@ -19,7 +19,6 @@ from disk, as a remount after a reboot would):
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import shutil
 import subprocess
@@ -73,17 +72,6 @@ def local_copy(cloud: Cloud) -> Path:
     return path
 
 
-def _stats(m: Mount) -> dict[str, object]:
-    return dict(json.loads((m.mountpoint / ".icefs" / "stats").read_text()))
-
-
-def _requests(m: Mount, kind: str) -> int:
-    """Requests of *kind* (chunk, manifest) the mount made to Icechunk so far."""
-    made = _stats(m)["storage_requests"]
-    assert isinstance(made, dict)
-    return sum(n for k, n in made.items() if k.split()[0] == kind)
-
-
 def _read(m: Mount) -> int:
     return read_one(LocalStore(m.mountpoint / "tags" / "v1", read_only=True), "big")
 
@@ -124,13 +112,13 @@ def _timed_cache_passes(
             _cold(t["off"], partial(_read, m))
         with cloud.mount("read", cache=cache) as m:
             _cold(t["remount"], partial(_read, m))
-            made["remount chunk"] = _requests(m, "chunk")
-            made["remount manifest"] = _requests(m, "manifest")
+            made["remount chunk"] = m.storage_requests("chunk")
+            made["remount manifest"] = m.storage_requests("manifest")
             _cold(t["second"], partial(_read, m))
-            made["second chunk"] = _requests(m, "chunk") - made["remount chunk"]
+            made["second chunk"] = m.storage_requests("chunk") - made["remount chunk"]
         with cloud.mount("read", cache=cache) as m:
             _cold(t["find remount"], partial(_find, m.mountpoint / "tags" / "v1" / "grid"))
-            made["find manifest"] = _requests(m, "manifest")
+            made["find manifest"] = m.storage_requests("manifest")
         _cold(t["disk"], partial(_read_entries, cache))
         t["direct"].timed(partial(_direct_read, cloud))
         for view in VIEWS:

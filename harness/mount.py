@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import icechunk
 from zarr.core.buffer import default_buffer_prototype
@@ -174,6 +175,16 @@ class Mount:
             for line in self.log_text().splitlines()
             if _PROBLEM.search(line) and not any(re.search(a, line) for a in allowed)
         ]
+
+    def stats(self) -> dict[str, Any]:
+        """The mount's ``.icefs/stats`` document."""
+        return dict(json.loads((self.mountpoint / ".icefs" / "stats").read_text()))
+
+    def storage_requests(self, kind: str) -> int:
+        """Requests of *kind* (chunk, manifest, ...) the mount made to Icechunk so far, with
+        any outcome."""
+        made = self.stats()["storage_requests"]
+        return sum(n for k, n in made.items() if k.split()[0] == kind)
 
     def umount(self) -> int:
         """Unmount cleanly and return the daemon's exit code."""

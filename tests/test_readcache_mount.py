@@ -12,7 +12,6 @@ import subprocess
 import threading
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import icechunk
 import numpy as np
@@ -48,15 +47,6 @@ def s3_repo(s3_server, tmp_path):
     return f"s3://{bucket}/r", str(conf), values
 
 
-def _stats(mnt: Path) -> dict[str, Any]:
-    return json.loads((mnt / ".icefs" / "stats").read_text())
-
-
-def _gets(mnt: Path, kind: str) -> int:
-    """Storage requests of *kind* the mount made (every outcome)."""
-    return sum(n for k, n in _stats(mnt)["storage_requests"].items() if k.split()[0] == kind)
-
-
 def _read_chunks(tree: Path) -> bytes:
     """Every chunk file of ``a`` below *tree*, read one after another, joined in C order."""
     return b"".join((tree / "a" / "c" / str(i)).read_bytes() for i in range(16))
@@ -73,10 +63,10 @@ def test_remount_reads_and_lists_without_gets(s3_repo, mount_factory, tmp_path):
     m = mount_factory(url, *args)
     v1 = m.mountpoint / "tags" / "v1"
     assert _read_chunks(v1) == values.tobytes()
-    first = _stats(m.mountpoint)
+    first = m.stats()
     assert first["read_cache"]["enabled"]
     assert first["read_cache"]["misses"] >= 16
-    assert _gets(m.mountpoint, "chunk") == 16
+    assert m.storage_requests("chunk") == 16
     m.umount()
     assert len(_entries(cache)) >= 16 + 1  # the chunks, the node list, the chunk index
 
@@ -90,9 +80,9 @@ def test_remount_reads_and_lists_without_gets(s3_repo, mount_factory, tmp_path):
     # the same snapshot under snapshots/ and as main's committed base: the same entries
     assert _read_chunks(root / "snapshots" / snapshot) == values.tobytes()
     assert _read_chunks(root / "branches" / "main") == values.tobytes()
-    stats = _stats(root)
-    assert _gets(root, "chunk") == 0
-    assert _gets(root, "manifest") == 0
+    stats = again.stats()
+    assert again.storage_requests("chunk") == 0
+    assert again.storage_requests("manifest") == 0
     assert stats["read_cache"]["hits"] >= 16
     assert stats["read_cache"]["damaged"] == 0
     assert stats["read_cache"]["bytes_served"] >= values.nbytes
@@ -124,9 +114,9 @@ def test_two_daemons_fetch_each_chunk_once(s3_repo, mount_factory, tmp_path):
     for t in threads:
         t.join()
     assert results == {"one": values.tobytes(), "two": values.tobytes()}
-    assert sum(_gets(m.mountpoint, "chunk") for m in mounts) == 16
-    assert sum(_gets(m.mountpoint, "manifest") for m in mounts) == 1
-    counters = [_stats(m.mountpoint)["read_cache"] for m in mounts]
+    assert sum(m.storage_requests("chunk") for m in mounts) == 16
+    assert sum(m.storage_requests("manifest") for m in mounts) == 1
+    counters = [m.stats()["read_cache"] for m in mounts]
     assert sum(c["hits"] for c in counters) >= 16
 
 
@@ -144,9 +134,9 @@ def test_damaged_entries_are_fetched_again(s3_repo, mount_factory, tmp_path):
         path.write_bytes(blob)
     again = mount_factory(url, *args, name="again")
     assert _read_chunks(again.mountpoint / "tags" / "v1") == values.tobytes()
-    stats = _stats(again.mountpoint)
+    stats = again.stats()
     assert stats["read_cache"]["damaged"] == len(damaged)
-    assert _gets(again.mountpoint, "chunk") == 16
+    assert again.storage_requests("chunk") == 16
     assert "dropped a damaged entry" in again.log_text()
     prune = run_icefs("cache", "prune", "--cache-dir", str(cache), "--json")
     assert json.loads(prune.stdout)["damaged"] == 0
@@ -191,16 +181,16 @@ def test_full_cache_disk_never_fails_a_read(s3_repo, mount_factory, tiny_cache_d
     )
     for _ in range(2):
         assert _read_chunks(m.mountpoint / "tags" / "v1") == values.tobytes()
-    stats = _stats(m.mountpoint)["read_cache"]
+    stats = m.stats()["read_cache"]
     assert stats["not_filled"] >= 1
     assert "is full" in m.log_text()
-    assert _stats(m.mountpoint)["errors"] == 0
+    assert m.stats()["errors"] == 0
 
 
 def test_cache_off_and_local_repositories_have_none(s3_repo, mount_factory, tmp_path, sample_repo):
     url, conf, values = s3_repo
     m = mount_factory(url, "--config", conf, "--read-cache-size", "0")
     assert _read_chunks(m.mountpoint / "tags" / "v1") == values.tobytes()
-    assert _stats(m.mountpoint)["read_cache"] == {"enabled": False}
+    assert m.stats()["read_cache"] == {"enabled": False}
     local = mount_factory(sample_repo[0], name="local")
-    assert _stats(local.mountpoint)["read_cache"] == {"enabled": False}
+    assert local.stats()["read_cache"] == {"enabled": False}

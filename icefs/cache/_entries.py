@@ -134,16 +134,9 @@ class EntryStore:
         """
         path = self.path(key)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            blob = _load(path)
         except FileNotFoundError:
             return None
-        try:
-            size = os.fstat(fd).st_size
-            # the whole entry in one request to the disk, not a readahead window at a time
-            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
-            blob = _read_all(fd, size)
-        finally:
-            os.close(fd)
         try:
             data = _unpack(blob, key.encode())
         except Damaged:
@@ -208,8 +201,7 @@ class EntryStore:
         with self._shard(os.path.basename(os.path.dirname(path))) as shard:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            entries = shard.entries()
-            shard.store(sum(e[1] for e in entries), len(entries))
+            shard.recount(shard.entries())
 
     @contextlib.contextmanager
     def _shard(self, shard: str) -> Iterator[_Shard]:
@@ -243,8 +235,7 @@ class EntryStore:
                     kept = []
                     for path, size, mtime in entries:
                         try:
-                            with open(path, "rb") as f:
-                                _unpack(f.read(), None)
+                            _unpack(_load(path), None)
                             kept.append((path, size, mtime))
                         except Damaged:
                             found.damaged += 1
@@ -253,7 +244,7 @@ class EntryStore:
                         except FileNotFoundError:
                             pass
                     entries = kept
-                state.store(sum(e[1] for e in entries), len(entries))
+                state.recount(entries)
                 if trim_to is not None:
                     found.evicted += state.add(0, 0, trim_to, entries)
                 size, count = state.load()
@@ -290,6 +281,18 @@ class EntryStore:
                     os.unlink(entry.path)
                     removed += 1
         return removed
+
+
+def _load(path: str) -> bytes:
+    """The whole file at *path*, asked of the disk in one request (not a readahead
+    window at a time)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+        return _read_all(fd, size)
+    finally:
+        os.close(fd)
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -338,6 +341,10 @@ class _Shard:
         text = f"{max(0, size)} {max(0, count)}\n".encode()
         os.pwrite(self._fd, text.ljust(40), 0)
 
+    def recount(self, entries: list[tuple[str, int, float]]) -> None:
+        """Count the shard as holding *entries* (`entries`), whatever it counted before."""
+        self.store(sum(e[1] for e in entries), len(entries))
+
     def entries(self) -> list[tuple[str, int, float]]:
         """Every entry of the shard: (path, size, mtime)."""
         out = []
@@ -355,7 +362,7 @@ class _Shard:
         self,
         size: int,
         count: int,
-        limit: int | None,
+        limit: int,
         entries: list[tuple[str, int, float]] | None = None,
     ) -> int:
         """Count *size* bytes and *count* entries more; if that takes the shard past its
@@ -363,9 +370,9 @@ class _Shard:
         (counting them again first).  Return how many were evicted."""
         total, n = self.load()
         total, n = total + size, n + count
-        share = None if limit is None else limit // len(SHARDS)
+        share = limit // len(SHARDS)
         evicted = 0
-        if share is not None and total > share:
+        if total > share:
             entries = self.entries() if entries is None else entries
             total = sum(e[1] for e in entries) + max(size, 0)
             n = len(entries) + max(count, 0)

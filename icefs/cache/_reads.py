@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from icefs.cache._entries import Damaged, EntryStore
+from icefs.tasks import TaskNursery
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Buffer, Callable
@@ -78,7 +79,7 @@ class ReadCache:
         self.counters = CacheCounters()
         self._paused_until = 0.0
         self._pending = 0
-        self._nursery: trio.Nursery | None = None
+        self._tasks = TaskNursery()
 
     @property
     def limit(self) -> int:
@@ -92,12 +93,7 @@ class ReadCache:
         """Write fills in the background until cancelled (a task of the mount's nursery);
         first remove what crashed fills left behind."""
         await trio.to_thread.run_sync(self.entries.sweep)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
+        await self._tasks.run()
 
     async def through(self, key: str, fetch: Callable[[], Awaitable[Buffer]]) -> Buffer:
         """The bytes of *key*: from the cache, or from ``fetch()`` (then cached)."""
@@ -115,15 +111,15 @@ class ReadCache:
             self.counters.bytes_served += len(data)
             return data
         self.counters.misses += 1
+        if claim is None or claim == UNCLAIMED:  # waited too long, or not filling now
+            return await fetch()
         try:
             fetched = await fetch()
         except BaseException:
-            if claim is not None and claim != UNCLAIMED:
-                with trio.CancelScope(shield=True):  # a claim kept would stall every daemon
-                    await trio.to_thread.run_sync(self.entries.release, key, claim)
+            with trio.CancelScope(shield=True):  # a claim kept would stall every daemon
+                await trio.to_thread.run_sync(self.entries.release, key, claim)
             raise
-        if claim is not None and claim != UNCLAIMED:
-            self._fill(key, fetched, claim)
+        self._fill(key, fetched, claim)
         return fetched
 
     async def _lookup(self, key: str) -> tuple[memoryview | None, int | None]:
@@ -157,16 +153,15 @@ class ReadCache:
 
     def _fill(self, key: str, data: Buffer, claim: int) -> None:
         size = memoryview(data).nbytes
-        if self._nursery is None:
+        nursery = self._tasks.nursery
+        if nursery is None:
             return self._fill_now(key, data, claim, size)  # not running: tests, one-off reads
         if self._pending + size > PENDING_BYTES:
             self.counters.not_filled += 1
-            self._nursery.start_soon(
-                partial(trio.to_thread.run_sync, self.entries.release, key, claim)
-            )
+            nursery.start_soon(partial(trio.to_thread.run_sync, self.entries.release, key, claim))
             return None
         self._pending += size
-        self._nursery.start_soon(self._fill_later, key, data, claim, size)
+        nursery.start_soon(self._fill_later, key, data, claim, size)
         return None
 
     async def _fill_later(self, key: str, data: Buffer, claim: int, size: int) -> None:

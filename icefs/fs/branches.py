@@ -21,6 +21,7 @@ from icefs.fs.branch import BranchState
 from icefs.fs.commitinfo import signature
 from icefs.fs.files import describe_leftovers
 from icefs.memory import release_freed
+from icefs.tasks import TaskNursery
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -58,7 +59,7 @@ class Branches:
         #: seconds a caller waits for a commit (None: until it ends)
         self._commit_timeout = commit_timeout
         #: where commits run while `run` runs, so that one past its deadline goes on
-        self._nursery: trio.Nursery | None = None
+        self._tasks = TaskNursery()
         self._zarr2_files = zarr2_files
         self._budget = budget
         #: recorded in every commit's metadata (`icefs.fs.commitinfo.signature`)
@@ -141,12 +142,7 @@ class Branches:
     async def run(self) -> None:
         """Keep the nursery commits run in until cancelled (a task of the mount's nursery);
         cancelled, it waits for a commit in flight (Icechunk cannot stop one)."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
+        await self._tasks.run()
 
     async def _bounded(
         self, state: BranchState, commit: Coroutine[Any, Any, str | None]
@@ -159,7 +155,8 @@ class Branches:
         ``last_commit`` with ``late_seconds``; a late failure leaves the changes
         uncommitted, as any failed commit does.
         """
-        if self._nursery is None or self._commit_timeout is None:
+        nursery = self._tasks.nursery
+        if nursery is None or self._commit_timeout is None:
             return await commit
         timeout = self._commit_timeout
         done = trio.Event()
@@ -178,7 +175,7 @@ class Branches:
             if answered:
                 self._late(state, outcome, failure, time.monotonic() - answered[0])
 
-        self._nursery.start_soon(run)
+        nursery.start_soon(run)
         with trio.move_on_after(timeout):
             await done.wait()
         if failure:

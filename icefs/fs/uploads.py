@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from icefs.errors import IcefsError
+from icefs.tasks import TaskNursery
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -57,22 +58,18 @@ class Uploader:
         self.waiting_bytes = 0
         self._limiter = trio.CapacityLimiter(CONCURRENCY)
         self._room = trio.Event()
-        self._nursery: trio.Nursery | None = None
+        self._tasks = TaskNursery()
 
     @property
     def active(self) -> bool:
         """Whether a close may leave its store to the background now."""
-        return self.enabled and self._nursery is not None
+        return self.enabled and self._tasks.nursery is not None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Take background stores while inside; leaving waits for those in flight."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                yield
-            finally:
-                self._nursery = None
+        async with self._tasks.open():
+            yield
 
     async def submit(
         self,
@@ -89,14 +86,15 @@ class Uploader:
         size = overlay.spool.size
         while self.waiting_bytes and self.waiting_bytes + size > self.budget:
             await self._room.wait()
-        assert self._nursery is not None
+        nursery = self._tasks.nursery
+        assert nursery is not None
         done = overlay.upload = trio.Event()
         overlay.upload_error = None
         if overlay.version == version:  # else a write came in meanwhile: still to store
             overlay.dirty = False
         state.upload_started(key, overlay)  # the journal names files not yet stored
         self.waiting_bytes += size
-        self._nursery.start_soon(self._store, state, key, overlay, what, data, size, done)
+        nursery.start_soon(self._store, state, key, overlay, what, data, size, done)
 
     async def _store(
         self,
