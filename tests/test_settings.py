@@ -63,6 +63,7 @@ def test_every_option_on_the_command_line(s):
         ["r", "m", s.flag] if s.kind == "bool" else ["r", "m", s.flag, s.show(value)]
     )
     assert getattr(args, s.name) == value
+    assert type(getattr(args, s.name)) is type(value)  # a choice's enum member, not its text
 
 
 def test_a_list_option_repeats():
@@ -105,6 +106,7 @@ def test_the_daemon_gets_every_mount_setting_back():
     values, _, _ = settings_of(parse_mount(["r", "m", *argv]))
     for name, value in given.items():
         assert values[name] == value, name
+        assert type(values[name]) is type(value), name
 
 
 def test_mount_records_take_each_setting_they_name():

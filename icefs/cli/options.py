@@ -67,7 +67,14 @@ def _help(s: Setting) -> str:
 
 def _argparse_type(s: Setting) -> Any:
     if s.kind == "choice":
-        return str  # argparse checks the choices and names them
+        enum = s.enum
+
+        def choose(text: str) -> Any:
+            # argparse checks the choices (and names them) after this conversion
+            return enum(text) if enum is not None and text in s.choices else text
+
+        choose.__name__ = "choice"
+        return choose
 
     def parse(text: str) -> Any:
         try:
