@@ -1,6 +1,7 @@
 """Scale: arrays of 100k to 16M chunks, listed, stat'ed and walked, with the daemon's memory.
 
     python benchmarks/scale.py [--dir DIR] [--sizes 100000,1000000,4000000,16000000]
+                               [--native-array 1000000] [--history 100000]
     python benchmarks/scale.py --smoke
 
 Each array is made of virtual references (`build_virtual_grid`: one 4 KiB source file,
@@ -11,6 +12,12 @@ one chunk on another new mount (index built by that lookup), ``find`` cold (the
 mount's first walk) and warm, and the daemon's RSS after each step. Beside the
 icefs rows, up to --native-max chunks: the same layout as a native directory of
 empty files and on the null pyfuse3 filesystem (benchmarks/floor.py), same walks.
+
+The same steps run on one array of --native-array real chunks (1 KiB each, same
+layout), written once with zarr into a local repository kept in --dir: what a
+repository that holds its chunks looks like (its manifests carry no locations).
+Last, a repository whose ``main`` has --history snapshots (kept too): ``ls`` of
+``snapshots/``, a read of ``.icefs/log`` (its first page) and the daemon's memory.
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Row, drop_caches, parse_args, report
 from benchmarks.floor import NullMount
-from harness.mount import Mount
-from icefs.store.sample import build_virtual_grid
+from harness.mount import Mount, rss_mib
+from icefs.store.sample import build_long_history, build_virtual_grid
+
+#: Values (int32) in one chunk of the native array: 1 KiB.
+NATIVE_CHUNK = 256
 
 
 def layout(chunks: int) -> tuple[int, int]:
@@ -43,6 +53,47 @@ def build(base: Path, chunks: int) -> Path:
     if not (path / "done").exists():
         shutil.rmtree(path, ignore_errors=True)
         build_virtual_grid(str(path), *layout(chunks))
+        (path / "done").touch()
+    return path
+
+
+def build_native_array(base: Path, chunks: int) -> Path:
+    """A local repository whose tag ``v1`` holds ``a``: *chunks* chunks of 1 KiB written
+    with zarr, in `layout` (kept)."""
+    import icechunk
+    import numpy as np
+    import zarr
+
+    path = base / f"array-{chunks}"
+    if (path / "done").exists():
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    dirs, per = layout(chunks)
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path / "repo")))
+    session = repo.writable_session("main")
+    arr = zarr.create_array(
+        session.store,
+        name="a",
+        shape=(dirs, per * NATIVE_CHUNK),
+        chunks=(1, NATIVE_CHUNK),
+        dtype="i4",
+        compressors=None,
+    )
+    step = max(1, 100_000 // per)  # rows written at once: about 100k chunks
+    for row in range(0, dirs, step):
+        rows = min(step, dirs - row)
+        arr[row : row + rows] = np.arange(rows * per * NATIVE_CHUNK, dtype="i4").reshape(rows, -1)
+    repo.create_tag("v1", session.commit(f"{dirs * per} chunks of 1 KiB"))
+    (path / "done").touch()
+    return path
+
+
+def build_history(base: Path, snapshots: int) -> Path:
+    """A local repository whose ``main`` has *snapshots* snapshots (kept)."""
+    path = base / f"history-{snapshots}"
+    if not (path / "done").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        build_long_history(str(path / "repo"), snapshots)
         (path / "done").touch()
     return path
 
@@ -63,14 +114,6 @@ def native(base: Path, chunks: int) -> Path:
     return path / "a"
 
 
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def timed(fn: object) -> float:
     started = time.perf_counter()
     fn()  # type: ignore[operator]
@@ -85,20 +128,19 @@ def find(root: Path) -> int:
 
 
 def mounted(repo: Path, mnt: Path, base: Path) -> Mount:
-    prefix = f"file://{repo}/"
+    """A new mount of the repository *repo*/repo (its virtual chunks, if any, under *repo*)."""
+    virtual = ["--virtual", f"file://{repo}/"] if (repo / "src.bin").exists() else []
     return Mount(
         str(repo / "repo"),
         mnt,
-        "--virtual",
-        prefix,
+        *virtual,
         "--cache-dir",
         str(base / "cache"),
         log=base / f"{mnt.name}.log",
     )
 
 
-def measure_icefs(base: Path, chunks: int) -> dict[str, float]:
-    repo = build(base, chunks)
+def measure_icefs(base: Path, repo: Path, chunks: int) -> dict[str, float]:
     dirs, per = layout(chunks)
     found: dict[str, float] = {}
     with mounted(repo, base / "mnt", base) as m:
@@ -148,16 +190,21 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
         argv,
         sizes=("100000,1000000,4000000,16000000", "20000", "array sizes, in chunks"),
         native_max=(1_000_000, 20_000, "largest size also measured native and on the null fs"),
+        native_array=(1_000_000, 20_000, "chunks of the array of real chunks (0: none)"),
+        history=(100_000, 2000, "snapshots of the long history (0: none)"),
     )
     base = Path(args.dir)
     base.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
-    for chunks in (int(s) for s in args.sizes.split(",")):
+    arrays = [(int(s), build, "") for s in args.sizes.split(",")]
+    if args.native_array:
+        arrays.append((args.native_array, build_native_array, "real "))
+    for chunks, builder, what in arrays:
         started = time.perf_counter()
-        build(base, chunks)
+        repo = builder(base, chunks)
         built = time.perf_counter() - started
-        got = measure_icefs(base, chunks)
-        name = f"{chunks:,} chunks ({layout(chunks)[0]} dirs)"
+        got = measure_icefs(base, repo, chunks)
+        name = f"{chunks:,} {what}chunks ({layout(chunks)[0]} dirs)"
         rows.append(
             (
                 f"scale {name}: `ls` of one chunk dir / `stat` of one chunk (new mount)",
@@ -189,7 +236,44 @@ def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
                     "cold <= 4x, warm <= 8x native, or within 10% of the null fs",
                 )
             )
+    if args.history:
+        rows.extend(measure_history(base, args.history))
     return rows, args.repeat
+
+
+def measure_history(base: Path, snapshots: int) -> list[Row]:
+    """``ls snapshots/`` twice and the log's first page, over a history of *snapshots*."""
+    started = time.perf_counter()
+    repo = build_history(base, snapshots)
+    built = time.perf_counter() - started
+    with Mount(
+        str(repo / "repo"), base / "mnt", "--cache-dir", str(base / "cache"), log=base / "mnt.log"
+    ) as m:
+        start = rss_mib(m.proc.pid)
+        listed: list[str] = []
+        cold = timed(lambda: listed.extend(os.listdir(m.mountpoint / "snapshots")))
+        rss_cold = rss_mib(m.proc.pid)
+        warm = timed(lambda: os.listdir(m.mountpoint / "snapshots"))
+        lines: list[str] = []
+        log_file = m.mountpoint / "branches" / "main" / ".icefs" / "log"
+        page = timed(lambda: lines.extend(log_file.read_text().splitlines()))
+        rss_end = rss_mib(m.proc.pid)
+    return [
+        (
+            f"history of {snapshots:,} snapshots: `ls snapshots/` first / again",
+            f"{cold:.2f} s / {warm:.2f} s ({len(listed):,} entries)",
+            "-",
+            f"RSS +{rss_cold - start:.0f} MiB, +{rss_end - start:.0f} MiB at the end",
+            f"(built in {built:.0f} s)",
+        ),
+        (
+            f"history of {snapshots:,} snapshots: read `.icefs/log` (first page)",
+            f"{page:.3f} s ({len(lines):,} lines)",
+            "-",
+            "-",
+            "a page, whatever the history",
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,12 +12,18 @@ written by one ``arr[:] = data`` through zarr's LocalStore, then committed:
       after the commit, beside its metadata budget (``--metadata-memory``);
   (c) floor: into the null pyfuse3 filesystem (benchmarks/floor.py), which drops what
       is written: the most any pyfuse3 filesystem reaches here;
-  (d) native: into a local directory.
-Each phase starts from a clean page cache.
+  (d) Icechunk's own store: the same chunks given to ``store.set`` of a writable
+      session, 10 at once as zarr does, with no zarr and no file system (then a
+      commit): what storing a chunk costs Icechunk itself;
+  (e) native: into a local directory (up to --native-max chunks).
+Each phase starts from a clean page cache.  A file system that stores through
+Icechunk does both (c)'s and (d)'s work for each chunk: their sum is the floor
+printed beside the icefs row.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sys
 import time
@@ -32,14 +38,15 @@ from zarr.storage import LocalStore
 
 from benchmarks.common import Row, drop_caches, parse_args, report
 from benchmarks.floor import NullMount
-from benchmarks.scale import rss_mib
-from harness.mount import Mount
+from harness.mount import Mount, peak_mib, rss_mib
 
 icechunk.set_logs_filter("error")
 
 #: Values per chunk: 1 KiB of int32.
 PER_CHUNK = 256
 BUDGET_MIB = 256  # the default --metadata-memory
+#: Chunks zarr stores at once (its ``async.concurrency`` default).
+ZARR_CONCURRENCY = 10
 
 
 def write(store: object, chunks: int) -> None:
@@ -77,6 +84,38 @@ def direct(base: Path, chunks: int) -> float:
     return timed(run)
 
 
+def icechunk_only(base: Path, chunks: int) -> float:
+    """Icechunk's own cost: the chunks given straight to ``store.set``, then a commit."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    repo = icechunk.Repository.open(
+        icechunk.local_filesystem_storage(str(new_repo(base / "icechunk")))
+    )
+    chunk = default_buffer_prototype().buffer.from_bytes(np.arange(PER_CHUNK, dtype="i4").tobytes())
+
+    async def store_all(store: object) -> None:
+        room = asyncio.Semaphore(ZARR_CONCURRENCY)
+
+        async def one(i: int) -> None:
+            async with room:
+                await store.set(f"small/c/{i}", chunk)  # type: ignore[attr-defined]
+
+        await asyncio.gather(*(one(i) for i in range(chunks)))
+
+    session = repo.writable_session("main")
+    zarr.open_group(store=session.store, mode="a").create_array(
+        "small", shape=(chunks * PER_CHUNK,), chunks=(PER_CHUNK,), dtype="i4", compressors=None
+    )
+
+    def run() -> None:
+        asyncio.run(store_all(session.store))
+        session.commit("icechunk only")
+
+    took = timed(run)
+    shutil.rmtree(base / "icechunk", ignore_errors=True)
+    return took
+
+
 def through_icefs(base: Path, chunks: int, *options: str) -> dict[str, float]:
     repo = new_repo(base / "icefs")
     found: dict[str, float] = {}
@@ -91,6 +130,7 @@ def through_icefs(base: Path, chunks: int, *options: str) -> dict[str, float]:
         found["rss committed"] = rss_mib(m.proc.pid)
         time.sleep(5)  # FORGETs from the kernel arrive as it drops its entries
         found["rss later"] = rss_mib(m.proc.pid)
+        found["rss peak"] = peak_mib(m.proc.pid)
     return found
 
 
@@ -110,34 +150,46 @@ def native(base: Path, chunks: int) -> float:
 
 def collect(argv: list[str] | None = None) -> tuple[list[Row], int]:
     args = parse_args(
-        __doc__, "scalewrite", argv, sizes=("100000", "2000", "array sizes, in chunks")
+        __doc__,
+        "scalewrite",
+        argv,
+        sizes=("100000", "2000", "array sizes, in chunks"),
+        native_max=(100_000, 2000, "largest size also written to a native directory"),
     )
     base = Path(args.dir)
     base.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     for chunks in (int(s) for s in args.sizes.split(",")):
         got = through_icefs(base, chunks)
-        sides = {"direct": direct(base, chunks), "null fs": floor(base, chunks)}
-        sides["native"] = native(base, chunks)
+        sides = {
+            "direct": direct(base, chunks),
+            "null fs": floor(base, chunks),
+            "Icechunk alone": icechunk_only(base, chunks),
+        }
+        if chunks <= args.native_max:
+            sides["native"] = native(base, chunks)
         total = got["write"] + got["commit"]
+        least = sides["null fs"] + sides["Icechunk alone"]
         per = 1e6 / chunks
         rows.append(
             (
                 f"write {chunks:,} chunks of 1 KiB with zarr + commit: us per chunk",
                 f"{total * per:.0f} (write {got['write']:.1f} s, commit {got['commit']:.1f} s)",
-                ", ".join(f"{k} {v * per:.0f}" for k, v in sides.items()),
-                f"{total / sides['null fs']:.2f}x null fs, {total / sides['direct']:.2f}x direct",
+                ", ".join(f"{k} {v * per:.0f}" for k, v in sides.items())
+                + f"; floor (null fs + Icechunk alone) {least * per:.0f}",
+                f"{total / sides['null fs']:.2f}x null fs, {total / least:.2f}x floor, "
+                f"{total / sides['direct']:.2f}x direct",
                 "within 10% of the null fs",
             )
         )
         rows.append(
             (
-                f"daemon RSS writing {chunks:,} chunks: start / written / committed / +5 s",
+                f"daemon RSS writing {chunks:,} chunks: start / written / committed / +5 s (peak)",
                 " / ".join(
                     f"{got[k]:.0f}"
                     for k in ("rss start", "rss written", "rss committed", "rss later")
                 )
-                + " MiB",
+                + f" MiB ({got['rss peak']:.0f})",
                 f"budget {BUDGET_MIB} MiB",
                 f"+{got['rss later'] - got['rss start']:.0f} MiB after the commit",
                 "back within the budget of the start",

@@ -30,7 +30,16 @@ from icefs.store.sample import sample_storage
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["Mount", "MountFailed", "direct_get", "direct_keys", "fuse_usable", "run_icefs"]
+__all__ = [
+    "Mount",
+    "MountFailed",
+    "direct_get",
+    "direct_keys",
+    "fuse_usable",
+    "peak_mib",
+    "rss_mib",
+    "run_icefs",
+]
 
 MOUNT_DEADLINE: Final = 30.0
 UMOUNT_DEADLINE: Final = 30.0
@@ -72,6 +81,24 @@ class LogProblems(logging.Handler):
 
 class MountFailed(RuntimeError):
     """The daemon exited or did not answer in time; the message holds its log."""
+
+
+def _status_mib(pid: int, field: str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of process *pid* now, in MiB."""
+    return _status_mib(pid, "VmRSS:")
+
+
+def peak_mib(pid: int) -> float:
+    """The most resident memory process *pid* has had, in MiB."""
+    return _status_mib(pid, "VmHWM:")
 
 
 def fuse_usable() -> bool:

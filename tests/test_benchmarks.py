@@ -274,7 +274,31 @@ def test_fetching_floor_serves_the_tags_bytes(s3_server, tmp_path):
 
 
 @pytest.mark.fuse
+def test_scale_table_smoke(tmp_path):
+    """``python -m benchmarks --scale --smoke``: every scale row, from the virtual arrays,
+    the array of real chunks, the long history and the small-chunk writes."""
+    _, table = run_benchmarks("--scale", "--dir", str(tmp_path / "bench"))
+    for row in (
+        "scale 20,000 chunks (141 dirs): `ls` of one chunk dir",
+        "scale 20,000 chunks (141 dirs): `find` cold (",
+        "scale 20,000 real chunks (141 dirs): `find` warm (",
+        "history of 2,000 snapshots: `ls snapshots/` first / again",
+        "history of 2,000 snapshots: read `.icefs/log` (first page)",
+        "write 2,000 chunks of 1 KiB with zarr + commit",
+    ):
+        assert any(row in line for line in table), (row, table)
+    (listed,) = [r for r in table if "`ls snapshots/` first" in r]
+    assert "(2,001 entries)" in listed, listed  # every snapshot and the root
+    (page,) = [r for r in table if "`.icefs/log` (first page)" in r]
+    assert "(1,001 lines)" in page, page  # a page of 1,000 and where the next starts
+
+
+@pytest.mark.fuse
 def test_scale_write_benchmark_smoke(tmp_path):
     _, table = run_python("benchmarks/scalewrite.py", "--smoke", "--dir", str(tmp_path / "sw"))
-    assert any("write 2,000 chunks of 1 KiB with zarr + commit" in row for row in table), table
-    assert any("daemon RSS writing 2,000 chunks" in row for row in table), table
+    (row,) = [r for r in table if "write 2,000 chunks of 1 KiB with zarr + commit" in r]
+    for side in ("direct", "null fs", "Icechunk alone", "native", "floor (null fs + Icechunk"):
+        assert side in row, (side, row)
+    assert "x floor" in row, row
+    (rss,) = [r for r in table if "daemon RSS writing 2,000 chunks" in r]
+    assert "(peak)" in rss, rss

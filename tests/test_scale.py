@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from harness.mount import rss_mib
 from icefs.store.sample import build_virtual_grid
 
 pytestmark = pytest.mark.fuse
@@ -30,14 +31,6 @@ MANIFEST_MIB = 72
 WALK_MIB = 16
 
 
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_walking_a_large_array_stays_within_the_budget(tmp_path, mount_factory):
     prefix = build_virtual_grid(str(tmp_path / "v"), ROWS, COLUMNS)
     m = mount_factory(
@@ -45,9 +38,9 @@ def test_walking_a_large_array_stays_within_the_budget(tmp_path, mount_factory):
     )
     array = m.mountpoint / "tags" / "v1" / "a"
     os.listdir(m.mountpoint / "tags" / "v1")
-    start = _rss_mib(m.proc.pid)
+    start = rss_mib(m.proc.pid)
     assert len(os.listdir(array / "c" / "150")) == COLUMNS
-    indexed = _rss_mib(m.proc.pid) - start
+    indexed = rss_mib(m.proc.pid) - start
     assert os.stat(array / "c" / "299" / "999").st_size == 1
     assert (array / "c" / "7" / "3").read_bytes() == bytes([10])  # offset 7 + 3
     for _ in range(2):
@@ -55,7 +48,7 @@ def test_walking_a_large_array_stays_within_the_budget(tmp_path, mount_factory):
             ["find", str(array), "-type", "f"], capture_output=True, text=True, check=True
         ).stdout.count("\n")
         assert found == ROWS * COLUMNS + 1  # and zarr.json
-    grown = _rss_mib(m.proc.pid) - start
+    grown = rss_mib(m.proc.pid) - start
     print(
         f"daemon RSS grew {indexed:.0f} MiB listing one directory (the array's index, "
         f"Icechunk's manifest) and {grown:.0f} MiB walking {ROWS * COLUMNS:,} chunk files"

@@ -16,7 +16,7 @@ import zarr
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["build_sample", "build_virtual_grid", "sample_storage"]
+__all__ = ["build_long_history", "build_sample", "build_virtual_grid", "sample_storage"]
 
 
 def sample_storage(path: str) -> icechunk.Storage:
@@ -164,3 +164,25 @@ def build_virtual_grid(path: str, rows: int, columns: int) -> str:
         session.store.set_virtual_refs("a", specs, validate_containers=False)
     repo.create_tag("v1", session.commit(f"{rows * columns} virtual chunks"))
     return prefix
+
+
+def build_long_history(path: str, snapshots: int) -> list[str]:
+    """Make a local repository at *path* whose branch ``main`` has *snapshots* commits
+    after its root (empty ones, but for the first: a group); return the ids of its whole
+    history, newest first (the root last).
+
+    A current-format repository rewrites its list of every snapshot at each commit,
+    so committing 100k one at a time takes hours.  This commits in the first format
+    (one file per snapshot, constant cost: about a millisecond each) and upgrades the
+    repository once at the end, as ``icechunk`` upgrades any old repository: the
+    result is a current-format repository with that history.
+    """
+    repo = icechunk.Repository.create(sample_storage(path), spec_version=1)
+    repo.save_config()  # the upgrade replaces it (and logs an error if there is none)
+    for i in range(snapshots):
+        session = repo.writable_session("main")
+        if not i:
+            zarr.group(store=session.store)
+        session.commit(f"commit {i}", allow_empty=bool(i))
+    repo = icechunk.upgrade_icechunk_repository(repo, dry_run=False)
+    return [s.id for s in repo.ancestry(branch="main")]

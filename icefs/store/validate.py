@@ -141,7 +141,7 @@ class ChunkCheck:
         if not self.exact or self.itemsize is None:
             return None
         try:
-            return int(math.prod(self._spec(coords).shape)) * self.itemsize
+            return int(math.prod(self._shape(coords))) * self.itemsize
         except InvalidInput:
             return None
 
@@ -155,12 +155,15 @@ class ChunkCheck:
         """Whether `check` with *decode* decodes."""
         return self._transform is not None and not self.exact
 
-    def _spec(self, coords: tuple[int, ...]) -> Any:
+    def _shape(self, coords: tuple[int, ...]) -> tuple[int, ...]:
         chunk = self._grid[coords]
         if chunk is None:
             raise InvalidInput(f"chunk {coords} lies outside the array's grid")
+        return tuple(chunk.codec_shape)
+
+    def _spec(self, shape: tuple[int, ...]) -> Any:
         return self._spec_type(
-            shape=chunk.codec_shape,
+            shape=shape,
             dtype=self._meta.data_type,
             fill_value=self._meta.fill_value,
             config=self._config,
@@ -177,7 +180,7 @@ class ChunkCheck:
         costs about what reading it does.  With *decode*, compressed chunks are
         also decoded.
         """
-        spec = self._spec(coords)
+        shape = self._shape(coords)
         size = memoryview(data).nbytes
         if not size:
             raise InvalidInput(
@@ -186,17 +189,17 @@ class ChunkCheck:
             )
         if self.exact:
             assert self.itemsize is not None
-            expected = math.prod(spec.shape) * self.itemsize
+            expected = math.prod(shape) * self.itemsize
             if size != expected:
                 raise InvalidInput(
                     f"{size} bytes; an uncompressed chunk of this array has "
-                    f"{expected} ({'x'.join(map(str, spec.shape))} elements of "
+                    f"{expected} ({'x'.join(map(str, shape))} elements of "
                     f"{self.itemsize} bytes)"
                 )
             return
         if self._frame is not None:
             assert self.itemsize is not None
-            problem = self._frame(memoryview(data).cast("B"), math.prod(spec.shape) * self.itemsize)
+            problem = self._frame(memoryview(data).cast("B"), math.prod(shape) * self.itemsize)
             if problem:
                 raise InvalidInput(f"not a chunk of this array: {problem}")
         if not (decode or self._light) or self._transform is None:
@@ -204,7 +207,7 @@ class ChunkCheck:
         from zarr.core.buffer.cpu import Buffer as ZarrBuffer
 
         try:
-            self._transform.decode_chunk(ZarrBuffer.from_bytes(data), spec)  # type: ignore[arg-type]
+            self._transform.decode_chunk(ZarrBuffer.from_bytes(data), self._spec(shape))  # type: ignore[arg-type]
         except Exception as exc:  # a codec's own error type: the bytes are not a chunk
             raise InvalidInput(f"does not decode with the array's codecs: {_reason(exc)}") from None
 
