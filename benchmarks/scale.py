@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,6 +37,9 @@ from benchmarks.common import Row, drop_caches, parse_args, report
 from benchmarks.floor import NullMount
 from harness.mount import Mount, rss_mib
 from icefs.store.sample import build_long_history, build_virtual_grid
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Values (int32) in one chunk of the native array: 1 KiB.
 NATIVE_CHUNK = 256
@@ -47,14 +51,19 @@ def layout(chunks: int) -> tuple[int, int]:
     return dirs, -(-chunks // dirs)
 
 
-def build(base: Path, chunks: int) -> Path:
-    """A local repository whose tag ``v1`` holds ``a``: *chunks* virtual chunks (kept)."""
-    path = base / f"virtual-{chunks}"
+def kept(path: Path, make: Callable[[Path], object]) -> Path:
+    """*path*, made by ``make(path)`` unless a run before finished making it (its
+    ``done`` marker); a half-made one is removed first."""
     if not (path / "done").exists():
         shutil.rmtree(path, ignore_errors=True)
-        build_virtual_grid(str(path), *layout(chunks))
+        make(path)
         (path / "done").touch()
     return path
+
+
+def build(base: Path, chunks: int) -> Path:
+    """A local repository whose tag ``v1`` holds ``a``: *chunks* virtual chunks (kept)."""
+    return kept(base / f"virtual-{chunks}", lambda p: build_virtual_grid(str(p), *layout(chunks)))
 
 
 def build_native_array(base: Path, chunks: int) -> Path:
@@ -64,54 +73,48 @@ def build_native_array(base: Path, chunks: int) -> Path:
     import numpy as np
     import zarr
 
-    path = base / f"array-{chunks}"
-    if (path / "done").exists():
-        return path
-    shutil.rmtree(path, ignore_errors=True)
     dirs, per = layout(chunks)
-    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path / "repo")))
-    session = repo.writable_session("main")
-    arr = zarr.create_array(
-        session.store,
-        name="a",
-        shape=(dirs, per * NATIVE_CHUNK),
-        chunks=(1, NATIVE_CHUNK),
-        dtype="i4",
-        compressors=None,
-    )
-    step = max(1, 100_000 // per)  # rows written at once: about 100k chunks
-    for row in range(0, dirs, step):
-        rows = min(step, dirs - row)
-        arr[row : row + rows] = np.arange(rows * per * NATIVE_CHUNK, dtype="i4").reshape(rows, -1)
-    repo.create_tag("v1", session.commit(f"{dirs * per} chunks of 1 KiB"))
-    (path / "done").touch()
-    return path
+
+    def make(path: Path) -> None:
+        repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path / "repo")))
+        session = repo.writable_session("main")
+        arr = zarr.create_array(
+            session.store,
+            name="a",
+            shape=(dirs, per * NATIVE_CHUNK),
+            chunks=(1, NATIVE_CHUNK),
+            dtype="i4",
+            compressors=None,
+        )
+        step = max(1, 100_000 // per)  # rows written at once: about 100k chunks
+        for row in range(0, dirs, step):
+            rows = min(step, dirs - row)
+            data = np.arange(rows * per * NATIVE_CHUNK, dtype="i4")
+            arr[row : row + rows] = data.reshape(rows, -1)
+        repo.create_tag("v1", session.commit(f"{dirs * per} chunks of 1 KiB"))
+
+    return kept(base / f"array-{chunks}", make)
 
 
 def build_history(base: Path, snapshots: int) -> Path:
     """A local repository whose ``main`` has *snapshots* snapshots (kept)."""
-    path = base / f"history-{snapshots}"
-    if not (path / "done").exists():
-        shutil.rmtree(path, ignore_errors=True)
-        build_long_history(str(path / "repo"), snapshots)
-        (path / "done").touch()
-    return path
+    return kept(
+        base / f"history-{snapshots}", lambda p: build_long_history(str(p / "repo"), snapshots)
+    )
 
 
 def native(base: Path, chunks: int) -> Path:
     """The same layout as a native directory of empty files (kept)."""
-    path = base / f"native-{chunks}"
-    if (path / "done").exists():
-        return path / "a"
-    shutil.rmtree(path, ignore_errors=True)
     dirs, per = layout(chunks)
-    for d in range(dirs):
-        here = path / "a" / "c" / str(d)
-        here.mkdir(parents=True)
-        for j in range(per):
-            (here / str(j)).touch()
-    (path / "done").touch()
-    return path / "a"
+
+    def make(path: Path) -> None:
+        for d in range(dirs):
+            here = path / "a" / "c" / str(d)
+            here.mkdir(parents=True)
+            for j in range(per):
+                (here / str(j)).touch()
+
+    return kept(base / f"native-{chunks}", make) / "a"
 
 
 def timed(fn: object) -> float:
@@ -246,9 +249,7 @@ def measure_history(base: Path, snapshots: int) -> list[Row]:
     started = time.perf_counter()
     repo = build_history(base, snapshots)
     built = time.perf_counter() - started
-    with Mount(
-        str(repo / "repo"), base / "mnt", "--cache-dir", str(base / "cache"), log=base / "mnt.log"
-    ) as m:
+    with mounted(repo, base / "mnt", base) as m:
         start = rss_mib(m.proc.pid)
         listed: list[str] = []
         cold = timed(lambda: listed.extend(os.listdir(m.mountpoint / "snapshots")))

@@ -38,6 +38,7 @@ from zarr.storage import LocalStore
 
 from benchmarks.common import Row, drop_caches, parse_args, report
 from benchmarks.floor import NullMount
+from benchmarks.write import new_repo
 from harness.mount import Mount, peak_mib, rss_mib
 
 icechunk.set_logs_filter("error")
@@ -63,12 +64,6 @@ def timed(fn: object) -> float:
     started = time.perf_counter()
     fn()  # type: ignore[operator]
     return time.perf_counter() - started
-
-
-def new_repo(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
-    return path
 
 
 def direct(base: Path, chunks: int) -> float:

@@ -50,7 +50,7 @@ from benchmarks.common import (
     wait_for_cue,
 )
 from benchmarks.floor import NullMount
-from harness.mount import Mount
+from harness.mount import Mount, rss_mib
 
 icechunk.set_logs_filter("error")
 
@@ -79,9 +79,11 @@ def settle() -> None:
     drop_caches()
 
 
-def new_repo(path: Path) -> None:
+def new_repo(path: Path) -> Path:
+    """An empty local repository at *path* (whatever was there removed); *path*."""
     shutil.rmtree(path, ignore_errors=True)
     icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
+    return path
 
 
 class RssSampler:
@@ -94,11 +96,10 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _rss(self) -> int:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        try:
+            return round(rss_mib(self.pid) * (1 << 20))
+        except AssertionError:  # no VmRSS: a process that has exited
+            return 0
 
     def _run(self) -> None:
         while not self._stop.is_set():
